@@ -1,0 +1,35 @@
+"""Prometheus metrics of the alerter (served on /metrics). Labels never carry addresses."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge
+
+NOTICES_RECORDED = Counter(
+    "opspor_alerter_notices_recorded_total", "Notices recorded for delivery", ["kind", "role"]
+)
+NOTICES_SENT = Counter("opspor_alerter_notices_sent_total", "Notices delivered", ["kind"])
+NOTICES_FAILED = Counter(
+    "opspor_alerter_notices_failed_total",
+    "Notices given up on",
+    ["kind", "reason"],  # reason: permanent | max_attempts
+)
+NOTICES_CANCELLED = Counter(
+    "opspor_alerter_notices_cancelled_total", "Pending notices cancelled by a withdrawal"
+)
+DELIVERY_ATTEMPTS = Counter(
+    "opspor_alerter_delivery_attempts_total", "Delivery attempts", ["outcome"]
+)
+NOTICES_PENDING = Gauge("opspor_alerter_notices_pending", "Notices waiting to be delivered")
+UNROUTABLE = Counter(
+    "opspor_alerter_unroutable_total",
+    "Concerns with no mailbox for their level",
+    ["role", "reason"],
+)
+EVENTS = Counter(
+    "opspor_alerter_concern_events_total",
+    "Concern events by result",
+    ["result"],  # applied | stale | ignored | rejected
+)
+DELIVERY_LOOP_ERRORS = Counter(
+    "opspor_alerter_delivery_loop_errors_total", "Delivery rounds that failed and were retried"
+)

@@ -1,0 +1,67 @@
+"""Tables the alerter writes (and no other service does)."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any
+
+from opspor_shared.db import Base, TimestampMixin
+from sqlalchemy import ForeignKey, Index, Text, UniqueConstraint, func
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.orm import Mapped, mapped_column
+
+
+class Notice(TimestampMixin, Base):
+    """One notice per (concern, recipient, kind, concern revision): the notification log.
+
+    The unique constraint is what makes a repeated concern event send nothing new.
+    """
+
+    __tablename__ = "notices"
+    __table_args__ = (
+        UniqueConstraint("concern_id", "recipient", "kind", "revision", name="uq_notices_identity"),
+        Index("ix_notices_due", "status", "next_attempt_at"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    concern_id: Mapped[uuid.UUID]
+    kind: Mapped[str] = mapped_column(Text)  # raised | withdrawn
+    revision: Mapped[int]
+    channel: Mapped[str] = mapped_column(Text)  # smtp
+    recipient: Mapped[str] = mapped_column(Text)
+    recipient_role: Mapped[str] = mapped_column(Text)  # school | ppr | municipality
+    school_id: Mapped[str] = mapped_column(Text)
+    language: Mapped[str] = mapped_column(Text)
+    # pending -> sent | failed; pending -> cancelled (withdrawn before it went out)
+    status: Mapped[str] = mapped_column(Text)
+    attempts: Mapped[int] = mapped_column(default=0)
+    next_attempt_at: Mapped[datetime] = mapped_column(server_default=func.now())
+    lease_until: Mapped[datetime | None]
+    message_id: Mapped[str] = mapped_column(Text)
+    payload: Mapped[dict[str, Any]] = mapped_column(JSONB)
+    sent_at: Mapped[datetime | None]
+    last_error: Mapped[str | None] = mapped_column(Text)
+
+
+class DeliveryAttempt(Base):
+    __tablename__ = "delivery_attempts"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    notice_id: Mapped[int] = mapped_column(ForeignKey("notices.id"), index=True)
+    attempted_at: Mapped[datetime] = mapped_column(server_default=func.now())
+    outcome: Mapped[str] = mapped_column(Text)  # sent | transient | permanent
+    smtp_code: Mapped[int | None]
+    # Never contains the recipient address or credentials.
+    detail: Mapped[str] = mapped_column(Text)
+
+
+class AlerterConcern(Base):
+    """Highest concern revision the alerter has applied: a stale or repeated event is ignored."""
+
+    __tablename__ = "alerter_concerns"
+
+    concern_id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
+    revision: Mapped[int]
+    status: Mapped[str] = mapped_column(Text)
+    updated_at: Mapped[datetime] = mapped_column(server_default=func.now(), onupdate=func.now())

@@ -1,0 +1,175 @@
+"""All SQL of the alerter: the notification log (notices), delivery attempts and concern revisions.
+
+Nothing here commits; the caller's unit of work does.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import timedelta
+from typing import Any
+
+from sqlalchemy import exists, func, or_, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import aliased
+
+from opspor_alerter.models import AlerterConcern, DeliveryAttempt, Notice
+
+_FRESH = {"populate_existing": True}
+
+
+class NoticeRepository:
+    def __init__(self, session: AsyncSession) -> None:
+        self._session = session
+
+    async def advance_concern(self, concern_id: uuid.UUID, revision: int, status: str) -> bool:
+        """Store the revision if it is newer than the one held; False for a stale or repeat."""
+        stmt = pg_insert(AlerterConcern).values(
+            concern_id=concern_id, revision=revision, status=status
+        )
+        stmt = stmt.on_conflict_do_update(
+            index_elements=[AlerterConcern.concern_id],
+            set_={
+                "revision": stmt.excluded.revision,
+                "status": stmt.excluded.status,
+                "updated_at": func.now(),
+            },
+            where=AlerterConcern.revision < stmt.excluded.revision,
+        ).returning(AlerterConcern.concern_id)
+        return (await self._session.execute(stmt)).first() is not None
+
+    async def concern(self, concern_id: uuid.UUID) -> AlerterConcern | None:
+        return await self._session.scalar(
+            select(AlerterConcern)
+            .where(AlerterConcern.concern_id == concern_id)
+            .execution_options(**_FRESH)
+        )
+
+    async def notices_of_concern(self, concern_id: uuid.UUID) -> list[Notice]:
+        """Locks the concern's notices, so a delivery being recorded cannot race a withdrawal."""
+        rows = await self._session.scalars(
+            select(Notice)
+            .where(Notice.concern_id == concern_id)
+            .order_by(Notice.revision, Notice.id)
+            .with_for_update()
+            .execution_options(**_FRESH)
+        )
+        return list(rows)
+
+    async def insert_notice(self, **values: Any) -> int | None:
+        """The notice's id, or None when the same (concern, recipient, kind, revision) exists."""
+        stmt = (
+            pg_insert(Notice)
+            .values(status="pending", attempts=0, **values)
+            .on_conflict_do_nothing(constraint="uq_notices_identity")
+            .returning(Notice.id)
+        )
+        return (await self._session.execute(stmt)).scalar_one_or_none()
+
+    async def cancel_pending(self, notice_id: int) -> bool:
+        stmt = (
+            update(Notice)
+            .where(Notice.id == notice_id, Notice.status == "pending")
+            .values(status="cancelled", lease_until=None)
+            .returning(Notice.id)
+            .execution_options(synchronize_session=False)
+        )
+        return (await self._session.execute(stmt)).first() is not None
+
+    async def claim_due(self, limit: int, lease_seconds: float) -> list[Notice]:
+        """Leases up to `limit` due notices; other delivery loops skip them until the lease ends.
+
+        A notice waits while an earlier revision to the same recipient is still pending, so a
+        withdrawal never overtakes the notice it withdraws.
+        """
+        earlier = aliased(Notice)
+        due = (
+            select(Notice.id)
+            .where(
+                Notice.status == "pending",
+                Notice.next_attempt_at <= func.now(),
+                or_(Notice.lease_until.is_(None), Notice.lease_until < func.now()),
+                ~exists().where(
+                    earlier.concern_id == Notice.concern_id,
+                    earlier.recipient == Notice.recipient,
+                    earlier.status == "pending",
+                    earlier.revision < Notice.revision,
+                ),
+            )
+            .order_by(Notice.next_attempt_at, Notice.id)
+            .limit(limit)
+            .with_for_update(skip_locked=True, of=Notice)
+        )
+        ids = list(await self._session.scalars(due))
+        if not ids:
+            return []
+        rows = await self._session.scalars(
+            update(Notice)
+            .where(Notice.id.in_(ids))
+            .values(lease_until=func.now() + timedelta(seconds=lease_seconds))
+            .returning(Notice)
+            .execution_options(synchronize_session=False, **_FRESH)
+        )
+        return sorted(rows, key=lambda n: ids.index(n.id))
+
+    async def lock(self, notice_id: int) -> Notice | None:
+        return await self._session.scalar(
+            select(Notice)
+            .where(Notice.id == notice_id)
+            .with_for_update()
+            .execution_options(**_FRESH)
+        )
+
+    async def add_attempt(
+        self, notice_id: int, outcome: str, smtp_code: int | None, detail: str
+    ) -> None:
+        self._session.add(
+            DeliveryAttempt(
+                notice_id=notice_id, outcome=outcome, smtp_code=smtp_code, detail=detail
+            )
+        )
+        await self._session.flush()
+
+    async def mark_sent(self, notice_id: int, attempts: int) -> None:
+        await self._update(
+            notice_id,
+            status="sent",
+            attempts=attempts,
+            sent_at=func.now(),
+            lease_until=None,
+            last_error=None,
+        )
+
+    async def schedule_retry(
+        self, notice_id: int, attempts: int, delay_seconds: float, error: str
+    ) -> None:
+        await self._update(
+            notice_id,
+            attempts=attempts,
+            next_attempt_at=func.now() + timedelta(seconds=delay_seconds),
+            lease_until=None,
+            last_error=error,
+        )
+
+    async def mark_failed(self, notice_id: int, attempts: int, error: str) -> None:
+        await self._update(
+            notice_id, status="failed", attempts=attempts, lease_until=None, last_error=error
+        )
+
+    async def record_attempt_only(self, notice_id: int, attempts: int, error: str) -> None:
+        await self._update(notice_id, attempts=attempts, lease_until=None, last_error=error)
+
+    async def count_pending(self) -> int:
+        count = await self._session.scalar(
+            select(func.count()).select_from(Notice).where(Notice.status == "pending")
+        )
+        return int(count or 0)
+
+    async def _update(self, notice_id: int, **values: Any) -> None:
+        await self._session.execute(
+            update(Notice)
+            .where(Notice.id == notice_id)
+            .values(**values)
+            .execution_options(synchronize_session=False)
+        )

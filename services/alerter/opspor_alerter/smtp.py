@@ -1,0 +1,173 @@
+"""Deliver stage for secure mail: SMTP with STARTTLS required and the relay's certificate verified.
+
+The notifier never raises for a delivery outcome; it answers with a `DeliveryResult` that says
+whether a failure is worth retrying (alertmanager's notifier contract). Server replies and
+library messages can echo the recipient address, so every detail passes through `Scrubber`
+before it reaches a log line or the delivery_attempts table.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import socket
+import ssl
+from contextlib import suppress
+from dataclasses import dataclass, field
+from email.message import EmailMessage
+from typing import Literal, Protocol
+
+import aiosmtplib
+from aiosmtplib import (
+    SMTPAuthenticationError,
+    SMTPConnectError,
+    SMTPException,
+    SMTPNotSupported,
+    SMTPRecipientsRefused,
+    SMTPResponseException,
+    SMTPServerDisconnected,
+    SMTPTimeoutError,
+)
+
+from opspor_alerter.settings import AlerterSettings, is_plain_address
+
+Outcome = Literal["sent", "transient", "permanent"]
+
+_ADDRESS = re.compile(r"[^\s<>@:;,\"'()\[\]]+@[^\s<>@:;,\"'()\[\]]+")
+_DETAIL_LIMIT = 300
+
+
+@dataclass(frozen=True)
+class DeliveryResult:
+    outcome: Outcome
+    smtp_code: int | None
+    detail: str
+
+    @property
+    def retryable(self) -> bool:
+        return self.outcome == "transient"
+
+
+class Notifier(Protocol):
+    async def send(self, recipient: str, message: EmailMessage) -> DeliveryResult: ...
+
+
+@dataclass(frozen=True)
+class Scrubber:
+    """Removes the given secrets and anything shaped like an address from a text."""
+
+    secrets: tuple[str, ...] = field(default=())
+
+    def __call__(self, text: str) -> str:
+        for secret in sorted(filter(None, self.secrets), key=len, reverse=True):
+            text = re.sub(re.escape(secret), "[redacted]", text, flags=re.IGNORECASE)
+        text = _ADDRESS.sub("[address]", text)
+        text = " ".join(text.split())
+        return text[:_DETAIL_LIMIT]
+
+
+def client_tls_context(settings: AlerterSettings) -> ssl.SSLContext:
+    """Verifies the chain (against smtp_ca_file, or the system store) and the host name."""
+    cafile = str(settings.smtp_ca_file) if settings.smtp_ca_file else None
+    context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=cafile)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.check_hostname = True
+    context.verify_mode = ssl.CERT_REQUIRED
+    return context
+
+
+def _by_code(code: int, what: str, scrub: Scrubber, message: str) -> DeliveryResult:
+    text = scrub(f"{what}: {code} {message}")
+    if 400 <= code < 500:
+        return DeliveryResult("transient", code, text)
+    if 500 <= code < 600:
+        return DeliveryResult("permanent", code, text)
+    return DeliveryResult("transient", code, text)
+
+
+def classify(exc: BaseException, scrub: Scrubber) -> DeliveryResult:
+    """Transient: connection trouble, timeouts, 4xx, no STARTTLS offered, TLS failures.
+    Permanent: 5xx and addresses that cannot be sent."""
+    if isinstance(exc, SMTPRecipientsRefused):
+        first = exc.recipients[0] if exc.recipients else None
+        if first is None:
+            return DeliveryResult("transient", None, "recipient refused")
+        return _by_code(first.code, "recipient refused", scrub, first.message)
+    if isinstance(exc, SMTPAuthenticationError):
+        # Wrong credentials are our configuration, not the notice's fault: keep it for a retry.
+        return DeliveryResult("transient", exc.code, scrub(f"authentication refused: {exc.code}"))
+    if isinstance(exc, SMTPResponseException):
+        what = {
+            "SMTPSenderRefused": "sender refused",
+            "SMTPRecipientRefused": "recipient refused",
+            "SMTPDataError": "message refused",
+            "SMTPHeloError": "greeting refused",
+            "SMTPConnectResponseError": "connection refused by relay",
+        }.get(type(exc).__name__, "relay refused")
+        return _by_code(exc.code, what, scrub, exc.message)
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        reason = exc.verify_message or "unknown reason"
+        return DeliveryResult("transient", None, scrub(f"TLS certificate not trusted: {reason}"))
+    if isinstance(exc, ssl.SSLError):
+        return DeliveryResult("transient", None, scrub(f"TLS handshake failed: {exc.reason}"))
+    if isinstance(exc, SMTPTimeoutError | TimeoutError):
+        return DeliveryResult("transient", None, "timed out")
+    if isinstance(exc, SMTPConnectError | SMTPServerDisconnected | ConnectionError):
+        return DeliveryResult("transient", None, scrub(f"connection failed: {exc}"))
+    if isinstance(exc, SMTPNotSupported):
+        return DeliveryResult("permanent", None, scrub(f"not supported by relay: {exc}"))
+    if isinstance(exc, SMTPException):
+        if "STARTTLS" in str(exc):
+            return DeliveryResult("transient", None, "relay does not offer STARTTLS")
+        return DeliveryResult("transient", None, scrub(f"SMTP error: {exc}"))
+    if isinstance(exc, OSError):
+        return DeliveryResult("transient", None, scrub(f"connection failed: {exc}"))
+    if isinstance(exc, ValueError):
+        return DeliveryResult("permanent", None, "bad recipient address")
+    return DeliveryResult("transient", None, f"unexpected error: {type(exc).__name__}")
+
+
+class SmtpNotifier:
+    def __init__(self, settings: AlerterSettings) -> None:
+        self._settings = settings
+        self._tls = client_tls_context(settings)
+        self._local_hostname: str | None = None
+        password = settings.smtp_password.get_secret_value() if settings.smtp_password else None
+        self._secrets = tuple(s for s in (password, settings.smtp_username) if s)
+
+    def scrubber(self, recipient: str) -> Scrubber:
+        return Scrubber((*self._secrets, recipient))
+
+    async def send(self, recipient: str, message: EmailMessage) -> DeliveryResult:
+        scrub = self.scrubber(recipient)
+        if not is_plain_address(recipient):
+            return DeliveryResult("permanent", None, "bad recipient address")
+        s = self._settings
+        if self._local_hostname is None:
+            self._local_hostname = await asyncio.to_thread(socket.getfqdn)
+        client = aiosmtplib.SMTP(
+            hostname=s.smtp_host,
+            port=s.smtp_port,
+            start_tls=True,  # upgrade or fail: there is no plaintext path
+            tls_context=self._tls,
+            timeout=s.smtp_timeout_seconds,
+            local_hostname=self._local_hostname,
+            username=s.smtp_username,
+            password=s.smtp_password.get_secret_value() if s.smtp_password else None,
+        )
+        accepted: str | None = None
+        try:
+            async with asyncio.timeout(s.send_deadline_seconds):
+                await client.connect()
+                _refused, reply = await client.send_message(
+                    message, sender=s.smtp_from, recipients=[recipient]
+                )
+                accepted = reply
+                with suppress(SMTPException, OSError):
+                    await client.quit()
+        except Exception as exc:
+            if accepted is None:
+                return classify(exc, scrub)
+        finally:
+            client.close()
+        return DeliveryResult("sent", 250, scrub(f"accepted: {accepted}"))

@@ -1,0 +1,3 @@
+from opspor_api.main import main
+
+main()

@@ -1,0 +1,160 @@
+"""The api service: FastAPI app whose resources live in `lifespan`."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
+from typing import Any
+
+from fastapi import FastAPI
+from opspor_shared.db import make_engine, make_sessionmaker, unit_of_work
+from opspor_shared.kafka import Delivered, kafka_ready
+from opspor_shared.logging import correlation_id, get_logger, new_correlation_id
+from opspor_shared.ops import ReadinessCheck, ops_router
+from opspor_shared.reference import CalendarCache
+from opspor_shared.runtime import run_consumer, run_relay
+from sqlalchemy import text
+
+from opspor_api.concerns import service as concerns_service
+from opspor_api.concerns.endpoints import router as concerns_router
+from opspor_api.concerns.repository import ConcernRepository
+from opspor_api.config.endpoints import router as config_router
+from opspor_api.errors import PayloadTooLarge, install_error_handlers, problem_response
+from opspor_api.models import api_outbox
+from opspor_api.registrations.endpoints import router as registrations_router
+from opspor_api.settings import ApiSettings
+
+log = get_logger(__name__)
+
+Scope = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
+Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+
+class BodyLimitAndCorrelation:
+    """Refuses bodies over the limit (declared or streamed) and tags each request with a
+    correlation id that travels on to Kafka and the other services' logs."""
+
+    def __init__(self, app: ASGIApp, max_body_bytes: int) -> None:
+        self.app = app
+        self.max_body_bytes = max_body_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = dict(scope.get("headers") or ())
+        cid = headers.get(b"x-correlation-id", b"").decode(errors="ignore")[:64]
+        token = correlation_id.set(cid or new_correlation_id())
+        try:
+            declared = headers.get(b"content-length")
+            if declared is not None and declared.isdigit() and int(declared) > self.max_body_bytes:
+                await self._too_large(scope, receive, send)
+                return
+            received = 0
+
+            async def limited() -> MutableMapping[str, Any]:
+                nonlocal received
+                message = await receive()
+                received += len(message.get("body", b""))
+                if received > self.max_body_bytes:
+                    raise PayloadTooLarge(f"the body exceeds {self.max_body_bytes} bytes")
+                return message
+
+            await self.app(scope, limited, send)
+        finally:
+            correlation_id.reset(token)
+
+    async def _too_large(self, scope: Scope, receive: Receive, send: Send) -> None:
+        from starlette.requests import Request
+
+        response = problem_response(
+            413,
+            PayloadTooLarge.title,
+            PayloadTooLarge.type,
+            f"the body exceeds {self.max_body_bytes} bytes; send batches of at most 5,000 items",
+            Request(scope),
+        )
+        await response(scope, receive, send)
+
+
+def create_app(settings: ApiSettings) -> FastAPI:
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        engine = make_engine(settings.database_url, pool_size=settings.db_pool_size)
+        sessionmaker = make_sessionmaker(engine)
+        app.state.settings = settings
+        app.state.sessionmaker = sessionmaker
+        app.state.calendars = CalendarCache()
+
+        async def db_ready() -> bool:
+            try:
+                async with engine.connect() as conn:
+                    await asyncio.wait_for(conn.execute(text("select 1")), 2)
+            except Exception:
+                return False
+            return True
+
+        async def broker_ready() -> bool:
+            return await kafka_ready(settings)
+
+        app.state.checks = {"database": db_ready, "kafka": broker_ready}
+
+        async def handle_concerns(batch: list[Delivered]) -> None:
+            async with unit_of_work(sessionmaker) as session:
+                await concerns_service.project(ConcernRepository(session), batch)
+
+        stop = asyncio.Event()
+        tasks = [
+            asyncio.create_task(
+                run_relay(
+                    settings,
+                    sessionmaker,
+                    api_outbox,
+                    [settings.registrations_topic],
+                    stop,
+                    "api-relay",
+                )
+            ),
+            asyncio.create_task(
+                run_consumer(
+                    settings,
+                    settings.concern_consumer_group,
+                    settings.concerns_topic,
+                    handle_concerns,
+                    stop,
+                )
+            ),
+        ]
+        try:
+            yield
+        finally:
+            stop.set()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            await engine.dispose()
+
+    app = FastAPI(
+        title="Opspor API",
+        version="1.0.0",
+        summary="Absence registrations in, concerns out.",
+        description=(
+            "School admin systems post absence registrations; frontend clients read concerns; "
+            "municipalities configure schools and calendars. Errors are RFC 9457 problem "
+            "documents. Concern events are documented in deploy/asyncapi.yaml."
+        ),
+        lifespan=lifespan,
+    )
+    install_error_handlers(app)
+
+    def checks() -> dict[str, ReadinessCheck]:
+        named: dict[str, ReadinessCheck] = app.state.checks
+        return named
+
+    app.include_router(ops_router(checks))
+    app.include_router(config_router)
+    app.include_router(registrations_router)
+    app.include_router(concerns_router)
+    app.add_middleware(BodyLimitAndCorrelation, max_body_bytes=settings.max_body_bytes)
+    return app

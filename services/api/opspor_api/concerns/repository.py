@@ -1,0 +1,62 @@
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from datetime import date
+from typing import Any
+
+from sqlalchemy import select, tuple_
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from opspor_api.models import ConcernView
+
+
+class ConcernRepository:
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    async def apply(self, rows: Sequence[dict[str, Any]]) -> None:
+        """Keeps the highest revision of each concern; stale and repeated events change nothing."""
+        stmt = insert(ConcernView)
+        stmt = stmt.on_conflict_do_update(
+            index_elements=[ConcernView.concern_id],
+            set_={c: stmt.excluded[c] for c in rows[0] if c != "concern_id"},
+            where=ConcernView.revision < stmt.excluded.revision,
+        )
+        await self.session.execute(stmt, list(rows))
+
+    async def for_pupil(self, pupil_id: str, status: str | None) -> list[ConcernView]:
+        query = select(ConcernView).where(ConcernView.pupil_id == pupil_id)
+        if status:
+            query = query.where(ConcernView.status == status)
+        rows = await self.session.scalars(
+            query.order_by(ConcernView.crossing_date, ConcernView.concern_id)
+        )
+        return list(rows)
+
+    async def one(self, concern_id: uuid.UUID) -> ConcernView | None:
+        return await self.session.get(ConcernView, concern_id)
+
+    async def page_for_school(
+        self,
+        school_id: str,
+        status: str | None,
+        level: str | None,
+        after: tuple[date, uuid.UUID] | None,
+        limit: int,
+    ) -> list[ConcernView]:
+        # Newest crossings first; (crossing_date, concern_id) is unique, so the keyset is stable.
+        query = select(ConcernView).where(ConcernView.school_id == school_id)
+        if status:
+            query = query.where(ConcernView.status == status)
+        if level:
+            query = query.where(ConcernView.level == level)
+        if after is not None:
+            query = query.where(
+                tuple_(ConcernView.crossing_date, ConcernView.concern_id) < tuple_(*after)
+            )
+        query = query.order_by(
+            ConcernView.crossing_date.desc(), ConcernView.concern_id.desc()
+        ).limit(limit)
+        return list(await self.session.scalars(query))

@@ -1,0 +1,100 @@
+from __future__ import annotations
+
+import base64
+import binascii
+import uuid
+from datetime import date
+
+from opspor_shared.events import CloudEvent, ConcernData
+from opspor_shared.kafka import Delivered
+from opspor_shared.logging import get_logger
+from pydantic import ValidationError
+
+from opspor_api.concerns.repository import ConcernRepository
+from opspor_api.concerns.schemas import ConcernOut, ConcernPage
+from opspor_api.errors import InvalidInput, NotFound, field_error
+from opspor_api.models import ConcernView
+
+log = get_logger(__name__)
+
+
+def concern_out(row: ConcernView) -> ConcernOut:
+    return ConcernOut.model_validate(row, from_attributes=True)
+
+
+def _encode_cursor(row: ConcernView) -> str:
+    raw = f"{row.crossing_date.isoformat()}|{row.concern_id}".encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def _decode_cursor(cursor: str) -> tuple[date, uuid.UUID]:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        day, concern = raw.split("|")
+        return date.fromisoformat(day), uuid.UUID(concern)
+    except (ValueError, binascii.Error, UnicodeDecodeError) as exc:
+        raise InvalidInput(
+            "the cursor is not one this api handed out",
+            [field_error(("query", "cursor"), "invalid cursor; start again without it")],
+        ) from exc
+
+
+async def school_page(
+    repo: ConcernRepository,
+    school_id: str,
+    status: str | None,
+    level: str | None,
+    cursor: str | None,
+    limit: int,
+) -> ConcernPage:
+    after = _decode_cursor(cursor) if cursor else None
+    rows = await repo.page_for_school(school_id, status, level, after, limit + 1)
+    more = len(rows) > limit
+    rows = rows[:limit]
+    return ConcernPage(
+        items=[concern_out(r) for r in rows],
+        next_cursor=_encode_cursor(rows[-1]) if more and rows else None,
+    )
+
+
+async def get_concern(repo: ConcernRepository, concern_id: uuid.UUID) -> ConcernOut:
+    row = await repo.one(concern_id)
+    if row is None:
+        raise NotFound(f"no concern {concern_id}")
+    return concern_out(row)
+
+
+def _row(event: CloudEvent) -> dict[str, object] | None:
+    try:
+        data = ConcernData.model_validate(event.data)
+    except ValidationError:
+        log.warning("concern_event_invalid", event_id=event.id, type=event.type)
+        return None
+    return {
+        "concern_id": uuid.UUID(data.concern_id),
+        "revision": data.revision,
+        "status": data.status,
+        "pupil_id": data.pupil_id,
+        "school_id": data.school_id,
+        "municipality_id": data.municipality_id,
+        "level": data.level,
+        "crossing_date": data.crossing_date,
+        "pack_id": data.explanation.pack_id,
+        "rule_id": data.explanation.rule_id,
+        "rule_version": data.explanation.rule_version,
+        "explanation": data.explanation.model_dump(mode="json"),
+    }
+
+
+async def project(repo: ConcernRepository, batch: list[Delivered]) -> None:
+    """Applies concern events to the api's read model (idempotent, order-insensitive)."""
+    latest: dict[object, dict[str, object]] = {}
+    for delivered in batch:
+        row = _row(delivered.event)
+        if row is None:
+            continue
+        held = latest.get(row["concern_id"])
+        if held is None or int(held["revision"]) < int(row["revision"]):  # type: ignore[call-overload]
+            latest[row["concern_id"]] = row
+    if latest:
+        await repo.apply(list(latest.values()))

@@ -1,0 +1,87 @@
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Path, Response
+from opspor_shared.engine import builtin_packs
+
+from opspor_api.config import service
+from opspor_api.config.repository import ConfigRepository
+from opspor_api.config.schemas import (
+    MunicipalityIn,
+    MunicipalityOut,
+    RulePackSummary,
+    SchoolIn,
+    SchoolOut,
+    SchoolYearIn,
+    SchoolYearOut,
+)
+from opspor_api.deps import Session
+from opspor_api.errors import PROBLEM_RESPONSES
+from opspor_api.validation import ID_PATTERN
+
+router = APIRouter(prefix="/v1", tags=["configuration"], responses=PROBLEM_RESPONSES)
+
+PathId = Annotated[str, Path(min_length=1, max_length=64, pattern=ID_PATTERN)]
+YearLabel = Annotated[str, Path(pattern=r"^\d{4}-\d{4}$", examples=["2026-2027"])]
+
+
+def _status(response: Response, created: bool) -> None:
+    response.status_code = 201 if created else 200
+
+
+@router.put("/municipalities/{municipality_id}", response_model=MunicipalityOut)
+async def put_municipality(
+    municipality_id: PathId, body: MunicipalityIn, session: Session, response: Response
+) -> MunicipalityOut:
+    out, created = await service.put_municipality(ConfigRepository(session), municipality_id, body)
+    _status(response, created)
+    return out
+
+
+@router.get("/municipalities/{municipality_id}", response_model=MunicipalityOut)
+async def get_municipality(municipality_id: PathId, session: Session) -> MunicipalityOut:
+    return await service.get_municipality(ConfigRepository(session), municipality_id)
+
+
+@router.put("/schools/{school_id}", response_model=SchoolOut)
+async def put_school(
+    school_id: PathId, body: SchoolIn, session: Session, response: Response
+) -> SchoolOut:
+    out, created = await service.put_school(ConfigRepository(session), school_id, body)
+    _status(response, created)
+    return out
+
+
+@router.get("/schools/{school_id}", response_model=SchoolOut)
+async def get_school(school_id: PathId, session: Session) -> SchoolOut:
+    return await service.get_school(ConfigRepository(session), school_id)
+
+
+@router.put("/schools/{school_id}/school-years/{label}", response_model=SchoolYearOut)
+async def put_school_year(
+    school_id: PathId, label: YearLabel, body: SchoolYearIn, session: Session, response: Response
+) -> SchoolYearOut:
+    out, created = await service.put_school_year(ConfigRepository(session), school_id, label, body)
+    _status(response, created)
+    return out
+
+
+@router.get("/schools/{school_id}/school-years", response_model=list[SchoolYearOut])
+async def list_school_years(school_id: PathId, session: Session) -> list[SchoolYearOut]:
+    return await service.list_school_years(ConfigRepository(session), school_id)
+
+
+@router.get("/schools/{school_id}/school-years/{label}", response_model=SchoolYearOut)
+async def get_school_year(school_id: PathId, label: YearLabel, session: Session) -> SchoolYearOut:
+    return await service.get_school_year(ConfigRepository(session), school_id, label)
+
+
+@router.get("/rule-packs", response_model=list[RulePackSummary])
+async def list_rule_packs() -> list[RulePackSummary]:
+    return [
+        RulePackSummary(
+            id=p.id, name=p.name, source=p.source, versions=[v.version for v in p.versions]
+        )
+        for p in sorted(builtin_packs().values(), key=lambda p: p.id)
+    ]

@@ -1,0 +1,90 @@
+from __future__ import annotations
+
+from datetime import date
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from opspor_api.validation import Identifier, Mailbox, Name, TimeZone
+
+Country = Literal["DK", "NO", "GB", "US", "SE"]
+Language = Literal["da", "en", "nb"]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class MunicipalityIn(_Strict):
+    name: Name
+    country: Country
+    language: Language = Field(description="Language of notices for schools that do not set one")
+    rule_pack: Identifier = Field(description="Rule pack id, e.g. dk-aalborg-2018")
+    ppr_mailbox: Mailbox | None = Field(None, description="Receives ppr-may / ppr-must notices")
+    unit_mailbox: Mailbox | None = Field(None, description="Receives notify-municipality notices")
+
+
+class MunicipalityOut(MunicipalityIn):
+    id: str
+
+
+class SchoolIn(_Strict):
+    municipality_id: Identifier
+    name: Name
+    timezone: TimeZone = Field(examples=["Europe/Copenhagen"])
+    language: Language | None = Field(None, description="Defaults to the municipality's")
+    rule_pack: Identifier | None = Field(None, description="Overrides the municipality's pack")
+    mailbox: Mailbox = Field(description="The school's secure mailbox")
+
+
+class SchoolOut(_Strict):
+    id: str
+    municipality_id: str
+    name: str
+    country: Country
+    timezone: str
+    language: Language
+    rule_pack: str | None
+    effective_rule_pack: str
+    mailbox: str
+
+
+class ClosureIn(_Strict):
+    first_day: date
+    last_day: date
+    reason: str = Field("", max_length=200)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> ClosureIn:
+        if self.last_day < self.first_day:
+            raise ValueError("last_day is before first_day")
+        return self
+
+
+class SchoolYearIn(_Strict):
+    first_day: date
+    last_day: date
+    closures: list[ClosureIn] = Field(default_factory=list, max_length=100)
+    extra_days: list[date] = Field(default_factory=list, max_length=100)
+
+
+class NonSchoolDay(BaseModel):
+    date: date
+    reason: str
+
+
+class SchoolYearOut(_Strict):
+    label: str
+    first_day: date
+    last_day: date
+    closures: list[ClosureIn]
+    extra_days: list[date]
+    school_days: int = Field(description="Number of school days in the year")
+    public_holidays: list[NonSchoolDay] = Field(description="Weekday public holidays in the year")
+
+
+class RulePackSummary(BaseModel):
+    id: str
+    name: str
+    source: str
+    versions: list[str]

@@ -1,0 +1,190 @@
+"""Municipalities, schools and school calendars."""
+
+from __future__ import annotations
+
+import re
+from datetime import date
+
+from opspor_shared.calendar import SchoolCalendar
+from opspor_shared.engine import builtin_packs
+from opspor_shared.reference import school_year_from_row
+
+from opspor_api.config.repository import ConfigRepository
+from opspor_api.config.schemas import (
+    ClosureIn,
+    MunicipalityIn,
+    MunicipalityOut,
+    NonSchoolDay,
+    SchoolIn,
+    SchoolOut,
+    SchoolYearIn,
+    SchoolYearOut,
+)
+from opspor_api.errors import InvalidInput, NotFound, field_error
+from opspor_api.models import Municipality, School, SchoolYearRow
+
+LABEL = re.compile(r"^(\d{4})-(\d{4})$")
+
+
+def _check_pack(pack_id: str | None, loc: str) -> None:
+    if pack_id is not None and pack_id not in builtin_packs():
+        known = ", ".join(sorted(builtin_packs()))
+        raise InvalidInput(
+            f"unknown rule pack {pack_id!r}",
+            [field_error((loc,), f"unknown rule pack; known packs: {known}")],
+        )
+
+
+def municipality_out(m: Municipality) -> MunicipalityOut:
+    return MunicipalityOut.model_validate(m, from_attributes=True)
+
+
+async def put_municipality(
+    repo: ConfigRepository, municipality_id: str, data: MunicipalityIn
+) -> tuple[MunicipalityOut, bool]:
+    _check_pack(data.rule_pack, "rule_pack")
+    created = await repo.upsert_municipality({"id": municipality_id, **data.model_dump()})
+    m = await repo.municipality(municipality_id)
+    assert m is not None
+    await repo.session.refresh(m)
+    return municipality_out(m), created
+
+
+async def get_municipality(repo: ConfigRepository, municipality_id: str) -> MunicipalityOut:
+    m = await repo.municipality(municipality_id)
+    if m is None:
+        raise NotFound(f"no municipality {municipality_id!r}")
+    return municipality_out(m)
+
+
+def school_out(s: School, m: Municipality) -> SchoolOut:
+    return SchoolOut.model_validate(
+        {
+            "id": s.id,
+            "municipality_id": s.municipality_id,
+            "name": s.name,
+            "country": s.country,
+            "timezone": s.timezone,
+            "language": s.language,
+            "rule_pack": s.rule_pack,
+            "effective_rule_pack": s.rule_pack or m.rule_pack,
+            "mailbox": s.mailbox,
+        }
+    )
+
+
+async def put_school(
+    repo: ConfigRepository, school_id: str, data: SchoolIn
+) -> tuple[SchoolOut, bool]:
+    m = await repo.municipality(data.municipality_id)
+    if m is None:
+        raise InvalidInput(
+            f"no municipality {data.municipality_id!r}",
+            [field_error(("municipality_id",), "unknown municipality; create it first")],
+        )
+    _check_pack(data.rule_pack, "rule_pack")
+    values = data.model_dump()
+    values.update(id=school_id, country=m.country, language=data.language or m.language)
+    created = await repo.upsert_school(values)
+    s = await repo.school(school_id)
+    assert s is not None
+    await repo.session.refresh(s)
+    return school_out(s, m), created
+
+
+async def get_school(repo: ConfigRepository, school_id: str) -> SchoolOut:
+    s = await repo.school(school_id)
+    if s is None:
+        raise NotFound(f"no school {school_id!r}")
+    m = await repo.municipality(s.municipality_id)
+    assert m is not None
+    return school_out(s, m)
+
+
+def _validate_year(label: str, data: SchoolYearIn, others: list[SchoolYearRow]) -> None:
+    errors = []
+    match = LABEL.match(label)
+    if not match or int(match[2]) != int(match[1]) + 1:
+        errors.append(field_error(("label",), "must look like 2026-2027 (two consecutive years)"))
+    if data.last_day < data.first_day:
+        errors.append(field_error(("last_day",), "is before first_day"))
+    elif (data.last_day - data.first_day).days > 400:
+        errors.append(field_error(("last_day",), "a school year spans at most 400 days"))
+    for i, closure in enumerate(data.closures):
+        if closure.first_day < data.first_day or closure.last_day > data.last_day:
+            errors.append(field_error(("closures", i), "lies outside the school year"))
+    for i, extra in enumerate(data.extra_days):
+        if not data.first_day <= extra <= data.last_day:
+            errors.append(field_error(("extra_days", i), "lies outside the school year"))
+    for other in others:
+        if (
+            other.label != label
+            and other.first_day <= data.last_day
+            and data.first_day <= other.last_day
+        ):
+            errors.append(field_error(("first_day",), f"overlaps the school year {other.label}"))
+    if errors:
+        raise InvalidInput(f"school year {label} is not valid", errors)
+
+
+def _year_out(label: str, row: SchoolYearRow, country: str) -> SchoolYearOut:
+    year = school_year_from_row(
+        {
+            "first_day": row.first_day,
+            "last_day": row.last_day,
+            "closures": row.closures,
+            "extra_days": row.extra_days,
+        }
+    )
+    calendar = SchoolCalendar(country, [year])
+    holidays = calendar.public_holidays(row.first_day, row.last_day)
+    return SchoolYearOut(
+        label=label,
+        first_day=row.first_day,
+        last_day=row.last_day,
+        closures=[ClosureIn.model_validate(c) for c in row.closures],
+        extra_days=[date.fromisoformat(d) for d in row.extra_days],
+        school_days=len(calendar.days),
+        public_holidays=[
+            NonSchoolDay(date=d, reason=name)
+            for d, name in sorted(holidays.items())
+            if d.weekday() < 5
+        ],
+    )
+
+
+async def put_school_year(
+    repo: ConfigRepository, school_id: str, label: str, data: SchoolYearIn
+) -> tuple[SchoolYearOut, bool]:
+    school = await repo.school(school_id)
+    if school is None:
+        raise NotFound(f"no school {school_id!r}")
+    _validate_year(label, data, await repo.school_years([school_id]))
+    created = await repo.upsert_school_year(
+        {
+            "school_id": school_id,
+            "label": label,
+            "first_day": data.first_day,
+            "last_day": data.last_day,
+            "closures": [c.model_dump(mode="json") for c in data.closures],
+            "extra_days": [d.isoformat() for d in sorted(set(data.extra_days))],
+        }
+    )
+    return await get_school_year(repo, school_id, label), created
+
+
+async def get_school_year(repo: ConfigRepository, school_id: str, label: str) -> SchoolYearOut:
+    school = await repo.school(school_id)
+    if school is None:
+        raise NotFound(f"no school {school_id!r}")
+    for row in await repo.school_years([school_id]):
+        if row.label == label:
+            return _year_out(label, row, school.country)
+    raise NotFound(f"school {school_id!r} has no school year {label!r}")
+
+
+async def list_school_years(repo: ConfigRepository, school_id: str) -> list[SchoolYearOut]:
+    school = await repo.school(school_id)
+    if school is None:
+        raise NotFound(f"no school {school_id!r}")
+    return [_year_out(r.label, r, school.country) for r in await repo.school_years([school_id])]

@@ -1,0 +1,37 @@
+"""Request-scoped dependencies. The session dependency owns commit and rollback."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Annotated
+
+from fastapi import Depends, Request
+from opspor_shared.db import unit_of_work
+from opspor_shared.reference import CalendarCache
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from opspor_api.settings import ApiSettings
+
+
+async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
+    async with unit_of_work(request.app.state.sessionmaker) as session:
+        yield session
+
+
+# scope="function": commit (or rollback) runs before the response is sent, so a client never
+# gets a success for data that a failed commit lost.
+Session = Annotated[AsyncSession, Depends(get_session, scope="function")]
+
+
+def get_calendars(request: Request) -> CalendarCache:
+    cache: CalendarCache = request.app.state.calendars
+    return cache
+
+
+def get_settings(request: Request) -> ApiSettings:
+    settings: ApiSettings = request.app.state.settings
+    return settings
+
+
+Calendars = Annotated[CalendarCache, Depends(get_calendars)]
+Settings = Annotated[ApiSettings, Depends(get_settings)]

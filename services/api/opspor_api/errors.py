@@ -1,0 +1,171 @@
+"""One error hierarchy, one handler: every error is an RFC 9457 problem document.
+
+Bad input is always a 4xx naming the offending fields (for a batch, by item index); a 500 is
+reserved for our own bugs and never carries internal details.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from opspor_shared.logging import get_logger
+from pydantic import BaseModel, Field
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+log = get_logger(__name__)
+PROBLEM_JSON = "application/problem+json"
+
+
+class FieldError(BaseModel):
+    field: str = Field(description="Dotted path of the bad field, e.g. items[3].extent")
+    pointer: str = Field(description="JSON Pointer into the request body, e.g. /items/3/extent")
+    detail: str
+
+
+class Problem(BaseModel):
+    type: str = "about:blank"
+    title: str
+    status: int
+    detail: str | None = None
+    instance: str | None = None
+    errors: list[FieldError] | None = None
+
+
+class ProblemError(Exception):
+    status = 400
+    type = "urn:opspor:problem:bad-request"
+    title = "Bad request"
+
+    def __init__(self, detail: str, errors: list[FieldError] | None = None) -> None:
+        super().__init__(detail)
+        self.detail = detail
+        self.errors = errors
+
+
+class NotFound(ProblemError):
+    status = 404
+    type = "urn:opspor:problem:not-found"
+    title = "Not found"
+
+
+class Conflict(ProblemError):
+    status = 409
+    type = "urn:opspor:problem:conflict"
+    title = "Conflict"
+
+
+class InvalidInput(ProblemError):
+    status = 422
+    type = "urn:opspor:problem:validation"
+    title = "The request is not valid"
+
+
+class PayloadTooLarge(ProblemError):
+    status = 413
+    type = "urn:opspor:problem:payload-too-large"
+    title = "Request body too large"
+
+
+def field_error(loc: tuple[str | int, ...] | list[str | int], detail: str) -> FieldError:
+    field = ""
+    for part in loc:
+        if isinstance(part, int):
+            field += f"[{part}]"
+        else:
+            field += f".{part}" if field else str(part)
+    return FieldError(field=field, pointer="/" + "/".join(str(p) for p in loc), detail=detail)
+
+
+def problem_response(
+    status: int,
+    title: str,
+    type_: str,
+    detail: str | None,
+    request: Request,
+    errors: list[FieldError] | None = None,
+    headers: dict[str, str] | None = None,
+) -> JSONResponse:
+    body = Problem(
+        type=type_,
+        title=title,
+        status=status,
+        detail=detail,
+        instance=request.url.path,
+        errors=errors,
+    )
+    return JSONResponse(
+        body.model_dump(exclude_none=True),
+        status_code=status,
+        media_type=PROBLEM_JSON,
+        headers=headers,
+    )
+
+
+# FastAPI puts where the error is first ("body", "query", "path"); the body prefix is noise for
+# the caller, the others tell them which part of the request to fix.
+def _location(loc: tuple[Any, ...]) -> tuple[str | int, ...]:
+    parts = [p for p in loc if isinstance(p, str | int)]
+    if parts and parts[0] == "body":
+        parts = parts[1:]
+    return tuple(parts) or ("body",)
+
+
+def _message(error: dict[str, Any]) -> str:
+    msg = str(error.get("msg", "invalid value"))
+    # Pydantic prefixes custom errors with "Value error, ".
+    return msg.removeprefix("Value error, ")
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(ProblemError)
+    async def _problem(request: Request, exc: ProblemError) -> JSONResponse:
+        return problem_response(exc.status, exc.title, exc.type, exc.detail, request, exc.errors)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = [field_error(_location(tuple(e["loc"])), _message(e)) for e in exc.errors()]
+        fields = ", ".join(sorted({e.field for e in errors})[:20])
+        return problem_response(
+            422,
+            InvalidInput.title,
+            InvalidInput.type,
+            f"{len(errors)} invalid field(s): {fields}",
+            request,
+            errors,
+        )
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        return problem_response(
+            exc.status_code,
+            str(exc.detail),
+            "about:blank",
+            None,
+            request,
+            headers=getattr(exc, "headers", None),
+        )
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("unhandled_error", path=request.url.path, error=type(exc).__name__)
+        return problem_response(
+            500,
+            "Internal server error",
+            "about:blank",
+            "The error was logged; nothing from this request was stored.",
+            request,
+        )
+
+
+PROBLEM_RESPONSES: dict[int | str, dict[str, Any]] = {
+    status: {"model": Problem, "content": {PROBLEM_JSON: {}}, "description": description}
+    for status, description in (
+        (404, "Not found"),
+        (409, "Conflict"),
+        (413, "Request body too large"),
+        (422, "Invalid input; `errors` names every bad field"),
+    )
+}

@@ -1,0 +1,20 @@
+from __future__ import annotations
+
+import uvicorn
+from opspor_shared.logging import configure_logging
+
+from opspor_api.app import create_app
+from opspor_api.settings import ApiSettings
+
+
+def main() -> None:
+    settings = ApiSettings()  # type: ignore[call-arg]  # read from the environment
+    configure_logging("api", settings.log_level)
+    uvicorn.run(
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        log_config=None,
+        access_log=False,
+        proxy_headers=True,
+    )

@@ -1,0 +1,123 @@
+"""Tables the api service writes (and no other service does)."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import date, datetime
+from decimal import Decimal
+from typing import Any
+
+from opspor_shared.db import Base, TimestampMixin
+from opspor_shared.outbox import outbox_table
+from sqlalchemy import CheckConstraint, ForeignKey, Index, Numeric, Text, UniqueConstraint, func
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.orm import Mapped, mapped_column
+
+
+class Municipality(TimestampMixin, Base):
+    __tablename__ = "municipalities"
+
+    id: Mapped[str] = mapped_column(Text, primary_key=True)
+    name: Mapped[str] = mapped_column(Text)
+    country: Mapped[str] = mapped_column(Text)
+    language: Mapped[str] = mapped_column(Text)
+    rule_pack: Mapped[str] = mapped_column(Text)
+    ppr_mailbox: Mapped[str | None] = mapped_column(Text)
+    unit_mailbox: Mapped[str | None] = mapped_column(Text)
+    updated_at: Mapped[datetime] = mapped_column(server_default=func.now(), onupdate=func.now())
+
+
+class School(TimestampMixin, Base):
+    __tablename__ = "schools"
+
+    id: Mapped[str] = mapped_column(Text, primary_key=True)
+    municipality_id: Mapped[str] = mapped_column(ForeignKey("municipalities.id"), index=True)
+    name: Mapped[str] = mapped_column(Text)
+    country: Mapped[str] = mapped_column(Text)
+    timezone: Mapped[str] = mapped_column(Text)
+    language: Mapped[str] = mapped_column(Text)
+    # NULL: the municipality's pack applies.
+    rule_pack: Mapped[str | None] = mapped_column(Text)
+    mailbox: Mapped[str] = mapped_column(Text)
+    updated_at: Mapped[datetime] = mapped_column(server_default=func.now(), onupdate=func.now())
+
+
+class SchoolYearRow(TimestampMixin, Base):
+    __tablename__ = "school_years"
+    __table_args__ = (
+        UniqueConstraint("school_id", "label"),
+        CheckConstraint("last_day >= first_day", name="ordered"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    school_id: Mapped[str] = mapped_column(ForeignKey("schools.id"), index=True)
+    label: Mapped[str] = mapped_column(Text)
+    first_day: Mapped[date]
+    last_day: Mapped[date]
+    closures: Mapped[list[dict[str, Any]]] = mapped_column(JSONB, default=list)
+    extra_days: Mapped[list[str]] = mapped_column(JSONB, default=list)
+
+
+class RegistrationEvent(Base):
+    """Every accepted event exactly once, keyed by the producer's event id (dedup)."""
+
+    __tablename__ = "registration_events"
+
+    event_id: Mapped[str] = mapped_column(Text, primary_key=True)
+    pupil_id: Mapped[str] = mapped_column(Text)
+    school_id: Mapped[str] = mapped_column(Text)
+    date: Mapped[date]
+    slot: Mapped[str] = mapped_column(Text)
+    category: Mapped[str | None] = mapped_column(Text)
+    extent: Mapped[Decimal | None] = mapped_column(Numeric(5, 4))
+    recorded_at: Mapped[datetime]
+    retracted: Mapped[bool]
+    received_at: Mapped[datetime] = mapped_column(server_default=func.now())
+
+
+class Registration(Base):
+    """Current state per (pupil, date, slot): last recorded_at wins, ties by event id.
+
+    A retraction stays as a tombstone row (retracted = true) so that an older registration
+    arriving later cannot bring the key back.
+    """
+
+    __tablename__ = "registrations"
+    __table_args__ = (Index("ix_registrations_school_date", "school_id", "date"),)
+
+    pupil_id: Mapped[str] = mapped_column(Text, primary_key=True)
+    date: Mapped[date] = mapped_column(primary_key=True)
+    slot: Mapped[str] = mapped_column(Text, primary_key=True)
+    school_id: Mapped[str] = mapped_column(Text)
+    category: Mapped[str | None] = mapped_column(Text)
+    extent: Mapped[Decimal | None] = mapped_column(Numeric(5, 4))
+    recorded_at: Mapped[datetime]
+    event_id: Mapped[str] = mapped_column(Text)
+    retracted: Mapped[bool]
+
+
+class ConcernView(Base):
+    """The api's projection of absence.concerns.v1, for frontend queries."""
+
+    __tablename__ = "api_concerns"
+    __table_args__ = (
+        Index("ix_api_concerns_school_page", "school_id", "crossing_date", "concern_id"),
+        Index("ix_api_concerns_pupil", "pupil_id"),
+    )
+
+    concern_id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
+    revision: Mapped[int]
+    status: Mapped[str] = mapped_column(Text)
+    pupil_id: Mapped[str] = mapped_column(Text)
+    school_id: Mapped[str] = mapped_column(Text)
+    municipality_id: Mapped[str] = mapped_column(Text)
+    level: Mapped[str] = mapped_column(Text)
+    crossing_date: Mapped[date]
+    pack_id: Mapped[str] = mapped_column(Text)
+    rule_id: Mapped[str] = mapped_column(Text)
+    rule_version: Mapped[str] = mapped_column(Text)
+    explanation: Mapped[dict[str, Any]] = mapped_column(JSONB)
+    updated_at: Mapped[datetime] = mapped_column(server_default=func.now(), onupdate=func.now())
+
+
+api_outbox = outbox_table("api_outbox", Base.metadata)

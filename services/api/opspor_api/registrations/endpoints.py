@@ -1,0 +1,106 @@
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Path, Response
+
+from opspor_api.config.repository import ConfigRepository
+from opspor_api.deps import Calendars, Session, Settings
+from opspor_api.errors import PROBLEM_RESPONSES
+from opspor_api.registrations import service
+from opspor_api.registrations.repository import RegistrationRepository
+from opspor_api.registrations.schemas import (
+    BatchIn,
+    IngestResult,
+    RegistrationIn,
+    RegistrationOut,
+    RetractionIn,
+)
+from opspor_api.validation import ID_PATTERN
+
+router = APIRouter(prefix="/v1", tags=["registrations"], responses=PROBLEM_RESPONSES)
+
+
+@router.post(
+    "/registrations",
+    response_model=IngestResult,
+    status_code=201,
+    responses={200: {"model": IngestResult, "description": "Already stored (duplicate)"}},
+    summary="Record one absence registration (or a correction of an earlier one)",
+)
+async def post_registration(
+    body: RegistrationIn,
+    session: Session,
+    calendars: Calendars,
+    settings: Settings,
+    response: Response,
+) -> IngestResult:
+    result = await service.ingest(
+        RegistrationRepository(session),
+        ConfigRepository(session),
+        calendars,
+        settings,
+        [body],
+        [()],
+    )
+    response.status_code = 201 if result.inserted else 200
+    return result
+
+
+@router.post(
+    "/registrations/batch",
+    response_model=IngestResult,
+    summary="Record up to 5,000 registrations; all or nothing",
+)
+async def post_batch(
+    body: BatchIn, session: Session, calendars: Calendars, settings: Settings
+) -> IngestResult:
+    return await service.ingest(
+        RegistrationRepository(session),
+        ConfigRepository(session),
+        calendars,
+        settings,
+        body.items,
+        [("items", i) for i in range(len(body.items))],
+    )
+
+
+@router.post(
+    "/registrations/retractions",
+    response_model=IngestResult,
+    status_code=201,
+    responses={200: {"model": IngestResult, "description": "Already stored (duplicate)"}},
+    summary="Retract the registration for (pupil, date, slot)",
+)
+async def post_retraction(
+    body: RetractionIn,
+    session: Session,
+    calendars: Calendars,
+    settings: Settings,
+    response: Response,
+) -> IngestResult:
+    result = await service.ingest(
+        RegistrationRepository(session),
+        ConfigRepository(session),
+        calendars,
+        settings,
+        [body],
+        [()],
+    )
+    response.status_code = 201 if result.inserted else 200
+    return result
+
+
+@router.get(
+    "/pupils/{pupil_id}/registrations",
+    response_model=list[RegistrationOut],
+    summary="A pupil's current registrations (after corrections and retractions)",
+)
+async def get_pupil_registrations(
+    pupil_id: Annotated[str, Path(min_length=1, max_length=64, pattern=ID_PATTERN)],
+    session: Session,
+) -> list[RegistrationOut]:
+    rows = await RegistrationRepository(session).current_for_pupil(pupil_id)
+    return [
+        RegistrationOut.model_validate(r, from_attributes=True) for r in rows if not r.retracted
+    ]

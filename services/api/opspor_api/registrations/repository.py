@@ -1,0 +1,60 @@
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from opspor_shared.outbox import OutboxMessage, enqueue
+from sqlalchemy import select, tuple_
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from opspor_api.models import Registration, RegistrationEvent, api_outbox
+
+
+class RegistrationRepository:
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    async def insert_events(self, rows: Sequence[dict[str, Any]]) -> set[str]:
+        """Stores new events; returns the ids that were new (the rest were already stored)."""
+        stmt = (
+            insert(RegistrationEvent)
+            .on_conflict_do_nothing(index_elements=[RegistrationEvent.event_id])
+            .returning(RegistrationEvent.event_id)
+        )
+        result = await self.session.execute(stmt, list(rows))
+        return set(result.scalars())
+
+    async def events(self, event_ids: Sequence[str]) -> dict[str, RegistrationEvent]:
+        rows = await self.session.scalars(
+            select(RegistrationEvent).where(RegistrationEvent.event_id.in_(event_ids))
+        )
+        return {r.event_id: r for r in rows}
+
+    async def apply_current(self, rows: Sequence[dict[str, Any]]) -> None:
+        """Last writer wins by (recorded_at, event_id), never by arrival order.
+
+        `rows` must hold at most one row per (pupil, date, slot).
+        """
+        stmt = insert(Registration)
+        stmt = stmt.on_conflict_do_update(
+            index_elements=[Registration.pupil_id, Registration.date, Registration.slot],
+            set_={
+                c: stmt.excluded[c]
+                for c in ("school_id", "category", "extent", "recorded_at", "event_id", "retracted")
+            },
+            where=tuple_(Registration.recorded_at, Registration.event_id)
+            < tuple_(stmt.excluded.recorded_at, stmt.excluded.event_id),
+        )
+        await self.session.execute(stmt, list(rows))
+
+    async def current_for_pupil(self, pupil_id: str) -> list[Registration]:
+        rows = await self.session.scalars(
+            select(Registration)
+            .where(Registration.pupil_id == pupil_id)
+            .order_by(Registration.date, Registration.slot)
+        )
+        return list(rows)
+
+    async def publish(self, messages: Sequence[OutboxMessage]) -> None:
+        await enqueue(self.session, api_outbox, messages)

@@ -1,0 +1,184 @@
+"""Accepting registrations: validate everything first, then store events, current state and
+outbox rows in the caller's transaction. A request with any bad item stores nothing."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import date
+from typing import Any
+
+from opspor_shared.events import (
+    REGISTRATION_RECORDED,
+    REGISTRATION_RETRACTED,
+    CloudEvent,
+    RegistrationData,
+)
+from opspor_shared.logging import correlation_id
+from opspor_shared.outbox import OutboxMessage
+from opspor_shared.reference import CalendarCache, ReferenceRepository
+
+from opspor_api.calendars import why_not_school_day
+from opspor_api.config.repository import ConfigRepository
+from opspor_api.errors import Conflict, FieldError, InvalidInput, field_error
+from opspor_api.models import RegistrationEvent
+from opspor_api.registrations.repository import RegistrationRepository
+from opspor_api.registrations.schemas import IngestResult, RegistrationIn, RetractionIn
+from opspor_api.settings import ApiSettings
+
+Item = RegistrationIn | RetractionIn
+Loc = tuple[str | int, ...]
+
+
+def _data(item: Item) -> RegistrationData:
+    if isinstance(item, RetractionIn):
+        return RegistrationData(
+            event_id=item.event_id,
+            pupil_id=item.pupil_id,
+            school_id=item.school_id,
+            date=item.date,
+            slot=item.slot,
+            category=None,
+            extent=None,
+            recorded_at=item.recorded_at,
+            retracted=True,
+        )
+    return RegistrationData(
+        event_id=item.event_id,
+        pupil_id=item.pupil_id,
+        school_id=item.school_id,
+        date=item.date,
+        slot=item.slot,
+        category=item.category,
+        extent=item.extent,
+        recorded_at=item.recorded_at,
+        retracted=False,
+    )
+
+
+def _same(stored: RegistrationEvent, new: RegistrationData) -> bool:
+    return (
+        stored.pupil_id,
+        stored.school_id,
+        stored.date,
+        stored.slot,
+        stored.category,
+        None if stored.extent is None else stored.extent.normalize(),
+        stored.recorded_at,
+        stored.retracted,
+    ) == (
+        new.pupil_id,
+        new.school_id,
+        new.date,
+        new.slot,
+        new.category,
+        None if new.extent is None else new.extent.normalize(),
+        new.recorded_at,
+        new.retracted,
+    )
+
+
+def _order(d: RegistrationData) -> tuple[Any, str]:
+    return (d.recorded_at, d.event_id)
+
+
+async def _validate(
+    config: ConfigRepository,
+    calendars: CalendarCache,
+    items: Sequence[Item],
+    locs: Sequence[Loc],
+) -> None:
+    errors: list[FieldError] = []
+    school_ids = sorted({i.school_id for i in items})
+    schools = await config.schools(school_ids)
+    known = [s for s in school_ids if s in schools]
+    cals = await ReferenceRepository(config.session).calendars(
+        {s: schools[s].country for s in known}, calendars
+    )
+    for item, loc in zip(items, locs, strict=True):
+        if item.school_id not in schools:
+            errors.append(field_error((*loc, "school_id"), f"unknown school {item.school_id!r}"))
+        elif isinstance(item, RegistrationIn) and not cals[item.school_id].is_school_day(item.date):
+            reason = why_not_school_day(cals[item.school_id], item.date)
+            errors.append(
+                field_error(
+                    (*loc, "date"), f"{item.date} is not a school day at this school ({reason})"
+                )
+            )
+    if errors:
+        raise InvalidInput(f"{len(errors)} invalid field(s); nothing was stored", errors)
+
+
+async def ingest(
+    repo: RegistrationRepository,
+    config: ConfigRepository,
+    calendars: CalendarCache,
+    settings: ApiSettings,
+    items: Sequence[Item],
+    locs: Sequence[Loc],
+) -> IngestResult:
+    await _validate(config, calendars, items, locs)
+
+    # The same event id twice in one request: identical copies are duplicates, anything else
+    # is a producer bug we must not guess about.
+    by_id: dict[str, tuple[RegistrationData, Loc]] = {}
+    dup_ids: list[str] = []
+    errors: list[FieldError] = []
+    for item, loc in zip(items, locs, strict=True):
+        data = _data(item)
+        if (seen := by_id.get(data.event_id)) is None:
+            by_id[data.event_id] = (data, loc)
+        elif seen[0] == data:
+            dup_ids.append(data.event_id)
+        else:
+            errors.append(
+                field_error(
+                    (*loc, "event_id"), "repeats another item's event_id with other content"
+                )
+            )
+    if errors:
+        raise Conflict("event ids reused with different content; nothing was stored", errors)
+
+    new_ids = await repo.insert_events([d.model_dump() for d, _ in by_id.values()])
+    old_ids = [e for e in by_id if e not in new_ids]
+    if old_ids:
+        stored = await repo.events(old_ids)
+        for event_id in old_ids:
+            data, loc = by_id[event_id]
+            if not _same(stored[event_id], data):
+                errors.append(
+                    field_error((*loc, "event_id"), "was stored earlier with other content")
+                )
+        if errors:
+            raise Conflict("event ids reused with different content; nothing was stored", errors)
+        dup_ids.extend(old_ids)
+
+    fresh = [by_id[e][0] for e in by_id if e in new_ids]
+    winners: dict[tuple[str, date, str], RegistrationData] = {}
+    for d in fresh:
+        key = (d.pupil_id, d.date, d.slot)
+        if key not in winners or _order(winners[key]) < _order(d):
+            winners[key] = d
+    if winners:
+        await repo.apply_current(
+            [d.model_dump(exclude={"extent"}) | {"extent": d.extent} for d in winners.values()]
+        )
+    cid = correlation_id.get()
+    await repo.publish(
+        [
+            OutboxMessage(
+                topic=settings.registrations_topic,
+                key=d.pupil_id,
+                event=CloudEvent(
+                    id=d.event_id,
+                    source=f"/opspor/api/schools/{d.school_id}",
+                    type=REGISTRATION_RETRACTED if d.retracted else REGISTRATION_RECORDED,
+                    time=d.recorded_at,
+                    subject=d.pupil_id,
+                    data=d.model_dump(mode="json"),
+                ),
+                correlation_id=cid,
+            )
+            for d in fresh
+        ]
+    )
+    return IngestResult(inserted=len(fresh), duplicates=len(dup_ids), duplicate_event_ids=dup_ids)

@@ -1,0 +1,13 @@
+from __future__ import annotations
+
+from opspor_shared.settings import ServiceSettings
+from pydantic import Field
+
+
+class ApiSettings(ServiceSettings):
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=0, le=65535)
+    max_body_bytes: int = Field(default=4 * 1024 * 1024, ge=1024)
+    max_batch_items: int = Field(default=5000, ge=1, le=5000)
+    concern_consumer_group: str = "opspor-api-concerns"
+    db_pool_size: int = Field(default=10, ge=1)

@@ -1,0 +1,3 @@
+from opspor_worker.main import main
+
+main()

@@ -1,0 +1,97 @@
+"""The threshold-worker process: consumer + day-change tick + outbox relay + ops endpoints."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+
+from opspor_shared.db import make_engine, make_sessionmaker, unit_of_work
+from opspor_shared.kafka import Delivered, kafka_ready
+from opspor_shared.logging import configure_logging, get_logger
+from opspor_shared.ops import OpsServer, ReadinessCheck, ops_app
+from opspor_shared.reference import CalendarCache
+from opspor_shared.runtime import run_consumer, run_relay, sleep_or_stop, stop_on_signals
+from sqlalchemy import text
+
+from opspor_worker.metrics import TICK_SECONDS
+from opspor_worker.models import worker_outbox
+from opspor_worker.repository import WorkerRepository
+from opspor_worker.service import Context, handle_registrations, tick
+from opspor_worker.settings import WorkerSettings
+
+log = get_logger(__name__)
+
+
+async def run(settings: WorkerSettings, stop: asyncio.Event) -> None:
+    engine = make_engine(settings.database_url)
+    sessionmaker = make_sessionmaker(engine)
+    ctx = Context(settings=settings, calendars=CalendarCache())
+
+    async def handle(batch: list[Delivered]) -> None:
+        async with unit_of_work(sessionmaker) as session:
+            await handle_registrations(WorkerRepository(session), ctx, batch)
+
+    async def ticker() -> None:
+        while not stop.is_set():
+            try:
+                with TICK_SECONDS.time():
+                    await tick(sessionmaker, ctx)
+            except Exception as exc:
+                log.exception("tick_failed", error=type(exc).__name__)
+            await sleep_or_stop(stop, settings.tick_seconds)
+
+    async def db_ready() -> bool:
+        try:
+            async with engine.connect() as conn:
+                await asyncio.wait_for(conn.execute(text("select 1")), 2)
+        except Exception:
+            return False
+        return True
+
+    async def broker_ready() -> bool:
+        return await kafka_ready(settings)
+
+    checks: dict[str, ReadinessCheck] = {"database": db_ready, "kafka": broker_ready}
+    ops = OpsServer(
+        ops_app("threshold-worker", lambda: checks), settings.ops_host, settings.ops_port
+    )
+    await ops.start()
+    log.info("ops_listening", port=ops.port)
+    tasks = [
+        asyncio.create_task(
+            run_consumer(
+                settings, settings.consumer_group, settings.registrations_topic, handle, stop
+            )
+        ),
+        asyncio.create_task(
+            run_relay(
+                settings,
+                sessionmaker,
+                worker_outbox,
+                [settings.concerns_topic],
+                stop,
+                "worker-relay",
+            )
+        ),
+        asyncio.create_task(ticker()),
+    ]
+    try:
+        await stop.wait()
+    finally:
+        stop.set()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        with contextlib.suppress(Exception):
+            await ops.stop()
+        await engine.dispose()
+
+
+def main() -> None:
+    settings = WorkerSettings()  # type: ignore[call-arg]  # read from the environment
+    configure_logging("threshold-worker", settings.log_level)
+
+    async def _main() -> None:
+        stop = asyncio.Event()
+        stop_on_signals(stop)
+        await run(settings, stop)
+
+    asyncio.run(_main())

@@ -1,0 +1,74 @@
+"""Tables the threshold-worker writes (and no other service does)."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import date, datetime
+from decimal import Decimal
+from typing import Any
+
+from opspor_shared.db import Base, TimestampMixin
+from opspor_shared.outbox import outbox_table
+from sqlalchemy import Index, Numeric, Text, func
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.orm import Mapped, mapped_column
+
+
+class WorkerRegistration(Base):
+    """The worker's own last-writer-wins copy of the registrations it consumed."""
+
+    __tablename__ = "worker_registrations"
+
+    pupil_id: Mapped[str] = mapped_column(Text, primary_key=True)
+    date: Mapped[date] = mapped_column(primary_key=True)
+    slot: Mapped[str] = mapped_column(Text, primary_key=True)
+    school_id: Mapped[str] = mapped_column(Text)
+    category: Mapped[str | None] = mapped_column(Text)
+    extent: Mapped[Decimal | None] = mapped_column(Numeric(5, 4))
+    recorded_at: Mapped[datetime]
+    event_id: Mapped[str] = mapped_column(Text)
+    retracted: Mapped[bool]
+
+
+class WorkerPupil(Base):
+    """Pupils the worker knows, with the school whose calendar and pack apply."""
+
+    __tablename__ = "worker_pupils"
+    __table_args__ = (Index("ix_worker_pupils_school", "school_id"),)
+
+    pupil_id: Mapped[str] = mapped_column(Text, primary_key=True)
+    school_id: Mapped[str] = mapped_column(Text)
+    evaluated_horizon: Mapped[date | None]
+
+
+class SchoolHorizon(Base):
+    """Last horizon every pupil of a school was evaluated up to; the day-change tick moves it."""
+
+    __tablename__ = "worker_school_horizons"
+
+    school_id: Mapped[str] = mapped_column(Text, primary_key=True)
+    horizon: Mapped[date | None]
+    # Hash of the pack id and calendar rows: a changed calendar or pack re-evaluates the school.
+    fingerprint: Mapped[str] = mapped_column(Text)
+
+
+class Concern(TimestampMixin, Base):
+    __tablename__ = "concerns"
+    __table_args__ = (Index("ix_concerns_pupil", "pupil_id"),)
+
+    concern_id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
+    pupil_id: Mapped[str] = mapped_column(Text)
+    school_id: Mapped[str] = mapped_column(Text)
+    municipality_id: Mapped[str] = mapped_column(Text)
+    pack_id: Mapped[str] = mapped_column(Text)
+    rule_id: Mapped[str] = mapped_column(Text)
+    rule_version: Mapped[str] = mapped_column(Text)
+    level: Mapped[str] = mapped_column(Text)
+    crossing_date: Mapped[date]
+    status: Mapped[str] = mapped_column(Text)
+    revision: Mapped[int]
+    explanation: Mapped[dict[str, Any]] = mapped_column(JSONB)
+    updated_at: Mapped[datetime] = mapped_column(server_default=func.now(), onupdate=func.now())
+
+
+worker_outbox = outbox_table("worker_outbox", Base.metadata)

@@ -1,0 +1,121 @@
+"""All SQL of the threshold-worker."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from datetime import date
+from typing import Any
+
+from opspor_shared.outbox import OutboxMessage, enqueue
+from sqlalchemy import func, select, text, tuple_, update
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from opspor_worker.models import (
+    Concern,
+    SchoolHorizon,
+    WorkerPupil,
+    WorkerRegistration,
+    worker_outbox,
+)
+
+
+class WorkerRepository:
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    async def apply_registrations(self, rows: Sequence[dict[str, Any]]) -> None:
+        """Last writer wins by (recorded_at, event_id); at most one row per key in `rows`."""
+        stmt = insert(WorkerRegistration)
+        stmt = stmt.on_conflict_do_update(
+            index_elements=[
+                WorkerRegistration.pupil_id,
+                WorkerRegistration.date,
+                WorkerRegistration.slot,
+            ],
+            set_={
+                c: stmt.excluded[c]
+                for c in ("school_id", "category", "extent", "recorded_at", "event_id", "retracted")
+            },
+            where=tuple_(WorkerRegistration.recorded_at, WorkerRegistration.event_id)
+            < tuple_(stmt.excluded.recorded_at, stmt.excluded.event_id),
+        )
+        await self.session.execute(stmt, list(rows))
+
+    async def lock_pupils(self, pupil_ids: Sequence[str]) -> None:
+        """Serialises evaluation per pupil between the consumer and the day-change tick.
+
+        Locks are taken in sorted order so two transactions can never deadlock on them.
+        """
+        for pupil_id in sorted(pupil_ids):
+            await self.session.execute(
+                text("select pg_advisory_xact_lock(hashtextextended(:p, 7))"), {"p": pupil_id}
+            )
+
+    async def registrations(self, pupil_ids: Sequence[str]) -> dict[str, list[WorkerRegistration]]:
+        rows = await self.session.scalars(
+            select(WorkerRegistration)
+            .where(WorkerRegistration.pupil_id.in_(pupil_ids))
+            .order_by(WorkerRegistration.pupil_id, WorkerRegistration.date)
+        )
+        out: dict[str, list[WorkerRegistration]] = {p: [] for p in pupil_ids}
+        for r in rows:
+            out[r.pupil_id].append(r)
+        return out
+
+    async def upsert_pupils(self, rows: Sequence[dict[str, Any]]) -> None:
+        stmt = insert(WorkerPupil)
+        stmt = stmt.on_conflict_do_update(
+            index_elements=[WorkerPupil.pupil_id],
+            set_={
+                "school_id": stmt.excluded.school_id,
+                "evaluated_horizon": stmt.excluded.evaluated_horizon,
+            },
+        )
+        await self.session.execute(stmt, list(rows))
+
+    async def pupils_of_school(self, school_id: str, after: str | None, limit: int) -> list[str]:
+        query = select(WorkerPupil.pupil_id).where(WorkerPupil.school_id == school_id)
+        if after is not None:
+            query = query.where(WorkerPupil.pupil_id > after)
+        return list(await self.session.scalars(query.order_by(WorkerPupil.pupil_id).limit(limit)))
+
+    async def concerns(self, pupil_ids: Sequence[str]) -> dict[str, dict[uuid.UUID, Concern]]:
+        rows = await self.session.scalars(select(Concern).where(Concern.pupil_id.in_(pupil_ids)))
+        out: dict[str, dict[uuid.UUID, Concern]] = {p: {} for p in pupil_ids}
+        for c in rows:
+            out[c.pupil_id][c.concern_id] = c
+        return out
+
+    def add_concern(self, concern: Concern) -> None:
+        self.session.add(concern)
+
+    async def set_status(self, concern: Concern, status: str) -> None:
+        concern.status = status
+        concern.revision += 1
+        await self.session.execute(
+            update(Concern)
+            .where(Concern.concern_id == concern.concern_id)
+            .values(status=status, revision=concern.revision, updated_at=func.now())
+        )
+
+    async def horizons(self) -> dict[str, tuple[date | None, str]]:
+        rows = await self.session.execute(
+            select(SchoolHorizon.school_id, SchoolHorizon.horizon, SchoolHorizon.fingerprint)
+        )
+        return {r.school_id: (r.horizon, r.fingerprint) for r in rows}
+
+    async def set_horizon(self, school_id: str, horizon: date | None, fingerprint: str) -> None:
+        stmt = insert(SchoolHorizon).values(
+            school_id=school_id, horizon=horizon, fingerprint=fingerprint
+        )
+        await self.session.execute(
+            stmt.on_conflict_do_update(
+                index_elements=[SchoolHorizon.school_id],
+                set_={"horizon": stmt.excluded.horizon, "fingerprint": stmt.excluded.fingerprint},
+            )
+        )
+
+    async def publish(self, messages: Sequence[OutboxMessage]) -> None:
+        await enqueue(self.session, worker_outbox, messages)

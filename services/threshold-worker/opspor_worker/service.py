@@ -1,0 +1,289 @@
+"""The threshold-worker's logic: keep registrations, evaluate pupils, emit concern changes.
+
+Each pupil is re-evaluated from scratch (the pure engine over that pupil's current
+registrations), and the result is diffed against the stored concerns. So the incremental
+result equals a from-scratch computation by construction, and the cost per registration
+depends on one pupil's year, never on how many pupils exist.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+from zoneinfo import ZoneInfo
+
+from opspor_shared.calendar import SchoolCalendar
+from opspor_shared.db import unit_of_work
+from opspor_shared.engine import (
+    Crossing,
+    Registration,
+    RulePack,
+    builtin_packs,
+    concern_id,
+    evaluate,
+)
+from opspor_shared.events import (
+    CONCERN_RAISED,
+    CONCERN_WITHDRAWN,
+    CloudEvent,
+    ConcernData,
+    ContributionData,
+    ExplanationData,
+    RegistrationData,
+)
+from opspor_shared.kafka import Delivered
+from opspor_shared.logging import correlation_id, get_logger
+from opspor_shared.outbox import OutboxMessage
+from opspor_shared.reference import CalendarCache, ReferenceRepository, SchoolRef
+from pydantic import ValidationError
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from opspor_worker.metrics import CONCERNS_CHANGED, PUPILS_EVALUATED
+from opspor_worker.models import Concern, WorkerRegistration
+from opspor_worker.repository import WorkerRepository
+from opspor_worker.settings import WorkerSettings
+
+log = get_logger(__name__)
+Clock = Callable[[], datetime]
+
+
+def system_clock() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass
+class Context:
+    settings: WorkerSettings
+    calendars: CalendarCache
+    clock: Clock = system_clock
+
+
+def horizon_for(calendar: SchoolCalendar, timezone: str, now: datetime) -> date | None:
+    """The last school day on or before today in the school's time zone."""
+    today = now.astimezone(ZoneInfo(timezone)).date()
+    return calendar.last_school_day_on_or_before(today)
+
+
+def _pupil_school(rows: Sequence[WorkerRegistration]) -> str | None:
+    """The school of the pupil's latest-dated registration decides calendar and pack."""
+    live = [r for r in rows if not r.retracted] or list(rows)
+    if not live:
+        return None
+    latest = max(live, key=lambda r: (r.date, r.recorded_at, r.event_id))
+    return latest.school_id
+
+
+def _explanation(crossing: Crossing, pack: RulePack) -> ExplanationData:
+    version = next(v for v in pack.versions if v.version == crossing.rule_version)
+    rule = version.rule(crossing.rule_id)
+    return ExplanationData(
+        pack_id=crossing.pack_id,
+        rule_id=crossing.rule_id,
+        rule_version=crossing.rule_version,
+        rule=rule.describe() if rule else crossing.rule_id,
+        kind=crossing.kind,
+        level=crossing.level,
+        window_first=crossing.window_first,
+        window_last=crossing.window_last,
+        window_days=crossing.window_days,
+        value=crossing.value,
+        threshold=crossing.threshold,
+        summary=crossing.summary,
+        contributing=[
+            ContributionData(date=c.date, slot=c.slot, category=c.category, extent=c.extent)
+            for c in crossing.contributing
+        ],
+    )
+
+
+def _event(concern: Concern, settings: WorkerSettings) -> OutboxMessage:
+    data = ConcernData(
+        concern_id=str(concern.concern_id),
+        status=concern.status,  # type: ignore[arg-type]
+        revision=concern.revision,
+        pupil_id=concern.pupil_id,
+        school_id=concern.school_id,
+        municipality_id=concern.municipality_id,
+        level=concern.level,
+        crossing_date=concern.crossing_date,
+        explanation=ExplanationData.model_validate(concern.explanation),
+    )
+    return OutboxMessage(
+        topic=settings.concerns_topic,
+        key=concern.pupil_id,
+        event=CloudEvent(
+            # Deterministic: replaying the same facts yields the same event id.
+            id=f"{concern.concern_id}:{concern.revision}",
+            source="/opspor/threshold-worker",
+            type=CONCERN_RAISED if concern.status == "active" else CONCERN_WITHDRAWN,
+            time=datetime.now(UTC),
+            subject=concern.pupil_id,
+            data=data.model_dump(mode="json"),
+        ),
+        correlation_id=correlation_id.get(),
+    )
+
+
+async def evaluate_pupils(repo: WorkerRepository, ctx: Context, pupil_ids: Sequence[str]) -> int:
+    """Re-evaluates pupils from scratch and records + publishes the concern diff.
+
+    Returns the number of concern changes (raised + withdrawn).
+    """
+    if not pupil_ids:
+        return 0
+    await repo.lock_pupils(pupil_ids)
+    regs = await repo.registrations(pupil_ids)
+    schools_of = {p: _pupil_school(regs[p]) for p in pupil_ids}
+    reference = ReferenceRepository(repo.session)
+    refs: dict[str, SchoolRef] = {}
+    for sid in {s for s in schools_of.values() if s is not None}:
+        if (found := await reference.school(sid)) is not None:
+            refs[sid] = found
+    calendars = await reference.calendars({s: r.country for s, r in refs.items()}, ctx.calendars)
+    held = await repo.concerns(pupil_ids)
+    now = ctx.clock()
+    messages: list[OutboxMessage] = []
+    pupils: list[dict[str, object]] = []
+    for pupil_id in pupil_ids:
+        school_id = schools_of[pupil_id]
+        ref = refs.get(school_id) if school_id else None
+        pack = builtin_packs().get(ref.rule_pack) if ref else None
+        if ref is None or pack is None:
+            log.warning(
+                "pupil_not_evaluated", reason="unknown school or rule pack", school=school_id
+            )
+            continue
+        calendar = calendars[ref.id]
+        horizon = horizon_for(calendar, ref.timezone, now)
+        current = [
+            Registration(date=r.date, slot=r.slot, category=r.category, extent=r.extent)  # type: ignore[arg-type]
+            for r in regs[pupil_id]
+            if not r.retracted and r.category is not None and r.extent is not None
+        ]
+        crossings = evaluate(calendar, current, pack, horizon) if horizon else []
+        wanted = {
+            concern_id(pupil_id, c.pack_id, c.rule_id, c.rule_version, c.date): c for c in crossings
+        }
+        mine = held[pupil_id]
+        for cid, crossing in wanted.items():
+            concern = mine.get(cid)
+            if concern is None:
+                concern = Concern(
+                    concern_id=cid,
+                    pupil_id=pupil_id,
+                    school_id=ref.id,
+                    municipality_id=ref.municipality_id,
+                    pack_id=crossing.pack_id,
+                    rule_id=crossing.rule_id,
+                    rule_version=crossing.rule_version,
+                    level=crossing.level,
+                    crossing_date=crossing.date,
+                    status="active",
+                    revision=1,
+                    explanation=_explanation(crossing, pack).model_dump(mode="json"),
+                )
+                repo.add_concern(concern)
+            elif concern.status == "withdrawn":
+                await repo.set_status(concern, "active")
+            else:
+                continue
+            messages.append(_event(concern, ctx.settings))
+        for cid, concern in mine.items():
+            if cid not in wanted and concern.status == "active":
+                await repo.set_status(concern, "withdrawn")
+                messages.append(_event(concern, ctx.settings))
+        pupils.append({"pupil_id": pupil_id, "school_id": ref.id, "evaluated_horizon": horizon})
+    await repo.session.flush()
+    if pupils:
+        await repo.upsert_pupils(pupils)
+    await repo.publish(messages)
+    PUPILS_EVALUATED.inc(len(pupil_ids))
+    for m in messages:
+        CONCERNS_CHANGED.labels(m.event.type).inc()
+    return len(messages)
+
+
+def _registration_row(data: RegistrationData) -> dict[str, object]:
+    return {
+        "pupil_id": data.pupil_id,
+        "date": data.date,
+        "slot": data.slot,
+        "school_id": data.school_id,
+        "category": data.category,
+        "extent": data.extent,
+        "recorded_at": data.recorded_at,
+        "event_id": data.event_id,
+        "retracted": data.retracted,
+    }
+
+
+async def handle_registrations(
+    repo: WorkerRepository, ctx: Context, batch: Sequence[Delivered]
+) -> int:
+    """Thin consumer body: store the batch (last writer wins), then evaluate touched pupils."""
+    winners: dict[tuple[str, date, str], RegistrationData] = {}
+    for delivered in batch:
+        try:
+            data = RegistrationData.model_validate(delivered.event.data)
+        except ValidationError:
+            log.warning("registration_event_invalid", event_id=delivered.event.id)
+            continue
+        key = (data.pupil_id, data.date, data.slot)
+        held = winners.get(key)
+        if held is None or (held.recorded_at, held.event_id) < (data.recorded_at, data.event_id):
+            winners[key] = data
+    if not winners:
+        return 0
+    await repo.apply_registrations([_registration_row(d) for d in winners.values()])
+    return await evaluate_pupils(repo, ctx, sorted({k[0] for k in winners}))
+
+
+def school_fingerprint(ref: SchoolRef, horizon: date | None, calendar_key: str) -> str:
+    raw = f"{horizon}|{ref.rule_pack}|{ref.country}|{ref.timezone}|{calendar_key}"
+    return hashlib.sha256(raw.encode()).hexdigest()
+
+
+async def tick(sessionmaker: async_sessionmaker[AsyncSession], ctx: Context) -> int:
+    """Re-evaluates every pupil of each school whose day (horizon), calendar or pack changed.
+
+    Crossings that need no new registration (a share rule reaching min_days, a count window
+    sliding) appear here. A school is marked done only after all its pupils committed, so a
+    crash mid-school repeats that school on the next tick; evaluation is idempotent.
+    """
+    due: list[tuple[str, date | None, str]] = []
+    async with unit_of_work(sessionmaker) as session:
+        reference = ReferenceRepository(session)
+        held = await WorkerRepository(session).horizons()
+        school_ids = await reference.school_ids()
+        rows = await reference.calendar_rows(school_ids)
+        now = ctx.clock()
+        for school_id in school_ids:
+            ref = await reference.school(school_id)
+            if ref is None:
+                continue
+            calendar = ctx.calendars.get(ref.country, rows[school_id])
+            horizon = horizon_for(calendar, ref.timezone, now)
+            fingerprint = school_fingerprint(
+                ref, horizon, CalendarCache.fingerprint(ref.country, rows[school_id])
+            )
+            if held.get(school_id, (None, None))[1] != fingerprint:
+                due.append((school_id, horizon, fingerprint))
+    changes = 0
+    for school_id, horizon, fingerprint in due:
+        after: str | None = None
+        while True:
+            async with unit_of_work(sessionmaker) as session:
+                repo = WorkerRepository(session)
+                pupils = await repo.pupils_of_school(
+                    school_id, after, ctx.settings.tick_chunk_pupils
+                )
+                if not pupils:
+                    break
+                changes += await evaluate_pupils(repo, ctx, pupils)
+                after = pupils[-1]
+        async with unit_of_work(sessionmaker) as session:
+            await WorkerRepository(session).set_horizon(school_id, horizon, fingerprint)
+        log.info("school_reevaluated", school=school_id, horizon=str(horizon))
+    return changes

@@ -1,0 +1,117 @@
+"""CloudEvents 1.0 JSON envelopes and the data of every event Opspor publishes.
+
+Documented for integrators in deploy/asyncapi.yaml. Every message is keyed by pupil id.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, date, datetime
+from decimal import Decimal
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+REGISTRATION_RECORDED = "dk.absence.registration.recorded"
+REGISTRATION_RETRACTED = "dk.absence.registration.retracted"
+CONCERN_RAISED = "dk.absence.concern.raised"
+CONCERN_WITHDRAWN = "dk.absence.concern.withdrawn"
+
+
+class CloudEvent(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    specversion: Literal["1.0"] = "1.0"
+    id: str
+    source: str
+    type: str
+    time: datetime
+    subject: str
+    datacontenttype: Literal["application/json"] = "application/json"
+    data: dict[str, Any]
+
+    def to_bytes(self) -> bytes:
+        return self.model_dump_json().encode()
+
+    @classmethod
+    def from_bytes(cls, raw: bytes) -> CloudEvent:
+        return cls.model_validate_json(raw)
+
+
+class RegistrationData(BaseModel):
+    """A registration or a retraction as the worker needs it.
+
+    `retracted` marks a tombstone: it takes part in last-writer-wins ordering like any
+    registration, so a late copy of the retracted registration cannot bring it back.
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    event_id: str
+    pupil_id: str
+    school_id: str
+    date: date
+    slot: str
+    category: Literal["illness", "authorized", "unauthorized"] | None
+    extent: Decimal | None
+    recorded_at: datetime
+    retracted: bool = False
+
+
+class ContributionData(BaseModel):
+    date: date
+    slot: str
+    category: str
+    extent: Decimal
+
+
+class ExplanationData(BaseModel):
+    pack_id: str
+    rule_id: str
+    rule_version: str
+    rule: str = Field(description="Human description of the rule")
+    kind: str
+    level: str
+    window_first: date
+    window_last: date
+    window_days: int
+    value: Decimal
+    threshold: Decimal
+    summary: str
+    contributing: list[ContributionData]
+
+
+class ConcernData(BaseModel):
+    """Data of concern.raised and concern.withdrawn.
+
+    `revision` grows by one each time the concern changes status, so consumers can ignore
+    stale or repeated events: apply an event only if its revision is higher than the one held.
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    concern_id: str
+    status: Literal["active", "withdrawn"]
+    revision: int
+    pupil_id: str
+    school_id: str
+    municipality_id: str
+    level: str
+    crossing_date: date
+    explanation: ExplanationData
+
+
+def dumps(obj: Any) -> str:
+    return json.dumps(obj, default=_default, separators=(",", ":"))
+
+
+def _default(value: Any) -> Any:
+    if isinstance(value, datetime | date):
+        return value.isoformat()
+    if isinstance(value, Decimal):
+        return str(value)
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)

@@ -1,0 +1,85 @@
+"""/healthz, /readyz and /metrics for every service.
+
+The api mounts these routes on its own app; the worker and the alerter serve them from a small
+uvicorn server that runs in the same event loop as their consumer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Awaitable, Callable, Iterator, Mapping
+
+import uvicorn
+from fastapi import APIRouter, FastAPI, Response
+from fastapi.responses import JSONResponse
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+ReadinessCheck = Callable[[], Awaitable[bool]]
+
+
+def ops_router(checks: Callable[[], Mapping[str, ReadinessCheck]]) -> APIRouter:
+    router = APIRouter(tags=["operations"])
+
+    @router.get("/healthz", summary="The process is alive")
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @router.get("/readyz", summary="Dependencies (database, broker) are reachable")
+    async def readyz() -> JSONResponse:
+        named = dict(checks())
+        results = await asyncio.gather(*(check() for check in named.values()))
+        status = dict(zip(named, (bool(r) for r in results), strict=True))
+        ok = all(status.values())
+        return JSONResponse(
+            {"status": "ready" if ok else "not ready", "checks": status},
+            status_code=200 if ok else 503,
+        )
+
+    @router.get("/metrics", summary="Prometheus metrics", response_class=Response)
+    async def metrics() -> Response:
+        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+    return router
+
+
+def ops_app(service: str, checks: Callable[[], Mapping[str, ReadinessCheck]]) -> FastAPI:
+    app = FastAPI(title=f"opspor {service} operations", openapi_url=None, docs_url=None)
+    app.include_router(ops_router(checks))
+    return app
+
+
+class _QuietServer(uvicorn.Server):
+    """The owning process handles SIGTERM/SIGINT itself and stops this server in turn."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+class OpsServer:
+    """Runs an ops app inside the caller's event loop; port 0 picks a free port."""
+
+    def __init__(self, app: FastAPI, host: str, port: int) -> None:
+        config = uvicorn.Config(app, host=host, port=port, log_config=None, access_log=False)
+        self._server = _QuietServer(config)
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self._server.serve())
+        for _ in range(200):
+            if self._server.started:
+                return
+            await asyncio.sleep(0.01)
+        raise RuntimeError("ops server did not start")
+
+    @property
+    def port(self) -> int:
+        sockets = self._server.servers[0].sockets
+        port: int = sockets[0].getsockname()[1]
+        return port
+
+    async def stop(self) -> None:
+        self._server.should_exit = True
+        if self._task is not None:
+            await self._task

@@ -1,0 +1,182 @@
+"""The one read-only repository for reference data owned by the api service.
+
+The api writes municipalities, schools and school years (its tables); the threshold-worker
+and the alerter read them only through this module, so the columns they depend on are listed
+in one place. Nothing here writes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections import OrderedDict
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import date
+from typing import Any
+
+from sqlalchemy import Date, Text, column, select, table
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from opspor_shared.calendar import Closure, SchoolCalendar, SchoolYear
+
+municipalities = table(
+    "municipalities",
+    column("id", Text),
+    column("name", Text),
+    column("country", Text),
+    column("language", Text),
+    column("rule_pack", Text),
+    column("ppr_mailbox", Text),
+    column("unit_mailbox", Text),
+)
+schools = table(
+    "schools",
+    column("id", Text),
+    column("municipality_id", Text),
+    column("name", Text),
+    column("country", Text),
+    column("timezone", Text),
+    column("language", Text),
+    column("rule_pack", Text),
+    column("mailbox", Text),
+)
+school_years = table(
+    "school_years",
+    column("school_id", Text),
+    column("first_day", Date),
+    column("last_day", Date),
+    column("closures", JSONB),
+    column("extra_days", JSONB),
+)
+
+
+@dataclass(frozen=True)
+class SchoolRef:
+    id: str
+    municipality_id: str
+    name: str
+    country: str
+    timezone: str
+    language: str
+    rule_pack: str
+    mailbox: str
+    municipality_name: str
+    ppr_mailbox: str | None
+    unit_mailbox: str | None
+
+
+class ReferenceRepository:
+    def __init__(self, session: AsyncSession) -> None:
+        self._session = session
+
+    async def school(self, school_id: str) -> SchoolRef | None:
+        s, m = schools, municipalities
+        row = (
+            await self._session.execute(
+                select(
+                    s.c.id,
+                    s.c.municipality_id,
+                    s.c.name,
+                    s.c.country,
+                    s.c.timezone,
+                    s.c.language,
+                    s.c.rule_pack,
+                    m.c.rule_pack.label("municipality_rule_pack"),
+                    s.c.mailbox,
+                    m.c.name.label("municipality_name"),
+                    m.c.ppr_mailbox,
+                    m.c.unit_mailbox,
+                )
+                .join(m, m.c.id == s.c.municipality_id)
+                .where(s.c.id == school_id)
+            )
+        ).one_or_none()
+        if row is None:
+            return None
+        return SchoolRef(
+            id=row.id,
+            municipality_id=row.municipality_id,
+            name=row.name,
+            country=row.country,
+            timezone=row.timezone,
+            language=row.language,
+            # A school without its own pack uses its municipality's.
+            rule_pack=row.rule_pack or row.municipality_rule_pack,
+            mailbox=row.mailbox,
+            municipality_name=row.municipality_name,
+            ppr_mailbox=row.ppr_mailbox,
+            unit_mailbox=row.unit_mailbox,
+        )
+
+    async def school_ids(self) -> list[str]:
+        return list((await self._session.execute(select(schools.c.id))).scalars())
+
+    async def calendar_rows(self, school_ids: Sequence[str]) -> dict[str, list[dict[str, Any]]]:
+        rows = (
+            await self._session.execute(
+                select(school_years)
+                .where(school_years.c.school_id.in_(school_ids))
+                .order_by(school_years.c.school_id, school_years.c.first_day)
+            )
+        ).all()
+        out: dict[str, list[dict[str, Any]]] = {s: [] for s in school_ids}
+        for r in rows:
+            out[r.school_id].append(dict(r._mapping))
+        return out
+
+    async def calendars(
+        self, countries: Mapping[str, str], cache: CalendarCache
+    ) -> dict[str, SchoolCalendar]:
+        """Calendars of the given schools (school id -> country), built once per content."""
+        rows = await self.calendar_rows(list(countries))
+        return {s: cache.get(countries[s], rows[s]) for s in countries}
+
+
+class CalendarCache:
+    """Built calendars keyed by their content, so an edited calendar is never served stale.
+
+    Building one (public holidays, closures) costs milliseconds; reading its rows costs one
+    indexed query, so callers read the rows every time and reuse the built object.
+    """
+
+    def __init__(self, size: int = 1024) -> None:
+        self._size = size
+        self._cache: OrderedDict[str, SchoolCalendar] = OrderedDict()
+
+    @staticmethod
+    def fingerprint(country: str, rows: Sequence[Mapping[str, Any]]) -> str:
+        canonical = json.dumps(
+            [[r["first_day"], r["last_day"], r["closures"], r["extra_days"]] for r in rows],
+            default=str,
+            sort_keys=True,
+        )
+        return hashlib.sha256(f"{country}|{canonical}".encode()).hexdigest()
+
+    def get(self, country: str, rows: Sequence[Mapping[str, Any]]) -> SchoolCalendar:
+        key = self.fingerprint(country, rows)
+        if (cal := self._cache.get(key)) is not None:
+            self._cache.move_to_end(key)
+            return cal
+        cal = SchoolCalendar(country, [school_year_from_row(r) for r in rows])
+        self._cache[key] = cal
+        if len(self._cache) > self._size:
+            self._cache.popitem(last=False)
+        return cal
+
+
+def school_year_from_row(row: Mapping[str, Any]) -> SchoolYear:
+    return SchoolYear(
+        first_day=row["first_day"],
+        last_day=row["last_day"],
+        closures=tuple(
+            Closure(
+                date.fromisoformat(c["first_day"]),
+                date.fromisoformat(c["last_day"]),
+                c.get("reason", ""),
+            )
+            for c in row["closures"] or ()
+        ),
+        extra_days=tuple(date.fromisoformat(d) for d in row["extra_days"] or ()),
+    )

@@ -1,0 +1,96 @@
+"""Long-running loops that survive broker outages: each (re)connects with bounded backoff.
+
+A service keeps doing its database work while Kafka is down; these loops catch up afterwards.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+from collections.abc import Sequence
+
+from sqlalchemy import Table
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from opspor_shared.kafka import (
+    BatchHandler,
+    LoggingRebalanceListener,
+    consume_forever,
+    dlq_topic,
+    ensure_topics,
+    make_consumer,
+    make_producer,
+)
+from opspor_shared.logging import get_logger
+from opspor_shared.outbox import OutboxRelay
+from opspor_shared.settings import ServiceSettings
+
+log = get_logger(__name__)
+
+
+async def sleep_or_stop(stop: asyncio.Event, seconds: float) -> None:
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(stop.wait(), timeout=seconds)
+
+
+async def run_relay(
+    settings: ServiceSettings,
+    sessionmaker: async_sessionmaker[AsyncSession],
+    table: Table,
+    topics: Sequence[str],
+    stop: asyncio.Event,
+    client_id: str,
+) -> None:
+    backoff = 0.5
+    while not stop.is_set():
+        producer = make_producer(settings, client_id)
+        try:
+            await producer.start()
+            await ensure_topics(settings, topics)
+            log.info("relay_started", table=table.name)
+            backoff = 0.5
+            await OutboxRelay(sessionmaker, table, producer).run(stop)
+        except Exception as exc:
+            log.warning("relay_restarting", table=table.name, error=type(exc).__name__)
+            await sleep_or_stop(stop, backoff)
+            backoff = min(10.0, backoff * 2)
+        finally:
+            with contextlib.suppress(Exception):
+                await producer.stop()
+
+
+async def run_consumer(
+    settings: ServiceSettings,
+    group_id: str,
+    topic: str,
+    handle: BatchHandler,
+    stop: asyncio.Event,
+) -> None:
+    backoff = 0.5
+    while not stop.is_set():
+        consumer = make_consumer(settings, group_id)
+        producer = make_producer(settings, f"{group_id}-dlq")
+        try:
+            await ensure_topics(settings, [topic, dlq_topic(topic)])
+            await producer.start()
+            consumer.subscribe([topic], listener=LoggingRebalanceListener(group_id))
+            await consumer.start()
+            log.info("consumer_started", group=group_id, topic=topic)
+            backoff = 0.5
+            await consume_forever(consumer, producer, group_id, handle, stop)
+        except Exception as exc:
+            log.warning("consumer_restarting", group=group_id, error=type(exc).__name__)
+            await sleep_or_stop(stop, backoff)
+            backoff = min(10.0, backoff * 2)
+        finally:
+            with contextlib.suppress(Exception):
+                await consumer.stop()
+            with contextlib.suppress(Exception):
+                await producer.stop()
+
+
+def stop_on_signals(stop: asyncio.Event) -> None:
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)

@@ -1,0 +1,37 @@
+"""Settings shared by the three services.
+
+Each service subclasses `ServiceSettings`. Connection strings have no defaults: a service that
+starts without knowing where its database or broker is must fail at once, not connect to a guess.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class ServiceSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_file=None, extra="ignore", frozen=True)
+
+    database_url: str = Field(description="SQLAlchemy URL, postgresql+asyncpg://...")
+    kafka_bootstrap_servers: str = Field(description="host:port[,host:port]")
+    # On for Apache Kafka; the embedded Tansu broker does not support InitProducerId.
+    kafka_enable_idempotence: bool = True
+    kafka_client_id_prefix: str = "opspor"
+    registrations_topic: str = "absence.registrations.v1"
+    concerns_topic: str = "absence.concerns.v1"
+    topic_partitions: int = Field(default=6, ge=1)
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    ops_host: str = "127.0.0.1"
+    ops_port: int = Field(default=0, ge=0, le=65535)
+
+    @field_validator("database_url")
+    @classmethod
+    def _async_driver(cls, value: str) -> str:
+        if value.startswith("postgresql://") or value.startswith("postgres://"):
+            value = "postgresql+asyncpg://" + value.split("://", 1)[1]
+        if not value.startswith("postgresql+asyncpg://"):
+            raise ValueError("database_url must be a PostgreSQL URL (postgresql+asyncpg://...)")
+        return value
