@@ -8,12 +8,13 @@ from __future__ import annotations
 import asyncio
 import os
 
-import opspor_worker.models  # noqa: F401  (each import registers its tables)
 from alembic import context
-from opspor_shared.db import Base
-from opspor_shared.settings import ServiceSettings
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import create_async_engine
+
+import opspor_worker.models  # noqa: F401  (each import registers its tables)
+from opspor_shared.db import Base
+from opspor_shared.settings import ServiceSettings
 
 target_metadata = Base.metadata
 

@@ -80,6 +80,8 @@ def make_consumer(settings: ServiceSettings, group_id: str) -> AIOKafkaConsumer:
         auto_offset_reset="earliest",
         isolation_level="read_uncommitted",
         max_poll_records=1000,
+        session_timeout_ms=settings.kafka_session_timeout_ms,
+        heartbeat_interval_ms=max(250, settings.kafka_session_timeout_ms // 4),
     )
 
 

@@ -90,6 +90,20 @@ async def run_consumer(
                 await producer.stop()
 
 
+async def shutdown(tasks: Sequence[asyncio.Task[None]], grace_seconds: float = 2.0) -> None:
+    """Gives loops a moment to finish their round, then cancels them.
+
+    Cancelling is safe by design: an interrupted transaction rolls back and an uncommitted
+    Kafka batch is delivered again.
+    """
+    if not tasks:
+        return
+    _, pending = await asyncio.wait(tasks, timeout=grace_seconds)
+    for task in pending:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+
+
 def stop_on_signals(stop: asyncio.Event) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -20,6 +20,9 @@ class ServiceSettings(BaseSettings):
     # On for Apache Kafka; the embedded Tansu broker does not support InitProducerId.
     kafka_enable_idempotence: bool = True
     kafka_client_id_prefix: str = "opspor"
+    # Tansu answers a group join after about half the session timeout, so the embedded stack
+    # uses 2 s; keep Apache Kafka's usual 10 s in production (its minimum is 6 s).
+    kafka_session_timeout_ms: int = Field(default=10_000, ge=1_000)
     registrations_topic: str = "absence.registrations.v1"
     concerns_topic: str = "absence.concerns.v1"
     topic_partitions: int = Field(default=6, ge=1)

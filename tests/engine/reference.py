@@ -9,9 +9,9 @@ every day before the first version, is "not met".
 
 from __future__ import annotations
 
+import datetime as dt
 import math
 from dataclasses import dataclass
-from datetime import date
 from decimal import Decimal
 from fractions import Fraction
 
@@ -31,9 +31,9 @@ class Expected:
     rule_id: str
     rule_version: str
     level: str
-    date: date
-    window_first: date
-    window_last: date
+    date: dt.date
+    window_first: dt.date
+    window_last: dt.date
     window_days: int
     value: Decimal
     threshold: Decimal
@@ -55,7 +55,7 @@ def project(crossing: Crossing) -> Expected:
     )
 
 
-def _same_period(kind: str, calendar: SchoolCalendar, a: date, b: date) -> bool:
+def _same_period(kind: str, calendar: SchoolCalendar, a: dt.date, b: dt.date) -> bool:
     if kind == "month":
         return (a.year, a.month) == (b.year, b.month)
     if kind == "quarter":
@@ -66,7 +66,7 @@ def _same_period(kind: str, calendar: SchoolCalendar, a: date, b: date) -> bool:
     return calendar.school_year_of(a) == calendar.school_year_of(b)
 
 
-def _window(rule: Rule, calendar: SchoolCalendar, days: list[date], i: int) -> list[int] | None:
+def _window(rule: Rule, calendar: SchoolCalendar, days: list[dt.date], i: int) -> list[int] | None:
     """Indices of the window ending at day i, or None when the rule cannot have one yet."""
     if rule.kind == "consecutive":
         assert rule.n is not None
@@ -80,10 +80,10 @@ def _window(rule: Rule, calendar: SchoolCalendar, days: list[date], i: int) -> l
     return [j for j in range(i + 1) if _same_period(rule.over.kind, calendar, days[j], days[i])]
 
 
-ByDate = dict[date, list[Registration]]
+ByDate = dict[dt.date, list[Registration]]
 
 
-def _c(rule: Rule, registrations: ByDate, d: date) -> Fraction:
+def _c(rule: Rule, registrations: ByDate, d: dt.date) -> Fraction:
     on_day = registrations.get(d, [])
     if not on_day:
         return Fraction(0)
@@ -95,7 +95,7 @@ def _judge(
     rule: Rule,
     version: RulePackVersion,
     calendar: SchoolCalendar,
-    days: list[date],
+    days: list[dt.date],
     registrations: ByDate,
     i: int,
 ) -> tuple[bool, list[int], Decimal]:
@@ -126,8 +126,8 @@ def reference(
     calendar: SchoolCalendar,
     registrations: list[Registration],
     pack: RulePack,
-    horizon: date,
-    enrolled_from: date | None = None,
+    horizon: dt.date,
+    enrolled_from: dt.date | None = None,
 ) -> list[Expected]:
     days = [
         d for d in calendar.days if d <= horizon and (enrolled_from is None or d >= enrolled_from)
@@ -158,7 +158,7 @@ def _expected(
     rule: Rule,
     version: RulePackVersion,
     calendar: SchoolCalendar,
-    days: list[date],
+    days: list[dt.date],
     registrations: ByDate,
     window: list[int],
     value: Decimal,

@@ -35,7 +35,7 @@ RULE_IDS = ("a", "b", "c", "d")
 FIXED_PERIODS = ("month", "quarter", "half_year", "school_year")
 
 PROPERTY_SETTINGS = settings(
-    max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow]
+    max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow]
 )
 
 
@@ -46,7 +46,7 @@ def calendars(draw: st.DrawFn) -> SchoolCalendar:
     start = date(2017, 1, 1) + timedelta(days=draw(st.integers(0, 9 * 365)))
     years: list[SchoolYear] = []
     for _ in range(draw(st.integers(1, 3))):
-        length = draw(st.integers(0, 110))
+        length = draw(st.integers(0, 180))
         last = start + timedelta(days=length)
         closures = tuple(
             Closure(first, first + timedelta(days=draw(st.integers(0, 9))), "break")
@@ -170,6 +170,15 @@ def test_crossings_are_sorted_and_unique(scenario: dict[str, Any]) -> None:
         assert crossing.window_last == crossing.date
         assert crossing.window_first <= crossing.date
         assert crossing.summary
+
+
+@settings(max_examples=60, deadline=None)
+@given(scenarios(), st.integers(0, 400))
+def test_crossings_up_to_a_day_do_not_depend_on_later_days(
+    scenario: dict[str, Any], days_later: int
+) -> None:
+    later = evaluate(**{**scenario, "horizon": scenario["horizon"] + timedelta(days=days_later)})
+    assert evaluate(**scenario) == [c for c in later if c.date <= scenario["horizon"]]
 
 
 @settings(max_examples=100, deadline=None)

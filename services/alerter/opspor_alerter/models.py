@@ -6,10 +6,11 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from opspor_shared.db import Base, TimestampMixin
 from sqlalchemy import ForeignKey, Index, Text, UniqueConstraint, func
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Mapped, mapped_column
+
+from opspor_shared.db import Base, TimestampMixin
 
 
 class Notice(TimestampMixin, Base):

@@ -15,8 +15,9 @@ from email.message import EmailMessage
 from email.utils import format_datetime
 from typing import Literal
 
-from opspor_shared.events import ConcernData
 from pydantic import BaseModel, ConfigDict
+
+from opspor_shared.events import ConcernData
 
 Kind = Literal["raised", "withdrawn"]
 Language = Literal["da", "nb", "en"]
@@ -117,7 +118,9 @@ _TEXT: dict[Language, dict[str, str]] = {
     },
     "nb": {
         "subject_raised": "Bekymringsfullt fravær: elev {pupil} ved {school}",
-        "subject_withdrawn": "Trukket tilbake: bekymringsfullt fravær for elev {pupil} ved {school}",
+        "subject_withdrawn": (
+            "Trukket tilbake: bekymringsfullt fravær for elev {pupil} ved {school}"
+        ),
         "intro_raised": "Opspor har registrert bekymringsfullt fravær for en elev ved {school}.",
         "intro_withdrawn": (
             "Bekymringen nedenfor er trukket tilbake: rettede fraværsføringer betyr at regelen "

@@ -25,17 +25,17 @@ class NoticeRepository:
 
     async def advance_concern(self, concern_id: uuid.UUID, revision: int, status: str) -> bool:
         """Store the revision if it is newer than the one held; False for a stale or repeat."""
-        stmt = pg_insert(AlerterConcern).values(
+        insert = pg_insert(AlerterConcern).values(
             concern_id=concern_id, revision=revision, status=status
         )
-        stmt = stmt.on_conflict_do_update(
+        stmt = insert.on_conflict_do_update(
             index_elements=[AlerterConcern.concern_id],
             set_={
-                "revision": stmt.excluded.revision,
-                "status": stmt.excluded.status,
+                "revision": insert.excluded.revision,
+                "status": insert.excluded.status,
                 "updated_at": func.now(),
             },
-            where=AlerterConcern.revision < stmt.excluded.revision,
+            where=AlerterConcern.revision < insert.excluded.revision,
         ).returning(AlerterConcern.concern_id)
         return (await self._session.execute(stmt)).first() is not None
 

@@ -11,8 +11,9 @@ from pathlib import Path
 from typing import Self
 from urllib.parse import urlsplit
 
-from opspor_shared.settings import ServiceSettings
 from pydantic import Field, SecretStr, field_validator, model_validator
+
+from opspor_shared.settings import ServiceSettings
 
 # One send (connect, EHLO, STARTTLS, EHLO, AUTH, MAIL, RCPT, DATA) must finish within this many
 # SMTP timeouts; the lease on a claimed notice must outlast it, or a second loop could resend.

@@ -106,10 +106,11 @@ def classify(exc: BaseException, scrub: Scrubber) -> DeliveryResult:
         }.get(type(exc).__name__, "relay refused")
         return _by_code(exc.code, what, scrub, exc.message)
     if isinstance(exc, ssl.SSLCertVerificationError):
-        reason = exc.verify_message or "unknown reason"
+        reason = getattr(exc, "verify_message", None) or "unknown reason"
         return DeliveryResult("transient", None, scrub(f"TLS certificate not trusted: {reason}"))
     if isinstance(exc, ssl.SSLError):
-        return DeliveryResult("transient", None, scrub(f"TLS handshake failed: {exc.reason}"))
+        reason = getattr(exc, "reason", None) or type(exc).__name__
+        return DeliveryResult("transient", None, scrub(f"TLS handshake failed: {reason}"))
     if isinstance(exc, SMTPTimeoutError | TimeoutError):
         return DeliveryResult("transient", None, "timed out")
     if isinstance(exc, SMTPConnectError | SMTPServerDisconnected | ConnectionError):

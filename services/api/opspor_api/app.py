@@ -8,12 +8,6 @@ from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from typing import Any
 
 from fastapi import FastAPI
-from opspor_shared.db import make_engine, make_sessionmaker, unit_of_work
-from opspor_shared.kafka import Delivered, kafka_ready
-from opspor_shared.logging import correlation_id, get_logger, new_correlation_id
-from opspor_shared.ops import ReadinessCheck, ops_router
-from opspor_shared.reference import CalendarCache
-from opspor_shared.runtime import run_consumer, run_relay
 from sqlalchemy import text
 
 from opspor_api.concerns import service as concerns_service
@@ -24,6 +18,12 @@ from opspor_api.errors import PayloadTooLarge, install_error_handlers, problem_r
 from opspor_api.models import api_outbox
 from opspor_api.registrations.endpoints import router as registrations_router
 from opspor_api.settings import ApiSettings
+from opspor_shared.db import make_engine, make_sessionmaker, unit_of_work
+from opspor_shared.kafka import Delivered, kafka_ready
+from opspor_shared.logging import correlation_id, get_logger, new_correlation_id
+from opspor_shared.ops import ReadinessCheck, ops_router
+from opspor_shared.reference import CalendarCache
+from opspor_shared.runtime import run_consumer, run_relay, shutdown
 
 log = get_logger(__name__)
 
@@ -132,7 +132,7 @@ def create_app(settings: ApiSettings) -> FastAPI:
             yield
         finally:
             stop.set()
-            await asyncio.gather(*tasks, return_exceptions=True)
+            await shutdown(tasks)
             await engine.dispose()
 
     app = FastAPI(

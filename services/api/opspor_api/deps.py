@@ -6,11 +6,11 @@ from collections.abc import AsyncIterator
 from typing import Annotated
 
 from fastapi import Depends, Request
-from opspor_shared.db import unit_of_work
-from opspor_shared.reference import CalendarCache
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from opspor_api.settings import ApiSettings
+from opspor_shared.db import unit_of_work
+from opspor_shared.reference import CalendarCache
 
 
 async def get_session(request: Request) -> AsyncIterator[AsyncSession]:

@@ -11,9 +11,10 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from opspor_shared.logging import get_logger
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from opspor_shared.logging import get_logger
 
 log = get_logger(__name__)
 PROBLEM_JSON = "application/problem+json"

@@ -1,10 +1,10 @@
 from __future__ import annotations
 
 import uvicorn
-from opspor_shared.logging import configure_logging
 
 from opspor_api.app import create_app
 from opspor_api.settings import ApiSettings
+from opspor_shared.logging import configure_logging
 
 
 def main() -> None:

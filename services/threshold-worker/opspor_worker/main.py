@@ -5,14 +5,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 
+from sqlalchemy import text
+
 from opspor_shared.db import make_engine, make_sessionmaker, unit_of_work
 from opspor_shared.kafka import Delivered, kafka_ready
 from opspor_shared.logging import configure_logging, get_logger
 from opspor_shared.ops import OpsServer, ReadinessCheck, ops_app
 from opspor_shared.reference import CalendarCache
-from opspor_shared.runtime import run_consumer, run_relay, sleep_or_stop, stop_on_signals
-from sqlalchemy import text
-
+from opspor_shared.runtime import run_consumer, run_relay, shutdown, sleep_or_stop, stop_on_signals
 from opspor_worker.metrics import TICK_SECONDS
 from opspor_worker.models import worker_outbox
 from opspor_worker.repository import WorkerRepository
@@ -79,7 +79,7 @@ async def run(settings: WorkerSettings, stop: asyncio.Event) -> None:
         await stop.wait()
     finally:
         stop.set()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await shutdown(tasks)
         with contextlib.suppress(Exception):
             await ops.stop()
         await engine.dispose()

@@ -7,11 +7,12 @@ from datetime import date, datetime
 from decimal import Decimal
 from typing import Any
 
-from opspor_shared.db import Base, TimestampMixin
-from opspor_shared.outbox import outbox_table
 from sqlalchemy import Index, Numeric, Text, func
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Mapped, mapped_column
+
+from opspor_shared.db import Base, TimestampMixin
+from opspor_shared.outbox import outbox_table
 
 
 class WorkerRegistration(Base):

@@ -7,11 +7,11 @@ from collections.abc import Sequence
 from datetime import date
 from typing import Any
 
-from opspor_shared.outbox import OutboxMessage, enqueue
 from sqlalchemy import func, select, text, tuple_, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from opspor_shared.outbox import OutboxMessage, enqueue
 from opspor_worker.models import (
     Concern,
     SchoolHorizon,

@@ -14,6 +14,9 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from zoneinfo import ZoneInfo
 
+from pydantic import ValidationError
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
 from opspor_shared.calendar import SchoolCalendar
 from opspor_shared.db import unit_of_work
 from opspor_shared.engine import (
@@ -37,9 +40,6 @@ from opspor_shared.kafka import Delivered
 from opspor_shared.logging import correlation_id, get_logger
 from opspor_shared.outbox import OutboxMessage
 from opspor_shared.reference import CalendarCache, ReferenceRepository, SchoolRef
-from pydantic import ValidationError
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
-
 from opspor_worker.metrics import CONCERNS_CHANGED, PUPILS_EVALUATED
 from opspor_worker.models import Concern, WorkerRegistration
 from opspor_worker.repository import WorkerRepository

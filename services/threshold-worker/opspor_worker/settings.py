@@ -1,7 +1,8 @@
 from __future__ import annotations
 
-from opspor_shared.settings import ServiceSettings
 from pydantic import Field
+
+from opspor_shared.settings import ServiceSettings
 
 
 class WorkerSettings(ServiceSettings):

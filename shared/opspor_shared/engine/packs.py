@@ -147,11 +147,6 @@ def _parse_rule(raw: object, location: str, problems: _Problems) -> Rule | None:
         if value is None:
             problems.add(prefix + key, "is required")
             unreadable.add(key)
-    if kind is not None and kind not in RULE_KINDS:
-        problems.add(
-            prefix + "kind", f"unknown kind {kind!r}; expected one of {', '.join(RULE_KINDS)}"
-        )
-        unreadable.add("kind")
 
     categories: frozenset[Category] | None = None
     raw_categories = table.get("categories")
@@ -177,6 +172,7 @@ def _parse_rule(raw: object, location: str, problems: _Problems) -> Rule | None:
             values[key] = problems.decimal(table[key], prefix + key)
     if "over" in table:
         over = table["over"]
+        values["over"] = None
         if not isinstance(over, str):
             problems.add(prefix + "over", 'must be a period such as "rolling:20" or "quarter"')
         else:

@@ -4,8 +4,9 @@ import uuid
 from datetime import date
 from typing import Literal
 
-from opspor_shared.events import ExplanationData
 from pydantic import BaseModel, Field
+
+from opspor_shared.events import ExplanationData
 
 
 class ConcernOut(BaseModel):

@@ -5,15 +5,15 @@ import binascii
 import uuid
 from datetime import date
 
-from opspor_shared.events import CloudEvent, ConcernData
-from opspor_shared.kafka import Delivered
-from opspor_shared.logging import get_logger
 from pydantic import ValidationError
 
 from opspor_api.concerns.repository import ConcernRepository
 from opspor_api.concerns.schemas import ConcernOut, ConcernPage
 from opspor_api.errors import InvalidInput, NotFound, field_error
 from opspor_api.models import ConcernView
+from opspor_shared.events import CloudEvent, ConcernData
+from opspor_shared.kafka import Delivered
+from opspor_shared.logging import get_logger
 
 log = get_logger(__name__)
 

@@ -3,7 +3,6 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Path, Response
-from opspor_shared.engine import builtin_packs
 
 from opspor_api.config import service
 from opspor_api.config.repository import ConfigRepository
@@ -19,6 +18,7 @@ from opspor_api.config.schemas import (
 from opspor_api.deps import Session
 from opspor_api.errors import PROBLEM_RESPONSES
 from opspor_api.validation import ID_PATTERN
+from opspor_shared.engine import builtin_packs
 
 router = APIRouter(prefix="/v1", tags=["configuration"], responses=PROBLEM_RESPONSES)
 

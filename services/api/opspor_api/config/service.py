@@ -5,10 +5,6 @@ from __future__ import annotations
 import re
 from datetime import date
 
-from opspor_shared.calendar import SchoolCalendar
-from opspor_shared.engine import builtin_packs
-from opspor_shared.reference import school_year_from_row
-
 from opspor_api.config.repository import ConfigRepository
 from opspor_api.config.schemas import (
     ClosureIn,
@@ -22,6 +18,9 @@ from opspor_api.config.schemas import (
 )
 from opspor_api.errors import InvalidInput, NotFound, field_error
 from opspor_api.models import Municipality, School, SchoolYearRow
+from opspor_shared.calendar import SchoolCalendar
+from opspor_shared.engine import builtin_packs
+from opspor_shared.reference import school_year_from_row
 
 LABEL = re.compile(r"^(\d{4})-(\d{4})$")
 

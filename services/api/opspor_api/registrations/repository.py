@@ -3,12 +3,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from opspor_shared.outbox import OutboxMessage, enqueue
 from sqlalchemy import select, tuple_
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from opspor_api.models import Registration, RegistrationEvent, api_outbox
+from opspor_shared.outbox import OutboxMessage, enqueue
 
 
 class RegistrationRepository:

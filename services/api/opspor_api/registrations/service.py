@@ -7,6 +7,13 @@ from collections.abc import Sequence
 from datetime import date
 from typing import Any
 
+from opspor_api.calendars import why_not_school_day
+from opspor_api.config.repository import ConfigRepository
+from opspor_api.errors import Conflict, FieldError, InvalidInput, field_error
+from opspor_api.models import RegistrationEvent
+from opspor_api.registrations.repository import RegistrationRepository
+from opspor_api.registrations.schemas import IngestResult, RegistrationIn, RetractionIn
+from opspor_api.settings import ApiSettings
 from opspor_shared.events import (
     REGISTRATION_RECORDED,
     REGISTRATION_RETRACTED,
@@ -16,14 +23,6 @@ from opspor_shared.events import (
 from opspor_shared.logging import correlation_id
 from opspor_shared.outbox import OutboxMessage
 from opspor_shared.reference import CalendarCache, ReferenceRepository
-
-from opspor_api.calendars import why_not_school_day
-from opspor_api.config.repository import ConfigRepository
-from opspor_api.errors import Conflict, FieldError, InvalidInput, field_error
-from opspor_api.models import RegistrationEvent
-from opspor_api.registrations.repository import RegistrationRepository
-from opspor_api.registrations.schemas import IngestResult, RegistrationIn, RetractionIn
-from opspor_api.settings import ApiSettings
 
 Item = RegistrationIn | RetractionIn
 Loc = tuple[str | int, ...]

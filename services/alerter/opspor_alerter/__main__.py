@@ -1,0 +1,3 @@
+from opspor_alerter.main import main
+
+main()

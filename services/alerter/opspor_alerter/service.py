@@ -1,0 +1,448 @@
+"""The alerter pipeline: route -> dedup against the notification log -> deliver -> record.
+
+`record_concern_events` runs inside the consumer's unit of work and only decides: it writes
+notices (the persisted notification log) and never talks to a mailbox. `deliver_due` runs after
+that transaction has committed (ARCHITECTURE.md rule 3): it claims due notices, sends them, and
+records one attempt per send. A crash between sending and recording resends the same mail with
+the same Message-ID when the lease runs out: at least once, never lost.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Literal
+
+from pydantic import ValidationError
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from opspor_alerter import metrics
+from opspor_alerter.models import Notice
+from opspor_alerter.render import NoticeContent, build_email, message_id
+from opspor_alerter.repository import NoticeRepository
+from opspor_alerter.routing import Unroutable, route
+from opspor_alerter.settings import AlerterSettings
+from opspor_alerter.smtp import DeliveryResult, Notifier
+from opspor_shared.db import unit_of_work
+from opspor_shared.events import CONCERN_RAISED, CONCERN_WITHDRAWN, CloudEvent, ConcernData
+from opspor_shared.logging import get_logger
+from opspor_shared.reference import ReferenceRepository
+
+log = get_logger(__name__)
+
+CHANNEL = "smtp"
+
+
+# --- consumer stage: route and dedup -------------------------------------------------------
+
+
+@dataclass
+class RecordOutcome:
+    """What one batch of concern events decided; metrics are counted after the commit."""
+
+    applied: int = 0
+    stale: int = 0
+    ignored: int = 0
+    rejected: list[CloudEvent] = field(default_factory=list)
+    recorded: list[tuple[str, str]] = field(default_factory=list)  # (kind, role)
+    cancelled: int = 0
+    unroutable: list[tuple[str, str]] = field(default_factory=list)  # (role, reason)
+
+    def count(self) -> None:
+        metrics.EVENTS.labels("applied").inc(self.applied)
+        metrics.EVENTS.labels("stale").inc(self.stale)
+        metrics.EVENTS.labels("ignored").inc(self.ignored)
+        metrics.EVENTS.labels("rejected").inc(len(self.rejected))
+        for kind, role in self.recorded:
+            metrics.NOTICES_RECORDED.labels(kind, role).inc()
+        metrics.NOTICES_CANCELLED.inc(self.cancelled)
+        for role, reason in self.unroutable:
+            metrics.UNROUTABLE.labels(role, reason).inc()
+
+
+async def record_concern_events(
+    session: AsyncSession, events: Sequence[CloudEvent], settings: AlerterSettings
+) -> RecordOutcome:
+    """Apply concern events in order. Stale and repeated revisions change nothing."""
+    outcome = RecordOutcome()
+    repo = NoticeRepository(session)
+    for event in events:
+        if event.type not in (CONCERN_RAISED, CONCERN_WITHDRAWN):
+            outcome.ignored += 1
+            continue
+        expected = "active" if event.type == CONCERN_RAISED else "withdrawn"
+        try:
+            concern = ConcernData.model_validate(event.data)
+            concern_uuid = uuid.UUID(concern.concern_id)
+        except (ValidationError, ValueError):
+            log.warning("concern_event_rejected", event_id=event.id, reason="invalid data")
+            outcome.rejected.append(event)
+            continue
+        if concern.status != expected:
+            log.warning("concern_event_rejected", event_id=event.id, reason="type/status mismatch")
+            outcome.rejected.append(event)
+            continue
+        if not await repo.advance_concern(concern_uuid, concern.revision, concern.status):
+            log.debug(
+                "concern_event_stale", concern_id=concern.concern_id, revision=concern.revision
+            )
+            outcome.stale += 1
+            continue
+        outcome.applied += 1
+        if concern.status == "active":
+            await _raise(session, repo, concern, concern_uuid, settings, outcome)
+        else:
+            await _withdraw(repo, concern, concern_uuid, settings, outcome)
+    return outcome
+
+
+async def _raise(
+    session: AsyncSession,
+    repo: NoticeRepository,
+    concern: ConcernData,
+    concern_uuid: uuid.UUID,
+    settings: AlerterSettings,
+    outcome: RecordOutcome,
+) -> None:
+    school = await ReferenceRepository(session).school(concern.school_id)
+    target = route(concern.level, school)
+    if isinstance(target, Unroutable):
+        log.warning(
+            "concern_unroutable",
+            concern_id=concern.concern_id,
+            school_id=concern.school_id,
+            level=concern.level,
+            role=target.role,
+            reason=target.reason,
+        )
+        outcome.unroutable.append((target.role, target.reason))
+        return
+    assert school is not None  # route() routes only a known school
+    latest = _latest_by_recipient(await repo.notices_of_concern(concern_uuid)).get(target.recipient)
+    if latest is not None and latest.kind == "raised" and latest.status in ("pending", "sent"):
+        # The recipient has (or is about to get) a notice of this concern that still holds.
+        log.info("notice_already_recorded", concern_id=concern.concern_id, notice_id=latest.id)
+        return
+    notice_id = await repo.insert_notice(
+        concern_id=concern_uuid,
+        kind="raised",
+        revision=concern.revision,
+        channel=CHANNEL,
+        recipient=target.recipient,
+        recipient_role=target.role,
+        school_id=concern.school_id,
+        language=school.language,
+        message_id=message_id(
+            concern.concern_id,
+            target.recipient,
+            "raised",
+            concern.revision,
+            settings.message_id_domain,
+        ),
+        payload=NoticeContent.from_concern(concern, school.name).model_dump(mode="json"),
+    )
+    if notice_id is not None:
+        outcome.recorded.append(("raised", target.role))
+        log.info(
+            "notice_recorded",
+            notice_id=notice_id,
+            concern_id=concern.concern_id,
+            kind="raised",
+            role=target.role,
+        )
+
+
+async def _withdraw(
+    repo: NoticeRepository,
+    concern: ConcernData,
+    concern_uuid: uuid.UUID,
+    settings: AlerterSettings,
+    outcome: RecordOutcome,
+) -> None:
+    """Whoever got the notice gets a withdrawal; a notice that never went out is cancelled."""
+    for notice in _latest_by_recipient(await repo.notices_of_concern(concern_uuid)).values():
+        if notice.kind != "raised":
+            continue
+        if notice.status == "sent":
+            content = NoticeContent.model_validate(notice.payload)
+            fresh = NoticeContent.from_concern(concern, content.school_name)
+            if await _insert_withdrawal(repo, notice, fresh, concern.revision, settings):
+                outcome.recorded.append(("withdrawn", notice.recipient_role))
+        elif notice.status == "pending" and await repo.cancel_pending(notice.id):
+            outcome.cancelled += 1
+            log.info("notice_cancelled", notice_id=notice.id, concern_id=concern.concern_id)
+        # failed or cancelled: the recipient never got it, so there is nothing to withdraw.
+
+
+async def _insert_withdrawal(
+    repo: NoticeRepository,
+    raised: Notice,
+    content: NoticeContent,
+    revision: int,
+    settings: AlerterSettings,
+) -> bool:
+    content = content.model_copy(update={"replaces_message_id": raised.message_id})
+    notice_id = await repo.insert_notice(
+        concern_id=raised.concern_id,
+        kind="withdrawn",
+        revision=revision,
+        channel=raised.channel,
+        recipient=raised.recipient,
+        recipient_role=raised.recipient_role,
+        school_id=raised.school_id,
+        language=raised.language,
+        message_id=message_id(
+            str(raised.concern_id),
+            raised.recipient,
+            "withdrawn",
+            revision,
+            settings.message_id_domain,
+        ),
+        payload=content.model_dump(mode="json"),
+    )
+    if notice_id is not None:
+        log.info(
+            "notice_recorded",
+            notice_id=notice_id,
+            concern_id=str(raised.concern_id),
+            kind="withdrawn",
+            role=raised.recipient_role,
+        )
+    return notice_id is not None
+
+
+def _latest_by_recipient(notices: Sequence[Notice]) -> dict[str, Notice]:
+    latest: dict[str, Notice] = {}
+    for notice in notices:
+        held = latest.get(notice.recipient)
+        if held is None or (notice.revision, notice.id) > (held.revision, held.id):
+            latest[notice.recipient] = notice
+    return latest
+
+
+# --- delivery stage: claim, deliver, record --------------------------------------------------
+
+
+def retry_delay(
+    attempts: int, settings: AlerterSettings, jitter: Callable[[], float] | None = None
+) -> float:
+    """Seconds until the next try after `attempts` failed tries: base * 2^(n-1), capped, +-20%."""
+    factor = jitter() if jitter is not None else random.uniform(0.8, 1.2)
+    exponent = min(attempts - 1, 62)
+    return min(settings.retry_max_seconds, settings.retry_base_seconds * 2.0**exponent) * factor
+
+
+Transition = Literal["sent", "retry", "failed_permanent", "failed_max_attempts", "noop"]
+
+
+@dataclass(frozen=True)
+class Recorded:
+    notice_id: int
+    kind: str
+    outcome: str
+    transition: Transition
+    attempts: int
+
+
+async def send_notice(
+    notice: Notice, notifier: Notifier, settings: AlerterSettings
+) -> DeliveryResult:
+    try:
+        content = NoticeContent.model_validate(notice.payload)
+        mail = build_email(
+            kind="withdrawn" if notice.kind == "withdrawn" else "raised",
+            content=content,
+            language=notice.language,
+            sender=settings.smtp_from,
+            recipient=notice.recipient,
+            message_id=notice.message_id,
+            created_at=notice.created_at,
+            link_base=settings.notice_link_base,
+        )
+    except (ValidationError, ValueError, TypeError) as exc:
+        # The message header constructor rejects malformed addresses with ValueError.
+        return DeliveryResult("permanent", None, f"notice cannot be rendered: {type(exc).__name__}")
+    return await notifier.send(notice.recipient, mail)
+
+
+async def claim_due(session: AsyncSession, settings: AlerterSettings) -> list[Notice]:
+    return await NoticeRepository(session).claim_due(
+        settings.delivery_concurrency, settings.lease_seconds
+    )
+
+
+async def record_results(
+    session: AsyncSession,
+    results: Sequence[tuple[Notice, DeliveryResult]],
+    settings: AlerterSettings,
+) -> list[Recorded]:
+    repo = NoticeRepository(session)
+    recorded: list[Recorded] = []
+    for claimed, result in results:
+        notice = await repo.lock(claimed.id)
+        if notice is None:
+            continue
+        attempts = notice.attempts + 1
+        await repo.add_attempt(notice.id, result.outcome, result.smtp_code, result.detail)
+        transition: Transition
+        if result.outcome == "sent":
+            await repo.mark_sent(notice.id, attempts)
+            transition = "sent"
+            if notice.status == "cancelled":
+                await _sent_after_cancel(repo, notice, settings)
+        elif notice.status != "pending":
+            # Cancelled (or finished elsewhere) while this attempt was in flight.
+            await repo.record_attempt_only(notice.id, attempts, result.detail)
+            transition = "noop"
+        elif result.outcome == "transient" and attempts < settings.max_attempts:
+            await repo.schedule_retry(
+                notice.id, attempts, retry_delay(attempts, settings), result.detail
+            )
+            transition = "retry"
+        else:
+            await repo.mark_failed(notice.id, attempts, result.detail)
+            permanent = result.outcome == "permanent"
+            transition = "failed_permanent" if permanent else "failed_max_attempts"
+        recorded.append(Recorded(notice.id, notice.kind, result.outcome, transition, attempts))
+    return recorded
+
+
+async def _sent_after_cancel(
+    repo: NoticeRepository, notice: Notice, settings: AlerterSettings
+) -> None:
+    """A withdrawal cancelled this notice while it was being sent, and it went out anyway."""
+    state = await repo.concern(notice.concern_id)
+    if state is None:
+        return
+    content = NoticeContent.model_validate(notice.payload)
+    if state.status == "withdrawn":
+        await _insert_withdrawal(repo, notice, content, state.revision, settings)
+        return
+    # Raised again since: the recipient now holds a valid notice, so a newer one is redundant.
+    for other in await repo.notices_of_concern(notice.concern_id):
+        if (
+            other.recipient == notice.recipient
+            and other.kind == "raised"
+            and other.status == "pending"
+            and other.revision > notice.revision
+        ):
+            await repo.cancel_pending(other.id)
+
+
+async def deliver_due(
+    sessionmaker: async_sessionmaker[AsyncSession],
+    notifier: Notifier,
+    settings: AlerterSettings,
+) -> int:
+    """One round: claim (commit), send concurrently, record (commit). Returns notices claimed."""
+    async with unit_of_work(sessionmaker) as session:
+        claimed = await claim_due(session, settings)
+    if not claimed:
+        return 0
+    limit = asyncio.Semaphore(settings.delivery_concurrency)
+
+    async def one(notice: Notice) -> DeliveryResult:
+        async with limit:
+            return await send_notice(notice, notifier, settings)
+
+    results = await asyncio.gather(*(one(n) for n in claimed))
+    pairs = list(zip(claimed, results, strict=True))
+    recorded = await _record_with_retry(sessionmaker, pairs, settings)
+    sent = {notice.id: (notice, result) for notice, result in pairs}
+    for rec in recorded:
+        notice, result = sent[rec.notice_id]
+        _count(rec)
+        log.info(
+            "delivery_attempt",
+            notice_id=notice.id,
+            concern_id=str(notice.concern_id),
+            kind=notice.kind,
+            role=notice.recipient_role,
+            attempt=rec.attempts,
+            outcome=result.outcome,
+            smtp_code=result.smtp_code,
+            detail=result.detail,
+            transition=rec.transition,
+        )
+    return len(claimed)
+
+
+async def _record_with_retry(
+    sessionmaker: async_sessionmaker[AsyncSession],
+    pairs: list[tuple[Notice, DeliveryResult]],
+    settings: AlerterSettings,
+    tries: int = 3,
+) -> list[Recorded]:
+    # The mail has gone out: try hard to record it, so the lease does not expire into a resend.
+    for attempt in range(tries):
+        try:
+            async with unit_of_work(sessionmaker) as session:
+                return await record_results(session, pairs, settings)
+        except DBAPIError as exc:
+            if attempt == tries - 1:
+                raise
+            log.warning("record_results_retry", error=type(exc).__name__, attempt=attempt + 1)
+            await asyncio.sleep(0.05 * 2**attempt)
+    raise AssertionError("unreachable")
+
+
+def _count(rec: Recorded) -> None:
+    metrics.DELIVERY_ATTEMPTS.labels(rec.outcome).inc()
+    if rec.transition == "sent":
+        metrics.NOTICES_SENT.labels(rec.kind).inc()
+    elif rec.transition == "failed_permanent":
+        metrics.NOTICES_FAILED.labels(rec.kind, "permanent").inc()
+    elif rec.transition == "failed_max_attempts":
+        metrics.NOTICES_FAILED.labels(rec.kind, "max_attempts").inc()
+
+
+async def refresh_pending_gauge(sessionmaker: async_sessionmaker[AsyncSession]) -> None:
+    async with unit_of_work(sessionmaker) as session:
+        metrics.NOTICES_PENDING.set(await NoticeRepository(session).count_pending())
+
+
+async def deliver_forever(
+    sessionmaker: async_sessionmaker[AsyncSession],
+    notifier: Notifier,
+    settings: AlerterSettings,
+    stop: asyncio.Event,
+    wake: asyncio.Event | None = None,
+    *,
+    gauge_every_seconds: float = 5.0,
+) -> None:
+    """Deliver until `stop`; sleeps `delivery_poll_seconds` when idle unless `wake` is set."""
+    wake = wake or asyncio.Event()
+    backoff = settings.delivery_poll_seconds
+    gauge_at = 0.0
+    while not stop.is_set():
+        try:
+            claimed = await deliver_due(sessionmaker, notifier, settings)
+            if time.monotonic() >= gauge_at:
+                await refresh_pending_gauge(sessionmaker)
+                gauge_at = time.monotonic() + gauge_every_seconds
+            backoff = settings.delivery_poll_seconds
+        except Exception as exc:
+            # Only the type: database errors can quote statement parameters (addresses).
+            log.error("delivery_round_failed", error=type(exc).__name__)
+            metrics.DELIVERY_LOOP_ERRORS.inc()
+            claimed = 0
+            backoff = min(30.0, backoff * 2)
+        if claimed:
+            continue
+        await _wait_any(stop, wake, seconds=backoff)
+        wake.clear()
+
+
+async def _wait_any(stop: asyncio.Event, wake: asyncio.Event, *, seconds: float) -> None:
+    waiters = [asyncio.create_task(stop.wait()), asyncio.create_task(wake.wait())]
+    try:
+        await asyncio.wait(waiters, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for w in waiters:
+            w.cancel()
+        await asyncio.gather(*waiters, return_exceptions=True)

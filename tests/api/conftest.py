@@ -1,0 +1,41 @@
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import httpx
+import pytest
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from opspor_api.app import create_app
+from opspor_api.settings import ApiSettings
+
+
+def api_settings(
+    database_url: str, bootstrap: str, suffix: str, **overrides: object
+) -> ApiSettings:
+    return ApiSettings(
+        database_url=database_url,
+        kafka_bootstrap_servers=bootstrap,
+        kafka_enable_idempotence=False,
+        kafka_session_timeout_ms=2000,
+        registrations_topic=f"absence.registrations.v1.{suffix}",
+        concerns_topic=f"absence.concerns.v1.{suffix}",
+        topic_partitions=2,
+        **overrides,  # type: ignore[arg-type]
+    )
+
+
+@pytest.fixture
+async def settings(
+    clean_db: AsyncEngine, database_url: str, kafka_bootstrap: str, topic_suffix: str
+) -> ApiSettings:
+    return api_settings(database_url, kafka_bootstrap, topic_suffix)
+
+
+@pytest.fixture
+async def client(settings: ApiSettings) -> AsyncIterator[httpx.AsyncClient]:
+    app = create_app(settings)
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+        async with httpx.AsyncClient(transport=transport, base_url="http://api") as c:
+            yield c

@@ -1,0 +1,117 @@
+from __future__ import annotations
+
+import httpx
+
+from tests.support import SCHOOL_YEAR, YEAR_BODY, configure
+
+MUNICIPALITY = {
+    "name": "Aalborg Kommune",
+    "country": "DK",
+    "language": "da",
+    "rule_pack": "dk-aalborg-2018",
+}
+
+
+def fields(response: httpx.Response) -> set[str]:
+    assert response.headers["content-type"] == "application/problem+json"
+    return {e["field"] for e in response.json()["errors"]}
+
+
+async def test_municipality_is_created_then_updated(client: httpx.AsyncClient) -> None:
+    r = await client.put("/v1/municipalities/aalborg", json=MUNICIPALITY)
+    assert r.status_code == 201
+    r = await client.put("/v1/municipalities/aalborg", json=MUNICIPALITY | {"name": "Aalborg"})
+    assert r.status_code == 200
+    assert (await client.get("/v1/municipalities/aalborg")).json()["name"] == "Aalborg"
+
+
+async def test_bad_municipality_names_every_bad_field(client: httpx.AsyncClient) -> None:
+    r = await client.put(
+        "/v1/municipalities/aalborg",
+        json=MUNICIPALITY | {"country": "XX", "ppr_mailbox": "not-an-address", "extra": 1},
+    )
+    assert r.status_code == 422
+    assert fields(r) == {"country", "ppr_mailbox", "extra"}
+    assert (await client.get("/v1/municipalities/aalborg")).status_code == 404
+
+
+async def test_unknown_rule_pack_is_refused(client: httpx.AsyncClient) -> None:
+    r = await client.put("/v1/municipalities/aalborg", json=MUNICIPALITY | {"rule_pack": "nope"})
+    assert r.status_code == 422
+    assert fields(r) == {"rule_pack"}
+    assert "dk-aalborg-2018" in r.json()["errors"][0]["detail"]
+
+
+async def test_school_needs_a_known_municipality_and_a_real_time_zone(
+    client: httpx.AsyncClient,
+) -> None:
+    body = {
+        "municipality_id": "aalborg",
+        "name": "Vestbjerg Skole",
+        "timezone": "Europe/Aalborg",
+        "mailbox": "skole@sikkerpost.aalborg.dk",
+    }
+    r = await client.put("/v1/schools/vestbjerg", json=body)
+    assert r.status_code == 422
+    assert fields(r) == {"timezone"}
+    r = await client.put("/v1/schools/vestbjerg", json=body | {"timezone": "Europe/Copenhagen"})
+    assert r.status_code == 422
+    assert fields(r) == {"municipality_id"}
+
+
+async def test_school_inherits_country_language_and_pack(client: httpx.AsyncClient) -> None:
+    await configure(client)
+    school = (await client.get("/v1/schools/vestbjerg")).json()
+    assert school["country"] == "DK"
+    assert school["language"] == "da"
+    assert school["rule_pack"] is None
+    assert school["effective_rule_pack"] == "dk-aalborg-2018"
+
+
+async def test_school_year_counts_school_days(client: httpx.AsyncClient) -> None:
+    await configure(client)
+    # Mon 2 Nov - Fri 13 Nov 2026: 10 weekdays, 2 closed, plus one extra Saturday.
+    body = {
+        "first_day": "2026-11-02",
+        "last_day": "2026-11-13",
+        "closures": [{"first_day": "2026-11-09", "last_day": "2026-11-10", "reason": "planning"}],
+        "extra_days": ["2026-11-07"],
+    }
+    await client.put("/v1/municipalities/oslo", json=MUNICIPALITY | {"country": "NO"})
+    await client.put(
+        "/v1/schools/short",
+        json={
+            "municipality_id": "oslo",
+            "name": "Short",
+            "timezone": "Europe/Oslo",
+            "mailbox": "s@sikkerpost.oslo.no",
+        },
+    )
+    r = await client.put("/v1/schools/short/school-years/2026-2027", json=body)
+    assert r.status_code == 201, r.text
+    assert r.json()["school_days"] == 9
+
+
+async def test_school_year_lists_public_holidays(client: httpx.AsyncClient) -> None:
+    await configure(client)
+    year = (await client.get(f"/v1/schools/vestbjerg/school-years/{SCHOOL_YEAR}")).json()
+    holidays = {h["date"] for h in year["public_holidays"]}
+    assert "2027-03-25" in holidays  # Skærtorsdag (Maundy Thursday) 2027
+
+
+async def test_invalid_school_year_is_refused_whole(client: httpx.AsyncClient) -> None:
+    await configure(client)
+    bad = YEAR_BODY | {
+        "first_day": "2027-06-01",
+        "last_day": "2028-07-20",
+        "closures": [{"first_day": "2026-01-01", "last_day": "2026-01-02", "reason": "x"}],
+    }
+    r = await client.put("/v1/schools/vestbjerg/school-years/2027-2028", json=bad)
+    assert r.status_code == 422
+    assert fields(r) == {"first_day", "closures[0]", "last_day"}
+    assert (await client.get("/v1/schools/vestbjerg/school-years/2027-2028")).status_code == 404
+
+
+async def test_rule_packs_are_listed(client: httpx.AsyncClient) -> None:
+    packs = {p["id"] for p in (await client.get("/v1/rule-packs")).json()}
+    assert {"dk-aalborg-2018", "dk-national", "no-loten"} <= packs

@@ -1,0 +1,142 @@
+"""Test helpers: a configured municipality, school and school year, and event builders."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+
+import httpx
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from opspor_api.models import Municipality, School, SchoolYearRow
+
+SCHOOL_YEAR = "2026-2027"
+# A Danish school year with an autumn break (week 42) and a Christmas break.
+YEAR_BODY: dict[str, Any] = {
+    "first_day": "2026-08-10",
+    "last_day": "2027-06-25",
+    "closures": [
+        {"first_day": "2026-10-12", "last_day": "2026-10-16", "reason": "efterårsferie"},
+        {"first_day": "2026-12-21", "last_day": "2027-01-01", "reason": "juleferie"},
+    ],
+    "extra_days": [],
+}
+
+
+async def configure(
+    client: httpx.AsyncClient,
+    *,
+    municipality: str = "aalborg",
+    school: str = "vestbjerg",
+    language: str = "da",
+    rule_pack: str = "dk-aalborg-2018",
+    mailbox: str = "vestbjerg.skole@sikkerpost.aalborg.dk",
+) -> None:
+    r = await client.put(
+        f"/v1/municipalities/{municipality}",
+        json={
+            "name": "Aalborg Kommune",
+            "country": "DK",
+            "language": language,
+            "rule_pack": rule_pack,
+            "ppr_mailbox": "ppr@sikkerpost.aalborg.dk",
+        },
+    )
+    assert r.status_code in (200, 201), r.text
+    r = await client.put(
+        f"/v1/schools/{school}",
+        json={
+            "municipality_id": municipality,
+            "name": "Vestbjerg Skole",
+            "timezone": "Europe/Copenhagen",
+            "mailbox": mailbox,
+        },
+    )
+    assert r.status_code in (200, 201), r.text
+    r = await client.put(f"/v1/schools/{school}/school-years/{SCHOOL_YEAR}", json=YEAR_BODY)
+    assert r.status_code in (200, 201), r.text
+
+
+def school_days(first: date, count: int) -> list[date]:
+    """`count` weekdays from `first` on (test dates avoid holidays and closures)."""
+    days, d = [], first
+    while len(days) < count:
+        if d.weekday() < 5:
+            days.append(d)
+        d += timedelta(days=1)
+    return days
+
+
+def registration(
+    pupil: str,
+    day: date,
+    *,
+    category: str = "unauthorized",
+    extent: str = "1",
+    slot: str = "day",
+    school: str = "vestbjerg",
+    recorded_at: datetime | None = None,
+    event_id: str | None = None,
+) -> dict[str, Any]:
+    return {
+        "event_id": event_id or uuid.uuid4().hex,
+        "pupil_id": pupil,
+        "school_id": school,
+        "date": day.isoformat(),
+        "slot": slot,
+        "category": category,
+        "extent": extent,
+        "recorded_at": (
+            recorded_at or datetime.combine(day, datetime.min.time(), UTC) + timedelta(hours=8)
+        ).isoformat(),
+    }
+
+
+async def seed_reference(
+    sessionmaker: async_sessionmaker[AsyncSession],
+    *,
+    school: str = "vestbjerg",
+    municipality: str = "aalborg",
+    rule_pack: str = "dk-aalborg-2018",
+    language: str = "da",
+    timezone: str = "Europe/Copenhagen",
+) -> None:
+    """Reference rows as the api writes them, for tests of the other services."""
+    async with sessionmaker() as session, session.begin():
+        await session.execute(
+            insert(Municipality)
+            .values(
+                id=municipality,
+                name="Aalborg Kommune",
+                country="DK",
+                language=language,
+                rule_pack=rule_pack,
+                ppr_mailbox="ppr@sikkerpost.aalborg.dk",
+                unit_mailbox="boern@sikkerpost.aalborg.dk",
+            )
+            .on_conflict_do_nothing()
+        )
+        await session.execute(
+            insert(School).values(
+                id=school,
+                municipality_id=municipality,
+                name="Vestbjerg Skole",
+                country="DK",
+                timezone=timezone,
+                language=language,
+                rule_pack=None,
+                mailbox=f"{school}@sikkerpost.aalborg.dk",
+            )
+        )
+        await session.execute(
+            insert(SchoolYearRow).values(
+                school_id=school,
+                label=SCHOOL_YEAR,
+                first_day=date.fromisoformat(YEAR_BODY["first_day"]),
+                last_day=date.fromisoformat(YEAR_BODY["last_day"]),
+                closures=YEAR_BODY["closures"],
+                extra_days=[],
+            )
+        )
