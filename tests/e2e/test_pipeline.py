@@ -1,0 +1,143 @@
+"""The three services as separate processes, from an HTTP registration to mail in the mailbox."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from collections.abc import Iterator
+from datetime import UTC, date, datetime
+
+import httpx
+import pytest
+
+from opspor_shared.devstack.mailbox import StoredMessage
+from opspor_shared.devstack.postgres import admin_url, drop_database
+from opspor_shared.devstack.stack import Stack
+from tests.support import SCHOOL_YEAR, YEAR_BODY, registration, school_days
+
+pytestmark = pytest.mark.e2e
+MONDAY = date(2026, 9, 21)
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    var_dir = tmp_path_factory.mktemp("stack")
+    name = f"opspor_e2e_{os.getpid()}"
+    with Stack(
+        var_dir=var_dir,
+        database_name=name,
+        recreate_database=True,
+        extra_env={"TICK_SECONDS": "1", "LOG_LEVEL": "INFO"},
+    ) as running:
+        with httpx.Client(base_url=running.api_url, timeout=10) as api:
+            configure(api)
+        yield running
+    asyncio.run(drop_database(admin_url(var_dir), name))
+
+
+def configure(api: httpx.Client) -> None:
+    for path, body in (
+        (
+            "/v1/municipalities/aalborg",
+            {
+                "name": "Aalborg",
+                "country": "DK",
+                "language": "da",
+                "rule_pack": "dk-aalborg-2018",
+            },
+        ),
+        (
+            "/v1/schools/vestbjerg",
+            {
+                "municipality_id": "aalborg",
+                "name": "Vestbjerg Skole",
+                "timezone": "Europe/Copenhagen",
+                "mailbox": "vestbjerg@sikkerpost.aalborg.dk",
+            },
+        ),
+        (f"/v1/schools/vestbjerg/school-years/{SCHOOL_YEAR}", YEAR_BODY),
+    ):
+        assert api.put(path, json=body).status_code in (200, 201)
+
+
+@pytest.fixture
+def api(stack: Stack) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=stack.api_url, timeout=10) as client:
+        yield client
+
+
+def wait_for_mail(
+    stack: Stack, predicate: object, count: int = 1, timeout: float = 60.0
+) -> list[StoredMessage]:
+    assert stack.mailbox is not None
+    deadline = time.monotonic() + timeout
+    found: list[StoredMessage] = []
+    while time.monotonic() < deadline:
+        found = [m for m in stack.mailbox.messages() if predicate(m)]  # type: ignore[operator]
+        if len(found) >= count:
+            return found
+        time.sleep(0.2)
+    return found
+
+
+def about(pupil: str) -> object:
+    return lambda m: pupil in m.message.get_content()
+
+
+def test_a_registration_travels_from_http_to_the_secure_mailbox(
+    stack: Stack, api: httpx.Client
+) -> None:
+    days = school_days(MONDAY, 5)
+    items = [registration("e2e-1", d) for d in days]
+    r = api.post("/v1/registrations/batch", json={"items": items})
+    assert r.json()["inserted"] == 5
+    # The same events again (a producer retry) must not send anything more.
+    assert api.post("/v1/registrations/batch", json={"items": items}).json()["duplicates"] == 5
+
+    [mail] = wait_for_mail(stack, about("e2e-1"))
+    assert mail.tls
+    assert list(mail.envelope_to) == ["vestbjerg@sikkerpost.aalborg.dk"]
+    body = mail.message.get_content()
+    assert "Vestbjerg Skole" in body and days[-1].isoformat() in body
+
+    concerns = api.get("/v1/pupils/e2e-1/concerns").json()
+    assert [(c["rule_id"], c["status"]) for c in concerns] == [("consecutive-5", "active")]
+    assert concerns[0]["concern_id"] in body
+
+    # A correction (the absence was illness after all) withdraws the concern and tells the
+    # same mailbox; the original notice is not sent again.
+    fix = registration(
+        "e2e-1", days[2], category="illness", recorded_at=datetime(2026, 10, 1, tzinfo=UTC)
+    )
+    assert api.post("/v1/registrations", json=fix).status_code == 201
+    mails = wait_for_mail(stack, about("e2e-1"), count=2)
+    assert len(mails) == 2
+    time.sleep(1.0)
+    assert len(wait_for_mail(stack, about("e2e-1"), count=3, timeout=1)) == 2
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        concerns = api.get("/v1/pupils/e2e-1/concerns").json()
+        if concerns[0]["status"] == "withdrawn":
+            break
+        time.sleep(0.2)
+    assert concerns[0]["status"] == "withdrawn"
+
+
+def test_nothing_is_lost_while_the_worker_and_alerter_are_down(
+    stack: Stack, api: httpx.Client
+) -> None:
+    worker, alerter = stack.services["threshold-worker"], stack.services["alerter"]
+    worker.stop(kill=True)
+    alerter.stop(kill=True)
+    try:
+        items = [registration("e2e-2", d) for d in school_days(MONDAY, 5)]
+        assert api.post("/v1/registrations/batch", json={"items": items}).status_code == 200
+    finally:
+        worker.start()
+        alerter.start()
+        worker.wait_ready()
+        alerter.wait_ready()
+    assert len(wait_for_mail(stack, about("e2e-2"))) == 1
+    time.sleep(1.0)
+    assert len(wait_for_mail(stack, about("e2e-2"), count=2, timeout=1)) == 1
