@@ -61,7 +61,8 @@ async def configure(
 
 def school_days(first: date, count: int) -> list[date]:
     """`count` weekdays from `first` on (test dates avoid holidays and closures)."""
-    days, d = [], first
+    days: list[date] = []
+    d = first
     while len(days) < count:
         if d.weekday() < 5:
             days.append(d)

@@ -104,7 +104,8 @@ class Delivered:
     correlation_id: str | None
 
 
-BatchHandler = Callable[[list[Delivered]], Awaitable[None]]
+# A handler returns the events it refuses (valid envelope, invalid data); they go to the DLQ.
+BatchHandler = Callable[[list[Delivered]], Awaitable[Sequence[CloudEvent] | None]]
 
 
 def _header(headers: Sequence[tuple[str, bytes]] | None, name: str) -> str | None:
@@ -146,22 +147,19 @@ async def consume_forever(
                     try:
                         event = CloudEvent.from_bytes(record.value or b"")
                     except ValidationError:
-                        await producer.send_and_wait(
-                            dlq_topic(tp.topic),
-                            value=record.value,
-                            key=record.key,
-                            headers=list(record.headers or ()),
-                        )
-                        DEAD_LETTERED.labels(tp.topic).inc()
-                        log.warning("dead_lettered", topic=tp.topic, offset=record.offset)
+                        await _dead_letter(producer, tp.topic, record.value or b"", record.key)
                         continue
                     good.append(Delivered(event, _header(record.headers, CORRELATION_HEADER)))
                 if good:
                     token = correlation_id.set(good[-1].correlation_id)
                     try:
-                        await handle(good)
+                        refused = await handle(good) or ()
                     finally:
                         correlation_id.reset(token)
+                    for event in refused:
+                        await _dead_letter(
+                            producer, tp.topic, event.to_bytes(), event.subject.encode()
+                        )
                 await consumer.commit({tp: records[-1].offset + 1})
                 CONSUMED.labels(tp.topic, group_id).inc(len(records))
             backoff = 0.2
@@ -174,6 +172,14 @@ async def consume_forever(
                 await consumer.seek_to_committed()
             except KafkaError:
                 log.warning("seek_to_committed_failed", group=group_id)
+
+
+async def _dead_letter(
+    producer: AIOKafkaProducer, topic: str, value: bytes, key: bytes | None
+) -> None:
+    await producer.send_and_wait(dlq_topic(topic), value=value, key=key)
+    DEAD_LETTERED.labels(topic).inc()
+    log.warning("dead_lettered", topic=topic)
 
 
 async def _sleep_or_stop(stop: asyncio.Event, seconds: float) -> None:
