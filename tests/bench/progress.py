@@ -1,0 +1,77 @@
+"""Reads the benchmark database directly (asyncpg) to see how far the pipeline has come."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import asyncpg
+
+
+@dataclass
+class Backlog:
+    worker_registrations: int
+    api_outbox: int
+    worker_outbox: int
+    pending_notices: int
+
+
+class Progress:
+    def __init__(self, database_url: str) -> None:
+        self._url = database_url.replace("postgresql+asyncpg://", "postgresql://", 1)
+        self._conn: Any = None
+
+    async def __aenter__(self) -> Progress:
+        self._conn = await asyncpg.connect(self._url)
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self._conn is not None:
+            await self._conn.close()
+
+    async def backlog(self, school_id: str) -> Backlog:
+        row = await self._conn.fetchrow(
+            """
+            select
+              (select count(*) from worker_registrations where school_id = $1) as regs,
+              (select count(*) from api_outbox) as api_outbox,
+              (select count(*) from worker_outbox) as worker_outbox,
+              (select count(*) from notices where status = 'pending') as pending
+            """,
+            school_id,
+        )
+        return Backlog(row["regs"], row["api_outbox"], row["worker_outbox"], row["pending"])
+
+    async def school_horizons(self) -> set[str]:
+        rows = await self._conn.fetch("select school_id from worker_school_horizons")
+        return {r["school_id"] for r in rows}
+
+    async def wait_for_horizons(self, school_ids: Sequence[str], timeout: float) -> bool:
+        """Until the worker's day-change tick has seen every school (so it will not later
+        re-evaluate a whole school in the middle of a measurement)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if set(school_ids) <= await self.school_horizons():
+                return True
+            await asyncio.sleep(0.2)
+        return False
+
+    async def wait_caught_up(
+        self, school_id: str, expected: int, timeout: float, poll: float = 0.25
+    ) -> tuple[bool, float, Backlog]:
+        """Polls until the worker holds `expected` registrations of the school and both
+        outboxes are empty. Returns (caught up, monotonic time it was first seen, last state)."""
+        deadline = time.monotonic() + timeout
+        state = await self.backlog(school_id)
+        while True:
+            seen = time.monotonic()
+            if state.worker_registrations >= expected and not state.api_outbox:
+                if not state.worker_outbox:
+                    return True, seen, state
+            if seen >= deadline:
+                return False, seen, state
+            await asyncio.sleep(poll)
+            state = await self.backlog(school_id)
