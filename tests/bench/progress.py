@@ -32,6 +32,10 @@ class Progress:
         if self._conn is not None:
             await self._conn.close()
 
+    @property
+    def conn(self) -> Any:
+        return self._conn
+
     async def backlog(self, school_id: str) -> Backlog:
         row = await self._conn.fetchrow(
             """

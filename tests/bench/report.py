@@ -1,0 +1,153 @@
+"""The printed table."""
+
+from __future__ import annotations
+
+from typing import Any
+
+TARGET_INGEST = 10_000  # registrations per second
+TARGET_P95_MS = 2_000
+
+
+def _n(value: Any, digits: int = 0) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float) and digits:
+        return f"{value:,.{digits}f}"
+    return f"{round(value):,}" if isinstance(value, (int, float)) else str(value)
+
+
+def _row(cells: list[str], widths: list[int]) -> str:
+    return "  ".join(
+        c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(cells, widths, strict=True))
+    )
+
+
+def _table(header: list[str], rows: list[list[str]]) -> list[str]:
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+    return [_row(header, widths), _row(["-" * w for w in widths], widths)] + [
+        _row(r, widths) for r in rows
+    ]
+
+
+def _cores(cpu: dict[str, float]) -> str:
+    short = {
+        "api": "api",
+        "threshold-worker": "wrk",
+        "alerter": "alr",
+        "postgres": "pg",
+        "tansu": "kfk",
+        "bench client + mailbox": "cli",
+        "machine_busy": "all",
+    }
+    return " ".join(f"{short[k]} {cpu[k]:.2f}" for k in short if k in cpu)
+
+
+def format_report(results: dict[str, Any]) -> str:
+    m = results["machine"]
+    lines = [
+        "",
+        "=" * 100,
+        "Opspor benchmark",
+        f"Machine: {m['cpu_count']} cores (os.cpu_count), CPU {m['cpu_model']}"
+        f" @ {_n(m['cpu_mhz'])} MHz, {m['ram_gib']} GiB RAM, Linux {m['kernel']},"
+        f" Python {m['python']}",
+        f"Load average at start: {m['loadavg_at_start']}",
+        "The load generator (asyncio + httpx) and the TLS mailbox run in the benchmark process"
+        " and share these cores",
+        "with PostgreSQL, the Tansu broker and the api, threshold-worker and alerter processes.",
+        f"Started {results['started_at']}, took {results.get('total_seconds', '-')} s.",
+    ]
+    if ingest := results.get("ingest"):
+        settings = ingest["settings"]
+        first = settings[0]
+        lines += [
+            "",
+            f"(a) Batch ingest: POST /v1/registrations/batch, {first['batch_size']:,} registrations"
+            f" per batch, {first['registrations_sent']:,} per setting (target"
+            f" >= {TARGET_INGEST:,}/s)",
+            "    accepted = HTTP 200 and inserted == batch size; closed loop, one request in"
+            " flight per connection; bodies JSON-encoded before timing",
+        ]
+        rows = []
+        for s in settings:
+            w = s["worker"]
+            lat = s["batch_latency_ms"]
+            rows.append(
+                [
+                    str(s["connections"]),
+                    _n(s["registrations_accepted"]),
+                    _n(s["failed_batches"]),
+                    _n(s["wall_seconds"], 1),
+                    _n(s["registrations_per_second"]),
+                    _n(lat["p50"]),
+                    _n(lat["p95"]),
+                    _n(w["registrations_held_when_ingest_ended"]),
+                    _n(w["drain_seconds_after_ingest"], 1) + ("" if w["caught_up"] else " (!)"),
+                    _n(w["registrations_evaluated_per_second"]),
+                ]
+            )
+        lines += _table(
+            [
+                "conns",
+                "accepted",
+                "failed",
+                "wall s",
+                "reg/s",
+                "batch p50 ms",
+                "batch p95 ms",
+                "worker held at end",
+                "worker drain s",
+                "worker reg/s",
+            ],
+            rows,
+        )
+        lines.append("    CPU cores used while posting (average over the wall time):")
+        for s in settings:
+            lines.append(f"      x{s['connections']}: {_cores(s['cpu_cores_during_ingest'])}")
+        lines.append("    CPU cores used while the worker drained its backlog:")
+        for s in settings:
+            lines.append(f"      x{s['connections']}: {_cores(s['cpu_cores_during_drain'])}")
+        lines.append(
+            "    worker reg/s = registrations of the setting / (worker caught up - ingest start);"
+            " caught up = worker_registrations complete and both outboxes empty"
+        )
+    if lat := results.get("latency"):
+        e2e = lat["e2e_latency_ms"]
+        post = lat["post_latency_ms"]
+        lines += [
+            "",
+            f"(b) End-to-end latency: single POST /v1/registrations on a fixed clock (open loop),"
+            f" planned {lat['planned_rate_per_second']:g}/s for {lat['planned_seconds']:g} s"
+            f" (target p95 < {TARGET_P95_MS:,} ms)",
+            f"    POSTs planned {lat['posts_planned']:,}, accepted (201) {lat['posts_accepted']:,},"
+            f" failed {lat['posts_failed']:,}; achieved send rate"
+            f" {_n(lat['achieved_send_rate_per_second'], 1)}/s, accept rate"
+            f" {_n(lat['achieved_accept_rate_per_second'], 1)}/s",
+            f"    client send lag p50/p99/max {_n(lat['send_lag_ms']['p50'], 1)}/"
+            f"{_n(lat['send_lag_ms']['p99'], 1)}/{_n(lat['send_lag_ms']['max'], 1)} ms;"
+            f" POST latency p50/p95/p99/max {_n(post['p50'], 1)}/{_n(post['p95'], 1)}/"
+            f"{_n(post['p99'], 1)}/{_n(post['max'], 1)} ms",
+            f"    crossing POSTs (5th consecutive unauthorized day of a fresh pupil):"
+            f" {lat['mails_expected']}; mails matched {lat['mails_matched']},"
+            f" missing {len(lat['mails_missing'])}, unexpected {len(lat['mails_unexpected'])}",
+            "",
+        ]
+        rows = [["mail stored - crossing POST accepted", *_stat_cells(e2e)]]
+        for name, stage in lat["stages_ms"].items():
+            rows.append([f"  stage: {name.replace('_', ' ')}", *_stat_cells(stage)])
+        lines += _table(["", "count", "p50 ms", "p95 ms", "p99 ms", "max ms"], rows)
+        lines.append(f"    CPU cores used while sending: {_cores(lat['cpu_cores_during_sending'])}")
+        if lat["mails_missing"]:
+            lines.append(f"    missing: {', '.join(lat['mails_missing'][:20])}")
+        if lat["crossings_sent_before_their_early_days_were_accepted"]:
+            lines.append(
+                "    note: "
+                f"{lat['crossings_sent_before_their_early_days_were_accepted']} crossing POSTs"
+                " left before all 4 earlier days of their pupil were accepted"
+            )
+    lines.append("=" * 100)
+    return "\n".join(lines)
+
+
+def _stat_cells(s: dict[str, Any]) -> list[str]:
+    return [_n(s["count"]), _n(s["p50"]), _n(s["p95"]), _n(s["p99"]), _n(s["max"])]

@@ -1,0 +1,210 @@
+"""Entry point of `make bench`: start the stack, measure, print a table, write JSON.
+
+    .venv/bin/python -m tests.bench.run [--ingest-total 100000] [--latency-seconds 60] ...
+
+The load generator runs in this process (asyncio + httpx), as does the TLS mailbox thread of
+the stack; they share the machine's cores with PostgreSQL, the broker and the three services.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+import time
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from opspor_shared.devstack.stack import Stack
+from tests.bench.ingest import run_ingest
+from tests.bench.latency import build_plan, collect_mail, send_plan, stage_breakdown
+from tests.bench.progress import Progress
+from tests.bench.report import format_report
+from tests.bench.system import CpuMeter, describe_machine
+from tests.bench.workload import configure, evaluated_school_days, ingest_bodies
+
+ROOT = Path(__file__).resolve().parents[2]
+INGEST_SCHOOL = "bench-ingest"
+LATENCY_SCHOOL = "bench-latency"
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--ingest-total", type=int, default=100_000, help="registrations per setting")
+    p.add_argument("--batch-size", type=int, default=1000)
+    p.add_argument("--connections", default="1,2,4", help="comma-separated settings")
+    p.add_argument("--warmup-batches", type=int, default=3, help="untimed batches before (a)")
+    p.add_argument("--latency-rate", type=float, default=200.0, help="registrations per second")
+    p.add_argument("--latency-seconds", type=float, default=60.0)
+    p.add_argument("--crossings-per-second", type=float, default=2.0)
+    p.add_argument("--latency-connections", type=int, default=64, help="client pool cap in (b)")
+    p.add_argument("--catch-up-timeout", type=float, default=120.0, help="per ingest setting")
+    p.add_argument("--mail-timeout", type=float, default=30.0, help="after the last POST in (b)")
+    p.add_argument("--tick-seconds", type=float, default=5.0, help="worker day-change tick")
+    p.add_argument("--skip-ingest", action="store_true")
+    p.add_argument("--skip-latency", action="store_true")
+    p.add_argument("--var-dir", type=Path, default=ROOT / "var" / "bench")
+    p.add_argument("--database", default="opspor_bench")
+    return p.parse_args(argv)
+
+
+def component_pids(stack: Stack) -> dict[str, list[int]]:
+    pids = {
+        name: [service.process.pid]
+        for name, service in stack.services.items()
+        if service.process is not None
+    }
+    broker = getattr(stack.broker, "_process", None)
+    if broker is not None:
+        pids["tansu"] = [broker.pid]
+    pids["bench client + mailbox"] = [os.getpid()]
+    return pids
+
+
+async def ingest_phase(
+    stack: Stack, progress: Progress, args: argparse.Namespace, log: Any
+) -> dict[str, Any]:
+    days = evaluated_school_days()
+    settings = [int(c) for c in args.connections.split(",") if c.strip()]
+    began = time.perf_counter()
+    warmup = ingest_bodies("ingw", INGEST_SCHOOL, days, args.warmup_batches * args.batch_size, 1000)
+    bodies = {
+        c: ingest_bodies(f"ing{c}", INGEST_SCHOOL, days, args.ingest_total, args.batch_size)
+        for c in settings
+    }
+    encode_seconds = time.perf_counter() - began
+    log(f"encoded {sum(map(len, bodies.values()))} batch bodies in {encode_seconds:.1f} s")
+
+    expected = 0
+    if warmup:
+        run = await run_ingest(stack.api_url, warmup, 1000, 1, timeout=120)
+        expected += run.accepted_registrations
+        await progress.wait_caught_up(INGEST_SCHOOL, expected, args.catch_up_timeout)
+    out: dict[str, Any] = {"encode_seconds": round(encode_seconds, 2), "settings": []}
+    for connections in settings:
+        meter = CpuMeter(component_pids(stack))
+        meter.start()
+        started = time.monotonic()
+        run = await run_ingest(
+            stack.api_url, bodies[connections], args.batch_size, connections, timeout=120
+        )
+        ended = time.monotonic()
+        cpu_ingest = meter.stop()
+        expected += run.accepted_registrations
+        at_end = await progress.backlog(INGEST_SCHOOL)
+        log(
+            f"ingest x{connections}: {run.accepted_registrations} in {run.wall_seconds:.1f} s;"
+            f" worker holds {at_end.worker_registrations}/{expected}, waiting for it"
+        )
+        meter.start()
+        caught_up, when, state = await progress.wait_caught_up(
+            INGEST_SCHOOL, expected, args.catch_up_timeout
+        )
+        cpu_drain = meter.stop()
+        figures = run.figures()
+        absorbed = state.worker_registrations - (expected - run.accepted_registrations)
+        figures["worker"] = {
+            "caught_up": caught_up,
+            "registrations_held_when_ingest_ended": at_end.worker_registrations
+            - (expected - run.accepted_registrations),
+            "api_outbox_rows_when_ingest_ended": at_end.api_outbox,
+            "drain_seconds_after_ingest": round(when - ended, 2),
+            "seconds_from_ingest_start_to_caught_up": round(when - started, 2),
+            "registrations_evaluated_per_second": round(absorbed / (when - started))
+            if when > started
+            else None,
+            "state_at_end": vars(state),
+        }
+        figures["cpu_cores_during_ingest"] = cpu_ingest
+        figures["cpu_cores_during_drain"] = cpu_drain
+        out["settings"].append(figures)
+        log(
+            f"worker caught up={caught_up} {figures['worker']['drain_seconds_after_ingest']} s"
+            " after the ingest ended"
+        )
+    return out
+
+
+async def latency_phase(
+    stack: Stack, progress: Progress, args: argparse.Namespace, log: Any
+) -> dict[str, Any]:
+    assert stack.mailbox is not None
+    directory = stack.mailbox.directory
+    directory.mkdir(parents=True, exist_ok=True)
+    before = set(os.listdir(directory))
+    days = evaluated_school_days()
+    plan = build_plan(
+        LATENCY_SCHOOL, days, args.latency_rate, args.latency_seconds, args.crossings_per_second
+    )
+    meter = CpuMeter(component_pids(stack))
+    meter.start()
+    run = await send_plan(
+        stack.api_url, plan, args.latency_rate, args.latency_connections, timeout=60
+    )
+    cpu = meter.stop()
+    log(f"latency: sent {len(plan)} POSTs; collecting mail")
+    await collect_mail(run, directory, before, args.mail_timeout)
+    await stage_breakdown(progress.conn, run)
+    figures = run.figures()
+    figures["cpu_cores_during_sending"] = cpu
+    figures["days_of_crossing_run"] = [d.isoformat() for d in days[-5:]]
+    return figures
+
+
+async def bench(stack: Stack, args: argparse.Namespace, log: Any) -> dict[str, Any]:
+    results: dict[str, Any] = {}
+    async with httpx.AsyncClient(base_url=stack.api_url, timeout=30) as client:
+        for school in (INGEST_SCHOOL, LATENCY_SCHOOL):
+            await configure(client, school)
+    async with Progress(stack.database_url) as progress:
+        ok = await progress.wait_for_horizons(
+            [INGEST_SCHOOL, LATENCY_SCHOOL], timeout=3 * args.tick_seconds + 15
+        )
+        log(f"worker tick has seen both schools: {ok}")
+        if not args.skip_ingest:
+            results["ingest"] = await ingest_phase(stack, progress, args, log)
+        if not args.skip_latency:
+            results["latency"] = await latency_phase(stack, progress, args, log)
+    return results
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    t0 = time.monotonic()
+
+    def log(line: str) -> None:
+        print(f"[{time.monotonic() - t0:6.1f}s] {line}", file=sys.stderr, flush=True)
+
+    machine = describe_machine()
+    results: dict[str, Any] = {
+        "started_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "machine": machine,
+        "config": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
+    }
+    log("starting the stack")
+    with Stack(
+        var_dir=args.var_dir,
+        database_name=args.database,
+        recreate_database=True,
+        extra_env={"TICK_SECONDS": str(args.tick_seconds)},
+    ) as stack:
+        log(f"stack up: api {stack.api_url}, broker {stack.bootstrap_servers}")
+        results |= asyncio.run(bench(stack, args, log))
+        log("stopping the stack")
+    results["total_seconds"] = round(time.monotonic() - t0, 1)
+    out = args.var_dir / "results.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(results, indent=2) + "\n")
+    print(format_report(results))
+    print(f"\nJSON: {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
