@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Regenerates migrations/versions/0001_initial_schema.py from the models (nothing is deployed yet).
 set -euo pipefail
-cd "$(dirname "$0")"
+cd "$(dirname "$0")/.."
 psql -q -h 127.0.0.1 -U postgres -c "drop database if exists opspor_scratch with (force)" -c "create database opspor_scratch" >/dev/null
 rm -f migrations/versions/0001_initial_schema.py
 .venv/bin/python -c "
