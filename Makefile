@@ -4,15 +4,16 @@
 PYTHON ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
-STAMP := $(VENV)/.installed-$(shell sha1sum pyproject.toml | cut -c1-12)
+STAMP := $(VENV)/.installed-$(shell cat pyproject.toml deploy/requirements.lock | sha1sum | cut -c1-12)
 
 .PHONY: install run test lint format bench clean
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml deploy/requirements.lock
 	@command -v $(PYTHON) >/dev/null || { echo "Opspor needs $(PYTHON) on PATH"; exit 1; }
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --disable-pip-version-check "pip>=24" "hatchling==1.27.0"
-	$(BIN)/pip install --quiet --disable-pip-version-check --no-build-isolation -e ".[dev]"
+	$(BIN)/pip install --quiet --disable-pip-version-check --no-build-isolation \
+		-c deploy/requirements.lock -e ".[dev]"
 	rm -f $(VENV)/.installed-*
 	touch $(STAMP)
 
