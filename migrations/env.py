@@ -12,7 +12,10 @@ from alembic import context
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import create_async_engine
 
-import opspor_worker.models  # noqa: F401  (each import registers its tables)
+# Each import registers its service's tables on Base.metadata.
+import opspor_alerter.models  # noqa: F401
+import opspor_api.models  # noqa: F401
+import opspor_worker.models  # noqa: F401
 from opspor_shared.db import Base
 from opspor_shared.settings import ServiceSettings
 

@@ -5,11 +5,12 @@ Commit happens only at the edge (request dependency, consumer unit of work); ser
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import datetime
 
-from sqlalchemy import DateTime, MetaData, func
+from sqlalchemy import DateTime, MetaData, func, text
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -60,3 +61,13 @@ async def unit_of_work(
         except BaseException:
             await session.rollback()
             raise
+
+
+async def database_ready(engine: AsyncEngine, wait_seconds: float = 2.0) -> bool:
+    """For /readyz: the database answers a trivial query in time."""
+    try:
+        async with asyncio.timeout(wait_seconds), engine.connect() as conn:
+            await conn.execute(text("select 1"))
+    except Exception:
+        return False
+    return True

@@ -56,8 +56,17 @@ async def warm_up(client: httpx.AsyncClient, connections: int) -> None:
 
 
 async def run_ingest(
-    api_url: str, bodies: Sequence[bytes], batch_size: int, connections: int, timeout: float
+    api_url: str,
+    bodies: Sequence[bytes],
+    batch_size: int,
+    connections: int,
+    timeout: float,
+    *,
+    single: bool = False,
 ) -> IngestRun:
+    """`single`: each body is one registration for POST /v1/registrations (expects 201)."""
+    path = "/v1/registrations" if single else "/v1/registrations/batch"
+    want = 201 if single else 200
     run = IngestRun(connections=connections, batches=len(bodies), batch_size=batch_size)
     limits = httpx.Limits(max_connections=connections, max_keepalive_connections=connections)
     async with httpx.AsyncClient(base_url=api_url, limits=limits, timeout=timeout) as client:
@@ -68,13 +77,13 @@ async def run_ingest(
             for body in queue:  # the shared iterator hands each body to exactly one lane
                 start = time.perf_counter()
                 try:
-                    r = await client.post("/v1/registrations/batch", content=body, headers=HEADERS)
+                    r = await client.post(path, content=body, headers=HEADERS)
                 except httpx.HTTPError as exc:
                     run.failures.append(f"{type(exc).__name__}: {exc}")
                     continue
                 run.latencies_ms.append((time.perf_counter() - start) * 1000)
                 inserted = _inserted(r)
-                if r.status_code == 200 and inserted == batch_size:
+                if r.status_code == want and inserted == batch_size:
                     run.accepted_batches += 1
                     run.accepted_registrations += inserted
                 else:

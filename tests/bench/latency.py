@@ -46,14 +46,23 @@ Role = Literal["early", "crossing", "filler"]
 
 
 @dataclass
-class Send:
+class Item:
     slot: int
     pupil: str
     role: Role
-    body: bytes
+    registration: dict[str, Any]
+    post: int = -1  # index of the POST that carries it
+
+
+@dataclass
+class Post:
+    index: int
+    offset: float  # seconds after the start at which the plan fires it
+    items: list[Item]
+    body: bytes = b""
     lag_ms: float = 0.0  # how late the client fired it relative to the plan
     sent_at: float = 0.0  # wall clock
-    accepted_at: float | None = None  # wall clock, response received with 201
+    accepted_at: float | None = None  # wall clock, response received and accepted
     status: int | None = None
     error: str | None = None
 
@@ -71,7 +80,9 @@ class Mail:
 class LatencyRun:
     rate: float
     seconds: float
-    plan: list[Send]
+    batch: int
+    items: list[Item]
+    posts: list[Post]
     first_send: float = 0.0
     last_send: float = 0.0
     last_response: float = 0.0
@@ -79,49 +90,57 @@ class LatencyRun:
     extra_mails: list[str] = field(default_factory=list)
     stages: dict[str, dict[str, Any]] = field(default_factory=dict)
 
-    def crossing(self) -> list[Send]:
-        return [s for s in self.plan if s.role == "crossing"]
+    def crossing(self) -> list[Item]:
+        return [i for i in self.items if i.role == "crossing"]
+
+    def accepted_at(self, item: Item) -> float | None:
+        return self.posts[item.post].accepted_at
 
     def figures(self) -> dict[str, Any]:
-        sends = self.plan
-        ok = [s for s in sends if s.accepted_at is not None]
+        ok = [p for p in self.posts if p.accepted_at is not None]
         span = self.last_send - self.first_send
         expected = self.crossing()
         e2e: list[float] = []
         missing: list[str] = []
         stamp_vs_mtime: list[float] = []
-        for s in expected:
-            mail = self.mails.get(s.pupil)
-            if mail is None or s.accepted_at is None:
-                missing.append(s.pupil)
+        for item in expected:
+            mail = self.mails.get(item.pupil)
+            accepted = self.accepted_at(item)
+            if mail is None or accepted is None:
+                missing.append(item.pupil)
                 continue
-            e2e.append((mail.arrived_at - s.accepted_at) * 1000)
+            e2e.append((mail.arrived_at - accepted) * 1000)
             stamp_vs_mtime.append(abs(mail.mtime - mail.arrived_at) * 1000)
-        early_late = self._crossings_sent_before_early_accepted()
+        registrations_ok = sum(len(p.items) for p in ok)
         return {
             "planned_rate_per_second": self.rate,
             "planned_seconds": self.seconds,
-            "posts_planned": len(sends),
+            "registrations_per_post": self.batch,
+            "endpoint": "/v1/registrations" if self.batch == 1 else "/v1/registrations/batch",
+            "registrations_planned": len(self.items),
+            "posts_planned": len(self.posts),
             "posts_accepted": len(ok),
-            "posts_failed": len(sends) - len(ok),
+            "posts_failed": len(self.posts) - len(ok),
             "failures_sample": [
-                f"{s.pupil}: {s.status} {s.error}" for s in sends if s.accepted_at is None
+                f"{p.index}: {p.status} {p.error}" for p in self.posts if p.accepted_at is None
             ][:5],
-            "achieved_send_rate_per_second": round((len(sends) - 1) / span, 1) if span else None,
+            "achieved_send_rate_per_second": round((len(self.posts) - 1) * self.batch / span, 1)
+            if span
+            else None,
             "achieved_accept_rate_per_second": round(
-                len(ok) / (self.last_response - self.first_send), 1
+                registrations_ok / (self.last_response - self.first_send), 1
             )
             if ok
             else None,
-            "send_lag_ms": summary([s.lag_ms for s in sends]),
+            "send_lag_ms": summary([p.lag_ms for p in self.posts]),
             "post_latency_ms": summary(
-                [(s.accepted_at - s.sent_at) * 1000 for s in ok if s.accepted_at]
+                [(p.accepted_at - p.sent_at) * 1000 for p in ok if p.accepted_at]
             ),
             "mails_expected": len(expected),
             "mails_matched": len(e2e),
             "mails_missing": missing,
             "mails_unexpected": self.extra_mails,
-            "crossings_sent_before_their_early_days_were_accepted": early_late,
+            "crossings_sent_before_their_early_days_were_accepted": self._early_late(),
             "e2e_latency_ms": summary(e2e),
             "stages_ms": self.stages,
             "mail_stamp_vs_file_mtime_ms_max": round(max(stamp_vs_mtime), 1)
@@ -129,30 +148,33 @@ class LatencyRun:
             else None,
         }
 
-    def _crossings_sent_before_early_accepted(self) -> int:
+    def _early_late(self) -> int:
         latest_early: dict[str, float] = {}
-        for s in self.plan:
-            if s.role == "early":
-                latest_early[s.pupil] = max(
-                    latest_early.get(s.pupil, 0.0), s.accepted_at or float("inf")
-                )
+        for item in self.items:
+            if item.role == "early":
+                accepted = self.accepted_at(item) or float("inf")
+                latest_early[item.pupil] = max(latest_early.get(item.pupil, 0.0), accepted)
         return sum(
-            1 for s in self.crossing() if latest_early.get(s.pupil, 0.0) > (s.sent_at or 0.0)
+            1
+            for item in self.crossing()
+            if latest_early.get(item.pupil, 0.0) > self.posts[item.post].sent_at
         )
 
 
-def _encode(item: dict[str, Any]) -> bytes:
-    return json.dumps(item, separators=(",", ":")).encode()
-
-
 def build_plan(
-    school: str, days: Sequence[date], rate: float, seconds: float, crossings_per_second: float
-) -> list[Send]:
-    """One Send per slot (slot i fires at i / rate seconds), bodies encoded up front."""
+    school: str,
+    days: Sequence[date],
+    rate: float,
+    seconds: float,
+    crossings_per_second: float,
+    batch: int,
+) -> tuple[list[Item], list[Post]]:
+    """Registration i is due at i / rate seconds; POST j carries items [j*batch, (j+1)*batch)
+    and fires when its first item is due. Bodies are JSON-encoded here, before any timing."""
     slots = int(rate * seconds)
     spacing = round(rate / crossings_per_second)
     run = days[-5:]  # 5 consecutive school days ending at the worker's horizon
-    plan: dict[int, Send] = {}
+    plan: dict[int, Item] = {}
     first = ((int(max(EARLY_LEADS) * rate) + spacing) // spacing) * spacing
     for n, crossing_slot in enumerate(range(first, slots, spacing)):
         pupil = f"elev-{CROSSING_PREFIX}-{n:05d}"
@@ -160,14 +182,14 @@ def build_plan(
             slot = crossing_slot - round(lead * rate)
             while slot in plan:  # keep the slot grid; take the nearest earlier free slot
                 slot -= 1
-            item = registration(
+            reg = registration(
                 f"{CROSSING_PREFIX}-{n:05d}-{k}", pupil, school, run[k], "unauthorized"
             )
-            plan[slot] = Send(slot, pupil, "early", _encode(item))
-        item = registration(f"{CROSSING_PREFIX}-{n:05d}-4", pupil, school, run[4], "unauthorized")
+            plan[slot] = Item(slot, pupil, "early", reg)
         if crossing_slot in plan:
             raise RuntimeError("crossing slot collision; choose other EARLY_LEADS")
-        plan[crossing_slot] = Send(crossing_slot, pupil, "crossing", _encode(item))
+        reg = registration(f"{CROSSING_PREFIX}-{n:05d}-4", pupil, school, run[4], "unauthorized")
+        plan[crossing_slot] = Item(crossing_slot, pupil, "crossing", reg)
     filler: list[dict[str, Any]] = []
     pupil_index = 0
     for slot in range(slots):
@@ -176,49 +198,79 @@ def build_plan(
         if not filler:
             filler = quiet_pupil_items(FILLER_PREFIX, school, pupil_index, days, MAX_DAYS_PER_PUPIL)
             pupil_index += 1
-        item = filler.pop(0)
-        plan[slot] = Send(slot, item["pupil_id"], "filler", _encode(item))
-    return [plan[s] for s in sorted(plan)]
+        reg = filler.pop(0)
+        plan[slot] = Item(slot, reg["pupil_id"], "filler", reg)
+    items = [plan[s] for s in sorted(plan)]
+    posts: list[Post] = []
+    for start in range(0, len(items), batch):
+        chunk = items[start : start + batch]
+        post = Post(index=len(posts), offset=chunk[0].slot / rate, items=chunk)
+        for item in chunk:
+            item.post = post.index
+        regs = [i.registration for i in chunk]
+        post.body = _encode(regs[0] if batch == 1 else {"items": regs})
+        posts.append(post)
+    return items, posts
+
+
+def _encode(value: dict[str, Any]) -> bytes:
+    return json.dumps(value, separators=(",", ":")).encode()
 
 
 async def send_plan(
-    api_url: str, plan: list[Send], rate: float, max_connections: int, timeout: float
+    api_url: str,
+    items: list[Item],
+    posts: list[Post],
+    rate: float,
+    batch: int,
+    max_connections: int,
+    timeout: float,
 ) -> LatencyRun:
-    run = LatencyRun(rate=rate, seconds=len(plan) / rate, plan=plan)
+    run = LatencyRun(rate=rate, seconds=len(items) / rate, batch=batch, items=items, posts=posts)
+    path = "/v1/registrations" if batch == 1 else "/v1/registrations/batch"
     limits = httpx.Limits(
         max_connections=max_connections, max_keepalive_connections=max_connections
     )
     async with httpx.AsyncClient(base_url=api_url, limits=limits, timeout=timeout) as client:
-        await warm_up(client, min(max_connections, 16))
+        await warm_up(client, min(max_connections, 8))
 
-        async def post(s: Send) -> None:
-            s.sent_at = time.time()
+        async def post(p: Post) -> None:
+            p.sent_at = time.time()
             try:
-                r = await client.post("/v1/registrations", content=s.body, headers=HEADERS)
+                r = await client.post(path, content=p.body, headers=HEADERS)
             except httpx.HTTPError as exc:
-                s.error = f"{type(exc).__name__}: {exc}"
+                p.error = f"{type(exc).__name__}: {exc}"
                 return
             now = time.time()
-            s.status = r.status_code
-            if r.status_code == 201:
-                s.accepted_at = now
+            p.status = r.status_code
+            if _accepted(r, batch, len(p.items)):
+                p.accepted_at = now
             else:
-                s.error = r.text[:200]
+                p.error = r.text[:200]
             run.last_response = max(run.last_response, now)
 
         t0 = time.perf_counter() + 0.2
         tasks: list[asyncio.Task[None]] = []
-        for s in plan:
-            target = t0 + s.slot / rate
+        for p in posts:
+            target = t0 + p.offset
             delay = target - time.perf_counter()
             if delay > 0:
                 await asyncio.sleep(delay)
-            s.lag_ms = max(0.0, (time.perf_counter() - target) * 1000)
-            tasks.append(asyncio.create_task(post(s)))
-        run.first_send = plan[0].sent_at
-        run.last_send = plan[-1].sent_at
+            p.lag_ms = max(0.0, (time.perf_counter() - target) * 1000)
+            tasks.append(asyncio.create_task(post(p)))
         await asyncio.gather(*tasks)
+        run.first_send = min(p.sent_at for p in posts)
+        run.last_send = max(p.sent_at for p in posts)
     return run
+
+
+def _accepted(response: httpx.Response, batch: int, size: int) -> bool:
+    if batch == 1:
+        return response.status_code == 201
+    try:
+        return response.status_code == 200 and response.json().get("inserted") == size
+    except ValueError:
+        return False
 
 
 def read_mail(path: Path) -> Mail:
@@ -239,7 +291,7 @@ def read_mail(path: Path) -> Mail:
 
 async def collect_mail(run: LatencyRun, directory: Path, before: set[str], timeout: float) -> None:
     """Reads new .eml files until every crossing pupil has one, or `timeout` seconds pass."""
-    wanted = {s.pupil for s in run.crossing()}
+    wanted = {i.pupil for i in run.crossing()}
     seen: set[str] = set(before)
     deadline = time.monotonic() + timeout
     while True:
@@ -275,7 +327,10 @@ async def stage_breakdown(conn: Any, run: LatencyRun) -> None:
     alerter txn start -> mail stored: record + commit, delivery loop wake-up, SMTP + TLS.
     """
     rows = await conn.fetch(STAGE_SQL, "consecutive-5", f"elev-{CROSSING_PREFIX}-%")
-    accepted = {s.pupil: s.accepted_at for s in run.crossing() if s.accepted_at}
+    accepted: dict[str, float] = {}
+    for item in run.crossing():
+        if (at := run.accepted_at(item)) is not None:
+            accepted[item.pupil] = at
     a_w: list[float] = []
     w_n: list[float] = []
     n_m: list[float] = []

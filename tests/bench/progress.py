@@ -72,9 +72,9 @@ class Progress:
         state = await self.backlog(school_id)
         while True:
             seen = time.monotonic()
-            if state.worker_registrations >= expected and not state.api_outbox:
-                if not state.worker_outbox:
-                    return True, seen, state
+            done = state.worker_registrations >= expected
+            if done and not state.api_outbox and not state.worker_outbox:
+                return True, seen, state
             if seen >= deadline:
                 return False, seen, state
             await asyncio.sleep(poll)

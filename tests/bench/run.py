@@ -24,10 +24,11 @@ import httpx
 from opspor_shared.devstack.stack import Stack
 from tests.bench.ingest import run_ingest
 from tests.bench.latency import build_plan, collect_mail, send_plan, stage_breakdown
+from tests.bench.profile import Profiler
 from tests.bench.progress import Progress
 from tests.bench.report import format_report
 from tests.bench.system import CpuMeter, describe_machine
-from tests.bench.workload import configure, evaluated_school_days, ingest_bodies
+from tests.bench.workload import configure, evaluated_school_days, ingest_bodies, single_bodies
 
 ROOT = Path(__file__).resolve().parents[2]
 INGEST_SCHOOL = "bench-ingest"
@@ -39,14 +40,20 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--ingest-total", type=int, default=100_000, help="registrations per setting")
     p.add_argument("--batch-size", type=int, default=1000)
     p.add_argument("--connections", default="1,2,4", help="comma-separated settings")
+    p.add_argument("--single-total", type=int, default=3000, help="single POSTs, 0 = skip")
+    p.add_argument("--single-connections", type=int, default=4)
     p.add_argument("--warmup-batches", type=int, default=3, help="untimed batches before (a)")
     p.add_argument("--latency-rate", type=float, default=200.0, help="registrations per second")
     p.add_argument("--latency-seconds", type=float, default=60.0)
+    p.add_argument(
+        "--latency-batch", type=int, default=10, help="registrations per POST in (b); 1 = single"
+    )
     p.add_argument("--crossings-per-second", type=float, default=2.0)
     p.add_argument("--latency-connections", type=int, default=64, help="client pool cap in (b)")
     p.add_argument("--catch-up-timeout", type=float, default=120.0, help="per ingest setting")
     p.add_argument("--mail-timeout", type=float, default=30.0, help="after the last POST in (b)")
     p.add_argument("--tick-seconds", type=float, default=5.0, help="worker day-change tick")
+    p.add_argument("--py-spy", type=Path, default=None, help="profile services with this py-spy")
     p.add_argument("--skip-ingest", action="store_true")
     p.add_argument("--skip-latency", action="store_true")
     p.add_argument("--var-dir", type=Path, default=ROOT / "var" / "bench")
@@ -67,6 +74,11 @@ def component_pids(stack: Stack) -> dict[str, list[int]]:
     return pids
 
 
+def profiler(stack: Stack, args: argparse.Namespace) -> Profiler:
+    pids = {n: s.process.pid for n, s in stack.services.items() if s.process is not None}
+    return Profiler(args.py_spy, args.var_dir / "profiles", pids)
+
+
 async def ingest_phase(
     stack: Stack, progress: Progress, args: argparse.Namespace, log: Any
 ) -> dict[str, Any]:
@@ -78,28 +90,34 @@ async def ingest_phase(
         c: ingest_bodies(f"ing{c}", INGEST_SCHOOL, days, args.ingest_total, args.batch_size)
         for c in settings
     }
+    singles = single_bodies("ings", INGEST_SCHOOL, days, args.single_total)
     encode_seconds = time.perf_counter() - began
-    log(f"encoded {sum(map(len, bodies.values()))} batch bodies in {encode_seconds:.1f} s")
+    log(f"encoded {sum(map(len, bodies.values())) + len(singles)} bodies in {encode_seconds:.1f} s")
 
     expected = 0
     if warmup:
         run = await run_ingest(stack.api_url, warmup, 1000, 1, timeout=120)
         expected += run.accepted_registrations
         await progress.wait_caught_up(INGEST_SCHOOL, expected, args.catch_up_timeout)
-    out: dict[str, Any] = {"encode_seconds": round(encode_seconds, 2), "settings": []}
-    for connections in settings:
+
+    async def measure(
+        label: str, payload: list[bytes], size: int, connections: int, single: bool
+    ) -> dict[str, Any]:
+        nonlocal expected
         meter = CpuMeter(component_pids(stack))
+        spy = profiler(stack, args)
+        spy.start(label)
         meter.start()
         started = time.monotonic()
-        run = await run_ingest(
-            stack.api_url, bodies[connections], args.batch_size, connections, timeout=120
-        )
+        run = await run_ingest(stack.api_url, payload, size, connections, 120, single=single)
         ended = time.monotonic()
         cpu_ingest = meter.stop()
+        spy.stop()
+        before = expected
         expected += run.accepted_registrations
         at_end = await progress.backlog(INGEST_SCHOOL)
         log(
-            f"ingest x{connections}: {run.accepted_registrations} in {run.wall_seconds:.1f} s;"
+            f"{label}: {run.accepted_registrations} in {run.wall_seconds:.1f} s;"
             f" worker holds {at_end.worker_registrations}/{expected}, waiting for it"
         )
         meter.start()
@@ -108,11 +126,10 @@ async def ingest_phase(
         )
         cpu_drain = meter.stop()
         figures = run.figures()
-        absorbed = state.worker_registrations - (expected - run.accepted_registrations)
+        absorbed = state.worker_registrations - before
         figures["worker"] = {
             "caught_up": caught_up,
-            "registrations_held_when_ingest_ended": at_end.worker_registrations
-            - (expected - run.accepted_registrations),
+            "registrations_held_when_ingest_ended": at_end.worker_registrations - before,
             "api_outbox_rows_when_ingest_ended": at_end.api_outbox,
             "drain_seconds_after_ingest": round(when - ended, 2),
             "seconds_from_ingest_start_to_caught_up": round(when - started, 2),
@@ -123,10 +140,19 @@ async def ingest_phase(
         }
         figures["cpu_cores_during_ingest"] = cpu_ingest
         figures["cpu_cores_during_drain"] = cpu_drain
-        out["settings"].append(figures)
-        log(
-            f"worker caught up={caught_up} {figures['worker']['drain_seconds_after_ingest']} s"
-            " after the ingest ended"
+        log(f"worker caught up={caught_up} {when - ended:.1f} s after the ingest ended")
+        return figures
+
+    out: dict[str, Any] = {"encode_seconds": round(encode_seconds, 2), "settings": []}
+    for connections in settings:
+        out["settings"].append(
+            await measure(
+                f"ingest-x{connections}", bodies[connections], args.batch_size, connections, False
+            )
+        )
+    if singles:
+        out["single_posts"] = await measure(
+            f"single-x{args.single_connections}", singles, 1, args.single_connections, True
         )
     return out
 
@@ -139,16 +165,30 @@ async def latency_phase(
     directory.mkdir(parents=True, exist_ok=True)
     before = set(os.listdir(directory))
     days = evaluated_school_days()
-    plan = build_plan(
-        LATENCY_SCHOOL, days, args.latency_rate, args.latency_seconds, args.crossings_per_second
+    items, posts = build_plan(
+        LATENCY_SCHOOL,
+        days,
+        args.latency_rate,
+        args.latency_seconds,
+        args.crossings_per_second,
+        args.latency_batch,
     )
     meter = CpuMeter(component_pids(stack))
+    spy = profiler(stack, args)
+    spy.start("latency")
     meter.start()
     run = await send_plan(
-        stack.api_url, plan, args.latency_rate, args.latency_connections, timeout=60
+        stack.api_url,
+        items,
+        posts,
+        args.latency_rate,
+        args.latency_batch,
+        args.latency_connections,
+        timeout=60,
     )
     cpu = meter.stop()
-    log(f"latency: sent {len(plan)} POSTs; collecting mail")
+    spy.stop()
+    log(f"latency: sent {len(posts)} POSTs ({len(items)} registrations); collecting mail")
     await collect_mail(run, directory, before, args.mail_timeout)
     await stage_breakdown(progress.conn, run)
     figures = run.figures()

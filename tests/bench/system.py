@@ -120,6 +120,8 @@ class CpuMeter:
         for name, pids in end.groups.items():
             used = sum(end.per_pid[p] - begin.per_pid.get(p, 0.0) for p in pids)
             out[name] = round(used / wall, 2)
-        out["machine_busy"] = round((end.busy - begin.busy) / wall, 2)
+        busy = (end.busy - begin.busy) / wall
+        out["outside_bench"] = round(max(0.0, busy - sum(out.values())), 2)
+        out["machine_busy"] = round(busy, 2)
         out["wall_seconds"] = round(wall, 2)
         return out

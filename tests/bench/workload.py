@@ -139,3 +139,11 @@ def ingest_bodies(
         json.dumps({"items": items[i : i + batch_size]}, separators=(",", ":")).encode()
         for i in range(0, len(items), batch_size)
     ]
+
+
+def single_bodies(prefix: str, school: str, days: Sequence[date], total: int) -> list[bytes]:
+    """Bodies of POST /v1/registrations: one registration of a fresh pupil each."""
+    return [
+        json.dumps(quiet_pupil_items(prefix, school, n, days, 1)[0], separators=(",", ":")).encode()
+        for n in range(total)
+    ]

@@ -12,13 +12,12 @@ import sys
 from collections.abc import Callable, Sequence
 
 from pydantic import ValidationError
-from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from opspor_alerter.service import deliver_forever, record_concern_events
 from opspor_alerter.settings import AlerterSettings
 from opspor_alerter.smtp import SmtpNotifier
-from opspor_shared.db import make_engine, make_sessionmaker, unit_of_work
+from opspor_shared.db import database_ready, make_engine, make_sessionmaker, unit_of_work
 from opspor_shared.events import CloudEvent
 from opspor_shared.kafka import BatchHandler, Delivered, kafka_ready
 from opspor_shared.logging import configure_logging, get_logger
@@ -70,18 +69,13 @@ async def run(
     engine = make_engine(settings.database_url)
     sessionmaker = make_sessionmaker(engine)
 
-    async def database_ready() -> bool:
-        try:
-            async with asyncio.timeout(2.0), engine.connect() as conn:
-                await conn.execute(text("select 1"))
-        except Exception:
-            return False
-        return True
+    async def db_ready() -> bool:
+        return await database_ready(engine)
 
     async def broker_ready() -> bool:
         return await kafka_ready(settings)
 
-    checks: dict[str, ReadinessCheck] = {"database": database_ready, "kafka": broker_ready}
+    checks: dict[str, ReadinessCheck] = {"database": db_ready, "kafka": broker_ready}
     ops = OpsServer(ops_app("alerter", lambda: checks), settings.ops_host, settings.ops_port)
     await ops.start()
     log.info("ops_listening", host=settings.ops_host, port=ops.port)

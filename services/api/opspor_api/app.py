@@ -8,7 +8,6 @@ from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from typing import Any
 
 from fastapi import FastAPI
-from sqlalchemy import text
 
 from opspor_api.concerns import service as concerns_service
 from opspor_api.concerns.endpoints import router as concerns_router
@@ -18,7 +17,7 @@ from opspor_api.errors import PayloadTooLarge, install_error_handlers, problem_r
 from opspor_api.models import api_outbox
 from opspor_api.registrations.endpoints import router as registrations_router
 from opspor_api.settings import ApiSettings
-from opspor_shared.db import make_engine, make_sessionmaker, unit_of_work
+from opspor_shared.db import database_ready, make_engine, make_sessionmaker, unit_of_work
 from opspor_shared.kafka import Delivered, kafka_ready
 from opspor_shared.logging import correlation_id, get_logger, new_correlation_id
 from opspor_shared.ops import ReadinessCheck, ops_router
@@ -90,12 +89,7 @@ def create_app(settings: ApiSettings) -> FastAPI:
         app.state.calendars = CalendarCache()
 
         async def db_ready() -> bool:
-            try:
-                async with engine.connect() as conn:
-                    await asyncio.wait_for(conn.execute(text("select 1")), 2)
-            except Exception:
-                return False
-            return True
+            return await database_ready(engine)
 
         async def broker_ready() -> bool:
             return await kafka_ready(settings)

@@ -13,6 +13,7 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from opspor_shared.db import Base, TimestampMixin
 from opspor_shared.outbox import outbox_table
+from opspor_shared.registrations import RegistrationStateColumns
 
 
 class Municipality(TimestampMixin, Base):
@@ -76,25 +77,11 @@ class RegistrationEvent(Base):
     received_at: Mapped[datetime] = mapped_column(server_default=func.now())
 
 
-class Registration(Base):
-    """Current state per (pupil, date, slot): last recorded_at wins, ties by event id.
-
-    A retraction stays as a tombstone row (retracted = true) so that an older registration
-    arriving later cannot bring the key back.
-    """
+class Registration(RegistrationStateColumns, Base):
+    """Current state per (pupil, date, slot), see opspor_shared.registrations."""
 
     __tablename__ = "registrations"
     __table_args__ = (Index("ix_registrations_school_date", "school_id", "date"),)
-
-    pupil_id: Mapped[str] = mapped_column(Text, primary_key=True)
-    date: Mapped[date] = mapped_column(primary_key=True)
-    slot: Mapped[str] = mapped_column(Text, primary_key=True)
-    school_id: Mapped[str] = mapped_column(Text)
-    category: Mapped[str | None] = mapped_column(Text)
-    extent: Mapped[Decimal | None] = mapped_column(Numeric(5, 4))
-    recorded_at: Mapped[datetime]
-    event_id: Mapped[str] = mapped_column(Text)
-    retracted: Mapped[bool]
 
 
 class ConcernView(Base):

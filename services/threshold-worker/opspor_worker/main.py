@@ -5,9 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 
-from sqlalchemy import text
-
-from opspor_shared.db import make_engine, make_sessionmaker, unit_of_work
+from opspor_shared.db import database_ready, make_engine, make_sessionmaker, unit_of_work
 from opspor_shared.kafka import Delivered, kafka_ready
 from opspor_shared.logging import configure_logging, get_logger
 from opspor_shared.ops import OpsServer, ReadinessCheck, ops_app
@@ -41,12 +39,7 @@ async def run(settings: WorkerSettings, stop: asyncio.Event) -> None:
             await sleep_or_stop(stop, settings.tick_seconds)
 
     async def db_ready() -> bool:
-        try:
-            async with engine.connect() as conn:
-                await asyncio.wait_for(conn.execute(text("select 1")), 2)
-        except Exception:
-            return False
-        return True
+        return await database_ready(engine)
 
     async def broker_ready() -> bool:
         return await kafka_ready(settings)

@@ -4,31 +4,21 @@ from __future__ import annotations
 
 import uuid
 from datetime import date, datetime
-from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import Index, Numeric, Text, func
+from sqlalchemy import Index, Text, func
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Mapped, mapped_column
 
 from opspor_shared.db import Base, TimestampMixin
 from opspor_shared.outbox import outbox_table
+from opspor_shared.registrations import RegistrationStateColumns
 
 
-class WorkerRegistration(Base):
+class WorkerRegistration(RegistrationStateColumns, Base):
     """The worker's own last-writer-wins copy of the registrations it consumed."""
 
     __tablename__ = "worker_registrations"
-
-    pupil_id: Mapped[str] = mapped_column(Text, primary_key=True)
-    date: Mapped[date] = mapped_column(primary_key=True)
-    slot: Mapped[str] = mapped_column(Text, primary_key=True)
-    school_id: Mapped[str] = mapped_column(Text)
-    category: Mapped[str | None] = mapped_column(Text)
-    extent: Mapped[Decimal | None] = mapped_column(Numeric(5, 4))
-    recorded_at: Mapped[datetime]
-    event_id: Mapped[str] = mapped_column(Text)
-    retracted: Mapped[bool]
 
 
 class WorkerPupil(Base):

@@ -7,11 +7,13 @@ from collections.abc import Sequence
 from datetime import date
 from typing import Any
 
-from sqlalchemy import func, select, text, tuple_, update
+from sqlalchemy import func, select, text, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from opspor_shared.events import RegistrationData
 from opspor_shared.outbox import OutboxMessage, enqueue
+from opspor_shared.registrations import apply_last_writer_wins
 from opspor_worker.models import (
     Concern,
     SchoolHorizon,
@@ -25,23 +27,8 @@ class WorkerRepository:
     def __init__(self, session: AsyncSession) -> None:
         self.session = session
 
-    async def apply_registrations(self, rows: Sequence[dict[str, Any]]) -> None:
-        """Last writer wins by (recorded_at, event_id); at most one row per key in `rows`."""
-        stmt = insert(WorkerRegistration)
-        stmt = stmt.on_conflict_do_update(
-            index_elements=[
-                WorkerRegistration.pupil_id,
-                WorkerRegistration.date,
-                WorkerRegistration.slot,
-            ],
-            set_={
-                c: stmt.excluded[c]
-                for c in ("school_id", "category", "extent", "recorded_at", "event_id", "retracted")
-            },
-            where=tuple_(WorkerRegistration.recorded_at, WorkerRegistration.event_id)
-            < tuple_(stmt.excluded.recorded_at, stmt.excluded.event_id),
-        )
-        await self.session.execute(stmt, list(rows))
+    async def apply_registrations(self, items: Sequence[RegistrationData]) -> None:
+        await apply_last_writer_wins(self.session, WorkerRegistration, items)
 
     async def lock_pupils(self, pupil_ids: Sequence[str]) -> None:
         """Serialises evaluation per pupil between the consumer and the day-change tick.

@@ -205,39 +205,20 @@ async def evaluate_pupils(repo: WorkerRepository, ctx: Context, pupil_ids: Seque
     return len(messages)
 
 
-def _registration_row(data: RegistrationData) -> dict[str, object]:
-    return {
-        "pupil_id": data.pupil_id,
-        "date": data.date,
-        "slot": data.slot,
-        "school_id": data.school_id,
-        "category": data.category,
-        "extent": data.extent,
-        "recorded_at": data.recorded_at,
-        "event_id": data.event_id,
-        "retracted": data.retracted,
-    }
-
-
 async def handle_registrations(
     repo: WorkerRepository, ctx: Context, batch: Sequence[Delivered]
 ) -> int:
     """Thin consumer body: store the batch (last writer wins), then evaluate touched pupils."""
-    winners: dict[tuple[str, date, str], RegistrationData] = {}
+    items: list[RegistrationData] = []
     for delivered in batch:
         try:
-            data = RegistrationData.model_validate(delivered.event.data)
+            items.append(RegistrationData.model_validate(delivered.event.data))
         except ValidationError:
             log.warning("registration_event_invalid", event_id=delivered.event.id)
-            continue
-        key = (data.pupil_id, data.date, data.slot)
-        held = winners.get(key)
-        if held is None or (held.recorded_at, held.event_id) < (data.recorded_at, data.event_id):
-            winners[key] = data
-    if not winners:
+    if not items:
         return 0
-    await repo.apply_registrations([_registration_row(d) for d in winners.values()])
-    return await evaluate_pupils(repo, ctx, sorted({k[0] for k in winners}))
+    await repo.apply_registrations(items)
+    return await evaluate_pupils(repo, ctx, sorted({i.pupil_id for i in items}))
 
 
 def school_fingerprint(ref: SchoolRef, horizon: date | None, calendar_key: str) -> str:

@@ -3,6 +3,7 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Path, Response
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from opspor_api.config.repository import ConfigRepository
 from opspor_api.deps import Calendars, Session, Settings
@@ -16,16 +17,42 @@ from opspor_api.registrations.schemas import (
     RegistrationOut,
     RetractionIn,
 )
+from opspor_api.settings import ApiSettings
 from opspor_api.validation import ID_PATTERN
+from opspor_shared.reference import CalendarCache
 
 router = APIRouter(prefix="/v1", tags=["registrations"], responses=PROBLEM_RESPONSES)
+
+
+ONE_ITEM_RESPONSES: dict[int | str, dict[str, object]] = {
+    200: {"model": IngestResult, "description": "Already stored (duplicate)"}
+}
+
+
+async def _ingest_one(
+    item: RegistrationIn | RetractionIn,
+    session: AsyncSession,
+    calendars: CalendarCache,
+    settings: ApiSettings,
+    response: Response,
+) -> IngestResult:
+    result = await service.ingest(
+        RegistrationRepository(session),
+        ConfigRepository(session),
+        calendars,
+        settings,
+        [item],
+        [()],
+    )
+    response.status_code = 201 if result.inserted else 200
+    return result
 
 
 @router.post(
     "/registrations",
     response_model=IngestResult,
     status_code=201,
-    responses={200: {"model": IngestResult, "description": "Already stored (duplicate)"}},
+    responses=ONE_ITEM_RESPONSES,
     summary="Record one absence registration (or a correction of an earlier one)",
 )
 async def post_registration(
@@ -35,16 +62,7 @@ async def post_registration(
     settings: Settings,
     response: Response,
 ) -> IngestResult:
-    result = await service.ingest(
-        RegistrationRepository(session),
-        ConfigRepository(session),
-        calendars,
-        settings,
-        [body],
-        [()],
-    )
-    response.status_code = 201 if result.inserted else 200
-    return result
+    return await _ingest_one(body, session, calendars, settings, response)
 
 
 @router.post(
@@ -69,8 +87,8 @@ async def post_batch(
     "/registrations/retractions",
     response_model=IngestResult,
     status_code=201,
-    responses={200: {"model": IngestResult, "description": "Already stored (duplicate)"}},
-    summary="Retract the registration for (pupil, date, slot)",
+    responses=ONE_ITEM_RESPONSES,
+    summary="Retract the registration for (pupil, date, slot) as of recorded_at",
 )
 async def post_retraction(
     body: RetractionIn,
@@ -79,16 +97,7 @@ async def post_retraction(
     settings: Settings,
     response: Response,
 ) -> IngestResult:
-    result = await service.ingest(
-        RegistrationRepository(session),
-        ConfigRepository(session),
-        calendars,
-        settings,
-        [body],
-        [()],
-    )
-    response.status_code = 201 if result.inserted else 200
-    return result
+    return await _ingest_one(body, session, calendars, settings, response)
 
 
 @router.get(

@@ -3,12 +3,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import select, tuple_
+from sqlalchemy import select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from opspor_api.models import Registration, RegistrationEvent, api_outbox
+from opspor_shared.events import RegistrationData
 from opspor_shared.outbox import OutboxMessage, enqueue
+from opspor_shared.registrations import apply_last_writer_wins
 
 
 class RegistrationRepository:
@@ -31,22 +33,8 @@ class RegistrationRepository:
         )
         return {r.event_id: r for r in rows}
 
-    async def apply_current(self, rows: Sequence[dict[str, Any]]) -> None:
-        """Last writer wins by (recorded_at, event_id), never by arrival order.
-
-        `rows` must hold at most one row per (pupil, date, slot).
-        """
-        stmt = insert(Registration)
-        stmt = stmt.on_conflict_do_update(
-            index_elements=[Registration.pupil_id, Registration.date, Registration.slot],
-            set_={
-                c: stmt.excluded[c]
-                for c in ("school_id", "category", "extent", "recorded_at", "event_id", "retracted")
-            },
-            where=tuple_(Registration.recorded_at, Registration.event_id)
-            < tuple_(stmt.excluded.recorded_at, stmt.excluded.event_id),
-        )
-        await self.session.execute(stmt, list(rows))
+    async def apply_current(self, items: Sequence[RegistrationData]) -> None:
+        await apply_last_writer_wins(self.session, Registration, items)
 
     async def current_for_pupil(self, pupil_id: str) -> list[Registration]:
         rows = await self.session.scalars(

@@ -4,8 +4,6 @@ outbox rows in the caller's transaction. A request with any bad item stores noth
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import date
-from typing import Any
 
 from opspor_api.calendars import why_not_school_day
 from opspor_api.config.repository import ConfigRepository
@@ -74,10 +72,6 @@ def _same(stored: RegistrationEvent, new: RegistrationData) -> bool:
         new.recorded_at,
         new.retracted,
     )
-
-
-def _order(d: RegistrationData) -> tuple[Any, str]:
-    return (d.recorded_at, d.event_id)
 
 
 async def _validate(
@@ -152,15 +146,7 @@ async def ingest(
         dup_ids.extend(old_ids)
 
     fresh = [by_id[e][0] for e in by_id if e in new_ids]
-    winners: dict[tuple[str, date, str], RegistrationData] = {}
-    for d in fresh:
-        key = (d.pupil_id, d.date, d.slot)
-        if key not in winners or _order(winners[key]) < _order(d):
-            winners[key] = d
-    if winners:
-        await repo.apply_current(
-            [d.model_dump(exclude={"extent"}) | {"extent": d.extent} for d in winners.values()]
-        )
+    await repo.apply_current(fresh)
     cid = correlation_id.get()
     await repo.publish(
         [
