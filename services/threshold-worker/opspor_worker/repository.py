@@ -35,10 +35,13 @@ class WorkerRepository:
 
         Locks are taken in sorted order so two transactions can never deadlock on them.
         """
-        for pupil_id in sorted(pupil_ids):
-            await self.session.execute(
-                text("select pg_advisory_xact_lock(hashtextextended(:p, 7))"), {"p": pupil_id}
-            )
+        await self.session.execute(
+            text(
+                "select pg_advisory_xact_lock(hashtextextended(p, 7)) "
+                "from (select unnest(cast(:ids as text[])) as p order by 1) as sorted"
+            ),
+            {"ids": sorted(set(pupil_ids))},
+        )
 
     async def registrations(self, pupil_ids: Sequence[str]) -> dict[str, list[WorkerRegistration]]:
         rows = await self.session.scalars(
