@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import signal
 from collections.abc import Sequence
 
@@ -108,3 +109,14 @@ def stop_on_signals(stop: asyncio.Event) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+
+
+def tune_gc() -> None:
+    """Raise the young-generation threshold of the garbage collector.
+
+    Measured with `make bench`: with CPython's default (700, 10, 10), pydantic and SQLAlchemy
+    allocations during batch ingest trigger full collections of ~100 ms each, a third of the
+    api's CPU and a stall of its event loop; at 50,000 the share falls to a few percent, for
+    about 4 MiB more memory.
+    """
+    gc.set_threshold(50_000, 20, 20)

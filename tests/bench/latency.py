@@ -1,11 +1,16 @@
 """Phase (b): end-to-end latency at a steady, open-loop registration rate.
 
-The plan is a fixed clock of `rate` single POSTs per second. Every 1/crossings_per_second
-seconds a fresh "crossing pupil" gets the 5th of 5 consecutive unauthorized school days; its
-first 4 days were posted 0.7-3 s earlier as part of the same stream. All other slots carry
-"filler" registrations of pupils that never reach a limit. Sends are fired on schedule
-whether or not earlier responses have arrived (open loop), so a slow server shows up as
-latency, not as a lower offered rate.
+The plan is a fixed clock of `rate` registrations per second, sent `batch` at a time (batch 1:
+single POST /v1/registrations; otherwise POST /v1/registrations/batch, fired when its first
+registration is due). Every 1/crossings_per_second seconds a fresh "crossing pupil" gets the
+5th of 5 consecutive unauthorized school days; its first 4 days were posted 0.7-3 s earlier
+as part of the same stream. All other registrations belong to "filler" pupils that never
+reach a limit. POSTs are fired on schedule whether or not earlier responses have arrived
+(open loop), so a slow server shows up as latency, not as a lower offered rate.
+
+Single POSTs are possible (--latency-batch 1), but on the 2-core reference machine the api
+serves only about 200 single POSTs/s at full load (see the 'single' row of phase (a)), so
+200/s single POSTs measure an overloaded queue; the default is 10 registrations per POST.
 
 Latency of one crossing pupil = arrival of its concern mail in the mailbox minus the moment
 the client received the HTTP response of the crossing POST. Both are wall-clock readings on
@@ -182,6 +187,8 @@ def build_plan(
             slot = crossing_slot - round(lead * rate)
             while slot in plan:  # keep the slot grid; take the nearest earlier free slot
                 slot -= 1
+            if slot < 0:
+                raise RuntimeError("no free slot for an early day; lower crossings_per_second")
             reg = registration(
                 f"{CROSSING_PREFIX}-{n:05d}-{k}", pupil, school, run[k], "unauthorized"
             )

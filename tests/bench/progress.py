@@ -49,6 +49,13 @@ class Progress:
         )
         return Backlog(row["regs"], row["api_outbox"], row["worker_outbox"], row["pending"])
 
+    async def vacuum(self, tables: Sequence[str], timeout: float = 60.0) -> float:
+        """VACUUM (ANALYZE) the tables; returns the seconds it took."""
+        began = time.monotonic()
+        names = ", ".join(f'"{t}"' for t in tables)
+        await self._conn.execute(f"vacuum (analyze) {names}", timeout=timeout)
+        return round(time.monotonic() - began, 2)
+
     async def school_horizons(self) -> set[str]:
         rows = await self._conn.fetch("select school_id from worker_school_horizons")
         return {r["school_id"] for r in rows}

@@ -56,8 +56,16 @@ def format_report(results: dict[str, Any]) -> str:
         "The load generator (asyncio + httpx) and the TLS mailbox run in the benchmark process"
         " and share these cores",
         "with PostgreSQL, the Tansu broker and the api, threshold-worker and alerter processes.",
-        f"Started {results['started_at']}, took {results.get('total_seconds', '-')} s.",
+        f"Started {results['started_at']}, took {results.get('total_seconds', '-')} s;"
+        f" commit {(results['code']['commit'] or '?')[:12]}"
+        + (
+            f" + uncommitted changes in {len(results['code']['uncommitted'])} service file(s)"
+            if results["code"]["uncommitted"]
+            else ""
+        ),
     ]
+    if overrides := results["config"].get("service_env"):
+        lines.append(f"EXPERIMENT - service environment overrides: {', '.join(overrides)}")
     if ingest := results.get("ingest"):
         settings = ingest["settings"]
         first = settings[0]
@@ -86,6 +94,7 @@ def format_report(results: dict[str, Any]) -> str:
                     _n(lat["p50"]),
                     _n(lat["p95"]),
                     _n(w["registrations_held_when_ingest_ended"]),
+                    _n(w["api_outbox_rows_when_ingest_ended"]),
                     _n(w["drain_seconds_after_ingest"], 1) + ("" if w["caught_up"] else " (!)"),
                     _n(w["registrations_evaluated_per_second"]),
                 ]
@@ -100,6 +109,7 @@ def format_report(results: dict[str, Any]) -> str:
                 "req p50 ms",
                 "req p95 ms",
                 "worker held at end",
+                "api outbox at end",
                 "worker drain s",
                 "worker reg/s",
             ],
@@ -110,6 +120,16 @@ def format_report(results: dict[str, Any]) -> str:
                 f"    'single' row: {single['registrations_sent']:,} single POST /v1/registrations"
                 " (one registration each, expects 201), for the per-request cost"
             )
+        lines.append(
+            "    CPU microseconds per registration (ingest + drain; api includes its outbox relay):"
+        )
+        for label, s in labelled:
+            per = s["cpu_us_per_registration"]
+            lines.append(
+                f"      {label:>8}: api {_n(per.get('api'))}  worker"
+                f" {_n(per.get('threshold-worker'))}  postgres {_n(per.get('postgres'))}"
+                f"  tansu {_n(per.get('tansu'))}  client {_n(per.get('bench client + mailbox'))}"
+            )
         lines.append("    CPU cores used while posting (average over the wall time):")
         for label, s in labelled:
             lines.append(f"      {label:>8}: {_cores(s['cpu_cores_during_ingest'])}")
@@ -119,6 +139,18 @@ def format_report(results: dict[str, Any]) -> str:
         lines.append(
             "    worker reg/s = registrations of the setting / (worker caught up - ingest start);"
             " caught up = worker_registrations complete and both outboxes empty"
+        )
+        overall = ingest["worker_overall"]
+        lines.append(
+            f"    worker overall (batch settings): {overall['registrations']:,} registrations"
+            f" evaluated in {overall['seconds_ingest_start_to_caught_up_summed']:,} s from ingest"
+            f" start to caught up = {_n(overall['registrations_evaluated_per_second'])}/s"
+        )
+        best = max(settings, key=lambda s: s["registrations_per_second"])
+        verdict = "met" if best["registrations_per_second"] >= TARGET_INGEST else "NOT met"
+        lines.append(
+            f"    target {TARGET_INGEST:,}/s: {verdict} (best: {best['connections']} connection(s),"
+            f" {best['registrations_per_second']:,}/s)"
         )
     if lat := results.get("latency"):
         e2e = lat["e2e_latency_ms"]
@@ -148,6 +180,14 @@ def format_report(results: dict[str, Any]) -> str:
             rows.append([f"  stage: {name.replace('_', ' ')}", *_stat_cells(stage)])
         lines += _table(["", "count", "p50 ms", "p95 ms", "p99 ms", "max ms"], rows)
         lines.append(f"    CPU cores used while sending: {_cores(lat['cpu_cores_during_sending'])}")
+        p95 = e2e["p95"]
+        verdict = "-" if p95 is None else ("met" if p95 < TARGET_P95_MS else "NOT met")
+        lines.append(
+            f"    target p95 < {TARGET_P95_MS:,} ms: {verdict}; mail arrival = the mailbox's"
+            " time_ns() file-name stamp (max |stamp - file mtime|"
+            f" {_n(lat['mail_stamp_vs_file_mtime_ms_max'], 1)} ms); POST accepted = client"
+            " time.time() at the response"
+        )
         if lat["mails_missing"]:
             lines.append(f"    missing: {', '.join(lat['mails_missing'][:20])}")
         if lat["crossings_sent_before_their_early_days_were_accepted"]:

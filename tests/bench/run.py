@@ -10,11 +10,15 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import fcntl
 import json
 import os
+import subprocess
 import sys
+import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -33,6 +37,15 @@ from tests.bench.workload import configure, evaluated_school_days, ingest_bodies
 ROOT = Path(__file__).resolve().parents[2]
 INGEST_SCHOOL = "bench-ingest"
 LATENCY_SCHOOL = "bench-latency"
+# Grown by the ingest; vacuumed between settings so autovacuum does not start mid-measurement.
+INGESTED_TABLES = (
+    "registration_events",
+    "registrations",
+    "worker_registrations",
+    "worker_pupils",
+    "api_outbox",
+    "worker_outbox",
+)
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -53,9 +66,22 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--catch-up-timeout", type=float, default=120.0, help="per ingest setting")
     p.add_argument("--mail-timeout", type=float, default=30.0, help="after the last POST in (b)")
     p.add_argument("--tick-seconds", type=float, default=5.0, help="worker day-change tick")
+    p.add_argument(
+        "--quiet-timeout", type=float, default=10.0, help="max wait for outside load to settle"
+    )
+    p.add_argument(
+        "--service-env",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="extra environment for the services (experiments), repeatable",
+    )
     p.add_argument("--py-spy", type=Path, default=None, help="profile services with this py-spy")
     p.add_argument("--skip-ingest", action="store_true")
     p.add_argument("--skip-latency", action="store_true")
+    p.add_argument(
+        "--lock-wait", type=float, default=600.0, help="max wait for another run on the database"
+    )
     p.add_argument("--var-dir", type=Path, default=ROOT / "var" / "bench")
     p.add_argument("--database", default="opspor_bench")
     return p.parse_args(argv)
@@ -74,6 +100,45 @@ def component_pids(stack: Stack) -> dict[str, list[int]]:
     return pids
 
 
+QUIET_OUTSIDE = 0.25  # cores used outside the benchmark under which a measurement may start
+QUIET_MACHINE = 0.6  # cores used by the whole machine (idle stack: ~0.2-0.3)
+
+
+async def wait_for_quiet(meter: CpuMeter, timeout: float, log: Any) -> dict[str, float]:
+    """Waits (at most `timeout` s, in 1 s windows) until the machine is nearly idle: no other
+    work outside the benchmark, and no leftover work inside it (autovacuum, a lagging relay).
+    Returns the last window's readings and how long it waited."""
+    began = time.monotonic()
+    while True:
+        meter.start()
+        await asyncio.sleep(1.0)
+        cpu = meter.stop()
+        quiet = cpu["outside_bench"] < QUIET_OUTSIDE and cpu["machine_busy"] < QUIET_MACHINE
+        waited = time.monotonic() - began
+        if quiet or waited >= timeout:
+            if not quiet:
+                log(f"machine not quiet after {waited:.0f} s ({cpu}); measuring anyway")
+            return {
+                "outside_bench": cpu["outside_bench"],
+                "machine_busy": cpu["machine_busy"],
+                "waited_seconds": round(waited, 1),
+            }
+
+
+def cpu_per_registration(
+    registrations: int, ingest: dict[str, float], drain: dict[str, float]
+) -> dict[str, float | None]:
+    """CPU microseconds per accepted registration, per component, over ingest + drain."""
+    if not registrations:
+        return {}
+    out: dict[str, float | None] = {}
+    for name in ("api", "threshold-worker", "postgres", "tansu", "bench client + mailbox"):
+        seconds = ingest.get(name, 0.0) * ingest["wall_seconds"]
+        seconds += drain.get(name, 0.0) * drain["wall_seconds"]
+        out[name] = round(seconds / registrations * 1e6)
+    return out
+
+
 def profiler(stack: Stack, args: argparse.Namespace) -> Profiler:
     pids = {n: s.process.pid for n, s in stack.services.items() if s.process is not None}
     return Profiler(args.py_spy, args.var_dir / "profiles", pids)
@@ -86,13 +151,13 @@ async def ingest_phase(
     settings = [int(c) for c in args.connections.split(",") if c.strip()]
     began = time.perf_counter()
     warmup = ingest_bodies("ingw", INGEST_SCHOOL, days, args.warmup_batches * args.batch_size, 1000)
-    bodies = {
-        c: ingest_bodies(f"ing{c}", INGEST_SCHOOL, days, args.ingest_total, args.batch_size)
-        for c in settings
-    }
+    bodies = [
+        ingest_bodies(f"ing{n}x{c}", INGEST_SCHOOL, days, args.ingest_total, args.batch_size)
+        for n, c in enumerate(settings)
+    ]
     singles = single_bodies("ings", INGEST_SCHOOL, days, args.single_total)
     encode_seconds = time.perf_counter() - began
-    log(f"encoded {sum(map(len, bodies.values())) + len(singles)} bodies in {encode_seconds:.1f} s")
+    log(f"encoded {sum(map(len, bodies)) + len(singles)} bodies in {encode_seconds:.1f} s")
 
     expected = 0
     if warmup:
@@ -105,6 +170,7 @@ async def ingest_phase(
     ) -> dict[str, Any]:
         nonlocal expected
         meter = CpuMeter(component_pids(stack))
+        quiet = await wait_for_quiet(meter, args.quiet_timeout, log)
         spy = profiler(stack, args)
         spy.start(label)
         meter.start()
@@ -120,11 +186,14 @@ async def ingest_phase(
             f"{label}: {run.accepted_registrations} in {run.wall_seconds:.1f} s;"
             f" worker holds {at_end.worker_registrations}/{expected}, waiting for it"
         )
+        spy.start(f"{label}-drain")
         meter.start()
         caught_up, when, state = await progress.wait_caught_up(
             INGEST_SCHOOL, expected, args.catch_up_timeout
         )
         cpu_drain = meter.stop()
+        spy.stop()
+        vacuum_seconds = await progress.vacuum(INGESTED_TABLES)
         figures = run.figures()
         absorbed = state.worker_registrations - before
         figures["worker"] = {
@@ -140,16 +209,29 @@ async def ingest_phase(
         }
         figures["cpu_cores_during_ingest"] = cpu_ingest
         figures["cpu_cores_during_drain"] = cpu_drain
+        figures["rss_mib_after_drain"] = meter.rss_mib
+        figures["outside_load_before_cores"] = quiet
+        figures["vacuum_analyze_seconds_after"] = vacuum_seconds
+        figures["cpu_us_per_registration"] = cpu_per_registration(
+            run.accepted_registrations, cpu_ingest, cpu_drain
+        )
         log(f"worker caught up={caught_up} {when - ended:.1f} s after the ingest ended")
         return figures
 
     out: dict[str, Any] = {"encode_seconds": round(encode_seconds, 2), "settings": []}
-    for connections in settings:
+    for n, connections in enumerate(settings):
         out["settings"].append(
             await measure(
-                f"ingest-x{connections}", bodies[connections], args.batch_size, connections, False
+                f"ingest-{n}-x{connections}", bodies[n], args.batch_size, connections, False
             )
         )
+    absorbed = sum(s["registrations_accepted"] for s in out["settings"])
+    busy = sum(s["worker"]["seconds_from_ingest_start_to_caught_up"] for s in out["settings"])
+    out["worker_overall"] = {
+        "registrations": absorbed,
+        "seconds_ingest_start_to_caught_up_summed": round(busy, 1),
+        "registrations_evaluated_per_second": round(absorbed / busy) if busy else None,
+    }
     if singles:
         out["single_posts"] = await measure(
             f"single-x{args.single_connections}", singles, 1, args.single_connections, True
@@ -174,6 +256,7 @@ async def latency_phase(
         args.latency_batch,
     )
     meter = CpuMeter(component_pids(stack))
+    quiet = await wait_for_quiet(meter, args.quiet_timeout, log)
     spy = profiler(stack, args)
     spy.start("latency")
     meter.start()
@@ -193,6 +276,8 @@ async def latency_phase(
     await stage_breakdown(progress.conn, run)
     figures = run.figures()
     figures["cpu_cores_during_sending"] = cpu
+    figures["rss_mib_after_sending"] = meter.rss_mib
+    figures["outside_load_before_cores"] = quiet
     figures["days_of_crossing_run"] = [d.isoformat() for d in days[-5:]]
     return figures
 
@@ -214,6 +299,50 @@ async def bench(stack: Stack, args: argparse.Namespace, log: Any) -> dict[str, A
     return results
 
 
+def code_version() -> dict[str, Any]:
+    """The commit measured, and service files that differ from it (read-only git calls)."""
+
+    def git(*args: str) -> str:
+        try:
+            done = subprocess.run(
+                ["git", *args], cwd=ROOT, capture_output=True, text=True, timeout=10, check=False
+            )
+        except (OSError, subprocess.SubprocessError):
+            return ""
+        return done.stdout.strip()
+
+    changed = git("diff", "--name-only", "HEAD", "--", "services", "shared", "migrations")
+    return {"commit": git("rev-parse", "HEAD") or None, "uncommitted": changed.splitlines()}
+
+
+@contextlib.contextmanager
+def exclusive(database: str, wait_seconds: float, log: Any) -> Iterator[None]:
+    """One benchmark per database name on this machine: a second run would recreate (drop)
+    the database under the first one's services and both would measure nonsense."""
+    path = Path(tempfile.gettempdir()) / f"opspor-bench-{database}.lock"
+    with open(path, "w") as handle:
+        deadline = time.monotonic() + wait_seconds
+        told = False
+        while True:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    raise SystemExit(
+                        f"another benchmark holds {path} (database {database!r}); gave up after"
+                        f" {wait_seconds:.0f} s"
+                    ) from None
+                if not told:
+                    log(f"another benchmark is using database {database!r}; waiting for it")
+                    told = True
+                time.sleep(1.0)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     t0 = time.monotonic()
@@ -221,26 +350,29 @@ def main(argv: Sequence[str] | None = None) -> int:
     def log(line: str) -> None:
         print(f"[{time.monotonic() - t0:6.1f}s] {line}", file=sys.stderr, flush=True)
 
-    machine = describe_machine()
-    results: dict[str, Any] = {
-        "started_at": datetime.now(UTC).isoformat(timespec="seconds"),
-        "machine": machine,
-        "config": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
-    }
-    log("starting the stack")
-    with Stack(
-        var_dir=args.var_dir,
-        database_name=args.database,
-        recreate_database=True,
-        extra_env={"TICK_SECONDS": str(args.tick_seconds)},
-    ) as stack:
-        log(f"stack up: api {stack.api_url}, broker {stack.bootstrap_servers}")
-        results |= asyncio.run(bench(stack, args, log))
-        log("stopping the stack")
-    results["total_seconds"] = round(time.monotonic() - t0, 1)
-    out = args.var_dir / "results.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(results, indent=2) + "\n")
+    with exclusive(args.database, args.lock_wait, log):
+        t0 = time.monotonic()
+        results: dict[str, Any] = {
+            "started_at": datetime.now(UTC).isoformat(timespec="seconds"),
+            "code": code_version(),
+            "machine": describe_machine(),
+            "config": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
+        }
+        log("starting the stack")
+        with Stack(
+            var_dir=args.var_dir,
+            database_name=args.database,
+            recreate_database=True,
+            extra_env={"TICK_SECONDS": str(args.tick_seconds)}
+            | dict(kv.split("=", 1) for kv in args.service_env),
+        ) as stack:
+            log(f"stack up: api {stack.api_url}, broker {stack.bootstrap_servers}")
+            results |= asyncio.run(bench(stack, args, log))
+            log("stopping the stack")
+        results["total_seconds"] = round(time.monotonic() - t0, 1)
+        out = args.var_dir / "results.json"
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(results, indent=2) + "\n")
     print(format_report(results))
     print(f"\nJSON: {out}")
     return 0

@@ -63,6 +63,14 @@ def process_cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / _TICKS
 
 
+def rss_mib(pid: int) -> float:
+    """Resident memory of one process in MiB; 0.0 once it is gone."""
+    for line in _read(f"/proc/{pid}/status").splitlines():
+        if line.startswith("VmRSS:"):
+            return round(int(line.split()[1]) / 1024, 1)
+    return 0.0
+
+
 def postgres_pids() -> list[int]:
     """Every process named `postgres` (server, backends, WAL writer, checkpointer...)."""
     pids = []
@@ -100,6 +108,7 @@ class CpuMeter:
 
     groups: Mapping[str, Iterable[int]]
     snapshots: list[CpuSnapshot] = field(default_factory=list)
+    rss_mib: dict[str, float] = field(default_factory=dict)  # at the last stop()
 
     def _snap(self) -> CpuSnapshot:
         groups = {name: list(pids) for name, pids in self.groups.items()}
@@ -122,6 +131,11 @@ class CpuMeter:
             out[name] = round(used / wall, 2)
         busy = (end.busy - begin.busy) / wall
         out["outside_bench"] = round(max(0.0, busy - sum(out.values())), 2)
+        self.rss_mib = {
+            name: round(sum(rss_mib(p) for p in pids), 1)
+            for name, pids in end.groups.items()
+            if name != "postgres"
+        }
         out["machine_busy"] = round(busy, 2)
         out["wall_seconds"] = round(wall, 2)
         return out

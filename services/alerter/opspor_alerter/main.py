@@ -22,7 +22,7 @@ from opspor_shared.events import CloudEvent
 from opspor_shared.kafka import BatchHandler, Delivered, kafka_ready
 from opspor_shared.logging import configure_logging, get_logger
 from opspor_shared.ops import OpsServer, ReadinessCheck, ops_app
-from opspor_shared.runtime import run_consumer, shutdown, stop_on_signals
+from opspor_shared.runtime import run_consumer, shutdown, stop_on_signals, tune_gc
 
 log = get_logger(__name__)
 
@@ -127,6 +127,7 @@ def main() -> None:
     configure_logging("alerter")
     settings = load_settings()
     configure_logging("alerter", settings.log_level)
+    tune_gc()
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(_serve(settings))
 

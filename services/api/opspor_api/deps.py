@@ -23,12 +23,13 @@ async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
 Session = Annotated[AsyncSession, Depends(get_session, scope="function")]
 
 
-def get_calendars(request: Request) -> CalendarCache:
+# async: a plain def would cost a thread-pool hop on every request.
+async def get_calendars(request: Request) -> CalendarCache:
     cache: CalendarCache = request.app.state.calendars
     return cache
 
 
-def get_settings(request: Request) -> ApiSettings:
+async def get_settings(request: Request) -> ApiSettings:
     settings: ApiSettings = request.app.state.settings
     return settings
 

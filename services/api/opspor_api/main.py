@@ -5,11 +5,13 @@ import uvicorn
 from opspor_api.app import create_app
 from opspor_api.settings import ApiSettings
 from opspor_shared.logging import configure_logging
+from opspor_shared.runtime import tune_gc
 
 
 def main() -> None:
     settings = ApiSettings()  # type: ignore[call-arg]  # read from the environment
     configure_logging("api", settings.log_level)
+    tune_gc()
     uvicorn.run(
         create_app(settings),
         host=settings.host,

@@ -10,7 +10,14 @@ from opspor_shared.kafka import Delivered, kafka_ready
 from opspor_shared.logging import configure_logging, get_logger
 from opspor_shared.ops import OpsServer, ReadinessCheck, ops_app
 from opspor_shared.reference import CalendarCache
-from opspor_shared.runtime import run_consumer, run_relay, shutdown, sleep_or_stop, stop_on_signals
+from opspor_shared.runtime import (
+    run_consumer,
+    run_relay,
+    shutdown,
+    sleep_or_stop,
+    stop_on_signals,
+    tune_gc,
+)
 from opspor_worker.metrics import TICK_SECONDS
 from opspor_worker.models import worker_outbox
 from opspor_worker.repository import WorkerRepository
@@ -81,6 +88,7 @@ async def run(settings: WorkerSettings, stop: asyncio.Event) -> None:
 def main() -> None:
     settings = WorkerSettings()  # type: ignore[call-arg]  # read from the environment
     configure_logging("threshold-worker", settings.log_level)
+    tune_gc()
 
     async def _main() -> None:
         stop = asyncio.Event()
