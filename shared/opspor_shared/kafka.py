@@ -22,6 +22,7 @@ from pydantic import ValidationError
 from opspor_shared.events import CloudEvent
 from opspor_shared.logging import CORRELATION_HEADER, correlation_id, get_logger
 from opspor_shared.settings import ServiceSettings
+from opspor_shared.stopping import sleep_or_stop
 
 log = get_logger(__name__)
 
@@ -135,7 +136,7 @@ async def consume_forever(
             batches = await consumer.getmany(timeout_ms=200, max_records=1000)
         except KafkaError as exc:
             log.warning("kafka_fetch_failed", error=type(exc).__name__)
-            await _sleep_or_stop(stop, backoff)
+            await sleep_or_stop(stop, backoff)
             backoff = min(max_backoff, backoff * 2)
             continue
         if not batches:
@@ -166,7 +167,7 @@ async def consume_forever(
         except Exception as exc:
             HANDLER_FAILURES.labels(group_id).inc()
             log.exception("batch_failed_will_retry", group=group_id, error=type(exc).__name__)
-            await _sleep_or_stop(stop, backoff)
+            await sleep_or_stop(stop, backoff)
             backoff = min(max_backoff, backoff * 2)
             try:
                 await consumer.seek_to_committed()
@@ -180,11 +181,6 @@ async def _dead_letter(
     await producer.send_and_wait(dlq_topic(topic), value=value, key=key)
     DEAD_LETTERED.labels(topic).inc()
     log.warning("dead_lettered", topic=topic)
-
-
-async def _sleep_or_stop(stop: asyncio.Event, seconds: float) -> None:
-    with contextlib.suppress(TimeoutError):
-        await asyncio.wait_for(stop.wait(), timeout=seconds)
 
 
 async def kafka_ready(settings: ServiceSettings, wait_seconds: float = 2.0) -> bool:

@@ -14,8 +14,25 @@ import uvicorn
 from fastapi import APIRouter, FastAPI, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from opspor_shared.db import database_ready
+from opspor_shared.kafka import kafka_ready
+from opspor_shared.settings import ServiceSettings
 
 ReadinessCheck = Callable[[], Awaitable[bool]]
+
+
+def readiness_checks(engine: AsyncEngine, settings: ServiceSettings) -> dict[str, ReadinessCheck]:
+    """What /readyz checks in every service: the database answers and the broker bootstraps."""
+
+    async def database() -> bool:
+        return await database_ready(engine)
+
+    async def kafka() -> bool:
+        return await kafka_ready(settings)
+
+    return {"database": database, "kafka": kafka}
 
 
 def ops_router(checks: Callable[[], Mapping[str, ReadinessCheck]]) -> APIRouter:

@@ -8,7 +8,6 @@ A crash between the ack and the delete publishes a row twice; consumers are idem
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -34,6 +33,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from opspor_shared.db import unit_of_work
 from opspor_shared.events import CloudEvent
 from opspor_shared.logging import CORRELATION_HEADER, get_logger
+from opspor_shared.stopping import sleep_or_stop
 
 log = get_logger(__name__)
 
@@ -138,5 +138,4 @@ class OutboxRelay:
                 backoff = min(self._max_backoff, max(backoff * 2, 0.2))
             if published >= self._batch_size:
                 continue
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), timeout=backoff)
+            await sleep_or_stop(stop, backoff)

@@ -26,13 +26,9 @@ from opspor_shared.kafka import (
 from opspor_shared.logging import get_logger
 from opspor_shared.outbox import OutboxRelay
 from opspor_shared.settings import ServiceSettings
+from opspor_shared.stopping import sleep_or_stop
 
 log = get_logger(__name__)
-
-
-async def sleep_or_stop(stop: asyncio.Event, seconds: float) -> None:
-    with contextlib.suppress(TimeoutError):
-        await asyncio.wait_for(stop.wait(), timeout=seconds)
 
 
 async def run_relay(

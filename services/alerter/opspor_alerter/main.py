@@ -17,11 +17,11 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from opspor_alerter.service import deliver_forever, record_concern_events
 from opspor_alerter.settings import AlerterSettings
 from opspor_alerter.smtp import SmtpNotifier
-from opspor_shared.db import database_ready, make_engine, make_sessionmaker, unit_of_work
+from opspor_shared.db import make_engine, make_sessionmaker, unit_of_work
 from opspor_shared.events import CloudEvent
-from opspor_shared.kafka import BatchHandler, Delivered, kafka_ready
+from opspor_shared.kafka import BatchHandler, Delivered
 from opspor_shared.logging import configure_logging, get_logger
-from opspor_shared.ops import OpsServer, ReadinessCheck, ops_app
+from opspor_shared.ops import OpsServer, ops_app, readiness_checks
 from opspor_shared.runtime import run_consumer, shutdown, stop_on_signals, tune_gc
 
 log = get_logger(__name__)
@@ -69,13 +69,7 @@ async def run(
     engine = make_engine(settings.database_url)
     sessionmaker = make_sessionmaker(engine)
 
-    async def db_ready() -> bool:
-        return await database_ready(engine)
-
-    async def broker_ready() -> bool:
-        return await kafka_ready(settings)
-
-    checks: dict[str, ReadinessCheck] = {"database": db_ready, "kafka": broker_ready}
+    checks = readiness_checks(engine, settings)
     ops = OpsServer(ops_app("alerter", lambda: checks), settings.ops_host, settings.ops_port)
     await ops.start()
     log.info("ops_listening", host=settings.ops_host, port=ops.port)

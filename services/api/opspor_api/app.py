@@ -17,10 +17,10 @@ from opspor_api.errors import PayloadTooLarge, install_error_handlers, problem_r
 from opspor_api.models import api_outbox
 from opspor_api.registrations.endpoints import router as registrations_router
 from opspor_api.settings import ApiSettings
-from opspor_shared.db import database_ready, make_engine, make_sessionmaker, unit_of_work
-from opspor_shared.kafka import Delivered, kafka_ready
+from opspor_shared.db import make_engine, make_sessionmaker, unit_of_work
+from opspor_shared.kafka import Delivered
 from opspor_shared.logging import correlation_id, get_logger, new_correlation_id
-from opspor_shared.ops import ReadinessCheck, ops_router
+from opspor_shared.ops import ReadinessCheck, ops_router, readiness_checks
 from opspor_shared.reference import CalendarCache
 from opspor_shared.runtime import run_consumer, run_relay, shutdown
 
@@ -88,13 +88,7 @@ def create_app(settings: ApiSettings) -> FastAPI:
         app.state.sessionmaker = sessionmaker
         app.state.calendars = CalendarCache()
 
-        async def db_ready() -> bool:
-            return await database_ready(engine)
-
-        async def broker_ready() -> bool:
-            return await kafka_ready(settings)
-
-        app.state.checks = {"database": db_ready, "kafka": broker_ready}
+        app.state.checks = readiness_checks(engine, settings)
 
         async def handle_concerns(batch: list[Delivered]) -> None:
             async with unit_of_work(sessionmaker) as session:

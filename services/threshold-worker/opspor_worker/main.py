@@ -5,19 +5,19 @@ from __future__ import annotations
 import asyncio
 import contextlib
 
-from opspor_shared.db import database_ready, make_engine, make_sessionmaker, unit_of_work
-from opspor_shared.kafka import Delivered, kafka_ready
+from opspor_shared.db import make_engine, make_sessionmaker, unit_of_work
+from opspor_shared.kafka import Delivered
 from opspor_shared.logging import configure_logging, get_logger
-from opspor_shared.ops import OpsServer, ReadinessCheck, ops_app
+from opspor_shared.ops import OpsServer, ops_app, readiness_checks
 from opspor_shared.reference import CalendarCache
 from opspor_shared.runtime import (
     run_consumer,
     run_relay,
     shutdown,
-    sleep_or_stop,
     stop_on_signals,
     tune_gc,
 )
+from opspor_shared.stopping import sleep_or_stop
 from opspor_worker.metrics import TICK_SECONDS
 from opspor_worker.models import worker_outbox
 from opspor_worker.repository import WorkerRepository
@@ -45,13 +45,7 @@ async def run(settings: WorkerSettings, stop: asyncio.Event) -> None:
                 log.exception("tick_failed", error=type(exc).__name__)
             await sleep_or_stop(stop, settings.tick_seconds)
 
-    async def db_ready() -> bool:
-        return await database_ready(engine)
-
-    async def broker_ready() -> bool:
-        return await kafka_ready(settings)
-
-    checks: dict[str, ReadinessCheck] = {"database": db_ready, "kafka": broker_ready}
+    checks = readiness_checks(engine, settings)
     ops = OpsServer(
         ops_app("threshold-worker", lambda: checks), settings.ops_host, settings.ops_port
     )
