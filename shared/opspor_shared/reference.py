@@ -72,46 +72,44 @@ class ReferenceRepository:
         self._session = session
 
     async def school(self, school_id: str) -> SchoolRef | None:
-        s, m = schools, municipalities
-        row = (
-            await self._session.execute(
-                select(
-                    s.c.id,
-                    s.c.municipality_id,
-                    s.c.name,
-                    s.c.country,
-                    s.c.timezone,
-                    s.c.language,
-                    s.c.rule_pack,
-                    m.c.rule_pack.label("municipality_rule_pack"),
-                    s.c.mailbox,
-                    m.c.name.label("municipality_name"),
-                    m.c.ppr_mailbox,
-                    m.c.unit_mailbox,
-                )
-                .join(m, m.c.id == s.c.municipality_id)
-                .where(s.c.id == school_id)
-            )
-        ).one_or_none()
-        if row is None:
-            return None
-        return SchoolRef(
-            id=row.id,
-            municipality_id=row.municipality_id,
-            name=row.name,
-            country=row.country,
-            timezone=row.timezone,
-            language=row.language,
-            # A school without its own pack uses its municipality's.
-            rule_pack=row.rule_pack or row.municipality_rule_pack,
-            mailbox=row.mailbox,
-            municipality_name=row.municipality_name,
-            ppr_mailbox=row.ppr_mailbox,
-            unit_mailbox=row.unit_mailbox,
-        )
+        return (await self.schools([school_id])).get(school_id)
 
-    async def school_ids(self) -> list[str]:
-        return list((await self._session.execute(select(schools.c.id))).scalars())
+    async def schools(self, school_ids: Sequence[str] | None = None) -> dict[str, SchoolRef]:
+        """The given schools (all schools when None) that exist, in one query."""
+        s, m = schools, municipalities
+        query = select(
+            s.c.id,
+            s.c.municipality_id,
+            s.c.name,
+            s.c.country,
+            s.c.timezone,
+            s.c.language,
+            s.c.rule_pack,
+            m.c.rule_pack.label("municipality_rule_pack"),
+            s.c.mailbox,
+            m.c.name.label("municipality_name"),
+            m.c.ppr_mailbox,
+            m.c.unit_mailbox,
+        ).join(m, m.c.id == s.c.municipality_id)
+        if school_ids is not None:
+            query = query.where(s.c.id.in_(school_ids))
+        return {
+            row.id: SchoolRef(
+                id=row.id,
+                municipality_id=row.municipality_id,
+                name=row.name,
+                country=row.country,
+                timezone=row.timezone,
+                language=row.language,
+                # A school without its own pack uses its municipality's.
+                rule_pack=row.rule_pack or row.municipality_rule_pack,
+                mailbox=row.mailbox,
+                municipality_name=row.municipality_name,
+                ppr_mailbox=row.ppr_mailbox,
+                unit_mailbox=row.unit_mailbox,
+            )
+            for row in await self._session.execute(query)
+        }
 
     async def calendar_rows(self, school_ids: Sequence[str]) -> dict[str, list[dict[str, Any]]]:
         rows = (

@@ -137,10 +137,7 @@ async def evaluate_pupils(repo: WorkerRepository, ctx: Context, pupil_ids: Seque
     regs = await repo.registrations(pupil_ids)
     schools_of = {p: _pupil_school(regs[p]) for p in pupil_ids}
     reference = ReferenceRepository(repo.session)
-    refs: dict[str, SchoolRef] = {}
-    for sid in {s for s in schools_of.values() if s is not None}:
-        if (found := await reference.school(sid)) is not None:
-            refs[sid] = found
+    refs = await reference.schools(sorted({s for s in schools_of.values() if s is not None}))
     calendars = await reference.calendars({s: r.country for s, r in refs.items()}, ctx.calendars)
     held = await repo.concerns(pupil_ids)
     now = ctx.clock()
@@ -237,13 +234,10 @@ async def tick(sessionmaker: async_sessionmaker[AsyncSession], ctx: Context) -> 
     async with unit_of_work(sessionmaker) as session:
         reference = ReferenceRepository(session)
         held = await WorkerRepository(session).horizons()
-        school_ids = await reference.school_ids()
-        rows = await reference.calendar_rows(school_ids)
+        refs = await reference.schools()
+        rows = await reference.calendar_rows(list(refs))
         now = ctx.clock()
-        for school_id in school_ids:
-            ref = await reference.school(school_id)
-            if ref is None:
-                continue
+        for school_id, ref in refs.items():
             calendar = ctx.calendars.get(ref.country, rows[school_id])
             horizon = horizon_for(calendar, ref.timezone, now)
             fingerprint = school_fingerprint(
