@@ -128,33 +128,20 @@ async def _raise(
         # The recipient has (or is about to get) a notice of this concern that still holds.
         log.info("notice_already_recorded", concern_id=concern.concern_id, notice_id=latest.id)
         return
-    notice_id = await repo.insert_notice(
+    content = NoticeContent.from_concern(concern, school.name)
+    if await _record_notice(
+        repo,
+        settings,
         concern_id=concern_uuid,
         kind="raised",
         revision=concern.revision,
-        channel=CHANNEL,
         recipient=target.recipient,
         recipient_role=target.role,
         school_id=concern.school_id,
         language=school.language,
-        message_id=message_id(
-            concern.concern_id,
-            target.recipient,
-            "raised",
-            concern.revision,
-            settings.message_id_domain,
-        ),
-        payload=NoticeContent.from_concern(concern, school.name).model_dump(mode="json"),
-    )
-    if notice_id is not None:
+        content=content,
+    ):
         outcome.recorded.append(("raised", target.role))
-        log.info(
-            "notice_recorded",
-            notice_id=notice_id,
-            concern_id=concern.concern_id,
-            kind="raised",
-            role=target.role,
-        )
 
 
 async def _withdraw(
@@ -186,34 +173,58 @@ async def _insert_withdrawal(
     revision: int,
     settings: AlerterSettings,
 ) -> bool:
-    content = content.model_copy(update={"replaces_message_id": raised.message_id})
-    notice_id = await repo.insert_notice(
+    return await _record_notice(
+        repo,
+        settings,
         concern_id=raised.concern_id,
         kind="withdrawn",
         revision=revision,
-        channel=raised.channel,
         recipient=raised.recipient,
         recipient_role=raised.recipient_role,
         school_id=raised.school_id,
         language=raised.language,
+        content=content.model_copy(update={"replaces_message_id": raised.message_id}),
+    )
+
+
+async def _record_notice(
+    repo: NoticeRepository,
+    settings: AlerterSettings,
+    *,
+    concern_id: uuid.UUID,
+    kind: Literal["raised", "withdrawn"],
+    revision: int,
+    recipient: str,
+    recipient_role: str,
+    school_id: str,
+    language: str,
+    content: NoticeContent,
+) -> bool:
+    """Writes one notice to the log; False when the same one is there already."""
+    notice_id = await repo.insert_notice(
+        concern_id=concern_id,
+        kind=kind,
+        revision=revision,
+        channel=CHANNEL,
+        recipient=recipient,
+        recipient_role=recipient_role,
+        school_id=school_id,
+        language=language,
         message_id=message_id(
-            str(raised.concern_id),
-            raised.recipient,
-            "withdrawn",
-            revision,
-            settings.message_id_domain,
+            str(concern_id), recipient, kind, revision, settings.message_id_domain
         ),
         payload=content.model_dump(mode="json"),
     )
-    if notice_id is not None:
-        log.info(
-            "notice_recorded",
-            notice_id=notice_id,
-            concern_id=str(raised.concern_id),
-            kind="withdrawn",
-            role=raised.recipient_role,
-        )
-    return notice_id is not None
+    if notice_id is None:
+        return False
+    log.info(
+        "notice_recorded",
+        notice_id=notice_id,
+        concern_id=str(concern_id),
+        kind=kind,
+        role=recipient_role,
+    )
+    return True
 
 
 def _latest_by_recipient(notices: Sequence[Notice]) -> dict[str, Notice]:
