@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from typing import Any
 
 from fastapi import FastAPI
+from starlette.requests import Request
 
 from opspor_api.concerns import service as concerns_service
 from opspor_api.concerns.endpoints import router as concerns_router
@@ -67,8 +68,6 @@ class BodyLimitAndCorrelation:
             correlation_id.reset(token)
 
     async def _too_large(self, scope: Scope, receive: Receive, send: Send) -> None:
-        from starlette.requests import Request
-
         response = problem_response(
             413,
             PayloadTooLarge.title,

@@ -28,50 +28,13 @@ Loc = tuple[str | int, ...]
 
 def _data(item: Item) -> RegistrationData:
     if isinstance(item, RetractionIn):
-        return RegistrationData(
-            event_id=item.event_id,
-            pupil_id=item.pupil_id,
-            school_id=item.school_id,
-            date=item.date,
-            slot=item.slot,
-            category=None,
-            extent=None,
-            recorded_at=item.recorded_at,
-            retracted=True,
-        )
-    return RegistrationData(
-        event_id=item.event_id,
-        pupil_id=item.pupil_id,
-        school_id=item.school_id,
-        date=item.date,
-        slot=item.slot,
-        category=item.category,
-        extent=item.extent,
-        recorded_at=item.recorded_at,
-        retracted=False,
-    )
+        return RegistrationData(**item.model_dump(), category=None, extent=None, retracted=True)
+    return RegistrationData(**item.model_dump(), retracted=False)
 
 
 def _same(stored: RegistrationEvent, new: RegistrationData) -> bool:
-    return (
-        stored.pupil_id,
-        stored.school_id,
-        stored.date,
-        stored.slot,
-        stored.category,
-        None if stored.extent is None else stored.extent.normalize(),
-        stored.recorded_at,
-        stored.retracted,
-    ) == (
-        new.pupil_id,
-        new.school_id,
-        new.date,
-        new.slot,
-        new.category,
-        None if new.extent is None else new.extent.normalize(),
-        new.recorded_at,
-        new.retracted,
-    )
+    # Model equality compares values: 1 == 1.0000 and the same instant in any time zone.
+    return RegistrationData.model_validate(stored, from_attributes=True) == new
 
 
 async def _validate(
