@@ -124,9 +124,8 @@ async def seed_reference(
                 id=school,
                 municipality_id=municipality,
                 name="Vestbjerg Skole",
-                country="DK",
                 timezone=timezone,
-                language=language,
+                language=None,
                 rule_pack=None,
                 mailbox=f"{school}@sikkerpost.aalborg.dk",
             )

@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-11-22 12:04:30.856351
+Create Date: 2026-11-22 13:26:15.126992
 """
 
 from collections.abc import Sequence
@@ -272,9 +272,8 @@ def upgrade() -> None:
         sa.Column("id", sa.Text(), nullable=False),
         sa.Column("municipality_id", sa.Text(), nullable=False),
         sa.Column("name", sa.Text(), nullable=False),
-        sa.Column("country", sa.Text(), nullable=False),
         sa.Column("timezone", sa.Text(), nullable=False),
-        sa.Column("language", sa.Text(), nullable=False),
+        sa.Column("language", sa.Text(), nullable=True),
         sa.Column("rule_pack", sa.Text(), nullable=True),
         sa.Column("mailbox", sa.Text(), nullable=False),
         sa.Column(

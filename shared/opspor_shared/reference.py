@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import date
 from typing import Any
 
-from sqlalchemy import Date, Text, column, select, table
+from sqlalchemy import Date, Text, column, func, select, table
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -36,7 +36,6 @@ schools = table(
     column("id", Text),
     column("municipality_id", Text),
     column("name", Text),
-    column("country", Text),
     column("timezone", Text),
     column("language", Text),
     column("rule_pack", Text),
@@ -81,11 +80,11 @@ class ReferenceRepository:
             s.c.id,
             s.c.municipality_id,
             s.c.name,
-            s.c.country,
+            m.c.country,
             s.c.timezone,
-            s.c.language,
-            s.c.rule_pack,
-            m.c.rule_pack.label("municipality_rule_pack"),
+            func.coalesce(s.c.language, m.c.language).label("language"),
+            # A school without its own pack uses its municipality's.
+            func.coalesce(s.c.rule_pack, m.c.rule_pack).label("rule_pack"),
             s.c.mailbox,
             m.c.name.label("municipality_name"),
             m.c.ppr_mailbox,
@@ -101,8 +100,7 @@ class ReferenceRepository:
                 country=row.country,
                 timezone=row.timezone,
                 language=row.language,
-                # A school without its own pack uses its municipality's.
-                rule_pack=row.rule_pack or row.municipality_rule_pack,
+                rule_pack=row.rule_pack,
                 mailbox=row.mailbox,
                 municipality_name=row.municipality_name,
                 ppr_mailbox=row.ppr_mailbox,

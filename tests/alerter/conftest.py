@@ -152,8 +152,8 @@ async def seed_school(
         )
         await conn.execute(
             text(
-                "insert into schools (id, municipality_id, name, country, timezone, language, "
-                "rule_pack, mailbox) values (:id, :municipality_id, :name, 'DK', "
+                "insert into schools (id, municipality_id, name, timezone, language, "
+                "rule_pack, mailbox) values (:id, :municipality_id, :name, "
                 "'Europe/Copenhagen', :language, null, :mailbox)"
             ),
             {

@@ -115,3 +115,13 @@ async def test_invalid_school_year_is_refused_whole(client: httpx.AsyncClient) -
 async def test_rule_packs_are_listed(client: httpx.AsyncClient) -> None:
     packs = {p["id"] for p in (await client.get("/v1/rule-packs")).json()}
     assert {"dk-aalborg-2018", "dk-national", "no-loten"} <= packs
+
+
+async def test_a_school_follows_later_changes_of_its_municipality(
+    client: httpx.AsyncClient,
+) -> None:
+    await configure(client)
+    changed = MUNICIPALITY | {"language": "en", "rule_pack": "dk-national"}
+    assert (await client.put("/v1/municipalities/aalborg", json=changed)).status_code == 200
+    school = (await client.get("/v1/schools/vestbjerg")).json()
+    assert (school["language"], school["effective_rule_pack"]) == ("en", "dk-national")

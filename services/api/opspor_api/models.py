@@ -35,10 +35,9 @@ class School(TimestampMixin, Base):
     id: Mapped[str] = mapped_column(Text, primary_key=True)
     municipality_id: Mapped[str] = mapped_column(ForeignKey("municipalities.id"), index=True)
     name: Mapped[str] = mapped_column(Text)
-    country: Mapped[str] = mapped_column(Text)
     timezone: Mapped[str] = mapped_column(Text)
-    language: Mapped[str] = mapped_column(Text)
-    # NULL: the municipality's pack applies.
+    # NULL: the municipality's language and pack apply (the country is always the municipality's).
+    language: Mapped[str | None] = mapped_column(Text)
     rule_pack: Mapped[str | None] = mapped_column(Text)
     mailbox: Mapped[str] = mapped_column(Text)
     updated_at: Mapped[datetime] = mapped_column(server_default=func.now(), onupdate=func.now())

@@ -31,10 +31,6 @@ class ConfigRepository:
     async def school(self, school_id: str) -> School | None:
         return await self.session.get(School, school_id)
 
-    async def schools(self, school_ids: Sequence[str]) -> dict[str, School]:
-        rows = await self.session.scalars(select(School).where(School.id.in_(school_ids)))
-        return {s.id: s for s in rows}
-
     async def upsert_school(self, values: dict[str, object]) -> bool:
         stmt = insert(School).values(values)
         upsert = stmt.on_conflict_do_update(

@@ -43,10 +43,7 @@ async def put_municipality(
 ) -> tuple[MunicipalityOut, bool]:
     _check_pack(data.rule_pack, "rule_pack")
     created = await repo.upsert_municipality({"id": municipality_id, **data.model_dump()})
-    m = await repo.municipality(municipality_id)
-    assert m is not None
-    await repo.session.refresh(m)
-    return municipality_out(m), created
+    return MunicipalityOut(id=municipality_id, **data.model_dump()), created
 
 
 async def get_municipality(repo: ConfigRepository, municipality_id: str) -> MunicipalityOut:
@@ -56,15 +53,15 @@ async def get_municipality(repo: ConfigRepository, municipality_id: str) -> Muni
     return municipality_out(m)
 
 
-def school_out(s: School, m: Municipality) -> SchoolOut:
+def school_out(school_id: str, s: SchoolIn, m: Municipality) -> SchoolOut:
     return SchoolOut.model_validate(
         {
-            "id": s.id,
+            "id": school_id,
             "municipality_id": s.municipality_id,
             "name": s.name,
-            "country": s.country,
+            "country": m.country,
             "timezone": s.timezone,
-            "language": s.language,
+            "language": s.language or m.language,
             "rule_pack": s.rule_pack,
             "effective_rule_pack": s.rule_pack or m.rule_pack,
             "mailbox": s.mailbox,
@@ -82,13 +79,8 @@ async def put_school(
             [field_error(("municipality_id",), "unknown municipality; create it first")],
         )
     _check_pack(data.rule_pack, "rule_pack")
-    values = data.model_dump()
-    values.update(id=school_id, country=m.country, language=data.language or m.language)
-    created = await repo.upsert_school(values)
-    s = await repo.school(school_id)
-    assert s is not None
-    await repo.session.refresh(s)
-    return school_out(s, m), created
+    created = await repo.upsert_school({"id": school_id, **data.model_dump()})
+    return school_out(school_id, data, m), created
 
 
 async def get_school(repo: ConfigRepository, school_id: str) -> SchoolOut:
@@ -97,7 +89,7 @@ async def get_school(repo: ConfigRepository, school_id: str) -> SchoolOut:
         raise NotFound(f"no school {school_id!r}")
     m = await repo.municipality(s.municipality_id)
     assert m is not None
-    return school_out(s, m)
+    return school_out(s.id, SchoolIn.model_validate(s, from_attributes=True), m)
 
 
 def _validate_year(label: str, data: SchoolYearIn, others: list[SchoolYearRow]) -> None:
@@ -178,7 +170,7 @@ async def get_school_year(repo: ConfigRepository, school_id: str, label: str) ->
         raise NotFound(f"no school {school_id!r}")
     for row in await repo.school_years([school_id]):
         if row.label == label:
-            return _year_out(label, row, school.country)
+            return _year_out(label, row, await _country(repo, school))
     raise NotFound(f"school {school_id!r} has no school year {label!r}")
 
 
@@ -186,4 +178,11 @@ async def list_school_years(repo: ConfigRepository, school_id: str) -> list[Scho
     school = await repo.school(school_id)
     if school is None:
         raise NotFound(f"no school {school_id!r}")
-    return [_year_out(r.label, r, school.country) for r in await repo.school_years([school_id])]
+    country = await _country(repo, school)
+    return [_year_out(r.label, r, country) for r in await repo.school_years([school_id])]
+
+
+async def _country(repo: ConfigRepository, school: School) -> str:
+    m = await repo.municipality(school.municipality_id)
+    assert m is not None  # foreign key
+    return m.country

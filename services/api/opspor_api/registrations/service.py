@@ -44,12 +44,9 @@ async def _validate(
     locs: Sequence[Loc],
 ) -> None:
     errors: list[FieldError] = []
-    school_ids = sorted({i.school_id for i in items})
-    schools = await config.schools(school_ids)
-    known = [s for s in school_ids if s in schools]
-    cals = await ReferenceRepository(config.session).calendars(
-        {s: schools[s].country for s in known}, calendars
-    )
+    reference = ReferenceRepository(config.session)
+    schools = await reference.schools(sorted({i.school_id for i in items}))
+    cals = await reference.calendars({s: ref.country for s, ref in schools.items()}, calendars)
     for item, loc in zip(items, locs, strict=True):
         if item.school_id not in schools:
             errors.append(field_error((*loc, "school_id"), f"unknown school {item.school_id!r}"))
