@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import time
 import uuid
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import httpx
+from aiokafka import AIOKafkaConsumer
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from opspor_api.models import Municipality, School, SchoolYearRow
+from opspor_shared.settings import ServiceSettings
 
 SCHOOL_YEAR = "2026-2027"
 # A Danish school year with an autumn break (week 42) and a Christmas break.
@@ -140,3 +143,25 @@ async def seed_reference(
                 extra_days=[],
             )
         )
+
+
+async def read_topic(
+    settings: ServiceSettings, topic: str, expect: int, timeout: float = 30.0
+) -> list[tuple[str, bytes]]:
+    consumer = AIOKafkaConsumer(
+        topic,
+        bootstrap_servers=settings.kafka_bootstrap_servers,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+    )
+    await consumer.start()
+    out: list[tuple[str, bytes]] = []
+    deadline = time.monotonic() + timeout
+    try:
+        while len(out) < expect and time.monotonic() < deadline:
+            batches = await consumer.getmany(timeout_ms=200)
+            for records in batches.values():
+                out.extend(((r.key or b"").decode(), r.value or b"") for r in records)
+    finally:
+        await consumer.stop()
+    return out

@@ -13,6 +13,7 @@ from aiokafka import AIOKafkaProducer
 
 from opspor_api.settings import ApiSettings
 from opspor_shared.events import CONCERN_RAISED, CONCERN_WITHDRAWN, CloudEvent
+from tests.support import read_topic
 
 FIRST = date(2026, 9, 7)
 
@@ -133,3 +134,14 @@ async def test_school_concerns_are_paginated_and_filtered(
     r = await client.get("/v1/schools/vestbjerg/concerns?status=open&limit=0")
     assert r.status_code == 422
     assert {e["field"] for e in r.json()["errors"]} == {"query.status", "query.limit"}
+
+
+async def test_a_concern_event_with_invalid_data_goes_to_the_dead_letter_topic(
+    client: httpx.AsyncClient, settings: ApiSettings
+) -> None:
+    bad = concern_event("p9", FIRST).model_copy(update={"data": {"concern_id": "nope"}})
+    good = concern_event("p10", FIRST)
+    await publish(settings, [bad, good])
+    await eventually(client, "/v1/pupils/p10/concerns", lambda b: len(b) == 1)
+    [(key, value)] = await read_topic(settings, settings.concerns_topic + ".dlq", expect=1)
+    assert (key, CloudEvent.from_bytes(value).id) == ("p9", bad.id)

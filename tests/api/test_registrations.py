@@ -7,7 +7,6 @@ from datetime import UTC, date, datetime
 from pathlib import Path
 
 import httpx
-from aiokafka import AIOKafkaConsumer
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -18,7 +17,7 @@ from opspor_shared.devstack.kafka import EmbeddedBroker
 from opspor_shared.devstack.net import free_port
 from opspor_shared.events import CloudEvent, RegistrationData
 from tests.api.conftest import api_settings
-from tests.support import configure, registration
+from tests.support import configure, read_topic, registration
 
 MONDAY = date(2026, 9, 7)
 
@@ -191,28 +190,6 @@ async def test_accepted_events_reach_kafka_keyed_by_pupil(
     assert {e.id for e in events} == {i["event_id"] for i in items}
     data = RegistrationData.model_validate(events[0].data)
     assert data.school_id == "vestbjerg"
-
-
-async def read_topic(
-    settings: ApiSettings, topic: str, expect: int, timeout: float = 30.0
-) -> list[tuple[str, bytes]]:
-    consumer = AIOKafkaConsumer(
-        topic,
-        bootstrap_servers=settings.kafka_bootstrap_servers,
-        auto_offset_reset="earliest",
-        enable_auto_commit=False,
-    )
-    await consumer.start()
-    out: list[tuple[str, bytes]] = []
-    deadline = time.monotonic() + timeout
-    try:
-        while len(out) < expect and time.monotonic() < deadline:
-            batches = await consumer.getmany(timeout_ms=200)
-            for records in batches.values():
-                out.extend(((r.key or b"").decode(), r.value or b"") for r in records)
-    finally:
-        await consumer.stop()
-    return out
 
 
 async def wait_until_empty(

@@ -19,6 +19,7 @@ from opspor_api.models import api_outbox
 from opspor_api.registrations.endpoints import router as registrations_router
 from opspor_api.settings import ApiSettings
 from opspor_shared.db import make_engine, make_sessionmaker, unit_of_work
+from opspor_shared.events import CloudEvent
 from opspor_shared.kafka import Delivered
 from opspor_shared.logging import correlation_id, get_logger, new_correlation_id
 from opspor_shared.ops import ReadinessCheck, ops_router, readiness_checks
@@ -89,9 +90,9 @@ def create_app(settings: ApiSettings) -> FastAPI:
 
         app.state.checks = readiness_checks(engine, settings)
 
-        async def handle_concerns(batch: list[Delivered]) -> None:
+        async def handle_concerns(batch: list[Delivered]) -> list[CloudEvent]:
             async with unit_of_work(sessionmaker) as session:
-                await concerns_service.project(ConcernRepository(session), batch)
+                return await concerns_service.project(ConcernRepository(session), batch)
 
         stop = asyncio.Event()
         tasks = [

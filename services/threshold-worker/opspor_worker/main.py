@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 
 from opspor_shared.db import make_engine, make_sessionmaker, unit_of_work
+from opspor_shared.events import CloudEvent
 from opspor_shared.kafka import Delivered
 from opspor_shared.logging import configure_logging, get_logger
 from opspor_shared.ops import OpsServer, ops_app, readiness_checks
@@ -21,7 +22,7 @@ from opspor_shared.stopping import sleep_or_stop
 from opspor_worker.metrics import TICK_SECONDS
 from opspor_worker.models import worker_outbox
 from opspor_worker.repository import WorkerRepository
-from opspor_worker.service import Context, handle_registrations, tick
+from opspor_worker.service import Context, decode_registrations, store_and_evaluate, tick
 from opspor_worker.settings import WorkerSettings
 
 log = get_logger(__name__)
@@ -32,9 +33,11 @@ async def run(settings: WorkerSettings, stop: asyncio.Event) -> None:
     sessionmaker = make_sessionmaker(engine)
     ctx = Context(settings=settings, calendars=CalendarCache())
 
-    async def handle(batch: list[Delivered]) -> None:
+    async def handle(batch: list[Delivered]) -> list[CloudEvent]:
+        items, refused = decode_registrations(batch)
         async with unit_of_work(sessionmaker) as session:
-            await handle_registrations(WorkerRepository(session), ctx, batch)
+            await store_and_evaluate(WorkerRepository(session), ctx, items)
+        return refused
 
     async def ticker() -> None:
         while not stop.is_set():

@@ -202,20 +202,35 @@ async def evaluate_pupils(repo: WorkerRepository, ctx: Context, pupil_ids: Seque
     return len(messages)
 
 
-async def handle_registrations(
-    repo: WorkerRepository, ctx: Context, batch: Sequence[Delivered]
-) -> int:
-    """Thin consumer body: store the batch (last writer wins), then evaluate touched pupils."""
+def decode_registrations(
+    batch: Sequence[Delivered],
+) -> tuple[list[RegistrationData], list[CloudEvent]]:
+    """Registrations, and the events whose data is not one (for the dead-letter topic)."""
     items: list[RegistrationData] = []
+    refused: list[CloudEvent] = []
     for delivered in batch:
         try:
             items.append(RegistrationData.model_validate(delivered.event.data))
         except ValidationError:
             log.warning("registration_event_invalid", event_id=delivered.event.id)
+            refused.append(delivered.event)
+    return items, refused
+
+
+async def store_and_evaluate(
+    repo: WorkerRepository, ctx: Context, items: Sequence[RegistrationData]
+) -> int:
+    """Thin consumer body: store the batch (last writer wins), then evaluate touched pupils."""
     if not items:
         return 0
     await repo.apply_registrations(items)
     return await evaluate_pupils(repo, ctx, sorted({i.pupil_id for i in items}))
+
+
+async def handle_registrations(
+    repo: WorkerRepository, ctx: Context, batch: Sequence[Delivered]
+) -> int:
+    return await store_and_evaluate(repo, ctx, decode_registrations(batch)[0])
 
 
 def school_fingerprint(ref: SchoolRef, horizon: date | None, calendar_key: str) -> str:

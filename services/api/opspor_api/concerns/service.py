@@ -64,12 +64,7 @@ async def get_concern(repo: ConcernRepository, concern_id: uuid.UUID) -> Concern
     return concern_out(row)
 
 
-def _row(event: CloudEvent) -> dict[str, object] | None:
-    try:
-        data = ConcernData.model_validate(event.data)
-    except ValidationError:
-        log.warning("concern_event_invalid", event_id=event.id, type=event.type)
-        return None
+def _row(data: ConcernData) -> dict[str, object]:
     return {
         "concern_id": uuid.UUID(data.concern_id),
         "revision": data.revision,
@@ -86,15 +81,23 @@ def _row(event: CloudEvent) -> dict[str, object] | None:
     }
 
 
-async def project(repo: ConcernRepository, batch: list[Delivered]) -> None:
-    """Applies concern events to the api's read model (idempotent, order-insensitive)."""
-    latest: dict[object, dict[str, object]] = {}
+async def project(repo: ConcernRepository, batch: list[Delivered]) -> list[CloudEvent]:
+    """Applies concern events to the api's read model (idempotent, order-insensitive).
+
+    Returns the events whose data is not a concern, for the dead-letter topic.
+    """
+    latest: dict[str, ConcernData] = {}
+    refused: list[CloudEvent] = []
     for delivered in batch:
-        row = _row(delivered.event)
-        if row is None:
+        try:
+            data = ConcernData.model_validate(delivered.event.data)
+        except ValidationError:
+            log.warning("concern_event_invalid", event_id=delivered.event.id)
+            refused.append(delivered.event)
             continue
-        held = latest.get(row["concern_id"])
-        if held is None or int(held["revision"]) < int(row["revision"]):  # type: ignore[call-overload]
-            latest[row["concern_id"]] = row
+        held = latest.get(data.concern_id)
+        if held is None or held.revision < data.revision:
+            latest[data.concern_id] = data
     if latest:
-        await repo.apply(list(latest.values()))
+        await repo.apply([_row(d) for d in latest.values()])
+    return refused
