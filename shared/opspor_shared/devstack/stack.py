@@ -102,7 +102,7 @@ class Stack:
             self._start_dependencies()
             env = self._service_env()
             for name, module in SERVICES.items():
-                port = self.api_port or free_port() if name == "api" else free_port()
+                port = (self.api_port or free_port()) if name == "api" else free_port()
                 service_env = env | (
                     {"PORT": str(port)} if name == "api" else {"OPS_PORT": str(port)}
                 )
