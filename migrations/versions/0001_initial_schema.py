@@ -2,7 +2,6 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-11-22 13:26:15.126992
 """
 
 from collections.abc import Sequence
