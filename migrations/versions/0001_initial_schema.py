@@ -112,7 +112,7 @@ def upgrade() -> None:
         sa.Column("name", sa.Text(), nullable=False),
         sa.Column("country", sa.Text(), nullable=False),
         sa.Column("language", sa.Text(), nullable=False),
-        sa.Column("rule_pack", sa.Text(), nullable=False),
+        sa.Column("rule_packs", postgresql.ARRAY(sa.Text()), nullable=False),
         sa.Column("ppr_mailbox", sa.Text(), nullable=True),
         sa.Column("unit_mailbox", sa.Text(), nullable=True),
         sa.Column(
@@ -267,13 +267,38 @@ def upgrade() -> None:
         op.f("ix_delivery_attempts_notice_id"), "delivery_attempts", ["notice_id"], unique=False
     )
     op.create_table(
+        "rule_packs",
+        sa.Column("municipality_id", sa.Text(), nullable=False),
+        sa.Column("id", sa.Text(), nullable=False),
+        sa.Column("document", postgresql.JSONB(astext_type=sa.Text()), nullable=False),
+        sa.Column("digest", sa.Text(), nullable=False),
+        sa.Column(
+            "updated_at",
+            sa.DateTime(timezone=True),
+            server_default=sa.text("now()"),
+            nullable=False,
+        ),
+        sa.Column(
+            "created_at",
+            sa.DateTime(timezone=True),
+            server_default=sa.text("now()"),
+            nullable=False,
+        ),
+        sa.ForeignKeyConstraint(
+            ["municipality_id"],
+            ["municipalities.id"],
+            name=op.f("fk_rule_packs_municipality_id_municipalities"),
+        ),
+        sa.PrimaryKeyConstraint("municipality_id", "id", name=op.f("pk_rule_packs")),
+    )
+    op.create_table(
         "schools",
         sa.Column("id", sa.Text(), nullable=False),
         sa.Column("municipality_id", sa.Text(), nullable=False),
         sa.Column("name", sa.Text(), nullable=False),
         sa.Column("timezone", sa.Text(), nullable=False),
         sa.Column("language", sa.Text(), nullable=True),
-        sa.Column("rule_pack", sa.Text(), nullable=True),
+        sa.Column("rule_packs", postgresql.ARRAY(sa.Text()), nullable=True),
         sa.Column("mailbox", sa.Text(), nullable=False),
         sa.Column(
             "updated_at",
@@ -329,6 +354,7 @@ def downgrade() -> None:
     op.drop_table("school_years")
     op.drop_index(op.f("ix_schools_municipality_id"), table_name="schools")
     op.drop_table("schools")
+    op.drop_table("rule_packs")
     op.drop_index(op.f("ix_delivery_attempts_notice_id"), table_name="delivery_attempts")
     op.drop_table("delivery_attempts")
     op.drop_table("worker_school_horizons")

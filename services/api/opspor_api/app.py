@@ -16,6 +16,7 @@ from opspor_api.concerns.repository import ConcernRepository
 from opspor_api.config.endpoints import router as config_router
 from opspor_api.errors import PayloadTooLarge, install_error_handlers, problem_response
 from opspor_api.models import api_outbox
+from opspor_api.packs.endpoints import router as packs_router
 from opspor_api.registrations.endpoints import router as registrations_router
 from opspor_api.settings import ApiSettings
 from opspor_shared.db import make_engine, make_sessionmaker, unit_of_work
@@ -142,6 +143,7 @@ def create_app(settings: ApiSettings) -> FastAPI:
 
     app.include_router(ops_router(checks))
     app.include_router(config_router)
+    app.include_router(packs_router)
     app.include_router(registrations_router)
     app.include_router(concerns_router)
     app.add_middleware(BodyLimitAndCorrelation, max_body_bytes=settings.max_body_bytes)
