@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import copy
+from datetime import date
 from typing import Any
 
 import httpx
 
 from tests.api.test_config import MUNICIPALITY, fields
+from tests.support import configure, registration, school_days
 
 LOCAL: dict[str, Any] = {
     "name": "Lokal regel",
@@ -184,3 +186,78 @@ level = "warn-parents"
     assert r.status_code == 409
     r = await client.put("/v1/municipalities/nowhere/rule-packs/lokal", json=LOCAL)
     assert r.status_code == 404
+
+
+async def test_dry_run_reports_added_and_removed_concerns_and_changes_nothing(
+    client: httpx.AsyncClient,
+) -> None:
+    await configure(client)
+    days = school_days(date(2026, 9, 7), 5)
+    items = [registration("five", d) for d in days] + [registration("three", d) for d in days[:3]]
+    r = await client.post("/v1/registrations/batch", json={"items": items})
+    assert r.json()["inserted"] == 8, r.text
+    candidate = copy.deepcopy(LOCAL) | {"id": "aalborg-strict"}
+    body = {
+        "pack": candidate,
+        "replaces": "dk-aalborg-2018",
+        "first_day": "2026-08-10",
+        "last_day": "2026-11-20",
+    }
+    before = (await client.get("/v1/municipalities/aalborg")).json()
+
+    r = await client.post(f"{BASE}/dry-run", json=body)
+    assert r.status_code == 200, r.text
+    out = r.json()
+    assert (out["schools"], out["pupils_evaluated"]) == (["vestbjerg"], 2)
+    assert (out["added"], out["removed"], out["unchanged"]) == (2, 1, 0)
+    assert out["counts"] == [
+        {"school_id": "vestbjerg", "level": "concern", "added": 2, "removed": 1}
+    ]
+    assert {(c["pupil_id"], c["rule_id"], c["crossing_date"]) for c in out["concerns_added"]} == {
+        ("five", "consecutive-3", days[2].isoformat()),
+        ("three", "consecutive-3", days[2].isoformat()),
+    }
+    [gone] = out["concerns_removed"]
+    assert (gone["pupil_id"], gone["rule_id"], gone["crossing_date"]) == (
+        "five",
+        "consecutive-5",
+        days[4].isoformat(),
+    )
+    assert "limit 5" in gone["summary"]
+
+    # The range limits what is compared: before the crossings nothing differs.
+    r = await client.post(f"{BASE}/dry-run", json=body | {"last_day": days[1].isoformat()})
+    assert (r.json()["added"], r.json()["removed"]) == (0, 0)
+    # Trying the candidate alongside the packs in force adds and removes nothing else.
+    r = await client.post(f"{BASE}/dry-run", json=body | {"replaces": None})
+    assert (r.json()["added"], r.json()["removed"]) == (2, 0)
+
+    assert (await client.get("/v1/municipalities/aalborg")).json() == before
+    assert (await client.get(f"{BASE}/aalborg-strict")).status_code == 404
+
+
+async def test_dry_run_refuses_bad_requests_naming_the_field(client: httpx.AsyncClient) -> None:
+    await configure(client)
+    bad_pack = copy.deepcopy(LOCAL) | {"id": "x"}
+    bad_pack["versions"][0]["rules"][0]["n"] = 0
+    r = await client.post(
+        f"{BASE}/dry-run",
+        json={
+            "pack": bad_pack,
+            "replaces": "dk-national",
+            "first_day": "2026-11-01",
+            "last_day": "2026-10-01",
+        },
+    )
+    assert r.status_code == 422
+    assert fields(r) == {"pack.versions[0].rules[0].n", "last_day"}
+    r = await client.post(
+        f"{BASE}/dry-run",
+        json={
+            "pack": LOCAL | {"id": "x"},
+            "replaces": "dk-national",
+            "first_day": "2026-09-01",
+            "last_day": "2026-10-01",
+        },
+    )
+    assert r.status_code == 422 and fields(r) == {"replaces"}

@@ -24,7 +24,7 @@ from opspor_shared.events import CloudEvent
 from opspor_shared.kafka import Delivered
 from opspor_shared.logging import correlation_id, get_logger, new_correlation_id
 from opspor_shared.ops import ReadinessCheck, ops_router, readiness_checks
-from opspor_shared.reference import CalendarCache
+from opspor_shared.reference import CalendarCache, PackCache
 from opspor_shared.runtime import run_consumer, run_relay, shutdown
 
 log = get_logger(__name__)
@@ -88,6 +88,7 @@ def create_app(settings: ApiSettings) -> FastAPI:
         app.state.settings = settings
         app.state.sessionmaker = sessionmaker
         app.state.calendars = CalendarCache()
+        app.state.packs = PackCache()
 
         app.state.checks = readiness_checks(engine, settings)
 

@@ -12,12 +12,11 @@ import hashlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
-from zoneinfo import ZoneInfo
 
 from pydantic import ValidationError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from opspor_shared.calendar import SchoolCalendar
+from opspor_shared.calendar import SchoolCalendar, horizon_for
 from opspor_shared.db import unit_of_work
 from opspor_shared.engine import Crossing, Registration, RulePack, concern_id
 from opspor_shared.engine.timeline import Stay, evaluate_stays
@@ -59,12 +58,6 @@ class Context:
     calendars: CalendarCache
     packs: PackCache = field(default_factory=PackCache)
     clock: Clock = system_clock
-
-
-def horizon_for(calendar: SchoolCalendar, timezone: str, now: datetime) -> date | None:
-    """The last school day on or before today in the school's time zone."""
-    today = now.astimezone(ZoneInfo(timezone)).date()
-    return calendar.last_school_day_on_or_before(today)
 
 
 def _pupil_school(rows: Sequence[WorkerRegistration]) -> str | None:

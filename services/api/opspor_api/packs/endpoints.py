@@ -1,14 +1,15 @@
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Path, Request, Response
 
-from opspor_api.deps import Session
+from opspor_api.deps import Calendars, Packs, Session
 from opspor_api.errors import PROBLEM_RESPONSES
-from opspor_api.packs import service
+from opspor_api.packs import dryrun, service
 from opspor_api.packs.repository import PackRepository
-from opspor_api.packs.schemas import RulePackOut, RulePackSummary
+from opspor_api.packs.schemas import DryRunIn, DryRunOut, RulePackOut, RulePackSummary
 from opspor_api.validation import ID_PATTERN
 
 router = APIRouter(prefix="/v1", tags=["rule packs"], responses=PROBLEM_RESPONSES)
@@ -73,3 +74,16 @@ async def put_pack(
     out, created = await service.put(PackRepository(session), municipality_id, pack_id, document)
     response.status_code = 201 if created else 200
     return out
+
+
+@router.post(
+    "/municipalities/{municipality_id}/rule-packs/dry-run",
+    response_model=DryRunOut,
+    summary="Which concerns a candidate pack would add or remove; changes nothing",
+)
+async def dry_run(
+    municipality_id: PathId, body: DryRunIn, session: Session, calendars: Calendars, packs: Packs
+) -> DryRunOut:
+    return await dryrun.dry_run(
+        PackRepository(session), municipality_id, body, calendars, packs, datetime.now(UTC)
+    )

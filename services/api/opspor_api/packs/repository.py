@@ -1,13 +1,16 @@
 from __future__ import annotations
 
+from collections.abc import Sequence
+from datetime import date
+from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import Row, func, select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from opspor_api.config.repository import INSERTED
-from opspor_api.models import RulePackRow
+from opspor_api.models import Registration, RulePackRow
 
 
 class PackRepository:
@@ -48,3 +51,17 @@ class PackRepository:
             },
         ).returning(INSERTED)
         return bool((await self.session.execute(upsert)).scalar_one())
+
+    async def live_registrations(
+        self, school_ids: Sequence[str]
+    ) -> Sequence[Row[str, str, date, str, str | None, Decimal | None]]:
+        """Current registrations of every pupil registered at one of the schools (all of
+        that pupil's registrations, so their school can be decided as the worker does)."""
+        r = Registration
+        pupils = select(r.pupil_id).where(r.school_id.in_(school_ids)).distinct()
+        rows = await self.session.execute(
+            select(r.pupil_id, r.school_id, r.date, r.slot, r.category, r.extent)
+            .where(r.pupil_id.in_(pupils), r.retracted.is_(False))
+            .order_by(r.pupil_id, r.date, r.slot)
+        )
+        return rows.all()

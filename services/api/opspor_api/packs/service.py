@@ -73,12 +73,12 @@ async def get(repo: PackRepository, municipality_id: str | None, pack_id: str) -
     raise NotFound(f"no rule pack {pack_id!r}")
 
 
-def _location(text: str) -> tuple[str | int, ...]:
+def pack_location(text: str) -> tuple[str | int, ...]:
     return tuple(name or int(index) for name, index in _PART.findall(text)) or ("body",)
 
 
 def _problems(exc: PackError) -> list[FieldError]:
-    return [field_error(_location(where), message) for where, message in exc.problems]
+    return [field_error(pack_location(where), message) for where, message in exc.problems]
 
 
 def read_document(raw: bytes, content_type: str) -> dict[str, Any]:
