@@ -107,6 +107,16 @@ def upgrade() -> None:
     )
     op.create_index("ix_concerns_pupil", "concerns", ["pupil_id"], unique=False)
     op.create_table(
+        "enrolments",
+        sa.Column("pupil_id", sa.Text(), nullable=False),
+        sa.Column("school_id", sa.Text(), nullable=False),
+        sa.Column("enrolled_from", sa.Date(), nullable=False),
+        sa.Column("enrolled_until", sa.Date(), nullable=True),
+        sa.Column("recorded_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("event_id", sa.Text(), nullable=False),
+        sa.PrimaryKeyConstraint("pupil_id", "school_id", name=op.f("pk_enrolments")),
+    )
+    op.create_table(
         "municipalities",
         sa.Column("id", sa.Text(), nullable=False),
         sa.Column("name", sa.Text(), nullable=False),
@@ -200,6 +210,17 @@ def upgrade() -> None:
     op.create_index(
         "ix_registrations_school_date", "registrations", ["school_id", "date"], unique=False
     )
+    op.create_table(
+        "worker_enrolments",
+        sa.Column("pupil_id", sa.Text(), nullable=False),
+        sa.Column("school_id", sa.Text(), nullable=False),
+        sa.Column("enrolled_from", sa.Date(), nullable=False),
+        sa.Column("enrolled_until", sa.Date(), nullable=True),
+        sa.Column("recorded_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("event_id", sa.Text(), nullable=False),
+        sa.PrimaryKeyConstraint("pupil_id", "school_id", name=op.f("pk_worker_enrolments")),
+    )
+    op.create_index("ix_worker_enrolments_school", "worker_enrolments", ["school_id"], unique=False)
     op.create_table(
         "worker_outbox",
         sa.Column("id", sa.BigInteger(), sa.Identity(always=False), nullable=False),
@@ -362,12 +383,15 @@ def downgrade() -> None:
     op.drop_index("ix_worker_pupils_school", table_name="worker_pupils")
     op.drop_table("worker_pupils")
     op.drop_table("worker_outbox")
+    op.drop_index("ix_worker_enrolments_school", table_name="worker_enrolments")
+    op.drop_table("worker_enrolments")
     op.drop_index("ix_registrations_school_date", table_name="registrations")
     op.drop_table("registrations")
     op.drop_table("registration_events")
     op.drop_index("ix_notices_due", table_name="notices")
     op.drop_table("notices")
     op.drop_table("municipalities")
+    op.drop_table("enrolments")
     op.drop_index("ix_concerns_pupil", table_name="concerns")
     op.drop_table("concerns")
     op.drop_table("api_outbox")

@@ -14,6 +14,7 @@ from opspor_api.concerns import service as concerns_service
 from opspor_api.concerns.endpoints import router as concerns_router
 from opspor_api.concerns.repository import ConcernRepository
 from opspor_api.config.endpoints import router as config_router
+from opspor_api.enrolments.endpoints import router as enrolments_router
 from opspor_api.errors import PayloadTooLarge, install_error_handlers, problem_response
 from opspor_api.models import api_outbox
 from opspor_api.packs.endpoints import router as packs_router
@@ -146,6 +147,7 @@ def create_app(settings: ApiSettings) -> FastAPI:
     app.include_router(config_router)
     app.include_router(packs_router)
     app.include_router(registrations_router)
+    app.include_router(enrolments_router)
     app.include_router(concerns_router)
     app.add_middleware(BodyLimitAndCorrelation, max_body_bytes=settings.max_body_bytes)
     return app

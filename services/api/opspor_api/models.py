@@ -13,7 +13,7 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from opspor_shared.db import Base, TimestampMixin
 from opspor_shared.outbox import outbox_table
-from opspor_shared.registrations import RegistrationStateColumns
+from opspor_shared.registrations import EnrolmentColumns, RegistrationStateColumns
 
 
 class Municipality(TimestampMixin, Base):
@@ -98,6 +98,12 @@ class Registration(RegistrationStateColumns, Base):
 
     __tablename__ = "registrations"
     __table_args__ = (Index("ix_registrations_school_date", "school_id", "date"),)
+
+
+class Enrolment(EnrolmentColumns, Base):
+    """A pupil's enrolment per school, as the school admin systems last reported it."""
+
+    __tablename__ = "enrolments"
 
 
 class ConcernView(Base):

@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 
 from pydantic import ValidationError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -23,9 +23,11 @@ from opspor_shared.engine.timeline import Stay, evaluate_stays
 from opspor_shared.events import (
     CONCERN_RAISED,
     CONCERN_WITHDRAWN,
+    ENROLMENT_RECORDED,
     CloudEvent,
     ConcernData,
     ContributionData,
+    EnrolmentData,
     ExplanationData,
     RegistrationData,
 )
@@ -40,7 +42,7 @@ from opspor_shared.reference import (
     SchoolRef,
 )
 from opspor_worker.metrics import CONCERNS_CHANGED, PUPILS_EVALUATED
-from opspor_worker.models import Concern, WorkerRegistration
+from opspor_worker.models import Concern, WorkerEnrolment, WorkerRegistration
 from opspor_worker.repository import WorkerRepository
 from opspor_worker.settings import WorkerSettings
 
@@ -121,22 +123,29 @@ def _event(concern: Concern, settings: WorkerSettings) -> OutboxMessage:
 
 
 def _stays(
-    school_id: str | None,
+    enrolments: Sequence[WorkerEnrolment],
+    fallback_school: str | None,
     refs: dict[str, SchoolRef],
     calendars: dict[str, SchoolCalendar],
     packs: dict[tuple[str, str], PackRef],
 ) -> list[Stay]:
-    ref = refs.get(school_id) if school_id else None
-    if ref is None:
-        return []
-    chosen = tuple(
-        packs[(ref.municipality_id, p)].pack
-        for p in ref.rule_packs
-        if (ref.municipality_id, p) in packs
-    )
-    if not chosen:
-        return []
-    return [Stay(ref.id, calendars[ref.id], chosen, None)]
+    """The pupil's stays from their enrolments; without any, one open stay at the school of
+    their latest registration. A stay at an unknown school, or one without packs, is left
+    out (its days are not judged) and logged."""
+    wanted: list[tuple[str | None, date | None, date | None]] = [
+        (e.school_id, e.enrolled_from, e.enrolled_until) for e in enrolments
+    ] or [(fallback_school, None, None)]
+    stays: list[Stay] = []
+    for school_id, start, until in sorted(wanted, key=lambda w: (w[1] or date.min, w[0] or "")):
+        ref = refs.get(school_id) if school_id else None
+        keys = [(ref.municipality_id, p) for p in ref.rule_packs] if ref else []
+        chosen = tuple(packs[k].pack for k in keys if k in packs)
+        if ref is None or not chosen:
+            log.warning("stay_not_evaluated", reason="unknown school or pack", school=school_id)
+            continue
+        end = until + timedelta(days=1) if until else None
+        stays.append(Stay(ref.id, calendars[ref.id], chosen, start, end))
+    return stays
 
 
 async def evaluate_pupils(repo: WorkerRepository, ctx: Context, pupil_ids: Sequence[str]) -> int:
@@ -148,9 +157,12 @@ async def evaluate_pupils(repo: WorkerRepository, ctx: Context, pupil_ids: Seque
         return 0
     await repo.lock_pupils(pupil_ids)
     regs = await repo.registrations(pupil_ids)
+    enrolments = await repo.enrolments(pupil_ids)
     schools_of = {p: _pupil_school(regs[p]) for p in pupil_ids}
+    needed = {s for s in schools_of.values() if s is not None}
+    needed.update(e.school_id for rows in enrolments.values() for e in rows)
     reference = ReferenceRepository(repo.session)
-    refs = await reference.schools(sorted({s for s in schools_of.values() if s is not None}))
+    refs = await reference.schools(sorted(needed))
     calendars = await reference.calendars({s: r.country for s, r in refs.items()}, ctx.calendars)
     packs = await reference.packs(
         {(r.municipality_id, p) for r in refs.values() for p in r.rule_packs}, ctx.packs
@@ -160,13 +172,8 @@ async def evaluate_pupils(repo: WorkerRepository, ctx: Context, pupil_ids: Seque
     messages: list[OutboxMessage] = []
     pupils: list[dict[str, object]] = []
     for pupil_id in pupil_ids:
-        stays = _stays(schools_of[pupil_id], refs, calendars, packs)
+        stays = _stays(enrolments[pupil_id], schools_of[pupil_id], refs, calendars, packs)
         if not stays:
-            log.warning(
-                "pupil_not_evaluated",
-                reason="unknown school or rule pack",
-                school=schools_of[pupil_id],
-            )
             continue
         current = refs[stays[-1].school_id]
         horizon = horizon_for(stays[-1].calendar, current.timezone, now)
@@ -221,28 +228,31 @@ async def evaluate_pupils(repo: WorkerRepository, ctx: Context, pupil_ids: Seque
     return len(messages)
 
 
-def decode_registrations(
-    batch: Sequence[Delivered],
-) -> tuple[list[RegistrationData], list[CloudEvent]]:
-    """Registrations, and the events whose data is not one (for the dead-letter topic)."""
-    items: list[RegistrationData] = []
+Fact = RegistrationData | EnrolmentData
+
+
+def decode_registrations(batch: Sequence[Delivered]) -> tuple[list[Fact], list[CloudEvent]]:
+    """Registrations and enrolments, and the events whose data is neither (dead letters)."""
+    items: list[Fact] = []
     refused: list[CloudEvent] = []
     for delivered in batch:
         try:
-            items.append(RegistrationData.model_validate(delivered.event.data))
+            if delivered.event.type == ENROLMENT_RECORDED:
+                items.append(EnrolmentData.model_validate(delivered.event.data))
+            else:
+                items.append(RegistrationData.model_validate(delivered.event.data))
         except ValidationError:
             log.warning("registration_event_invalid", event_id=delivered.event.id)
             refused.append(delivered.event)
     return items, refused
 
 
-async def store_and_evaluate(
-    repo: WorkerRepository, ctx: Context, items: Sequence[RegistrationData]
-) -> int:
+async def store_and_evaluate(repo: WorkerRepository, ctx: Context, items: Sequence[Fact]) -> int:
     """Thin consumer body: store the batch (last writer wins), then evaluate touched pupils."""
     if not items:
         return 0
-    await repo.apply_registrations(items)
+    await repo.apply_registrations([i for i in items if isinstance(i, RegistrationData)])
+    await repo.apply_enrolments([i for i in items if isinstance(i, EnrolmentData)])
     return await evaluate_pupils(repo, ctx, sorted({i.pupil_id for i in items}))
 
 
