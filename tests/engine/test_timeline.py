@@ -6,7 +6,7 @@ from datetime import date
 from decimal import Decimal
 
 from opspor_shared.calendar import Closure, SchoolCalendar, SchoolYear
-from opspor_shared.engine import Registration, builtin_packs
+from opspor_shared.engine import Crossing, Registration, builtin_packs
 from opspor_shared.engine.timeline import Stay, evaluate_stays
 
 AALBORG = builtin_packs()["dk-aalborg-2018"]
@@ -33,8 +33,8 @@ def regs(days: list[date]) -> list[Registration]:
     return [Registration(d, "day", "unauthorized", Decimal(1)) for d in days]
 
 
-def rules(found: list[tuple[str, object]]) -> set[tuple[str, str, date]]:
-    return {(school, c.rule_id, c.date) for school, c in found}  # type: ignore[attr-defined]
+def rules(found: list[tuple[str, Crossing]]) -> set[tuple[str, str, date]]:
+    return {(school, c.rule_id, c.date) for school, c in found}
 
 
 def test_a_pupil_who_moves_carries_registrations_onto_the_new_calendar() -> None:
