@@ -70,9 +70,8 @@ async def test_the_worker_purge_command_counts_deletes_and_waits_its_turn(
     code, out = await purge_command(database_url, "opspor_worker", "--dry-run")
     assert code == 0, out
     assert "(dry run)" in out
-    assert [line.split() for line in out.splitlines() if "worker_registrations" in line][0][
-        1:4
-    ] == ["would", "delete", "1"]
+    [line] = [line for line in out.splitlines() if "worker_registrations" in line]
+    assert line.split()[1:4] == ["would", "delete", "1"]
     assert await rows() == (1, 0)
 
     async with clean_db.connect() as other:
