@@ -52,11 +52,13 @@ class RetentionWindow:
         return crossing_date < self.active_crossing_before
 
     def event_outlived(self, crossing_date: date, event_time: datetime) -> bool:
-        """A concern event that can only be a replay of a concern purged (or due for purge).
+        """A concern event that a consumer skips: a replay of a concern purged (or due for purge).
 
         The worker never emits an event for a final concern, and a purged concern's last event
         is older than RETENTION_CLOSED_CONCERN_DAYS. A consumer that stored such an event would
-        bring a purged concern back (and the alerter would mail it again), so it skips it.
+        bring a purged concern back (and the alerter would mail it again), so it skips it. An
+        event that waited in the topic longer than RETENTION_CLOSED_CONCERN_DAYS is skipped
+        too; with that setting at least as long as the topic retention, none can.
         """
         return self.is_final(crossing_date) and event_time < self.closed_before
 
