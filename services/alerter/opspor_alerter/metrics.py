@@ -28,7 +28,7 @@ UNROUTABLE = Counter(
 EVENTS = Counter(
     "opspor_alerter_concern_events_total",
     "Concern events by result",
-    ["result"],  # applied | stale | ignored | rejected
+    ["result"],  # applied | stale | ignored | rejected | past_retention
 )
 DELIVERY_LOOP_ERRORS = Counter(
     "opspor_alerter_delivery_loop_errors_total", "Delivery rounds that failed and were retried"

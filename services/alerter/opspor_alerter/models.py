@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
+from datetime import date, datetime
 from typing import Any
 
 from sqlalchemy import ForeignKey, Index, Text, UniqueConstraint, func
@@ -11,6 +11,7 @@ from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Mapped, mapped_column
 
 from opspor_shared.db import Base, TimestampMixin
+from opspor_shared.purge import purge_log_table
 
 
 class Notice(TimestampMixin, Base):
@@ -38,6 +39,8 @@ class Notice(TimestampMixin, Base):
     status: Mapped[str] = mapped_column(Text)
     attempts: Mapped[int] = mapped_column(default=0)
     next_attempt_at: Mapped[datetime] = mapped_column(server_default=func.now())
+    # Set while a delivery loop holds the notice; a cancel keeps it, so the purge can tell a
+    # cancelled notice whose send is still in flight (its result is yet to be recorded).
     lease_until: Mapped[datetime | None]
     message_id: Mapped[str] = mapped_column(Text)
     payload: Mapped[dict[str, Any]] = mapped_column(JSONB)
@@ -66,3 +69,10 @@ class AlerterConcern(Base):
     revision: Mapped[int]
     status: Mapped[str] = mapped_column(Text)
     updated_at: Mapped[datetime] = mapped_column(server_default=func.now(), onupdate=func.now())
+    # For retention (opspor_shared.retention): the concern's crossing date, and the withdrawn
+    # event's time while withdrawn (NULL while active).
+    crossing_date: Mapped[date]
+    withdrawn_at: Mapped[datetime | None]
+
+
+alerter_purges = purge_log_table("alerter_purges", Base.metadata)

@@ -28,10 +28,12 @@ from opspor_alerter.repository import NoticeRepository
 from opspor_alerter.routing import Unroutable, route
 from opspor_alerter.settings import AlerterSettings
 from opspor_alerter.smtp import DeliveryResult, Notifier
+from opspor_shared.clock import Clock, system_clock
 from opspor_shared.db import unit_of_work
 from opspor_shared.events import CONCERN_RAISED, CONCERN_WITHDRAWN, CloudEvent, ConcernData
 from opspor_shared.logging import get_logger
 from opspor_shared.reference import ReferenceRepository
+from opspor_shared.retention import retention_window
 
 log = get_logger(__name__)
 
@@ -48,6 +50,7 @@ class RecordOutcome:
     applied: int = 0
     stale: int = 0
     ignored: int = 0
+    past_retention: int = 0
     rejected: list[CloudEvent] = field(default_factory=list)
     recorded: list[tuple[str, str]] = field(default_factory=list)  # (kind, role)
     cancelled: int = 0
@@ -57,6 +60,7 @@ class RecordOutcome:
         metrics.EVENTS.labels("applied").inc(self.applied)
         metrics.EVENTS.labels("stale").inc(self.stale)
         metrics.EVENTS.labels("ignored").inc(self.ignored)
+        metrics.EVENTS.labels("past_retention").inc(self.past_retention)
         metrics.EVENTS.labels("rejected").inc(len(self.rejected))
         for kind, role in self.recorded:
             metrics.NOTICES_RECORDED.labels(kind, role).inc()
@@ -66,11 +70,20 @@ class RecordOutcome:
 
 
 async def record_concern_events(
-    session: AsyncSession, events: Sequence[CloudEvent], settings: AlerterSettings
+    session: AsyncSession,
+    events: Sequence[CloudEvent],
+    settings: AlerterSettings,
+    *,
+    clock: Clock = system_clock,
 ) -> RecordOutcome:
-    """Apply concern events in order. Stale and repeated revisions change nothing."""
+    """Apply concern events in order. Stale and repeated revisions change nothing.
+
+    Neither do events that can only be replays of a concern the purge has removed (see
+    RetentionWindow.event_outlived): without its notices the alerter would mail it again.
+    """
     outcome = RecordOutcome()
     repo = NoticeRepository(session)
+    window = retention_window(settings, clock())
     for event in events:
         if event.type not in (CONCERN_RAISED, CONCERN_WITHDRAWN):
             outcome.ignored += 1
@@ -87,7 +100,14 @@ async def record_concern_events(
             log.warning("concern_event_rejected", event_id=event.id, reason="type/status mismatch")
             outcome.rejected.append(event)
             continue
-        if not await repo.advance_concern(concern_uuid, concern.revision, concern.status):
+        if window.event_outlived(concern.crossing_date, event.time):
+            log.info("concern_event_past_retention", event_id=event.id)
+            outcome.past_retention += 1
+            continue
+        withdrawn_at = event.time if concern.status == "withdrawn" else None
+        if not await repo.advance_concern(
+            concern_uuid, concern.revision, concern.status, concern.crossing_date, withdrawn_at
+        ):
             log.debug(
                 "concern_event_stale", concern_id=concern.concern_id, revision=concern.revision
             )
