@@ -16,9 +16,10 @@ from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from opspor_alerter.models import DeliveryAttempt, Notice
+from opspor_alerter.notify import Notifier
 from opspor_alerter.service import deliver_due, record_concern_events
 from opspor_alerter.settings import AlerterSettings
-from opspor_alerter.smtp import Notifier, SmtpNotifier
+from opspor_alerter.smtp import SmtpNotifier
 from opspor_shared.db import unit_of_work
 from opspor_shared.devstack.certs import CertPaths, ensure_certs
 from opspor_shared.devstack.mailbox import Mailbox, MailboxHandler
@@ -111,6 +112,7 @@ def make_settings(
         "smtp_from": SENDER,
         "smtp_ca_file": ca_file,
         "smtp_timeout_seconds": 5.0,
+        "webhook_timeout_seconds": 5.0,
         "retry_base_seconds": 0.01,
         "retry_max_seconds": 0.05,
         "lease_seconds": 30.0,

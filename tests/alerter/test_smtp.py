@@ -16,8 +16,9 @@ from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
+from opspor_alerter.notify import DeliveryResult, Scrubber
 from opspor_alerter.settings import AlerterSettings
-from opspor_alerter.smtp import DeliveryResult, Scrubber, SmtpNotifier, classify
+from opspor_alerter.smtp import SmtpNotifier, classify
 from opspor_shared.devstack.certs import CertPaths, ensure_certs
 from opspor_shared.devstack.mailbox import Mailbox
 from opspor_shared.devstack.net import free_port

@@ -18,6 +18,7 @@ from opspor_api.errors import PayloadTooLarge, install_error_handlers, problem_r
 from opspor_api.models import api_outbox
 from opspor_api.registrations.endpoints import router as registrations_router
 from opspor_api.settings import ApiSettings
+from opspor_api.webhooks.endpoints import router as webhooks_router
 from opspor_shared.db import make_engine, make_sessionmaker, unit_of_work
 from opspor_shared.events import CloudEvent
 from opspor_shared.kafka import Delivered
@@ -144,5 +145,6 @@ def create_app(settings: ApiSettings) -> FastAPI:
     app.include_router(config_router)
     app.include_router(registrations_router)
     app.include_router(concerns_router)
+    app.include_router(webhooks_router)
     app.add_middleware(BodyLimitAndCorrelation, max_body_bytes=settings.max_body_bytes)
     return app
