@@ -23,8 +23,10 @@ def secret_key(secret: str) -> bytes:
     """The key bytes of a whsec_ secret; ValueError (with a text free of the secret) if bad."""
     if not secret.startswith(SECRET_PREFIX):
         raise ValueError("must start with whsec_ followed by base64 of 24 to 64 random bytes")
+    encoded = secret.removeprefix(SECRET_PREFIX)
     try:
-        key = base64.b64decode(secret.removeprefix(SECRET_PREFIX), validate=True)
+        # Padding is optional, as in the reference implementation (which appends "==").
+        key = base64.b64decode(encoded + "=" * (-len(encoded) % 4), validate=True)
     except (binascii.Error, ValueError):
         raise ValueError("the part after whsec_ is not valid base64") from None
     if not SECRET_MIN_BYTES <= len(key) <= SECRET_MAX_BYTES:
