@@ -29,6 +29,7 @@ from opspor_shared.db import unit_of_work
 from opspor_shared.devstack.certs import CertPaths, ensure_certs
 from opspor_shared.devstack.mailbox import Mailbox, MailboxHandler
 from opspor_shared.events import CONCERN_RAISED, CONCERN_WITHDRAWN, CloudEvent, utcnow
+from tests.alerter.webhook_receiver import WebhookReceiver
 
 SCHOOL_MAILBOX = "vestbjerg.skole@sikker.aalborg.example"
 PPR_MAILBOX = "ppr@sikker.aalborg.example"
@@ -53,6 +54,13 @@ def mail_dir(tmp_path: Path) -> Path:
 def mailbox(mail_dir: Path, certs: CertPaths) -> Iterator[Mailbox]:
     with Mailbox(mail_dir, certs) as box:
         yield box
+
+
+@pytest.fixture
+def receiver(certs: CertPaths) -> Iterator[WebhookReceiver]:
+    """An HTTPS webhook receiver with a certificate from the development CA."""
+    with WebhookReceiver(certs) as r:
+        yield r
 
 
 class ScriptedHandler(MailboxHandler):

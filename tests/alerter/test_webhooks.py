@@ -7,7 +7,7 @@ import base64
 import hashlib
 import hmac
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 from pathlib import Path
@@ -23,7 +23,7 @@ from opspor_alerter.notify import DeliveryResult
 from opspor_alerter.service import next_delay
 from opspor_alerter.settings import AlerterSettings
 from opspor_alerter.webhook import classify_response, retry_after_seconds
-from opspor_shared.devstack.certs import CertPaths, ensure_certs
+from opspor_shared.devstack.certs import ensure_certs
 from opspor_shared.devstack.mailbox import Mailbox
 from tests.alerter.conftest import (
     SCHOOL_MAILBOX,
@@ -41,12 +41,6 @@ from tests.alerter.webhook_receiver import Received, Reply, WebhookReceiver
 
 SessionMaker = async_sessionmaker[AsyncSession]
 RECIPIENT = "webhook:851/hook-1"
-
-
-@pytest.fixture
-def receiver(certs: CertPaths) -> Iterator[WebhookReceiver]:
-    with WebhookReceiver(certs) as r:
-        yield r
 
 
 def verify_signature(request: Received, secret: str = WEBHOOK_SECRET) -> None:
