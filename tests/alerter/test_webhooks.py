@@ -25,6 +25,7 @@ from opspor_alerter.settings import AlerterSettings
 from opspor_alerter.webhook import classify_response, retry_after_seconds
 from opspor_shared.devstack.certs import ensure_certs
 from opspor_shared.devstack.mailbox import Mailbox
+from opspor_shared.devstack.net import free_port
 from tests.alerter.conftest import (
     SCHOOL_MAILBOX,
     WEBHOOK_SECRET,
@@ -398,3 +399,26 @@ async def test_retry_after_postpones_the_next_attempt(
     # Recorded in one transaction, so both timestamps are the same now().
     assert notice.next_attempt_at - attempt.attempted_at == timedelta(seconds=30)
     assert len(receiver.requests) == 1
+
+
+async def test_connection_refused_is_retried_and_the_detail_names_no_url(
+    clean_db: AsyncEngine,
+    sessionmaker: SessionMaker,
+    mailbox: Mailbox,
+    settings_for: Callable[..., AlerterSettings],
+) -> None:
+    settings = settings_for(mailbox, max_attempts=2)
+    await seed_school(clean_db, mailbox="")
+    url = f"https://127.0.0.1:{free_port()}/hooks/p4th-s3cret?token=t0ken-value"
+    await seed_webhook(clean_db, url)
+
+    await record(sessionmaker, settings, concern_event())
+    [notice] = await deliver_until(sessionmaker, settings, settled)
+
+    assert (notice.status, notice.attempts) == ("failed", 2)
+    attempts = await all_attempts(sessionmaker)
+    assert [a.outcome for a in attempts] == ["transient", "transient"]
+    for attempt in attempts:
+        assert attempt.detail.startswith("connection failed: ConnectError")
+        for part in ("p4th-s3cret", "t0ken-value", url.split("://")[1]):
+            assert part not in attempt.detail
