@@ -30,6 +30,7 @@ import httpx
 from pydantic import ValidationError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from standardwebhooks import Webhook
+from standardwebhooks.webhooks import EmptyWebhookSecretError
 
 from opspor_alerter.models import Notice
 from opspor_alerter.notify import DeliveryResult, Scrubber
@@ -216,16 +217,20 @@ class WebhookNotifier:
             return DeliveryResult("permanent", None, "webhook URL is not https")
         try:
             signer = Webhook(endpoint.secret)
-            body = payload(notice, NoticeContent.model_validate(notice.payload), self._link_base)
-        except (ValidationError, ValueError, TypeError, KeyError, RuntimeError) as exc:
+            content = NoticeContent.model_validate(notice.payload)
+            body = payload(notice, content, self._settings.notice_link_base)
+        except (
+            ValidationError,
+            ValueError,
+            TypeError,
+            KeyError,
+            RuntimeError,
+            EmptyWebhookSecretError,
+        ) as exc:
             return DeliveryResult(
                 "permanent", None, f"notice cannot be signed: {type(exc).__name__}"
             )
         return await self._post(endpoint, notice.message_id, signer, body)
-
-    @property
-    def _link_base(self) -> str | None:
-        return self._settings.notice_link_base
 
     async def _post(
         self, endpoint: WebhookRef, webhook_id: str, signer: Webhook, body: str
