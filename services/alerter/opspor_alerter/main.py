@@ -14,11 +14,13 @@ from collections.abc import Callable, Sequence
 from pydantic import ValidationError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from opspor_alerter.notify import ByChannel
 from opspor_alerter.purge import SERVICE as PURGE_SERVICE
 from opspor_alerter.purge import purge_once
 from opspor_alerter.service import deliver_forever, record_concern_events
 from opspor_alerter.settings import AlerterSettings
 from opspor_alerter.smtp import SmtpNotifier
+from opspor_alerter.webhook import WebhookNotifier, make_http_client
 from opspor_shared.clock import Clock, system_clock
 from opspor_shared.db import make_engine, make_sessionmaker, unit_of_work
 from opspor_shared.events import CloudEvent
@@ -72,9 +74,11 @@ async def run(
     Delivery needs only the database, so recorded notices go out while the broker is down; the
     consumer loop reconnects on its own when the broker comes back.
     """
-    notifier = SmtpNotifier(settings)  # fails fast on an unreadable CA file
+    smtp = SmtpNotifier(settings)  # fails fast on an unreadable CA file
+    http = make_http_client(settings)  # likewise for webhook_ca_file
     engine = make_engine(settings.database_url)
     sessionmaker = make_sessionmaker(engine)
+    notifier = ByChannel({"smtp": smtp, "webhook": WebhookNotifier(settings, sessionmaker, http)})
 
     checks = readiness_checks(engine, settings)
     ops = OpsServer(ops_app("alerter", lambda: checks), settings.ops_host, settings.ops_port)
@@ -109,6 +113,7 @@ async def run(
         stop.set()
         await shutdown(tasks, grace_seconds=SHUTDOWN_GRACE_SECONDS)
         await ops.stop()
+        await http.aclose()
         await engine.dispose()
         log.info("alerter_stopped")
 

@@ -30,9 +30,11 @@ class Notice(TimestampMixin, Base):
     concern_id: Mapped[uuid.UUID]
     kind: Mapped[str] = mapped_column(Text)  # raised | withdrawn
     revision: Mapped[int]
-    channel: Mapped[str] = mapped_column(Text)  # smtp
+    channel: Mapped[str] = mapped_column(Text)  # smtp | webhook
+    # smtp: the mailbox address. webhook: webhook:<municipality id>/<webhook id>, never the URL
+    # (it can carry a token); URL and secret are looked up when the notice is sent.
     recipient: Mapped[str] = mapped_column(Text)
-    recipient_role: Mapped[str] = mapped_column(Text)  # school | ppr | municipality
+    recipient_role: Mapped[str] = mapped_column(Text)  # school | ppr | municipality | integration
     school_id: Mapped[str] = mapped_column(Text)
     language: Mapped[str] = mapped_column(Text)
     # pending -> sent | failed; pending -> cancelled (withdrawn before it went out)
@@ -42,6 +44,7 @@ class Notice(TimestampMixin, Base):
     # Set while a delivery loop holds the notice; a cancel keeps it, so the purge can tell a
     # cancelled notice whose send is still in flight (its result is yet to be recorded).
     lease_until: Mapped[datetime | None]
+    # smtp: the Message-ID header. webhook: the webhook-id header (receivers dedup on it).
     message_id: Mapped[str] = mapped_column(Text)
     payload: Mapped[dict[str, Any]] = mapped_column(JSONB)
     sent_at: Mapped[datetime | None]
@@ -56,7 +59,8 @@ class DeliveryAttempt(Base):
     attempted_at: Mapped[datetime] = mapped_column(server_default=func.now())
     outcome: Mapped[str] = mapped_column(Text)  # sent | transient | permanent
     smtp_code: Mapped[int | None]
-    # Never contains the recipient address or credentials.
+    http_status: Mapped[int | None]
+    # Never contains the recipient address, a webhook URL or credentials.
     detail: Mapped[str] = mapped_column(Text)
 
 

@@ -135,11 +135,20 @@ class NoticeRepository:
         )
 
     async def add_attempt(
-        self, notice_id: int, outcome: str, smtp_code: int | None, detail: str
+        self,
+        notice_id: int,
+        outcome: str,
+        smtp_code: int | None,
+        http_status: int | None,
+        detail: str,
     ) -> None:
         self._session.add(
             DeliveryAttempt(
-                notice_id=notice_id, outcome=outcome, smtp_code=smtp_code, detail=detail
+                notice_id=notice_id,
+                outcome=outcome,
+                smtp_code=smtp_code,
+                http_status=http_status,
+                detail=detail,
             )
         )
         await self._session.flush()

@@ -22,6 +22,7 @@ from opspor_api.purge import SERVICE as PURGE_SERVICE
 from opspor_api.purge import purge_once
 from opspor_api.registrations.endpoints import router as registrations_router
 from opspor_api.settings import ApiSettings
+from opspor_api.webhooks.endpoints import router as webhooks_router
 from opspor_shared.clock import Clock, system_clock
 from opspor_shared.db import make_engine, make_sessionmaker, unit_of_work
 from opspor_shared.events import CloudEvent
@@ -165,5 +166,6 @@ def create_app(settings: ApiSettings, *, clock: Clock = system_clock) -> FastAPI
     app.include_router(registrations_router)
     app.include_router(enrolments_router)
     app.include_router(concerns_router)
+    app.include_router(webhooks_router)
     app.add_middleware(BodyLimitAndCorrelation, max_body_bytes=settings.max_body_bytes)
     return app

@@ -61,6 +61,26 @@ class RulePackRow(TimestampMixin, Base):
     updated_at: Mapped[datetime] = mapped_column(server_default=func.now(), onupdate=func.now())
 
 
+class WebhookEndpoint(TimestampMixin, Base):
+    """A municipality's HTTPS endpoint for signed notices (Standard Webhooks).
+
+    The alerter reads these through opspor_shared.reference and signs with `secret`, so the
+    secret is stored as given: HMAC needs the key itself, a hash of it would not do.
+    """
+
+    __tablename__ = "webhook_endpoints"
+
+    municipality_id: Mapped[str] = mapped_column(ForeignKey("municipalities.id"), primary_key=True)
+    id: Mapped[str] = mapped_column(Text, primary_key=True)
+    url: Mapped[str] = mapped_column(Text)
+    secret: Mapped[str] = mapped_column(Text)
+    # Empty: every level (school). A level or school added later is then covered too.
+    levels: Mapped[list[str]] = mapped_column(JSONB, default=list)
+    school_ids: Mapped[list[str]] = mapped_column(JSONB, default=list)
+    enabled: Mapped[bool]
+    updated_at: Mapped[datetime] = mapped_column(server_default=func.now(), onupdate=func.now())
+
+
 class SchoolYearRow(TimestampMixin, Base):
     __tablename__ = "school_years"
     __table_args__ = (
