@@ -23,6 +23,7 @@ from opspor_shared.db import unit_of_work
 from opspor_shared.devstack.certs import CertPaths, ensure_certs
 from opspor_shared.devstack.mailbox import Mailbox, MailboxHandler
 from opspor_shared.events import CONCERN_RAISED, CONCERN_WITHDRAWN, CloudEvent, utcnow
+from tests.auth import issuers_setting
 
 SCHOOL_MAILBOX = "vestbjerg.skole@sikker.aalborg.example"
 PPR_MAILBOX = "ppr@sikker.aalborg.example"
@@ -116,6 +117,7 @@ def make_settings(
         "lease_seconds": 30.0,
         "delivery_poll_seconds": 0.01,
         "message_id_domain": "opspor.test",
+        "auth_issuers": issuers_setting(),
     }
     values.update(overrides)
     return AlerterSettings(**values)

@@ -17,6 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from opspor_alerter.service import deliver_forever, record_concern_events
 from opspor_alerter.settings import AlerterSettings
 from opspor_alerter.smtp import SmtpNotifier
+from opspor_shared.access import token_verifier
 from opspor_shared.db import make_engine, make_sessionmaker, unit_of_work
 from opspor_shared.events import CloudEvent
 from opspor_shared.kafka import BatchHandler, Delivered
@@ -70,7 +71,11 @@ async def run(
     sessionmaker = make_sessionmaker(engine)
 
     checks = readiness_checks(engine, settings)
-    ops = OpsServer(ops_app("alerter", lambda: checks), settings.ops_host, settings.ops_port)
+    ops = OpsServer(
+        ops_app("alerter", lambda: checks, token_verifier(settings)),
+        settings.ops_host,
+        settings.ops_port,
+    )
     await ops.start()
     log.info("ops_listening", host=settings.ops_host, port=ops.port)
     wake = asyncio.Event()

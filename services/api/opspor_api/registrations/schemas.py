@@ -6,7 +6,7 @@ from typing import Annotated, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
-from opspor_api.validation import EventId, Identifier, Slot
+from opspor_api.validation import EventId, Identifier, PupilId, Slot
 
 Extent = Annotated[
     Decimal,
@@ -24,7 +24,9 @@ class RegistrationIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     event_id: EventId = Field(description="The producer's unique id for this event (dedup key)")
-    pupil_id: Identifier = Field(description="The school system's pupil id (never a CPR number)")
+    pupil_id: PupilId = Field(
+        description="The school system's pupil id; a CPR number or fødselsnummer is refused"
+    )
     school_id: Identifier
     date: date
     slot: Slot = Field("day", description="day, am, pm or a lesson number")
@@ -37,7 +39,7 @@ class RetractionIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     event_id: EventId
-    pupil_id: Identifier
+    pupil_id: PupilId
     school_id: Identifier
     date: date
     slot: Slot = "day"
