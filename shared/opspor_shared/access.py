@@ -13,7 +13,7 @@ from typing import Annotated, Any
 from fastapi import Depends, FastAPI, Request
 from fastapi.dependencies.models import Dependant
 from fastapi.responses import JSONResponse
-from fastapi.routing import APIRoute
+from fastapi.routing import APIRoute, iter_route_contexts
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from opspor_shared.auth import (
@@ -159,8 +159,19 @@ def _declared_roles(dependant: Dependant) -> frozenset[Role] | None:
     return None
 
 
-def route_roles(route: APIRoute) -> frozenset[Role] | None:
-    return _declared_roles(route.dependant)
+def route_rules(app: FastAPI) -> dict[tuple[str, str], frozenset[Role] | None]:
+    """(method, path) of every route, with the roles its allow(...) rule admits (None: none)."""
+    rules: dict[tuple[str, str], frozenset[Role] | None] = {}
+    for context in iter_route_contexts(app.routes):
+        dependant = getattr(context, "dependant", None)
+        roles = (
+            _declared_roles(dependant)
+            if isinstance(context.original_route, APIRoute) and isinstance(dependant, Dependant)
+            else None
+        )
+        for method in sorted(context.methods or {"*"}):
+            rules[(method, str(context.path))] = roles
+    return rules
 
 
 class MissingAccessRule(RuntimeError):
@@ -170,14 +181,11 @@ class MissingAccessRule(RuntimeError):
 def require_access_rules(app: FastAPI, public: Iterable[str] = PUBLIC_PATHS) -> None:
     """Raises unless every route declares allow(...) or is explicitly public."""
     open_paths = frozenset(public)
-    missing: list[str] = []
-    for route in app.routes:
-        path = str(getattr(route, "path", route))
-        if path in open_paths:
-            continue
-        if not isinstance(route, APIRoute) or route_roles(route) is None:
-            methods = ",".join(sorted(getattr(route, "methods", None) or ())) or "?"
-            missing.append(f"{methods} {path}")
+    missing = [
+        f"{method} {path}"
+        for (method, path), roles in route_rules(app).items()
+        if roles is None and path not in open_paths
+    ]
     if missing:
         raise MissingAccessRule(
             "routes without an access rule (add allow(Role...) or list them as public): "
