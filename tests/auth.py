@@ -18,14 +18,14 @@ from opspor_shared.devstack.issuer import LocalIssuer
 
 
 @functools.cache
-def test_issuer() -> LocalIssuer:
+def local_issuer() -> LocalIssuer:
     directory = Path(tempfile.mkdtemp(prefix="opspor-test-issuer-"))
     atexit.register(shutil.rmtree, directory, ignore_errors=True)
     return LocalIssuer(directory, issuer="opspor-test", audience="opspor")
 
 
 def issuers_setting() -> list[IssuerConfig]:
-    return [test_issuer().config]
+    return [local_issuer().config]
 
 
 def bearer(
@@ -36,7 +36,7 @@ def bearer(
     issuer: LocalIssuer | None = None,
     **claims: object,
 ) -> dict[str, str]:
-    minted = (issuer or test_issuer()).mint(
+    minted = (issuer or local_issuer()).mint(
         role,
         municipality=None if role is Role.OPERATIONS else municipality,
         schools=schools if role in (Role.SCHOOL_SYSTEM, Role.SCHOOL_STAFF) else (),
