@@ -13,10 +13,11 @@ from typing import Any
 import httpx
 import pytest
 import structlog
-from fastapi import APIRouter
+from fastapi import APIRouter, FastAPI
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from opspor_api.app import create_app
+from opspor_api.audit.endpoints import router as audit_router
 from opspor_api.concerns.repository import ConcernRepository
 from opspor_api.settings import ApiSettings
 from opspor_shared.access import MissingAccessRule, allow
@@ -368,8 +369,6 @@ async def test_unauthenticated_error_bodies_never_carry_the_token_even_when_logg
 def test_a_route_without_an_access_rule_makes_create_app_fail(
     settings: ApiSettings, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import opspor_api.app as app_module
-
     careless = APIRouter(prefix="/v1")
 
     @careless.get("/pupils/{pupil_id}/everything")
@@ -382,19 +381,19 @@ def test_a_route_without_an_access_rule_makes_create_app_fail(
     async def ruled_route(pupil_id: str) -> dict[str, str]:
         return {"pupil_id": pupil_id}
 
-    original = app_module.FastAPI.include_router
+    original = FastAPI.include_router
 
     def include_also(extra: APIRouter) -> Any:
         def include(self: Any, router: APIRouter, **kwargs: Any) -> None:
             original(self, router, **kwargs)
-            if router is app_module.audit_router:
+            if router is audit_router:
                 original(self, extra)
 
         return include
 
-    monkeypatch.setattr(app_module.FastAPI, "include_router", include_also(ruled))
+    monkeypatch.setattr(FastAPI, "include_router", include_also(ruled))
     create_app(settings)  # a route with a rule is fine
-    monkeypatch.setattr(app_module.FastAPI, "include_router", include_also(careless))
+    monkeypatch.setattr(FastAPI, "include_router", include_also(careless))
     with pytest.raises(MissingAccessRule, match=r"GET /v1/pupils/\{pupil_id\}/everything"):
         create_app(settings)
 
