@@ -46,7 +46,7 @@ async def add_concern(
     }
     async with sessionmaker() as session, session.begin():
         await ConcernRepository(session).apply([row])
-    return row["concern_id"]
+    return uuid.UUID(data["concern_id"])
 
 
 def summary(rows: list[AuditEntry]) -> list[tuple[Any, ...]]:
