@@ -19,6 +19,7 @@ from opspor_shared.purge import EXIT_BUSY, PurgeReport
 from opspor_shared.runtime import run_purge
 from opspor_shared.settings import ServiceSettings
 from opspor_worker.models import WorkerRegistration, worker_purges
+from tests.auth import issuers_setting
 
 
 async def purge_command(database_url: str, module: str, *args: str) -> tuple[int, str]:
@@ -132,6 +133,7 @@ async def test_topics_are_created_with_their_retention(
     settings = ServiceSettings(
         database_url="postgresql://unused/x",
         kafka_bootstrap_servers=kafka_bootstrap,
+        auth_issuers=issuers_setting(),
         topic_retention_ms=5 * 24 * 3600 * 1000,
     )
     topic = f"absence.concerns.v1.{topic_suffix}"

@@ -115,6 +115,25 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("id", name=op.f("pk_api_purges")),
     )
     op.create_table(
+        "audit_log",
+        sa.Column("id", sa.BigInteger(), nullable=False),
+        sa.Column(
+            "at", sa.DateTime(timezone=True), server_default=sa.text("now()"), nullable=False
+        ),
+        sa.Column("subject", sa.Text(), nullable=False),
+        sa.Column("role", sa.Text(), nullable=False),
+        sa.Column("municipality", sa.Text(), nullable=True),
+        sa.Column("client", sa.Text(), nullable=True),
+        sa.Column("pupil_id", sa.Text(), nullable=False),
+        sa.Column("school_id", sa.Text(), nullable=True),
+        sa.Column("method", sa.Text(), nullable=False),
+        sa.Column("endpoint", sa.Text(), nullable=False),
+        sa.Column("purpose", sa.Text(), nullable=False),
+        sa.Column("status", sa.SmallInteger(), nullable=False),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_audit_log")),
+    )
+    op.create_index("ix_audit_log_pupil", "audit_log", ["pupil_id", "id"], unique=False)
+    op.create_table(
         "concerns",
         sa.Column("concern_id", sa.Uuid(), nullable=False),
         sa.Column("pupil_id", sa.Text(), nullable=False),
@@ -503,6 +522,8 @@ def downgrade() -> None:
     op.drop_table("enrolments")
     op.drop_index("ix_concerns_pupil", table_name="concerns")
     op.drop_table("concerns")
+    op.drop_index("ix_audit_log_pupil", table_name="audit_log")
+    op.drop_table("audit_log")
     op.drop_table("api_purges")
     op.drop_table("api_outbox")
     op.drop_index("ix_api_concerns_school_page", table_name="api_concerns")

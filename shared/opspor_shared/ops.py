@@ -1,7 +1,8 @@
 """/healthz, /readyz and /metrics for every service.
 
 The api mounts these routes on its own app; the worker and the alerter serve them from a small
-uvicorn server that runs in the same event loop as their consumer.
+uvicorn server that runs in the same event loop as their consumer. /healthz and /readyz are open
+(orchestrators probe them without credentials); /metrics needs an operations token.
 """
 
 from __future__ import annotations
@@ -16,6 +17,13 @@ from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from opspor_shared.access import (
+    PUBLIC_PATHS,
+    allow,
+    install_access_errors,
+    require_access_rules,
+)
+from opspor_shared.auth import Role, TokenVerifier
 from opspor_shared.db import database_ready
 from opspor_shared.kafka import kafka_ready
 from opspor_shared.settings import ServiceSettings
@@ -53,16 +61,30 @@ def ops_router(checks: Callable[[], Mapping[str, ReadinessCheck]]) -> APIRouter:
             status_code=200 if ok else 503,
         )
 
-    @router.get("/metrics", summary="Prometheus metrics", response_class=Response)
+    @router.get(
+        "/metrics",
+        summary="Prometheus metrics (operations role)",
+        response_class=Response,
+        dependencies=[allow(Role.OPERATIONS)],
+    )
     async def metrics() -> Response:
         return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
     return router
 
 
-def ops_app(service: str, checks: Callable[[], Mapping[str, ReadinessCheck]]) -> FastAPI:
-    app = FastAPI(title=f"opspor {service} operations", openapi_url=None, docs_url=None)
+def ops_app(
+    service: str,
+    checks: Callable[[], Mapping[str, ReadinessCheck]],
+    verifier: TokenVerifier,
+) -> FastAPI:
+    app = FastAPI(
+        title=f"opspor {service} operations", openapi_url=None, docs_url=None, redoc_url=None
+    )
+    app.state.verifier = verifier
+    install_access_errors(app)
     app.include_router(ops_router(checks))
+    require_access_rules(app, PUBLIC_PATHS)
     return app
 
 

@@ -11,6 +11,8 @@ from typing import Literal
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from opspor_shared.auth import IssuerConfig
+
 
 class ServiceSettings(BaseSettings):
     model_config = SettingsConfigDict(env_file=None, extra="ignore", frozen=True)
@@ -40,6 +42,11 @@ class ServiceSettings(BaseSettings):
     purge_interval_seconds: float = Field(default=21_600, ge=60)
     # Rows per delete statement (and per transaction), so a big purge never holds long locks.
     purge_chunk_rows: int = Field(default=10_000, ge=1, le=100_000)
+    # JSON list of {issuer, audience, jwks_url | public_keys}. Required, like the database: there
+    # is no setting that turns authentication off.
+    auth_issuers: list[IssuerConfig] = Field(min_length=1)
+    auth_leeway_seconds: float = Field(default=30.0, ge=0, le=300)
+    auth_jwks_timeout_seconds: float = Field(default=5.0, gt=0, le=60)
 
     @field_validator("database_url")
     @classmethod

@@ -30,6 +30,7 @@ from opspor_shared.devstack.certs import CertPaths, ensure_certs
 from opspor_shared.devstack.mailbox import Mailbox, MailboxHandler
 from opspor_shared.events import CONCERN_RAISED, CONCERN_WITHDRAWN, CloudEvent, utcnow
 from tests.alerter.webhook_receiver import WebhookReceiver
+from tests.auth import issuers_setting
 
 SCHOOL_MAILBOX = "vestbjerg.skole@sikker.aalborg.example"
 PPR_MAILBOX = "ppr@sikker.aalborg.example"
@@ -133,6 +134,7 @@ def make_settings(
         "lease_seconds": 30.0,
         "delivery_poll_seconds": 0.01,
         "message_id_domain": "opspor.test",
+        "auth_issuers": issuers_setting(),
     }
     values.update(overrides)
     return AlerterSettings(**values)

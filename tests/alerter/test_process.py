@@ -17,6 +17,7 @@ from standardwebhooks import Webhook
 
 from opspor_alerter.main import run
 from opspor_alerter.settings import AlerterSettings
+from opspor_shared.auth import Role
 from opspor_shared.devstack.certs import CertPaths
 from opspor_shared.devstack.mailbox import Mailbox
 from opspor_shared.events import CONCERN_RAISED, CloudEvent, utcnow
@@ -32,6 +33,7 @@ from tests.alerter.conftest import (
     wait_for,
 )
 from tests.alerter.webhook_receiver import WebhookReceiver
+from tests.auth import bearer
 
 
 def _events(result: str) -> float:
@@ -101,8 +103,16 @@ async def test_concern_event_through_kafka_reaches_the_mailbox_and_the_webhook(
                 ready = await client.get("/readyz")
                 assert ready.status_code == 200, ready.text
                 assert ready.json()["checks"] == {"database": True, "kafka": True}
-                text_ = (await client.get("/metrics")).text
-                assert "opspor_alerter_notices_sent_total" in text_
+                # Metrics only for operations tokens, with the same verifier as the api.
+                anonymous = await client.get("/metrics")
+                assert anonymous.status_code == 401
+                assert anonymous.headers["www-authenticate"].startswith("Bearer")
+                staff = await client.get("/metrics", headers=bearer(Role.SCHOOL_STAFF))
+                assert staff.status_code == 403
+                assert "opspor_" not in staff.text
+                metrics = await client.get("/metrics", headers=bearer(Role.OPERATIONS))
+                assert metrics.status_code == 200
+                assert "opspor_alerter_notices_sent_total" in metrics.text
         finally:
             stop.set()
             await asyncio.wait_for(alerter, timeout=60)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,7 @@ from opspor_alerter.settings import AlerterSettings
 from opspor_shared.events import ConcernData
 from opspor_shared.reference import SchoolRef
 from tests.alerter.conftest import concern_event
+from tests.auth import issuers_setting
 
 BASE: dict[str, Any] = {
     "database_url": "postgresql://postgres@127.0.0.1/opspor",
@@ -23,6 +25,7 @@ BASE: dict[str, Any] = {
     "smtp_host": "relay.aalborg.example",
     "smtp_port": 587,
     "smtp_from": "opspor@aalborg.example",
+    "auth_issuers": issuers_setting(),
 }
 
 
@@ -46,6 +49,8 @@ def test_required_settings_have_no_default(missing: str) -> None:
 
 def test_settings_come_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     for key, value in BASE.items():
+        if key == "auth_issuers":
+            value = json.dumps([c.model_dump(mode="json") for c in value])
         monkeypatch.setenv(key.upper(), str(value))
     monkeypatch.setenv("SMTP_USERNAME", "relay-user")
     monkeypatch.setenv("SMTP_PASSWORD", "pw-from-env")

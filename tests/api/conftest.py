@@ -8,6 +8,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from opspor_api.app import create_app
 from opspor_api.settings import ApiSettings
+from tests.auth import RouteAuth, issuers_setting
 
 
 def api_settings(
@@ -21,7 +22,7 @@ def api_settings(
         registrations_topic=f"absence.registrations.v1.{suffix}",
         concerns_topic=f"absence.concerns.v1.{suffix}",
         topic_partitions=2,
-        **overrides,  # type: ignore[arg-type]
+        **({"auth_issuers": issuers_setting()} | overrides),  # type: ignore[arg-type]
     )
 
 
@@ -37,5 +38,7 @@ async def client(settings: ApiSettings) -> AsyncIterator[httpx.AsyncClient]:
     app = create_app(settings)
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
-        async with httpx.AsyncClient(transport=transport, base_url="http://api") as c:
+        async with httpx.AsyncClient(
+            transport=transport, base_url="http://api", auth=RouteAuth()
+        ) as c:
             yield c

@@ -12,8 +12,10 @@ import httpx
 from aiokafka import AIOKafkaProducer
 
 from opspor_api.settings import ApiSettings
+from opspor_shared.auth import Role
 from opspor_shared.events import CONCERN_RAISED, CONCERN_WITHDRAWN, CloudEvent
-from tests.support import read_topic
+from tests.auth import bearer
+from tests.support import configure, read_topic
 
 FIRST = date(2026, 9, 7)
 
@@ -76,11 +78,17 @@ async def publish(settings: ApiSettings, events: list[CloudEvent]) -> None:
         await producer.stop()
 
 
-async def eventually(client: httpx.AsyncClient, path: str, check: Any, wait: float = 30.0) -> Any:
+async def eventually(
+    client: httpx.AsyncClient,
+    path: str,
+    check: Any,
+    wait: float = 30.0,
+    headers: dict[str, str] | None = None,
+) -> Any:
     deadline = time.monotonic() + wait
     body = None
     while time.monotonic() < deadline:
-        body = (await client.get(path)).json()
+        body = (await client.get(path, headers=headers)).json()
         if check(body):
             return body
         await asyncio.sleep(0.1)
@@ -90,6 +98,7 @@ async def eventually(client: httpx.AsyncClient, path: str, check: Any, wait: flo
 async def test_concern_events_reach_the_pupil_view_and_stale_ones_change_nothing(
     client: httpx.AsyncClient, settings: ApiSettings
 ) -> None:
+    await configure(client)
     raised = concern_event("p1", FIRST, revision=1)
     cid = uuid.UUID(raised.data["concern_id"])
     withdrawn = concern_event("p1", FIRST, revision=2, concern=cid)
@@ -108,11 +117,14 @@ async def test_concern_events_reach_the_pupil_view_and_stale_ones_change_nothing
 async def test_school_concerns_are_paginated_and_filtered(
     client: httpx.AsyncClient, settings: ApiSettings
 ) -> None:
+    await configure(client)
+    await configure(client, school="elsewhere")
     events = [concern_event(f"p{i}", FIRST + timedelta(days=i)) for i in range(7)]
     events += [concern_event("ppr1", FIRST, level="ppr-may")]
     events += [concern_event("other", FIRST, school="elsewhere")]
     await publish(settings, events)
-    await eventually(client, "/v1/pupils/other/concerns", lambda b: len(b) == 1)
+    elsewhere = bearer(Role.SCHOOL_STAFF, schools=["elsewhere"])
+    await eventually(client, "/v1/pupils/other/concerns", lambda b: len(b) == 1, headers=elsewhere)
     await eventually(
         client,
         "/v1/schools/vestbjerg/concerns?limit=500",
@@ -139,6 +151,7 @@ async def test_school_concerns_are_paginated_and_filtered(
 async def test_a_concern_event_with_invalid_data_goes_to_the_dead_letter_topic(
     client: httpx.AsyncClient, settings: ApiSettings
 ) -> None:
+    await configure(client)
     bad = concern_event("p9", FIRST).model_copy(update={"data": {"concern_id": "nope"}})
     good = concern_event("p10", FIRST)
     await publish(settings, [bad, good])

@@ -2,6 +2,8 @@ from __future__ import annotations
 
 import httpx
 
+from opspor_shared.auth import Role
+from tests.auth import bearer
 from tests.support import SCHOOL_YEAR, YEAR_BODY, configure
 
 MUNICIPALITY = {
@@ -80,9 +82,11 @@ async def test_school_year_counts_school_days(client: httpx.AsyncClient) -> None
         "closures": [{"first_day": "2026-11-09", "last_day": "2026-11-10", "reason": "planning"}],
         "extra_days": ["2026-11-07"],
     }
-    await client.put("/v1/municipalities/oslo", json=MUNICIPALITY | {"country": "NO"})
+    oslo = bearer(Role.MUNICIPALITY_ADMIN, "oslo")
+    await client.put("/v1/municipalities/oslo", json=MUNICIPALITY | {"country": "NO"}, headers=oslo)
     await client.put(
         "/v1/schools/short",
+        headers=oslo,
         json={
             "municipality_id": "oslo",
             "name": "Short",
@@ -90,7 +94,7 @@ async def test_school_year_counts_school_days(client: httpx.AsyncClient) -> None
             "mailbox": "s@sikkerpost.oslo.no",
         },
     )
-    r = await client.put("/v1/schools/short/school-years/2026-2027", json=body)
+    r = await client.put("/v1/schools/short/school-years/2026-2027", json=body, headers=oslo)
     assert r.status_code == 201, r.text
     assert r.json()["school_days"] == 9
 

@@ -8,7 +8,9 @@ from typing import Any
 
 import httpx
 
+from opspor_shared.auth import Role
 from tests.api.test_config import MUNICIPALITY, fields
+from tests.auth import bearer
 from tests.support import configure, registration, school_days
 
 LOCAL: dict[str, Any] = {
@@ -33,8 +35,14 @@ LOCAL: dict[str, Any] = {
 BASE = "/v1/municipalities/aalborg/rule-packs"
 
 
+def _admin(municipality: str) -> dict[str, str]:
+    return bearer(Role.MUNICIPALITY_ADMIN, municipality)
+
+
 async def _municipality(client: httpx.AsyncClient, municipality: str = "aalborg") -> None:
-    r = await client.put(f"/v1/municipalities/{municipality}", json=MUNICIPALITY)
+    r = await client.put(
+        f"/v1/municipalities/{municipality}", json=MUNICIPALITY, headers=_admin(municipality)
+    )
     assert r.status_code in (200, 201), r.text
 
 
@@ -78,10 +86,16 @@ async def test_a_stored_pack_can_be_used_by_its_municipality_only(
     )
     assert r.status_code == 200, r.text
     r = await client.put(
-        "/v1/municipalities/herning", json=MUNICIPALITY | {"rule_packs": ["lokal"]}
+        "/v1/municipalities/herning",
+        json=MUNICIPALITY | {"rule_packs": ["lokal"]},
+        headers=_admin("herning"),
     )
     assert r.status_code == 422 and fields(r) == {"rule_packs[0]"}
-    assert (await client.get("/v1/municipalities/herning/rule-packs/lokal")).status_code == 404
+    r = await client.get("/v1/municipalities/herning/rule-packs/lokal", headers=_admin("herning"))
+    assert r.status_code == 404
+    # Another municipality's administrator does not see Aalborg's packs at all.
+    r = await client.get(f"{BASE}/lokal", headers=_admin("herning"))
+    assert r.status_code == 404 and "Lokal" not in r.text
 
 
 async def test_stored_versions_never_change_but_new_ones_can_be_added(

@@ -17,6 +17,7 @@ from opspor_shared.devstack.kafka import EmbeddedBroker
 from opspor_shared.devstack.net import free_port
 from opspor_shared.events import CloudEvent, RegistrationData
 from tests.api.conftest import api_settings
+from tests.auth import RouteAuth
 from tests.support import configure, read_topic, registration
 
 MONDAY = date(2026, 9, 7)
@@ -215,7 +216,9 @@ async def test_api_keeps_accepting_while_kafka_is_down_and_the_relay_catches_up(
     app = create_app(settings)
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
-        async with httpx.AsyncClient(transport=transport, base_url="http://api") as client:
+        async with httpx.AsyncClient(
+            transport=transport, base_url="http://api", auth=RouteAuth()
+        ) as client:
             await configure(client)
             items = [registration(f"p{i}", MONDAY) for i in range(10)]
             r = await client.post("/v1/registrations/batch", json={"items": items})

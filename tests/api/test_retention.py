@@ -27,6 +27,7 @@ from opspor_shared.retention import retention_window
 from tests.api.conftest import api_settings
 from tests.api.test_concerns import concern_event
 from tests.api.test_registrations import count, fields
+from tests.auth import RouteAuth, issuers_setting
 from tests.support import configure, registration
 
 SessionMaker = async_sessionmaker[AsyncSession]
@@ -58,7 +59,9 @@ async def client_at(settings: ApiSettings, now: datetime) -> AsyncIterator[httpx
     app = create_app(settings, clock=lambda: now)
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
-        async with httpx.AsyncClient(transport=transport, base_url="http://api") as client:
+        async with httpx.AsyncClient(
+            transport=transport, base_url="http://api", auth=RouteAuth()
+        ) as client:
             yield client
 
 
@@ -107,6 +110,7 @@ async def project(sessionmaker: SessionMaker, now: datetime, *delivered: Deliver
         ApiSettings(
             database_url="postgresql://unused/x",
             kafka_bootstrap_servers="unused:9092",
+            auth_issuers=issuers_setting(),
             retention_registration_days=400,
             retention_closed_concern_days=30,
         ),

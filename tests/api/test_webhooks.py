@@ -11,7 +11,7 @@ import pytest
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from opspor_shared.reference import ReferenceRepository
-from tests.support import configure
+from tests.support import configure, seed_reference
 
 SECRET = "whsec_" + base64.b64encode(b"s" * 32).decode()  # ends in "="
 TOKEN = "q-token-83bd1f"
@@ -113,9 +113,11 @@ async def test_missing_url_and_secret_are_both_named(client: httpx.AsyncClient) 
     assert problem_fields(response) == {"url", "secret"}
 
 
-async def test_schools_must_belong_to_the_municipality(client: httpx.AsyncClient) -> None:
+async def test_schools_must_belong_to_the_municipality(
+    client: httpx.AsyncClient, sessionmaker: async_sessionmaker[AsyncSession]
+) -> None:
     await configure(client)
-    await configure(client, municipality="hals", school="hals-skole")
+    await seed_reference(sessionmaker, municipality="hals", school="hals-skole")
     response = await client.put(HOOK, json=BODY | {"school_ids": ["vestbjerg", "hals-skole"]})
     assert response.status_code == 422
     assert problem_fields(response) == {"school_ids[1]"}

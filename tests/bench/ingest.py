@@ -63,6 +63,7 @@ async def run_ingest(
     timeout: float,
     *,
     single: bool = False,
+    headers: dict[str, str] = HEADERS,
 ) -> IngestRun:
     """`single`: each body is one registration for POST /v1/registrations (expects 201)."""
     path = "/v1/registrations" if single else "/v1/registrations/batch"
@@ -77,7 +78,7 @@ async def run_ingest(
             for body in queue:  # the shared iterator hands each body to exactly one lane
                 start = time.perf_counter()
                 try:
-                    r = await client.post(path, content=body, headers=HEADERS)
+                    r = await client.post(path, content=body, headers=headers)
                 except httpx.HTTPError as exc:
                     run.failures.append(f"{type(exc).__name__}: {exc}")
                     continue

@@ -232,6 +232,7 @@ async def send_plan(
     batch: int,
     max_connections: int,
     timeout: float,
+    headers: dict[str, str] = HEADERS,
 ) -> LatencyRun:
     run = LatencyRun(rate=rate, seconds=len(items) / rate, batch=batch, items=items, posts=posts)
     path = "/v1/registrations" if batch == 1 else "/v1/registrations/batch"
@@ -244,7 +245,7 @@ async def send_plan(
         async def post(p: Post) -> None:
             p.sent_at = time.time()
             try:
-                r = await client.post(path, content=p.body, headers=HEADERS)
+                r = await client.post(path, content=p.body, headers=headers)
             except httpx.HTTPError as exc:
                 p.error = f"{type(exc).__name__}: {exc}"
                 return

@@ -25,14 +25,21 @@ from typing import Any
 
 import httpx
 
+from opspor_shared.auth import Role
 from opspor_shared.devstack.stack import Stack
-from tests.bench.ingest import run_ingest
+from tests.bench.ingest import HEADERS, run_ingest
 from tests.bench.latency import build_plan, collect_mail, send_plan, stage_breakdown
 from tests.bench.profile import Profiler
 from tests.bench.progress import Progress
 from tests.bench.report import format_report
 from tests.bench.system import CpuMeter, describe_machine
-from tests.bench.workload import configure, evaluated_school_days, ingest_bodies, single_bodies
+from tests.bench.workload import (
+    MUNICIPALITY,
+    configure,
+    evaluated_school_days,
+    ingest_bodies,
+    single_bodies,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 INGEST_SCHOOL = "bench-ingest"
@@ -161,7 +168,9 @@ async def ingest_phase(
 
     expected = 0
     if warmup:
-        run = await run_ingest(stack.api_url, warmup, 1000, 1, timeout=120)
+        run = await run_ingest(
+            stack.api_url, warmup, 1000, 1, timeout=120, headers=writer_headers(stack)
+        )
         expected += run.accepted_registrations
         await progress.wait_caught_up(INGEST_SCHOOL, expected, args.catch_up_timeout)
 
@@ -175,7 +184,15 @@ async def ingest_phase(
         spy.start(label)
         meter.start()
         started = time.monotonic()
-        run = await run_ingest(stack.api_url, payload, size, connections, 120, single=single)
+        run = await run_ingest(
+            stack.api_url,
+            payload,
+            size,
+            connections,
+            120,
+            single=single,
+            headers=writer_headers(stack),
+        )
         ended = time.monotonic()
         cpu_ingest = meter.stop()
         spy.stop()
@@ -268,6 +285,7 @@ async def latency_phase(
         args.latency_batch,
         args.latency_connections,
         timeout=60,
+        headers=writer_headers(stack),
     )
     cpu = meter.stop()
     spy.stop()
@@ -282,9 +300,17 @@ async def latency_phase(
     return figures
 
 
+def writer_headers(stack: Stack) -> dict[str, str]:
+    """The school admin system's token, as a real one would send it on every request."""
+    return HEADERS | stack.headers(
+        Role.SCHOOL_SYSTEM, MUNICIPALITY, (INGEST_SCHOOL, LATENCY_SCHOOL), ttl_seconds=6 * 3600
+    )
+
+
 async def bench(stack: Stack, args: argparse.Namespace, log: Any) -> dict[str, Any]:
     results: dict[str, Any] = {}
-    async with httpx.AsyncClient(base_url=stack.api_url, timeout=30) as client:
+    admin = stack.headers(Role.MUNICIPALITY_ADMIN, MUNICIPALITY)
+    async with httpx.AsyncClient(base_url=stack.api_url, timeout=30, headers=admin) as client:
         for school in (INGEST_SCHOOL, LATENCY_SCHOOL):
             await configure(client, school)
     async with Progress(stack.database_url) as progress:
@@ -363,7 +389,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             var_dir=args.var_dir,
             database_name=args.database,
             recreate_database=True,
-            extra_env={"TICK_SECONDS": str(args.tick_seconds)}
+            # The limiter is per client and the bench is one client: measure throughput, not it.
+            extra_env={
+                "TICK_SECONDS": str(args.tick_seconds),
+                "RATE_LIMIT_PER_SECOND": "1000000",
+                "RATE_LIMIT_BURST": "1000000",
+            }
             | dict(kv.split("=", 1) for kv in args.service_env),
         ) as stack:
             log(f"stack up: api {stack.api_url}, broker {stack.bootstrap_servers}")

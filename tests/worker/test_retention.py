@@ -18,6 +18,7 @@ from opspor_worker.models import Concern, WorkerPupil, WorkerRegistration, worke
 from opspor_worker.purge import purge_once
 from opspor_worker.service import Context
 from opspor_worker.settings import WorkerSettings
+from tests.auth import issuers_setting
 from tests.support import school_days, seed_reference
 from tests.worker.test_worker import NOW, concerns, feed, outbox, reg
 
@@ -37,6 +38,7 @@ async def ctx(clean_db: AsyncEngine, sessionmaker: SessionMaker) -> Context:
     settings = WorkerSettings(
         database_url="postgresql://unused/x",
         kafka_bootstrap_servers="unused:9092",
+        auth_issuers=issuers_setting(),
         concerns_topic="concerns",
         retention_registration_days=400,
         retention_closed_concern_days=30,

@@ -21,6 +21,7 @@ from opspor_alerter.service import deliver_forever, record_concern_events
 from opspor_alerter.settings import AlerterSettings
 from opspor_alerter.smtp import SmtpNotifier
 from opspor_alerter.webhook import WebhookNotifier, make_http_client
+from opspor_shared.access import token_verifier
 from opspor_shared.clock import Clock, system_clock
 from opspor_shared.db import make_engine, make_sessionmaker, unit_of_work
 from opspor_shared.events import CloudEvent
@@ -81,7 +82,11 @@ async def run(
     notifier = ByChannel({"smtp": smtp, "webhook": WebhookNotifier(settings, sessionmaker, http)})
 
     checks = readiness_checks(engine, settings)
-    ops = OpsServer(ops_app("alerter", lambda: checks), settings.ops_host, settings.ops_port)
+    ops = OpsServer(
+        ops_app("alerter", lambda: checks, token_verifier(settings)),
+        settings.ops_host,
+        settings.ops_port,
+    )
     await ops.start()
     log.info("ops_listening", host=settings.ops_host, port=ops.port)
     wake = asyncio.Event()

@@ -10,19 +10,34 @@ from typing import Any
 from fastapi import FastAPI
 from starlette.requests import Request
 
+from opspor_api.audit.endpoints import router as audit_router
 from opspor_api.concerns import service as concerns_service
 from opspor_api.concerns.endpoints import router as concerns_router
 from opspor_api.concerns.repository import ConcernRepository
 from opspor_api.config.endpoints import router as config_router
 from opspor_api.enrolments.endpoints import router as enrolments_router
-from opspor_api.errors import PayloadTooLarge, install_error_handlers, problem_response
+from opspor_api.errors import (
+    PayloadTooLarge,
+    TooManyRequests,
+    install_error_handlers,
+    problem_response,
+)
 from opspor_api.models import api_outbox
 from opspor_api.packs.endpoints import router as packs_router
 from opspor_api.purge import SERVICE as PURGE_SERVICE
 from opspor_api.purge import purge_once
+from opspor_api.ratelimit import RateLimiter
 from opspor_api.registrations.endpoints import router as registrations_router
 from opspor_api.settings import ApiSettings
 from opspor_api.webhooks.endpoints import router as webhooks_router
+from opspor_shared.access import (
+    PUBLIC_PATHS,
+    AccessError,
+    principal_for,
+    require_access_rules,
+    token_verifier,
+)
+from opspor_shared.auth import TokenVerifier
 from opspor_shared.clock import Clock, system_clock
 from opspor_shared.db import make_engine, make_sessionmaker, unit_of_work
 from opspor_shared.events import CloudEvent
@@ -84,6 +99,45 @@ class BodyLimitAndCorrelation:
             Request(scope),
         )
         await response(scope, receive, send)
+
+
+# The API description itself holds no data; integrators and the docs page need it unauthenticated.
+DOCS_PATHS = frozenset({"/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc"})
+OPEN_PATHS = PUBLIC_PATHS | DOCS_PATHS
+
+
+class AuthenticateAndLimit:
+    """Verifies the bearer token and applies the client's rate limit before the route runs, so a
+    refused request has read no body and stored nothing. Which roles may use a route is decided
+    by the route's own allow(...) rule."""
+
+    def __init__(self, app: ASGIApp, verifier: TokenVerifier, limiter: RateLimiter) -> None:
+        self.app = app
+        self.verifier = verifier
+        self.limiter = limiter
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["path"] in OPEN_PATHS:
+            await self.app(scope, receive, send)
+            return
+        try:
+            principal = await principal_for(scope, self.verifier)
+        except AccessError as exc:
+            await exc.response(scope["path"])(scope, receive, send)
+            return
+        wait = self.limiter.acquire(principal.rate_key)
+        if wait:
+            response = problem_response(
+                429,
+                TooManyRequests.title,
+                TooManyRequests.type,
+                f"more than {self.limiter.rate:g} requests per second; nothing was stored",
+                Request(scope),
+                headers={"Retry-After": str(wait)},
+            )
+            await response(scope, receive, send)
+            return
+        await self.app(scope, receive, send)
 
 
 def create_app(settings: ApiSettings, *, clock: Clock = system_clock) -> FastAPI:
@@ -154,6 +208,8 @@ def create_app(settings: ApiSettings, *, clock: Clock = system_clock) -> FastAPI
         ),
         lifespan=lifespan,
     )
+    verifier = token_verifier(settings)
+    app.state.verifier = verifier
     install_error_handlers(app)
 
     def checks() -> dict[str, ReadinessCheck]:
@@ -167,5 +223,10 @@ def create_app(settings: ApiSettings, *, clock: Clock = system_clock) -> FastAPI
     app.include_router(enrolments_router)
     app.include_router(concerns_router)
     app.include_router(webhooks_router)
+    app.include_router(audit_router)
+    require_access_rules(app, OPEN_PATHS)
+    limiter = RateLimiter(settings.rate_limit_per_second, settings.rate_limit_burst)
+    app.add_middleware(AuthenticateAndLimit, verifier=verifier, limiter=limiter)
+    # Added last, so it runs first: the correlation id is set before anything is logged.
     app.add_middleware(BodyLimitAndCorrelation, max_body_bytes=settings.max_body_bytes)
     return app

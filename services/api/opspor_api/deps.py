@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from typing import Annotated
+from typing import Annotated, Any
 
-from fastapi import Depends, Request
+from fastapi import Depends, Header, Request
+from fastapi.routing import APIRoute
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from opspor_api.audit.repository import AuditRepository
+from opspor_api.audit.schemas import PURPOSES, Purpose
+from opspor_api.audit.service import Auditor
 from opspor_api.settings import ApiSettings
+from opspor_shared.access import principal_for
 from opspor_shared.clock import Clock
 from opspor_shared.db import unit_of_work
 from opspor_shared.reference import CalendarCache, PackCache
@@ -20,7 +25,7 @@ async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
 
 
 # scope="function": commit (or rollback) runs before the response is sent, so a client never
-# gets a success for data that a failed commit lost.
+# gets a success for data that a failed commit lost. Audit rows ride in the same transaction.
 Session = Annotated[AsyncSession, Depends(get_session, scope="function")]
 
 
@@ -49,3 +54,31 @@ Calendars = Annotated[CalendarCache, Depends(get_calendars)]
 Packs = Annotated[PackCache, Depends(get_packs)]
 AppClock = Annotated[Clock, Depends(get_clock)]
 Settings = Annotated[ApiSettings, Depends(get_settings)]
+
+_PURPOSE_HELP = "Why pupil data is accessed; recorded in the audit log. One of: " + "; ".join(
+    f"`{k}` ({v})" for k, v in PURPOSES.items()
+)
+
+
+def audited(default: Purpose) -> Any:
+    """An Auditor for a route that reads or writes pupil-level data; X-Purpose overrides the
+    route's default purpose."""
+
+    async def dependency(
+        request: Request,
+        session: Session,
+        purpose: Annotated[
+            Purpose | None, Header(alias="X-Purpose", description=_PURPOSE_HELP)
+        ] = None,
+    ) -> Auditor:
+        route = request.scope.get("route")
+        return Auditor(
+            repo=AuditRepository(session),
+            # Verified once per request; this only reads it back from the request scope.
+            principal=await principal_for(request.scope, request.app.state.verifier),
+            method=request.method,
+            endpoint=route.path if isinstance(route, APIRoute) else request.url.path,
+            purpose=purpose or default,
+        )
+
+    return Depends(dependency)

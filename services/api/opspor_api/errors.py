@@ -14,6 +14,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from opspor_shared.access import AccessError
 from opspor_shared.logging import get_logger
 
 log = get_logger(__name__)
@@ -68,6 +69,12 @@ class PayloadTooLarge(ProblemError):
     status = 413
     type = "urn:opspor:problem:payload-too-large"
     title = "Request body too large"
+
+
+class TooManyRequests(ProblemError):
+    status = 429
+    type = "urn:opspor:problem:rate-limited"
+    title = "Too many requests"
 
 
 def field_error(loc: tuple[str | int, ...] | list[str | int], detail: str) -> FieldError:
@@ -125,6 +132,10 @@ def install_error_handlers(app: FastAPI) -> None:
     async def _problem(request: Request, exc: ProblemError) -> JSONResponse:
         return problem_response(exc.status, exc.title, exc.type, exc.detail, request, exc.errors)
 
+    @app.exception_handler(AccessError)
+    async def _access(request: Request, exc: AccessError) -> JSONResponse:
+        return exc.response(request.url.path)
+
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
         errors = [field_error(_location(tuple(e["loc"])), _message(e)) for e in exc.errors()]
@@ -164,9 +175,13 @@ def install_error_handlers(app: FastAPI) -> None:
 PROBLEM_RESPONSES: dict[int | str, dict[str, Any]] = {
     status: {"model": Problem, "content": {PROBLEM_JSON: {}}, "description": description}
     for status, description in (
-        (404, "Not found"),
+        (401, "No valid bearer token (see WWW-Authenticate)"),
+        (403, "The token's role may not use this endpoint"),
+        (404, "Not found (or outside the token's schools or municipality)"),
         (409, "Conflict"),
         (413, "Request body too large"),
         (422, "Invalid input; `errors` names every bad field"),
+        (429, "Rate limit exceeded; retry after `Retry-After` seconds"),
+        (503, "Token keys could not be fetched from the identity provider; retry later"),
     )
 }

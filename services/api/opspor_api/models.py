@@ -7,7 +7,17 @@ from datetime import date, datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import CheckConstraint, ForeignKey, Index, Numeric, Text, UniqueConstraint, func
+from sqlalchemy import (
+    BigInteger,
+    CheckConstraint,
+    ForeignKey,
+    Index,
+    Numeric,
+    SmallInteger,
+    Text,
+    UniqueConstraint,
+    func,
+)
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -157,6 +167,27 @@ class ConcernView(Base):
     updated_at: Mapped[datetime] = mapped_column(server_default=func.now(), onupdate=func.now())
     # The withdrawn event's time while withdrawn, else NULL; the purge counts from it.
     withdrawn_at: Mapped[datetime | None]
+
+
+class AuditEntry(Base):
+    """Who read or wrote which pupil's data. Append-only: a trigger (migration 0002) refuses
+    UPDATE, DELETE and TRUNCATE, for the application and superusers alike."""
+
+    __tablename__ = "audit_log"
+    __table_args__ = (Index("ix_audit_log_pupil", "pupil_id", "id"),)
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    at: Mapped[datetime] = mapped_column(server_default=func.now())
+    subject: Mapped[str] = mapped_column(Text)
+    role: Mapped[str] = mapped_column(Text)
+    municipality: Mapped[str | None] = mapped_column(Text)
+    client: Mapped[str | None] = mapped_column(Text)
+    pupil_id: Mapped[str] = mapped_column(Text)
+    school_id: Mapped[str | None] = mapped_column(Text)
+    method: Mapped[str] = mapped_column(Text)
+    endpoint: Mapped[str] = mapped_column(Text)
+    purpose: Mapped[str] = mapped_column(Text)
+    status: Mapped[int] = mapped_column(SmallInteger)
 
 
 api_outbox = outbox_table("api_outbox", Base.metadata)

@@ -12,3 +12,6 @@ class ApiSettings(ServiceSettings):
     max_batch_items: int = Field(default=5000, ge=1, le=5000)
     concern_consumer_group: str = "opspor-api-concerns"
     db_pool_size: int = Field(default=10, ge=1)
+    # Per client (the token's azp/client_id, else its sub), per api process.
+    rate_limit_per_second: float = Field(default=50.0, gt=0)
+    rate_limit_burst: int = Field(default=200, ge=1)

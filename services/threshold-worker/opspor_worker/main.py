@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 
+from opspor_shared.access import token_verifier
 from opspor_shared.db import make_engine, make_sessionmaker, unit_of_work
 from opspor_shared.events import CloudEvent
 from opspor_shared.kafka import Delivered
@@ -53,7 +54,9 @@ async def run(settings: WorkerSettings, stop: asyncio.Event) -> None:
 
     checks = readiness_checks(engine, settings)
     ops = OpsServer(
-        ops_app("threshold-worker", lambda: checks), settings.ops_host, settings.ops_port
+        ops_app("threshold-worker", lambda: checks, token_verifier(settings)),
+        settings.ops_host,
+        settings.ops_port,
     )
     await ops.start()
     log.info("ops_listening", port=ops.port)

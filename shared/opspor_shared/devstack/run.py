@@ -7,6 +7,7 @@ import signal
 import threading
 from pathlib import Path
 
+from opspor_shared.auth import Role
 from opspor_shared.devstack.net import port_open
 from opspor_shared.devstack.stack import Stack
 
@@ -15,6 +16,21 @@ ROOT = Path(__file__).resolve().parents[3]
 
 def _port(preferred: int) -> int:
     return 0 if port_open("127.0.0.1", preferred) else preferred
+
+
+def _tokens(stack: Stack) -> str:
+    """Ready tokens (12 hours) for trying the API, and how to mint others."""
+    ttl = 12 * 3600
+    admin = stack.headers(Role.MUNICIPALITY_ADMIN, "aalborg", ttl_seconds=ttl)
+    system = stack.headers(Role.SCHOOL_SYSTEM, "aalborg", ("vestbjerg",), ttl_seconds=ttl)
+    return (
+        "\nTokens (local issuer, 12 h; paste into the docs page's Authorize button):\n"
+        f"  municipality_admin of aalborg:       {admin['Authorization']}\n"
+        f"  school_system of aalborg/vestbjerg:  {system['Authorization']}\n"
+        "  Others: .venv/bin/python -m opspor_api.tokens --key-dir var/auth issue --role "
+        "school_staff --municipality aalborg --school vestbjerg --ttl 3600\n"
+        "  (roles: school_system, school_staff, ppr, municipality_admin, operations)\n\n"
+    )
 
 
 def main() -> None:
@@ -46,7 +62,8 @@ def main() -> None:
             f"  Ops:       "
             + ", ".join(f"{n} {s.url}/metrics" for n, s in stack.services.items())
             + f"\n  Logs:      {stack.var_dir / 'logs'}\n"
-            "Press Ctrl-C to stop.\n",
+            + _tokens(stack)
+            + "Press Ctrl-C to stop.\n",
             flush=True,
         )
         while not stop.wait(1.0):

@@ -7,6 +7,7 @@ DATABASE_URL, KAFKA_BOOTSTRAP_SERVERS or SMTP_HOST/SMTP_PORT/SMTP_FROM replace t
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -16,7 +17,9 @@ from pathlib import Path
 
 import httpx
 
+from opspor_shared.auth import Role
 from opspor_shared.devstack.certs import ensure_certs
+from opspor_shared.devstack.issuer import LocalIssuer
 from opspor_shared.devstack.kafka import EmbeddedBroker
 from opspor_shared.devstack.mailbox import Mailbox
 from opspor_shared.devstack.net import free_port
@@ -93,6 +96,7 @@ class Stack:
     bootstrap_servers: str = ""
     mailbox: Mailbox | None = None
     broker: EmbeddedBroker | None = None
+    issuer: LocalIssuer | None = None
 
     def start(self) -> Stack:
         self.var_dir.mkdir(parents=True, exist_ok=True)
@@ -127,6 +131,9 @@ class Stack:
         else:
             self.broker = EmbeddedBroker(log_file=self.var_dir / "logs" / "tansu.log").start()
             self.bootstrap_servers = self.broker.bootstrap_servers
+        # The local issuer is trusted next to any issuers given in AUTH_ISSUERS, so make run,
+        # the end-to-end tests and the benchmark can mint tokens.
+        self.issuer = LocalIssuer(self.var_dir / "auth")
         if not os.environ.get("SMTP_HOST"):
             certs = ensure_certs(self.var_dir / "certs")
             self.mailbox = Mailbox(self.var_dir / "mailbox", certs, port=self.mailbox_port).start()
@@ -139,6 +146,10 @@ class Stack:
             "OPS_HOST": "127.0.0.1",
             "PYTHONUNBUFFERED": "1",
         }
+        if self.issuer is not None:
+            issuers = json.loads(os.environ.get("AUTH_ISSUERS") or "[]")
+            issuers += json.loads(self.issuer.issuers_json())
+            env["AUTH_ISSUERS"] = json.dumps(issuers)
         if self.broker is not None:
             # Tansu: no idempotent producer; answers group joins after half the session timeout.
             env |= {"KAFKA_ENABLE_IDEMPOTENCE": "false", "KAFKA_SESSION_TIMEOUT_MS": "2000"}
@@ -153,6 +164,20 @@ class Stack:
         if "NOTICE_LINK_BASE" not in env and self.api_port:
             env["NOTICE_LINK_BASE"] = f"http://127.0.0.1:{self.api_port}"
         return env | self.extra_env
+
+    def headers(
+        self,
+        role: Role,
+        municipality: str | None = None,
+        schools: tuple[str, ...] = (),
+        ttl_seconds: int = 3600,
+    ) -> dict[str, str]:
+        """An Authorization header with a token from the stack's local issuer."""
+        assert self.issuer is not None, "start the stack first"
+        token = self.issuer.mint(
+            role, municipality=municipality, schools=schools, ttl_seconds=ttl_seconds
+        )
+        return {"Authorization": f"Bearer {token}"}
 
     @property
     def api_url(self) -> str:

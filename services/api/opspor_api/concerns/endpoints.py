@@ -5,18 +5,24 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter, Path, Query
 
+from opspor_api.audit.service import Auditor
 from opspor_api.concerns import service
 from opspor_api.concerns.repository import ConcernRepository
 from opspor_api.concerns.schemas import ConcernOut, ConcernPage
-from opspor_api.deps import Session
+from opspor_api.deps import Session, audited
 from opspor_api.errors import PROBLEM_RESPONSES
-from opspor_api.validation import ID_PATTERN
+from opspor_api.validation import ID_PATTERN, PupilPathId
+from opspor_shared.access import allow
+from opspor_shared.auth import Principal, Role
 
 router = APIRouter(prefix="/v1", tags=["concerns"], responses=PROBLEM_RESPONSES)
 
 PathId = Annotated[str, Path(min_length=1, max_length=64, pattern=ID_PATTERN)]
 Status = Literal["active", "withdrawn"]
 Level = Annotated[str, Query(min_length=1, max_length=64, pattern=ID_PATTERN)]
+# School staff see their schools' concerns; PPR the PPR-level concerns of its municipality.
+Reader = Annotated[Principal, allow(Role.SCHOOL_STAFF, Role.PPR)]
+Audit = Annotated[Auditor, audited("follow-up")]
 
 
 @router.get(
@@ -25,10 +31,15 @@ Level = Annotated[str, Query(min_length=1, max_length=64, pattern=ID_PATTERN)]
     summary="A pupil's concerns with their explanations",
 )
 async def pupil_concerns(
-    pupil_id: PathId, session: Session, status: Status | None = None
+    pupil_id: PupilPathId,
+    principal: Reader,
+    session: Session,
+    audit: Audit,
+    status: Status | None = None,
 ) -> list[ConcernOut]:
-    rows = await ConcernRepository(session).for_pupil(pupil_id, status)
-    return [service.concern_out(r) for r in rows]
+    rows = await service.pupil_concerns(ConcernRepository(session), principal, pupil_id, status)
+    await audit.record([(pupil_id, r.school_id) for r in rows] or [(pupil_id, None)], 200)
+    return rows
 
 
 @router.get(
@@ -38,17 +49,25 @@ async def pupil_concerns(
 )
 async def school_concerns(
     school_id: PathId,
+    principal: Reader,
     session: Session,
+    audit: Audit,
     status: Status | None = None,
     level: Level | None = None,
     cursor: Annotated[str | None, Query(max_length=200)] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
 ) -> ConcernPage:
-    return await service.school_page(
-        ConcernRepository(session), school_id, status, level, cursor, limit
+    page = await service.school_page(
+        ConcernRepository(session), principal, school_id, status, level, cursor, limit
     )
+    await audit.record([(c.pupil_id, c.school_id) for c in page.items], 200)
+    return page
 
 
-@router.get("/concerns/{concern_id}", response_model=ConcernOut)
-async def get_concern(concern_id: uuid.UUID, session: Session) -> ConcernOut:
-    return await service.get_concern(ConcernRepository(session), concern_id)
+@router.get("/concerns/{concern_id}", response_model=ConcernOut, summary="One concern")
+async def get_concern(
+    concern_id: uuid.UUID, principal: Reader, session: Session, audit: Audit
+) -> ConcernOut:
+    concern = await service.get_concern(ConcernRepository(session), principal, concern_id)
+    await audit.record([(concern.pupil_id, concern.school_id)], 200)
+    return concern

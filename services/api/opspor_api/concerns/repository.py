@@ -5,7 +5,7 @@ from collections.abc import Sequence
 from datetime import date
 from typing import Any
 
-from sqlalchemy import select, tuple_
+from sqlalchemy import ColumnElement, select, tuple_
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -26,8 +26,10 @@ class ConcernRepository:
         )
         await self.session.execute(stmt, list(rows))
 
-    async def for_pupil(self, pupil_id: str, status: str | None) -> list[ConcernView]:
-        query = select(ConcernView).where(ConcernView.pupil_id == pupil_id)
+    async def for_pupil(
+        self, pupil_id: str, status: str | None, visible: ColumnElement[bool]
+    ) -> list[ConcernView]:
+        query = select(ConcernView).where(ConcernView.pupil_id == pupil_id, visible)
         if status:
             query = query.where(ConcernView.status == status)
         rows = await self.session.scalars(
@@ -35,8 +37,9 @@ class ConcernRepository:
         )
         return list(rows)
 
-    async def one(self, concern_id: uuid.UUID) -> ConcernView | None:
-        return await self.session.get(ConcernView, concern_id)
+    async def one(self, concern_id: uuid.UUID, visible: ColumnElement[bool]) -> ConcernView | None:
+        query = select(ConcernView).where(ConcernView.concern_id == concern_id, visible)
+        return await self.session.scalar(query)
 
     async def page_for_school(
         self,
@@ -45,9 +48,10 @@ class ConcernRepository:
         level: str | None,
         after: tuple[date, uuid.UUID] | None,
         limit: int,
+        visible: ColumnElement[bool],
     ) -> list[ConcernView]:
         # Newest crossings first; (crossing_date, concern_id) is unique, so the keyset is stable.
-        query = select(ConcernView).where(ConcernView.school_id == school_id)
+        query = select(ConcernView).where(ConcernView.school_id == school_id, visible)
         if status:
             query = query.where(ConcernView.status == status)
         if level:

@@ -11,6 +11,8 @@ from opspor_api.concerns.repository import ConcernRepository
 from opspor_api.concerns.schemas import ConcernOut, ConcernPage
 from opspor_api.errors import InvalidInput, NotFound, field_error
 from opspor_api.models import ConcernView
+from opspor_api.tenancy import concern_visible, pupil_visible, school_visible
+from opspor_shared.auth import Principal
 from opspor_shared.events import CloudEvent, ConcernData
 from opspor_shared.kafka import Delivered
 from opspor_shared.logging import get_logger
@@ -40,16 +42,30 @@ def _decode_cursor(cursor: str) -> tuple[date, uuid.UUID]:
         ) from exc
 
 
+async def pupil_concerns(
+    repo: ConcernRepository, principal: Principal, pupil_id: str, status: str | None
+) -> list[ConcernOut]:
+    if not await pupil_visible(repo.session, principal, pupil_id):
+        raise NotFound(f"no pupil {pupil_id!r}")
+    rows = await repo.for_pupil(pupil_id, status, concern_visible(principal))
+    return [concern_out(r) for r in rows]
+
+
 async def school_page(
     repo: ConcernRepository,
+    principal: Principal,
     school_id: str,
     status: str | None,
     level: str | None,
     cursor: str | None,
     limit: int,
 ) -> ConcernPage:
+    if not await school_visible(repo.session, principal, school_id):
+        raise NotFound(f"no school {school_id!r}")
     after = _decode_cursor(cursor) if cursor else None
-    rows = await repo.page_for_school(school_id, status, level, after, limit + 1)
+    rows = await repo.page_for_school(
+        school_id, status, level, after, limit + 1, concern_visible(principal)
+    )
     more = len(rows) > limit
     rows = rows[:limit]
     return ConcernPage(
@@ -58,8 +74,10 @@ async def school_page(
     )
 
 
-async def get_concern(repo: ConcernRepository, concern_id: uuid.UUID) -> ConcernOut:
-    row = await repo.one(concern_id)
+async def get_concern(
+    repo: ConcernRepository, principal: Principal, concern_id: uuid.UUID
+) -> ConcernOut:
+    row = await repo.one(concern_id, concern_visible(principal))
     if row is None:
         raise NotFound(f"no concern {concern_id}")
     return concern_out(row)

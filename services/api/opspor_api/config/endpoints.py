@@ -17,11 +17,17 @@ from opspor_api.config.schemas import (
 from opspor_api.deps import Session
 from opspor_api.errors import PROBLEM_RESPONSES
 from opspor_api.validation import ID_PATTERN
+from opspor_shared.access import allow
+from opspor_shared.auth import Principal, Role
 
 router = APIRouter(prefix="/v1", tags=["configuration"], responses=PROBLEM_RESPONSES)
 
 PathId = Annotated[str, Path(min_length=1, max_length=64, pattern=ID_PATTERN)]
-YearLabel = Annotated[str, Path(pattern=r"^\d{4}-\d{4}$", examples=["2026-2027"])]
+YearLabel = Annotated[
+    str, Path(min_length=9, max_length=9, pattern=r"^\d{4}-\d{4}$", examples=["2026-2027"])
+]
+# Configuration of the administrator's own municipality and its schools; anything else is 404.
+Admin = Annotated[Principal, allow(Role.MUNICIPALITY_ADMIN)]
 
 
 def _status(response: Response, created: bool) -> None:
@@ -30,46 +36,65 @@ def _status(response: Response, created: bool) -> None:
 
 @router.put("/municipalities/{municipality_id}", response_model=MunicipalityOut)
 async def put_municipality(
-    municipality_id: PathId, body: MunicipalityIn, session: Session, response: Response
+    municipality_id: PathId,
+    body: MunicipalityIn,
+    principal: Admin,
+    session: Session,
+    response: Response,
 ) -> MunicipalityOut:
-    out, created = await service.put_municipality(ConfigRepository(session), municipality_id, body)
+    out, created = await service.put_municipality(
+        ConfigRepository(session), principal, municipality_id, body
+    )
     _status(response, created)
     return out
 
 
 @router.get("/municipalities/{municipality_id}", response_model=MunicipalityOut)
-async def get_municipality(municipality_id: PathId, session: Session) -> MunicipalityOut:
-    return await service.get_municipality(ConfigRepository(session), municipality_id)
+async def get_municipality(
+    municipality_id: PathId, principal: Admin, session: Session
+) -> MunicipalityOut:
+    return await service.get_municipality(ConfigRepository(session), principal, municipality_id)
 
 
 @router.put("/schools/{school_id}", response_model=SchoolOut)
 async def put_school(
-    school_id: PathId, body: SchoolIn, session: Session, response: Response
+    school_id: PathId, body: SchoolIn, principal: Admin, session: Session, response: Response
 ) -> SchoolOut:
-    out, created = await service.put_school(ConfigRepository(session), school_id, body)
+    out, created = await service.put_school(ConfigRepository(session), principal, school_id, body)
     _status(response, created)
     return out
 
 
 @router.get("/schools/{school_id}", response_model=SchoolOut)
-async def get_school(school_id: PathId, session: Session) -> SchoolOut:
-    return await service.get_school(ConfigRepository(session), school_id)
+async def get_school(school_id: PathId, principal: Admin, session: Session) -> SchoolOut:
+    return await service.get_school(ConfigRepository(session), principal, school_id)
 
 
 @router.put("/schools/{school_id}/school-years/{label}", response_model=SchoolYearOut)
 async def put_school_year(
-    school_id: PathId, label: YearLabel, body: SchoolYearIn, session: Session, response: Response
+    school_id: PathId,
+    label: YearLabel,
+    body: SchoolYearIn,
+    principal: Admin,
+    session: Session,
+    response: Response,
 ) -> SchoolYearOut:
-    out, created = await service.put_school_year(ConfigRepository(session), school_id, label, body)
+    out, created = await service.put_school_year(
+        ConfigRepository(session), principal, school_id, label, body
+    )
     _status(response, created)
     return out
 
 
 @router.get("/schools/{school_id}/school-years", response_model=list[SchoolYearOut])
-async def list_school_years(school_id: PathId, session: Session) -> list[SchoolYearOut]:
-    return await service.list_school_years(ConfigRepository(session), school_id)
+async def list_school_years(
+    school_id: PathId, principal: Admin, session: Session
+) -> list[SchoolYearOut]:
+    return await service.list_school_years(ConfigRepository(session), principal, school_id)
 
 
 @router.get("/schools/{school_id}/school-years/{label}", response_model=SchoolYearOut)
-async def get_school_year(school_id: PathId, label: YearLabel, session: Session) -> SchoolYearOut:
-    return await service.get_school_year(ConfigRepository(session), school_id, label)
+async def get_school_year(
+    school_id: PathId, label: YearLabel, principal: Admin, session: Session
+) -> SchoolYearOut:
+    return await service.get_school_year(ConfigRepository(session), principal, school_id, label)

@@ -38,13 +38,17 @@ class ConfigRepository:
     async def school(self, school_id: str) -> School | None:
         return await self.session.get(School, school_id)
 
-    async def upsert_school(self, values: dict[str, object]) -> bool:
+    async def upsert_school(self, values: dict[str, object]) -> bool | None:
+        """True when created, False when updated, None when the id belongs to a school of
+        another municipality (left untouched)."""
         stmt = insert(School).values(values)
         upsert = stmt.on_conflict_do_update(
             index_elements=[School.id],
             set_={**{k: stmt.excluded[k] for k in values if k != "id"}, "updated_at": func.now()},
+            where=School.municipality_id == stmt.excluded.municipality_id,
         ).returning(INSERTED)
-        return bool((await self.session.execute(upsert)).scalar_one())
+        inserted = (await self.session.execute(upsert)).scalar_one_or_none()
+        return None if inserted is None else bool(inserted)
 
     async def school_years(self, school_ids: Sequence[str]) -> list[SchoolYearRow]:
         rows = await self.session.scalars(

@@ -5,7 +5,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from opspor_api.validation import Identifier, Mailbox, Name, TimeZone
+from opspor_api.validation import FreeText, Identifier, Mailbox, Name, TimeZone
 
 Country = Literal["DK", "NO", "GB", "US", "SE"]
 Language = Literal["da", "en", "nb"]
@@ -58,7 +58,7 @@ class SchoolOut(_Strict):
 class ClosureIn(_Strict):
     first_day: date
     last_day: date
-    reason: str = Field("", max_length=200)
+    reason: FreeText = ""
 
     @model_validator(mode="after")
     def _ordered(self) -> ClosureIn:

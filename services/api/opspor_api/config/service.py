@@ -18,6 +18,7 @@ from opspor_api.config.schemas import (
 )
 from opspor_api.errors import InvalidInput, NotFound, field_error
 from opspor_api.models import Municipality, School, SchoolYearRow
+from opspor_shared.auth import Principal
 from opspor_shared.calendar import SchoolCalendar
 from opspor_shared.engine import builtin_packs
 from opspor_shared.reference import school_year_from_row
@@ -47,15 +48,31 @@ def municipality_out(m: Municipality) -> MunicipalityOut:
     return MunicipalityOut.model_validate(m, from_attributes=True)
 
 
+def _own_municipality(principal: Principal, municipality_id: str) -> None:
+    if municipality_id != principal.municipality:
+        raise NotFound(f"no municipality {municipality_id!r}")
+
+
+async def _own_school(repo: ConfigRepository, principal: Principal, school_id: str) -> School:
+    school = await repo.school(school_id)
+    if school is None or school.municipality_id != principal.municipality:
+        raise NotFound(f"no school {school_id!r}")
+    return school
+
+
 async def put_municipality(
-    repo: ConfigRepository, municipality_id: str, data: MunicipalityIn
+    repo: ConfigRepository, principal: Principal, municipality_id: str, data: MunicipalityIn
 ) -> tuple[MunicipalityOut, bool]:
+    _own_municipality(principal, municipality_id)
     await _check_packs(repo, data.rule_packs, municipality_id)
     created = await repo.upsert_municipality({"id": municipality_id, **data.model_dump()})
     return MunicipalityOut(id=municipality_id, **data.model_dump()), created
 
 
-async def get_municipality(repo: ConfigRepository, municipality_id: str) -> MunicipalityOut:
+async def get_municipality(
+    repo: ConfigRepository, principal: Principal, municipality_id: str
+) -> MunicipalityOut:
+    _own_municipality(principal, municipality_id)
     m = await repo.municipality(municipality_id)
     if m is None:
         raise NotFound(f"no municipality {municipality_id!r}")
@@ -79,23 +96,27 @@ def school_out(school_id: str, s: SchoolIn, m: Municipality) -> SchoolOut:
 
 
 async def put_school(
-    repo: ConfigRepository, school_id: str, data: SchoolIn
+    repo: ConfigRepository, principal: Principal, school_id: str, data: SchoolIn
 ) -> tuple[SchoolOut, bool]:
+    existing = await repo.school(school_id)
+    # School ids are global: another municipality's school cannot be taken over or probed.
+    if existing is not None and existing.municipality_id != principal.municipality:
+        raise NotFound(f"no school {school_id!r}")
     m = await repo.municipality(data.municipality_id)
-    if m is None:
+    if m is None or m.id != principal.municipality:
         raise InvalidInput(
             f"no municipality {data.municipality_id!r}",
             [field_error(("municipality_id",), "unknown municipality; create it first")],
         )
     await _check_packs(repo, data.rule_packs, data.municipality_id)
     created = await repo.upsert_school({"id": school_id, **data.model_dump()})
+    if created is None:
+        raise NotFound(f"no school {school_id!r}")
     return school_out(school_id, data, m), created
 
 
-async def get_school(repo: ConfigRepository, school_id: str) -> SchoolOut:
-    s = await repo.school(school_id)
-    if s is None:
-        raise NotFound(f"no school {school_id!r}")
+async def get_school(repo: ConfigRepository, principal: Principal, school_id: str) -> SchoolOut:
+    s = await _own_school(repo, principal, school_id)
     m = await repo.municipality(s.municipality_id)
     assert m is not None
     return school_out(s.id, SchoolIn.model_validate(s, from_attributes=True), m)
@@ -154,11 +175,9 @@ def _year_out(label: str, row: SchoolYearRow, country: str) -> SchoolYearOut:
 
 
 async def put_school_year(
-    repo: ConfigRepository, school_id: str, label: str, data: SchoolYearIn
+    repo: ConfigRepository, principal: Principal, school_id: str, label: str, data: SchoolYearIn
 ) -> tuple[SchoolYearOut, bool]:
-    school = await repo.school(school_id)
-    if school is None:
-        raise NotFound(f"no school {school_id!r}")
+    await _own_school(repo, principal, school_id)
     _validate_year(label, data, await repo.school_years([school_id]))
     created = await repo.upsert_school_year(
         {
@@ -170,23 +189,23 @@ async def put_school_year(
             "extra_days": [d.isoformat() for d in sorted(set(data.extra_days))],
         }
     )
-    return await get_school_year(repo, school_id, label), created
+    return await get_school_year(repo, principal, school_id, label), created
 
 
-async def get_school_year(repo: ConfigRepository, school_id: str, label: str) -> SchoolYearOut:
-    school = await repo.school(school_id)
-    if school is None:
-        raise NotFound(f"no school {school_id!r}")
+async def get_school_year(
+    repo: ConfigRepository, principal: Principal, school_id: str, label: str
+) -> SchoolYearOut:
+    school = await _own_school(repo, principal, school_id)
     for row in await repo.school_years([school_id]):
         if row.label == label:
             return _year_out(label, row, await _country(repo, school))
     raise NotFound(f"school {school_id!r} has no school year {label!r}")
 
 
-async def list_school_years(repo: ConfigRepository, school_id: str) -> list[SchoolYearOut]:
-    school = await repo.school(school_id)
-    if school is None:
-        raise NotFound(f"no school {school_id!r}")
+async def list_school_years(
+    repo: ConfigRepository, principal: Principal, school_id: str
+) -> list[SchoolYearOut]:
+    school = await _own_school(repo, principal, school_id)
     country = await _country(repo, school)
     return [_year_out(r.label, r, country) for r in await repo.school_years([school_id])]
 

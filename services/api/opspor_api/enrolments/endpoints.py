@@ -4,12 +4,16 @@ from typing import Annotated
 
 from fastapi import APIRouter, Path
 
-from opspor_api.deps import Session, Settings
+from opspor_api.audit.service import Auditor
+from opspor_api.deps import Session, Settings, audited
 from opspor_api.enrolments import service
 from opspor_api.enrolments.repository import EnrolmentRepository
 from opspor_api.enrolments.schemas import EnrolmentIn, EnrolmentOut
-from opspor_api.errors import PROBLEM_RESPONSES
-from opspor_api.validation import ID_PATTERN
+from opspor_api.errors import PROBLEM_RESPONSES, NotFound
+from opspor_api.tenancy import pupil_visible, school_visible
+from opspor_api.validation import ID_PATTERN, PupilPathId
+from opspor_shared.access import allow
+from opspor_shared.auth import Principal, Role
 
 router = APIRouter(prefix="/v1", tags=["enrolments"], responses=PROBLEM_RESPONSES)
 
@@ -22,11 +26,35 @@ PathId = Annotated[str, Path(min_length=1, max_length=64, pattern=ID_PATTERN)]
     summary="Report a pupil's enrolment at the school (the newest report wins)",
 )
 async def put_enrolment(
-    school_id: PathId, pupil_id: PathId, body: EnrolmentIn, session: Session, settings: Settings
+    school_id: PathId,
+    pupil_id: PupilPathId,
+    body: EnrolmentIn,
+    principal: Annotated[Principal, allow(Role.SCHOOL_SYSTEM)],
+    session: Session,
+    settings: Settings,
+    audit: Annotated[Auditor, audited("registration")],
 ) -> EnrolmentOut:
-    return await service.put(EnrolmentRepository(session), settings, school_id, pupil_id, body)
+    if not await school_visible(session, principal, school_id):
+        raise NotFound(f"no school {school_id!r}")
+    out = await service.put(EnrolmentRepository(session), settings, school_id, pupil_id, body)
+    await audit.record([(pupil_id, school_id)], 200)
+    return out
 
 
 @router.get("/pupils/{pupil_id}/enrolments", response_model=list[EnrolmentOut])
-async def pupil_enrolments(pupil_id: PathId, session: Session) -> list[EnrolmentOut]:
-    return await service.of_pupil(EnrolmentRepository(session), pupil_id)
+async def pupil_enrolments(
+    pupil_id: PupilPathId,
+    principal: Annotated[Principal, allow(Role.SCHOOL_SYSTEM, Role.SCHOOL_STAFF)],
+    session: Session,
+    audit: Annotated[Auditor, audited("follow-up")],
+) -> list[EnrolmentOut]:
+    if not await pupil_visible(session, principal, pupil_id):
+        raise NotFound(f"no pupil {pupil_id!r}")
+    # Only the enrolments at the principal's own schools: another school's is not theirs.
+    out = [
+        e
+        for e in await service.of_pupil(EnrolmentRepository(session), pupil_id)
+        if await school_visible(session, principal, e.school_id)
+    ]
+    await audit.record([(pupil_id, e.school_id) for e in out] or [(pupil_id, None)], 200)
+    return out

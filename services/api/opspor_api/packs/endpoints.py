@@ -5,12 +5,16 @@ from typing import Annotated
 
 from fastapi import APIRouter, Path, Request, Response
 
-from opspor_api.deps import Calendars, Packs, Session
+from opspor_api.audit.service import Auditor
+from opspor_api.deps import Calendars, Packs, Session, audited
 from opspor_api.errors import PROBLEM_RESPONSES
 from opspor_api.packs import dryrun, service
 from opspor_api.packs.repository import PackRepository
 from opspor_api.packs.schemas import DryRunIn, DryRunOut, RulePackOut, RulePackSummary
+from opspor_api.tenancy import MunicipalityAdmin
 from opspor_api.validation import ID_PATTERN
+from opspor_shared.access import allow
+from opspor_shared.auth import Role
 
 router = APIRouter(prefix="/v1", tags=["rule packs"], responses=PROBLEM_RESPONSES)
 
@@ -24,18 +28,32 @@ _PACK_BODY = {
         "TOML. Stored versions cannot change; add a version with a later effective_from.",
         "content": {
             "application/json": {"schema": {"type": "object"}},
-            "application/toml": {"schema": {"type": "string"}},
+            "application/toml": {"schema": {"type": "string", "maxLength": 4 * 1024 * 1024}},
         },
     }
 }
 
 
-@router.get("/rule-packs", response_model=list[RulePackSummary], summary="The shipped packs")
+# Reference data, no pupil data: for whoever configures or reads concerns.
+READERS = [allow(Role.MUNICIPALITY_ADMIN, Role.SCHOOL_STAFF, Role.PPR)]
+
+
+@router.get(
+    "/rule-packs",
+    response_model=list[RulePackSummary],
+    summary="The shipped packs",
+    dependencies=READERS,
+)
 async def list_shipped() -> list[RulePackSummary]:
     return [service.summary(p) for p in service.shipped()]
 
 
-@router.get("/rule-packs/{pack_id}", response_model=RulePackOut, summary="One shipped pack")
+@router.get(
+    "/rule-packs/{pack_id}",
+    response_model=RulePackOut,
+    summary="One shipped pack",
+    dependencies=READERS,
+)
 async def get_shipped(pack_id: PackId, session: Session) -> RulePackOut:
     return await service.get(PackRepository(session), None, pack_id)
 
@@ -45,13 +63,17 @@ async def get_shipped(pack_id: PackId, session: Session) -> RulePackOut:
     response_model=list[RulePackSummary],
     summary="Packs a municipality can use: shipped ones and its own",
 )
-async def list_usable(municipality_id: PathId, session: Session) -> list[RulePackSummary]:
+async def list_usable(
+    municipality_id: PathId, _admin: MunicipalityAdmin, session: Session
+) -> list[RulePackSummary]:
     packs = await service.usable(PackRepository(session), municipality_id)
     return [service.summary(p) for p in packs]
 
 
 @router.get("/municipalities/{municipality_id}/rule-packs/{pack_id}", response_model=RulePackOut)
-async def get_pack(municipality_id: PathId, pack_id: PackId, session: Session) -> RulePackOut:
+async def get_pack(
+    municipality_id: PathId, pack_id: PackId, _admin: MunicipalityAdmin, session: Session
+) -> RulePackOut:
     return await service.get(PackRepository(session), municipality_id, pack_id)
 
 
@@ -64,6 +86,7 @@ async def get_pack(municipality_id: PathId, pack_id: PackId, session: Session) -
 async def put_pack(
     municipality_id: PathId,
     pack_id: PackId,
+    _admin: MunicipalityAdmin,
     request: Request,
     session: Session,
     response: Response,
@@ -82,8 +105,18 @@ async def put_pack(
     summary="Which concerns a candidate pack would add or remove; changes nothing",
 )
 async def dry_run(
-    municipality_id: PathId, body: DryRunIn, session: Session, calendars: Calendars, packs: Packs
+    municipality_id: PathId,
+    body: DryRunIn,
+    _admin: MunicipalityAdmin,
+    session: Session,
+    calendars: Calendars,
+    packs: Packs,
+    audit: Annotated[Auditor, audited("support")],
 ) -> DryRunOut:
-    return await dryrun.dry_run(
+    out = await dryrun.dry_run(
         PackRepository(session), municipality_id, body, calendars, packs, datetime.now(UTC)
     )
+    # The answer names pupils: each one listed is recorded as read.
+    listed = {(c.pupil_id, c.school_id) for c in out.concerns_added + out.concerns_removed}
+    await audit.record(sorted(listed), 200)
+    return out

@@ -2,12 +2,13 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Path, Response
+from fastapi import APIRouter, Response
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from opspor_api.audit.service import Auditor
 from opspor_api.config.repository import ConfigRepository
-from opspor_api.deps import AppClock, Calendars, Session, Settings
-from opspor_api.errors import PROBLEM_RESPONSES
+from opspor_api.deps import AppClock, Calendars, Session, Settings, audited
+from opspor_api.errors import PROBLEM_RESPONSES, NotFound
 from opspor_api.registrations import service
 from opspor_api.registrations.repository import RegistrationRepository
 from opspor_api.registrations.schemas import (
@@ -18,12 +19,18 @@ from opspor_api.registrations.schemas import (
     RetractionIn,
 )
 from opspor_api.settings import ApiSettings
-from opspor_api.validation import ID_PATTERN
+from opspor_api.tenancy import pupil_visible, registration_visible
+from opspor_api.validation import PupilPathId
+from opspor_shared.access import allow
+from opspor_shared.auth import Principal, Role
 from opspor_shared.clock import Clock
 from opspor_shared.reference import CalendarCache
 from opspor_shared.retention import retention_window
 
 router = APIRouter(prefix="/v1", tags=["registrations"], responses=PROBLEM_RESPONSES)
+
+Writer = Annotated[Principal, allow(Role.SCHOOL_SYSTEM)]
+Audit = Annotated[Auditor, audited("registration")]
 
 
 ONE_ITEM_RESPONSES: dict[int | str, dict[str, object]] = {
@@ -33,11 +40,13 @@ ONE_ITEM_RESPONSES: dict[int | str, dict[str, object]] = {
 
 async def _ingest_one(
     item: RegistrationIn | RetractionIn,
+    principal: Principal,
     session: AsyncSession,
     calendars: CalendarCache,
     settings: ApiSettings,
     clock: Clock,
     response: Response,
+    audit: Auditor,
 ) -> IngestResult:
     result = await service.ingest(
         RegistrationRepository(session),
@@ -45,10 +54,12 @@ async def _ingest_one(
         calendars,
         settings,
         retention_window(settings, clock()),
+        principal,
         [item],
         [()],
     )
     response.status_code = 201 if result.inserted else 200
+    await audit.record([(item.pupil_id, item.school_id)], response.status_code)
     return result
 
 
@@ -61,13 +72,15 @@ async def _ingest_one(
 )
 async def post_registration(
     body: RegistrationIn,
+    principal: Writer,
     session: Session,
     calendars: Calendars,
     settings: Settings,
     clock: AppClock,
     response: Response,
+    audit: Audit,
 ) -> IngestResult:
-    return await _ingest_one(body, session, calendars, settings, clock, response)
+    return await _ingest_one(body, principal, session, calendars, settings, clock, response, audit)
 
 
 @router.post(
@@ -76,17 +89,26 @@ async def post_registration(
     summary="Record up to 5,000 registrations; all or nothing",
 )
 async def post_batch(
-    body: BatchIn, session: Session, calendars: Calendars, settings: Settings, clock: AppClock
+    body: BatchIn,
+    principal: Writer,
+    session: Session,
+    calendars: Calendars,
+    settings: Settings,
+    clock: AppClock,
+    audit: Audit,
 ) -> IngestResult:
-    return await service.ingest(
+    result = await service.ingest(
         RegistrationRepository(session),
         ConfigRepository(session),
         calendars,
         settings,
         retention_window(settings, clock()),
+        principal,
         body.items,
         [("items", i) for i in range(len(body.items))],
     )
+    await audit.record(((i.pupil_id, i.school_id) for i in body.items), 200)
+    return result
 
 
 @router.post(
@@ -98,13 +120,15 @@ async def post_batch(
 )
 async def post_retraction(
     body: RetractionIn,
+    principal: Writer,
     session: Session,
     calendars: Calendars,
     settings: Settings,
     clock: AppClock,
     response: Response,
+    audit: Audit,
 ) -> IngestResult:
-    return await _ingest_one(body, session, calendars, settings, clock, response)
+    return await _ingest_one(body, principal, session, calendars, settings, clock, response, audit)
 
 
 @router.get(
@@ -113,10 +137,16 @@ async def post_retraction(
     summary="A pupil's current registrations (after corrections and retractions)",
 )
 async def get_pupil_registrations(
-    pupil_id: Annotated[str, Path(min_length=1, max_length=64, pattern=ID_PATTERN)],
+    pupil_id: PupilPathId,
+    principal: Annotated[Principal, allow(Role.SCHOOL_SYSTEM, Role.SCHOOL_STAFF)],
     session: Session,
+    audit: Audit,
 ) -> list[RegistrationOut]:
-    rows = await RegistrationRepository(session).current_for_pupil(pupil_id)
-    return [
-        RegistrationOut.model_validate(r, from_attributes=True) for r in rows if not r.retracted
-    ]
+    if not await pupil_visible(session, principal, pupil_id):
+        raise NotFound(f"no pupil {pupil_id!r}")
+    rows = await RegistrationRepository(session).current_for_pupil(
+        pupil_id, registration_visible(principal)
+    )
+    out = [RegistrationOut.model_validate(r, from_attributes=True) for r in rows if not r.retracted]
+    await audit.record([(pupil_id, r.school_id) for r in out] or [(pupil_id, None)], 200)
+    return out

@@ -3,7 +3,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import ColumnElement, select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -36,10 +36,12 @@ class RegistrationRepository:
     async def apply_current(self, items: Sequence[RegistrationData]) -> None:
         await apply_last_writer_wins(self.session, Registration, items)
 
-    async def current_for_pupil(self, pupil_id: str) -> list[Registration]:
+    async def current_for_pupil(
+        self, pupil_id: str, visible: ColumnElement[bool]
+    ) -> list[Registration]:
         rows = await self.session.scalars(
             select(Registration)
-            .where(Registration.pupil_id == pupil_id)
+            .where(Registration.pupil_id == pupil_id, visible)
             .order_by(Registration.date, Registration.slot)
         )
         return list(rows)

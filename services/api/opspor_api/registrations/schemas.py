@@ -4,18 +4,43 @@ from datetime import date, datetime
 from decimal import Decimal
 from typing import Annotated, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import AwareDatetime, BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema
 
-from opspor_api.validation import EventId, Identifier, Slot
+from opspor_api.validation import EventId, Identifier, PupilId, Slot
+
+EXTENT_TEXT_MAX = 16
+
+
+def _short_text(value: object) -> object:
+    # Bounded like every other string a client sends, before Decimal parses it.
+    if isinstance(value, str) and len(value) > EXTENT_TEXT_MAX:
+        raise ValueError(f'at most {EXTENT_TEXT_MAX} characters, such as "0.5"')
+    return value
+
 
 Extent = Annotated[
     Decimal,
+    BeforeValidator(_short_text),
     Field(
         gt=0,
         le=1,
         max_digits=5,
         decimal_places=4,
         description="Fraction of the school day missed, 0 < extent <= 1",
+    ),
+    WithJsonSchema(
+        {
+            "anyOf": [
+                {"type": "number", "exclusiveMinimum": 0, "maximum": 1},
+                {
+                    "type": "string",
+                    "maxLength": EXTENT_TEXT_MAX,
+                    "pattern": r"^(0?\.[0-9]{1,4}|1(\.0{1,4})?|0*1)$",
+                },
+            ],
+            "description": "Fraction of the school day missed, 0 < extent <= 1",
+        },
+        mode="validation",
     ),
 ]
 
@@ -24,7 +49,9 @@ class RegistrationIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     event_id: EventId = Field(description="The producer's unique id for this event (dedup key)")
-    pupil_id: Identifier = Field(description="The school system's pupil id (never a CPR number)")
+    pupil_id: PupilId = Field(
+        description="The school system's pupil id; a CPR number or fødselsnummer is refused"
+    )
     school_id: Identifier
     date: date
     slot: Slot = Field("day", description="day, am, pm or a lesson number")
@@ -37,7 +64,7 @@ class RetractionIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     event_id: EventId
-    pupil_id: Identifier
+    pupil_id: PupilId
     school_id: Identifier
     date: date
     slot: Slot = "day"

@@ -12,6 +12,8 @@ from opspor_api.models import RegistrationEvent
 from opspor_api.registrations.repository import RegistrationRepository
 from opspor_api.registrations.schemas import IngestResult, RegistrationIn, RetractionIn
 from opspor_api.settings import ApiSettings
+from opspor_api.tenancy import may_use_school
+from opspor_shared.auth import Principal
 from opspor_shared.events import (
     REGISTRATION_RECORDED,
     REGISTRATION_RETRACTED,
@@ -42,12 +44,19 @@ async def _validate(
     config: ConfigRepository,
     calendars: CalendarCache,
     window: RetentionWindow,
+    principal: Principal,
     items: Sequence[Item],
     locs: Sequence[Loc],
 ) -> None:
     errors: list[FieldError] = []
     reference = ReferenceRepository(config.session)
-    schools = await reference.schools(sorted({i.school_id for i in items}))
+    found = await reference.schools(sorted({i.school_id for i in items}))
+    # Another tenant's school is refused exactly like a school that does not exist.
+    schools = {
+        sid: ref
+        for sid, ref in found.items()
+        if may_use_school(principal, sid, ref.municipality_id)
+    }
     cals = await reference.calendars({s: ref.country for s, ref in schools.items()}, calendars)
     for item, loc in zip(items, locs, strict=True):
         if item.school_id not in schools:
@@ -83,10 +92,11 @@ async def ingest(
     calendars: CalendarCache,
     settings: ApiSettings,
     window: RetentionWindow,
+    principal: Principal,
     items: Sequence[Item],
     locs: Sequence[Loc],
 ) -> IngestResult:
-    await _validate(config, calendars, window, items, locs)
+    await _validate(config, calendars, window, principal, items, locs)
 
     # The same event id twice in one request: identical copies are duplicates, anything else
     # is a producer bug we must not guess about.

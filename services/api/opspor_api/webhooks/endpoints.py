@@ -6,6 +6,7 @@ from fastapi import APIRouter, Path, Response
 
 from opspor_api.deps import Session
 from opspor_api.errors import PROBLEM_RESPONSES
+from opspor_api.tenancy import MunicipalityAdmin
 from opspor_api.validation import ID_PATTERN
 from opspor_api.webhooks import service
 from opspor_api.webhooks.repository import WebhookRepository
@@ -25,6 +26,7 @@ async def put_webhook(
     municipality_id: PathId,
     webhook_id: PathId,
     body: WebhookIn,
+    _admin: MunicipalityAdmin,
     session: Session,
     response: Response,
 ) -> WebhookOut:
@@ -36,15 +38,21 @@ async def put_webhook(
 
 
 @router.get("/municipalities/{municipality_id}/webhooks", response_model=list[WebhookOut])
-async def list_webhooks(municipality_id: PathId, session: Session) -> list[WebhookOut]:
+async def list_webhooks(
+    municipality_id: PathId, _admin: MunicipalityAdmin, session: Session
+) -> list[WebhookOut]:
     return await service.list_webhooks(WebhookRepository(session), municipality_id)
 
 
 @router.get("/municipalities/{municipality_id}/webhooks/{webhook_id}", response_model=WebhookOut)
-async def get_webhook(municipality_id: PathId, webhook_id: PathId, session: Session) -> WebhookOut:
+async def get_webhook(
+    municipality_id: PathId, webhook_id: PathId, _admin: MunicipalityAdmin, session: Session
+) -> WebhookOut:
     return await service.get_webhook(WebhookRepository(session), municipality_id, webhook_id)
 
 
 @router.delete("/municipalities/{municipality_id}/webhooks/{webhook_id}", status_code=204)
-async def delete_webhook(municipality_id: PathId, webhook_id: PathId, session: Session) -> None:
+async def delete_webhook(
+    municipality_id: PathId, webhook_id: PathId, _admin: MunicipalityAdmin, session: Session
+) -> None:
     await service.delete_webhook(WebhookRepository(session), municipality_id, webhook_id)

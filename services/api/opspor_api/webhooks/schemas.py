@@ -8,7 +8,7 @@ import binascii
 from typing import Annotated, Literal
 from urllib.parse import urlsplit
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, SecretStr
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, SecretStr, StringConstraints
 
 from opspor_api.validation import Identifier
 
@@ -64,8 +64,12 @@ def _https_url(value: str) -> str:
     return value
 
 
-WebhookUrl = Annotated[str, AfterValidator(_https_url)]
-WebhookSecret = Annotated[SecretStr, AfterValidator(_secret)]
+# The bounds are also checked (with their own messages) by the validators; declaring them
+# documents them in the OpenAPI schema.
+WebhookUrl = Annotated[
+    str, StringConstraints(max_length=MAX_URL_LENGTH), AfterValidator(_https_url)
+]
+WebhookSecret = Annotated[SecretStr, Field(max_length=200), AfterValidator(_secret)]
 
 
 class WebhookIn(BaseModel):
