@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import sys
 from datetime import UTC, date, datetime
@@ -28,6 +29,8 @@ async def purge_command(database_url: str, module: str, *args: str) -> tuple[int
         "DATABASE_URL": database_url,
         "KAFKA_BOOTSTRAP_SERVERS": "127.0.0.1:9",
         "RETENTION_REGISTRATION_DAYS": "1095",
+        # Every service reads the same settings, the commands included.
+        "AUTH_ISSUERS": json.dumps([i.model_dump(mode="json") for i in issuers_setting()]),
     }
     process = await asyncio.create_subprocess_exec(
         sys.executable,

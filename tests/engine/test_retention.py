@@ -21,6 +21,7 @@ from opspor_shared.calendar import Closure, SchoolCalendar, SchoolYear
 from opspor_shared.engine import CATEGORIES, Registration, builtin_packs, evaluate
 from opspor_shared.retention import retention_window
 from opspor_shared.settings import ServiceSettings
+from tests.auth import issuers_setting
 
 # Three Danish school years with autumn, Christmas and winter breaks.
 CALENDAR = SchoolCalendar(
@@ -61,6 +62,7 @@ def settings_with(**values: object) -> ServiceSettings:
     return ServiceSettings(
         database_url="postgresql://unused/x",
         kafka_bootstrap_servers="unused:9092",
+        auth_issuers=issuers_setting(),
         **values,  # type: ignore[arg-type]
     )
 
