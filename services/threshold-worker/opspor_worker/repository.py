@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
-from datetime import date
-from typing import Any
+from datetime import date, datetime
+from decimal import Decimal
+from typing import Any, Protocol, cast
 
-from sqlalchemy import func, select, text, update
+from sqlalchemy import Table, func, select, text, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -21,6 +22,42 @@ from opspor_worker.models import (
     WorkerRegistration,
     worker_outbox,
 )
+
+_registrations: Table = WorkerRegistration.__table__  # type: ignore[assignment]
+_REGISTRATION_COLUMNS = (
+    "pupil_id",
+    "date",
+    "slot",
+    "school_id",
+    "category",
+    "extent",
+    "recorded_at",
+    "event_id",
+    "retracted",
+)
+
+
+class RegistrationRow(Protocol):
+    """A row of worker_registrations as `registrations()` returns it (read-only)."""
+
+    @property
+    def pupil_id(self) -> str: ...
+    @property
+    def date(self) -> date: ...
+    @property
+    def slot(self) -> str: ...
+    @property
+    def school_id(self) -> str: ...
+    @property
+    def category(self) -> str | None: ...
+    @property
+    def extent(self) -> Decimal | None: ...
+    @property
+    def recorded_at(self) -> datetime: ...
+    @property
+    def event_id(self) -> str: ...
+    @property
+    def retracted(self) -> bool: ...
 
 
 class WorkerRepository:
@@ -43,15 +80,18 @@ class WorkerRepository:
             {"ids": sorted(set(pupil_ids))},
         )
 
-    async def registrations(self, pupil_ids: Sequence[str]) -> dict[str, list[WorkerRegistration]]:
-        rows = await self.session.scalars(
-            select(WorkerRegistration)
-            .where(WorkerRegistration.pupil_id.in_(pupil_ids))
-            .order_by(WorkerRegistration.pupil_id, WorkerRegistration.date)
+    async def registrations(self, pupil_ids: Sequence[str]) -> dict[str, list[RegistrationRow]]:
+        """Plain rows, not ORM objects: a day-change tick reads every registration of every
+        pupil, and building (and tracking) an ORM instance per row cost more than evaluating."""
+        t = _registrations
+        rows = await self.session.execute(
+            select(*(t.c[name] for name in _REGISTRATION_COLUMNS))
+            .where(t.c.pupil_id.in_(pupil_ids))
+            .order_by(t.c.pupil_id, t.c.date)
         )
-        out: dict[str, list[WorkerRegistration]] = {p: [] for p in pupil_ids}
+        out: dict[str, list[RegistrationRow]] = {p: [] for p in pupil_ids}
         for r in rows:
-            out[r.pupil_id].append(r)
+            out[r.pupil_id].append(cast(RegistrationRow, r))
         return out
 
     async def upsert_pupils(self, rows: Sequence[dict[str, Any]]) -> None:

@@ -41,8 +41,8 @@ from opspor_shared.logging import correlation_id, get_logger
 from opspor_shared.outbox import OutboxMessage
 from opspor_shared.reference import CalendarCache, ReferenceRepository, SchoolRef
 from opspor_worker.metrics import CONCERNS_CHANGED, PUPILS_EVALUATED
-from opspor_worker.models import Concern, WorkerRegistration
-from opspor_worker.repository import WorkerRepository
+from opspor_worker.models import Concern
+from opspor_worker.repository import RegistrationRow, WorkerRepository
 from opspor_worker.settings import WorkerSettings
 
 log = get_logger(__name__)
@@ -66,7 +66,7 @@ def horizon_for(calendar: SchoolCalendar, timezone: str, now: datetime) -> date 
     return calendar.last_school_day_on_or_before(today)
 
 
-def _pupil_school(rows: Sequence[WorkerRegistration]) -> str | None:
+def _pupil_school(rows: Sequence[RegistrationRow]) -> str | None:
     """The school of the pupil's latest-dated registration decides calendar and pack."""
     live = [r for r in rows if not r.retracted] or list(rows)
     if not live:

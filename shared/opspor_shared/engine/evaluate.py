@@ -131,6 +131,65 @@ def _period_starts(calendar: SchoolCalendar, kind: PeriodKind) -> list[int]:
     return starts
 
 
+def _period_firsts(calendar: SchoolCalendar, kind: PeriodKind) -> list[int]:
+    """The school day indices on which a fixed period starts, in order."""
+    per_calendar = _PERIOD_FIRSTS.get(calendar)
+    if per_calendar is None:
+        per_calendar = {}
+        _PERIOD_FIRSTS[calendar] = per_calendar
+    firsts = per_calendar.get(kind)
+    if firsts is None:
+        firsts = [i for i, start in enumerate(_period_starts(calendar, kind)) if start == i]
+        per_calendar[kind] = firsts
+    return firsts
+
+
+_PERIOD_FIRSTS: weakref.WeakKeyDictionary[SchoolCalendar, dict[str, list[int]]] = (
+    weakref.WeakKeyDictionary()
+)
+
+# Thresholds, totals and shares of the packs in units; a handful of distinct values.
+_UNITS: dict[Decimal, int] = {}
+
+
+def _units(value: Decimal) -> int:
+    units = _UNITS.get(value)
+    if units is None:
+        units = to_units(value) or 0
+        _UNITS[value] = units
+    return units
+
+
+class _Sums:
+    """c(d) of one category set, kept only on the pupil days where it is above 0.
+
+    ``local`` holds those days in order and ``cum`` the running sum of their units, so a
+    window's sum or its number of absence days costs two bisections, whatever its length:
+    the cost follows the pupil's registrations, not the number of school days.
+    """
+
+    __slots__ = ("_absent", "cum", "local", "units")
+
+    def __init__(self, per_day: dict[int, int]) -> None:
+        self.local = sorted(per_day)
+        self.units = [min(per_day[d], UNITS_PER_DAY) for d in self.local]
+        self.cum = list(accumulate(self.units, initial=0))
+        self._absent: dict[int, list[int]] = {}
+
+    def total(self, start: int, stop: int) -> int:
+        """The sum of c(d) over pupil days [start, stop)."""
+        local, cum = self.local, self.cum
+        return cum[bisect_left(local, stop)] - cum[bisect_left(local, start)]
+
+    def absent(self, threshold: int) -> list[int]:
+        """The absence days (c(d) >= threshold), in order."""
+        days = self._absent.get(threshold)
+        if days is None:
+            days = [d for d, u in zip(self.local, self.units, strict=True) if u >= threshold]
+            self._absent[threshold] = days
+        return days
+
+
 class _Pupil:
     """One pupil's school days and registrations, with per-category-set sums cached."""
 
@@ -160,131 +219,149 @@ class _Pupil:
             local = index - first
             per_day[local] = per_day.get(local, 0) + units
             self.by_day.setdefault(local, []).append(reg)
-        self._c: dict[frozenset[Category], list[int] | None] = {}
-        self._c_prefix: dict[frozenset[Category], list[int]] = {}
-        self._absent_prefix: dict[tuple[frozenset[Category], int], list[int]] = {}
+        self._sums: dict[frozenset[Category], _Sums | None] = {}
         self._starts: dict[str, list[int]] = {}
 
-    def c(self, categories: frozenset[Category]) -> list[int] | None:
-        """c(d) in units per day, or None when no registration falls in ``categories``."""
-        if categories in self._c:
-            return self._c[categories]
-        touched: set[int] = set()
+    def sums(self, categories: frozenset[Category]) -> _Sums | None:
+        """c(d) for ``categories``, or None when no registration falls in them."""
+        if categories in self._sums:
+            return self._sums[categories]
+        per_day: dict[int, int] = {}
         for category in categories:
-            touched.update(self.units[category])
-        values: list[int] | None = None
-        if touched:
-            values = [0] * self.size
-            for category in categories:
-                for local, units in self.units[category].items():
-                    values[local] += units
-            for local in touched:
-                if values[local] > UNITS_PER_DAY:
-                    values[local] = UNITS_PER_DAY
-        self._c[categories] = values
-        return values
+            for local, units in self.units[category].items():
+                per_day[local] = per_day.get(local, 0) + units
+        sums = _Sums(per_day) if per_day else None
+        self._sums[categories] = sums
+        return sums
 
-    def c_prefix(self, categories: frozenset[Category], c: list[int]) -> list[int]:
-        prefix = self._c_prefix.get(categories)
-        if prefix is None:
-            prefix = list(accumulate(c, initial=0))
-            self._c_prefix[categories] = prefix
-        return prefix
-
-    def absent_prefix(
-        self, categories: frozenset[Category], threshold: int, c: list[int]
-    ) -> list[int]:
-        key = (categories, threshold)
-        prefix = self._absent_prefix.get(key)
-        if prefix is None:
-            prefix = list(accumulate((v >= threshold for v in c), initial=0))
-            self._absent_prefix[key] = prefix
-        return prefix
-
-    def starts(self, kind: PeriodKind) -> list[int]:
-        """For each pupil day, the pupil-day index where its fixed period starts."""
+    def period_start(self, kind: PeriodKind, i: int) -> int:
+        """The pupil day on which the fixed period holding pupil day ``i`` starts for the pupil."""
         starts = self._starts.get(kind)
         if starts is None:
-            global_starts = _period_starts(self.calendar, kind)
-            first = self.first
-            if first == 0:
-                starts = global_starts
-            else:
-                stop = first + self.size
-                starts = [s - first if s > first else 0 for s in global_starts[first:stop]]
-            self._starts[kind] = starts
-        return starts
+            starts = self._starts[kind] = _period_starts(self.calendar, kind)
+        start = starts[self.first + i] - self.first
+        return start if start > 0 else 0
 
-
-def _met(pupil: _Pupil, rule: Rule, threshold: int, begin: int, end: int) -> list[bool] | None:
-    """Whether ``rule`` is met on each pupil day in [begin, end); None when never."""
-    c = pupil.c(rule.categories)
-    if c is None:
-        return None
-    days = range(begin, end)
-    if rule.kind == "consecutive":
-        assert rule.n is not None
-        n = rule.n
-        absent = pupil.absent_prefix(rule.categories, threshold, c)
-        return [i + 1 >= n and absent[i + 1] - absent[i + 1 - n] == n for i in days]
-
-    over = rule.over
-    assert over is not None
-    if rule.kind == "share":
-        # sum c / w >= p  <=>  (sum c in units) >= (p in units) * w, all integers.
-        assert rule.p is not None
-        sums = pupil.c_prefix(rule.categories, c)
-        p = to_units(rule.p) or 0
-        min_days = rule.min_days
-        if over.kind == "rolling":
-            m = over.length or 0
-            return [
-                (w := i + 1 if i < m else m) >= min_days and sums[i + 1] - sums[i + 1 - w] >= p * w
-                for i in days
+    def period_firsts(self, kind: PeriodKind, lo: int, hi: int) -> list[int]:
+        """The pupil days in [lo, hi) on which a fixed period starts for the pupil, in order."""
+        firsts = _period_firsts(self.calendar, kind)
+        first = self.first
+        out = [
+            g - first
+            for g in firsts[
+                bisect_left(firsts, first + max(lo, 1)) : bisect_left(firsts, first + hi)
             ]
-        starts = pupil.starts(over.kind)
-        return [
-            (w := i + 1 - starts[i]) >= min_days and sums[i + 1] - sums[starts[i]] >= p * w
-            for i in days
         ]
-
-    if rule.kind == "count":
-        assert rule.k is not None
-        sums, limit = pupil.absent_prefix(rule.categories, threshold, c), rule.k
-    else:
-        assert rule.x is not None
-        sums, limit = pupil.c_prefix(rule.categories, c), to_units(rule.x) or 0
-    if over.kind == "rolling":
-        m = over.length or 0
-        return [sums[i + 1] - sums[i + 1 - m if i + 1 > m else 0] >= limit for i in days]
-    starts = pupil.starts(over.kind)
-    return [sums[i + 1] - sums[starts[i]] >= limit for i in days]
+        if lo <= 0 < hi:
+            out.insert(0, 0)  # the pupil's first day starts a period, whatever the calendar says
+        return out
 
 
 def _window_start(pupil: _Pupil, rule: Rule, i: int) -> int:
     if rule.kind == "consecutive":
         assert rule.n is not None
         return i + 1 - rule.n
-    assert rule.over is not None
-    if rule.over.kind == "rolling":
-        return max(0, i + 1 - (rule.over.length or 0))
-    return pupil.starts(rule.over.kind)[i]
+    over = rule.over
+    assert over is not None
+    if over.kind == "rolling":
+        m = over.length or 0
+        return i + 1 - m if i + 1 > m else 0
+    return pupil.period_start(over.kind, i)
+
+
+def _limit(rule: Rule) -> int:
+    """n, k, or x or p in units."""
+    if rule.kind == "consecutive":
+        assert rule.n is not None
+        return rule.n
+    if rule.kind == "count":
+        assert rule.k is not None
+        return rule.k
+    value = rule.x if rule.kind == "total" else rule.p
+    assert value is not None
+    return _units(value)
+
+
+def _is_met(pupil: _Pupil, rule: Rule, sums: _Sums, threshold: int, limit: int, i: int) -> bool:
+    """Whether ``rule`` is met on pupil day ``i`` (DOMAIN.md section 5)."""
+    kind = rule.kind
+    if kind == "consecutive":
+        if i + 1 < limit:
+            return False
+        absent = sums.absent(threshold)
+        return bisect_right(absent, i) - bisect_left(absent, i + 1 - limit) == limit
+    start = _window_start(pupil, rule, i)
+    if kind == "count":
+        absent = sums.absent(threshold)
+        return bisect_right(absent, i) - bisect_left(absent, start) >= limit
+    if kind == "total":
+        return sums.total(start, i + 1) >= limit
+    # sum c / w >= p  <=>  (sum c in units) >= (p in units) * w, all integers.
+    w = i + 1 - start
+    return w >= rule.min_days and sums.total(start, i + 1) >= limit * w
+
+
+def _never_met(rule: Rule, sums: _Sums, threshold: int, limit: int, end: int) -> bool:
+    """True when even all of the pupil's absence before ``end`` in one window is too little."""
+    kind = rule.kind
+    if kind in ("consecutive", "count"):
+        return bisect_left(sums.absent(threshold), end) < limit
+    # A share needs at least p of one day's units: its window holds at least one day.
+    needed = limit * max(rule.min_days, 1) if kind == "share" else limit
+    return sums.total(0, end) < needed
+
+
+def _candidates(
+    pupil: _Pupil, rule: Rule, sums: _Sums, threshold: int, begin: int, end: int
+) -> list[int]:
+    """The pupil days in [begin, end) on which ``rule`` can start to be met.
+
+    A window never starts earlier than the previous day's window (rolling windows slide,
+    fixed periods restart), so on a day that adds nothing to it (c(d) = 0, or not an absence
+    day for count and consecutive), its sum and absence days cannot grow: if the rule is met
+    there, it was met the day before. Only a share can still start to be met on such a day,
+    when its window reaches min_days (its sum stays and its day count grows, which lowers the
+    share). The span's first day is judged against the previous version, so it is always one.
+    """
+    marks = sums.absent(threshold) if rule.kind in ("consecutive", "count") else sums.local
+    days = [begin, *marks[bisect_right(marks, begin) : bisect_left(marks, end)]]
+    if rule.kind == "share" and rule.min_days > 0:
+        assert rule.over is not None
+        reach = rule.min_days - 1  # window start + reach = the day the window holds min_days
+        if rule.over.kind == "rolling":
+            firsts = [0]
+        else:
+            firsts = pupil.period_firsts(rule.over.kind, begin - reach + 1, end - reach)
+        extra = [
+            f + reach
+            for f in firsts
+            if begin < f + reach < end
+            and (rule.over.kind == "rolling" or pupil.period_start(rule.over.kind, f + reach) == f)
+        ]
+        if extra:
+            days = sorted({*days, *extra})
+    return days
 
 
 def _crossing(
-    pupil: _Pupil, pack: RulePack, version: RulePackVersion, rule: Rule, threshold: int, i: int
+    pupil: _Pupil,
+    pack: RulePack,
+    version: RulePackVersion,
+    rule: Rule,
+    threshold: int,
+    sums: _Sums,
+    i: int,
 ) -> Crossing:
-    c = pupil.c(rule.categories)
-    assert c is not None
     start = _window_start(pupil, rule, i)
     window_days = i + 1 - start
     by_absence = rule.kind in ("consecutive", "count")
+    minimum = threshold if by_absence else 1
+    lo, hi = bisect_left(sums.local, start), bisect_right(sums.local, i)
     contributing: list[Contribution] = []
-    for local in range(start, i + 1):
-        regs = pupil.by_day.get(local)
-        if regs is None or c[local] < (threshold if by_absence else 1):
+    for local, units in zip(sums.local[lo:hi], sums.units[lo:hi], strict=True):
+        if units < minimum:
             continue
-        for reg in sorted(regs, key=lambda r: (r.slot, r.category, r.extent)):
+        for reg in sorted(pupil.by_day[local], key=lambda r: (r.slot, r.category, r.extent)):
             if reg.category in rule.categories:
                 contributing.append(Contribution(reg.date, reg.category, reg.extent, reg.slot))
 
@@ -295,11 +372,10 @@ def _crossing(
     else:
         assert over is not None
         if by_absence:
-            absent = pupil.absent_prefix(rule.categories, threshold, c)
-            value = Decimal(absent[i + 1] - absent[start])
+            absent = sums.absent(threshold)
+            value = Decimal(bisect_right(absent, i) - bisect_left(absent, start))
         else:
-            sums = pupil.c_prefix(rule.categories, c)
-            total = sums[i + 1] - sums[start]
+            total = sums.total(start, i + 1)
             # A share is rounded down in units, so it never shows the limit unless it is met.
             value = Decimal(total // window_days if rule.kind == "share" else total).scaleb(-4)
         if over.kind == "rolling":
@@ -317,9 +393,11 @@ def _crossing(
             )
         else:
             assert rule.p is not None
-            minimum = f" (min {rule.min_days} days)" if rule.min_days else ""
+            minimum_text = f" (min {rule.min_days} days)" if rule.min_days else ""
             percent = (value * 100).quantize(Decimal("0.1"), rounding=ROUND_DOWN)
-            summary = f"{percent}% absence {other_where}, limit {format_percent(rule.p)}%{minimum}"
+            summary = (
+                f"{percent}% absence {other_where}, limit {format_percent(rule.p)}%{minimum_text}"
+            )
 
     return Crossing(
         pack_id=pack.id,
@@ -370,21 +448,31 @@ def evaluate(
     crossings: list[Crossing] = []
     met_before: dict[str, bool] = {}  # per rule id: met on the day before the current span
     for version, begin, end in spans:
-        threshold = to_units(version.day_threshold) or 0
+        threshold = _units(version.day_threshold)
         met_at_end: dict[str, bool] = {}
         for rule in version.rules:
-            met = _met(pupil, rule, threshold, begin, end)
-            if met is None:
+            sums = pupil.sums(rule.categories)
+            if sums is None:
                 met_at_end[rule.id] = False
                 continue
-            was = met_before.get(rule.id, False)
-            for offset, now in enumerate(met):
+            limit = _limit(rule)
+            if _never_met(rule, sums, threshold, limit, end):
+                met_at_end[rule.id] = False
+                continue
+            last, last_met = begin - 1, met_before.get(rule.id, False)
+            for i in _candidates(pupil, rule, sums, threshold, begin, end):
+                was = (
+                    last_met
+                    if last == i - 1
+                    else _is_met(pupil, rule, sums, threshold, limit, i - 1)
+                )
+                now = _is_met(pupil, rule, sums, threshold, limit, i)
                 if now and not was:
-                    crossings.append(
-                        _crossing(pupil, pack, version, rule, threshold, begin + offset)
-                    )
-                was = now
-            met_at_end[rule.id] = was
+                    crossings.append(_crossing(pupil, pack, version, rule, threshold, sums, i))
+                last, last_met = i, now
+            if last != end - 1:
+                last_met = _is_met(pupil, rule, sums, threshold, limit, end - 1)
+            met_at_end[rule.id] = last_met
         met_before = met_at_end
     crossings.sort(key=lambda c: (c.date, c.rule_id, c.rule_version))
     return crossings
