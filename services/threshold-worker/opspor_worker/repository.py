@@ -6,9 +6,11 @@ import uuid
 from collections.abc import Sequence
 from datetime import date, datetime
 from decimal import Decimal
-from typing import Any, Protocol, cast
+from operator import itemgetter
+from typing import Any, Protocol
 
-from sqlalchemy import Table, func, select, text, update
+import asyncpg
+from sqlalchemy import func, select, text, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -21,19 +23,6 @@ from opspor_worker.models import (
     WorkerPupil,
     WorkerRegistration,
     worker_outbox,
-)
-
-_registrations: Table = WorkerRegistration.__table__  # type: ignore[assignment]
-_REGISTRATION_COLUMNS = (
-    "pupil_id",
-    "date",
-    "slot",
-    "school_id",
-    "category",
-    "extent",
-    "recorded_at",
-    "event_id",
-    "retracted",
 )
 
 
@@ -60,6 +49,30 @@ class RegistrationRow(Protocol):
     def retracted(self) -> bool: ...
 
 
+class _RegistrationRecord(asyncpg.Record):  # type: ignore[misc]  # asyncpg ships no types
+    """asyncpg builds these in C; the properties read fields by position, also in C."""
+
+    pupil_id = property(itemgetter(0))
+    date = property(itemgetter(1))
+    slot = property(itemgetter(2))
+    school_id = property(itemgetter(3))
+    category = property(itemgetter(4))
+    extent = property(itemgetter(5))
+    recorded_at = property(itemgetter(6))
+    event_id = property(itemgetter(7))
+    retracted = property(itemgetter(8))
+
+
+# The column order _RegistrationRecord reads. The primary key (pupil_id, date, slot) serves
+# both the filter and the order.
+_REGISTRATIONS_OF_PUPILS = """
+select pupil_id, date, slot, school_id, category, extent, recorded_at, event_id, retracted
+from worker_registrations
+where pupil_id = any($1::text[])
+order by pupil_id, date, slot
+"""
+
+
 class WorkerRepository:
     def __init__(self, session: AsyncSession) -> None:
         self.session = session
@@ -81,18 +94,30 @@ class WorkerRepository:
         )
 
     async def registrations(self, pupil_ids: Sequence[str]) -> dict[str, list[RegistrationRow]]:
-        """Plain rows, not ORM objects: a day-change tick reads every registration of every
-        pupil, and building (and tracking) an ORM instance per row cost more than evaluating."""
-        t = _registrations
-        rows = await self.session.execute(
-            select(*(t.c[name] for name in _REGISTRATION_COLUMNS))
-            .where(t.c.pupil_id.in_(pupil_ids))
-            .order_by(t.c.pupil_id, t.c.date)
+        """Every registration row of the pupils, retracted ones included, by pupil and date.
+
+        The day-change tick reads every registration of every pupil of a school, so this read
+        goes straight to asyncpg: SQLAlchemy's Row (or worse, ORM instance) per row cost more
+        than evaluating the pupil. It runs on the session's connection, in its transaction.
+        """
+        driver = await self._driver_connection()
+        records = await driver.fetch(
+            _REGISTRATIONS_OF_PUPILS, list(pupil_ids), record_class=_RegistrationRecord
         )
         out: dict[str, list[RegistrationRow]] = {p: [] for p in pupil_ids}
-        for r in rows:
-            out[r.pupil_id].append(cast(RegistrationRow, r))
+        for record in records:
+            out[record[0]].append(record)
         return out
+
+    async def _driver_connection(self) -> Any:
+        connection = await self.session.connection()
+        driver = (await connection.get_raw_connection()).driver_connection
+        assert driver is not None  # a checked-out connection always has one
+        if not driver.is_in_transaction():
+            # SQLAlchemy's asyncpg adapter opens the transaction with its first statement;
+            # a read outside it would not see this session's own writes.
+            await connection.execute(text("select 1"))
+        return driver
 
     async def upsert_pupils(self, rows: Sequence[dict[str, Any]]) -> None:
         stmt = insert(WorkerPupil)

@@ -205,9 +205,12 @@ class _Pupil:
         self.first = first
         self.size = len(days)
         stop = first + self.size
-        self.by_day: dict[int, list[Registration]] = {}
         self.units: dict[str, dict[int, int]] = {c: {} for c in CATEGORIES}
+        # (pupil day, registration), for the contributions of the few crossing days.
+        self._counted: list[tuple[int, Registration]] = []
+        self._by_day: dict[int, list[Registration]] | None = None
         index_of = calendar.index_of
+        known_extents = _EXTENT_UNITS
         for reg in registrations:
             index = index_of(reg.date)
             if index is None or not first <= index < stop:
@@ -215,12 +218,23 @@ class _Pupil:
             per_day = self.units.get(reg.category)
             if per_day is None:
                 raise ValueError(f"registration on {reg.date}: unknown category {reg.category!r}")
-            units = _extent_units(reg.extent)
+            extent = reg.extent
+            units = known_extents.get(extent) if type(extent) is Decimal else None
+            if units is None:
+                units = _extent_units(extent)
             local = index - first
             per_day[local] = per_day.get(local, 0) + units
-            self.by_day.setdefault(local, []).append(reg)
+            self._counted.append((local, reg))
         self._sums: dict[frozenset[Category], _Sums | None] = {}
         self._starts: dict[str, list[int]] = {}
+
+    @property
+    def by_day(self) -> dict[int, list[Registration]]:
+        if self._by_day is None:
+            self._by_day = {}
+            for local, reg in self._counted:
+                self._by_day.setdefault(local, []).append(reg)
+        return self._by_day
 
     def sums(self, categories: frozenset[Category]) -> _Sums | None:
         """c(d) for ``categories``, or None when no registration falls in them."""
@@ -358,10 +372,11 @@ def _crossing(
     minimum = threshold if by_absence else 1
     lo, hi = bisect_left(sums.local, start), bisect_right(sums.local, i)
     contributing: list[Contribution] = []
+    by_day = pupil.by_day
     for local, units in zip(sums.local[lo:hi], sums.units[lo:hi], strict=True):
         if units < minimum:
             continue
-        for reg in sorted(pupil.by_day[local], key=lambda r: (r.slot, r.category, r.extent)):
+        for reg in sorted(by_day[local], key=lambda r: (r.slot, r.category, r.extent)):
             if reg.category in rule.categories:
                 contributing.append(Contribution(reg.date, reg.category, reg.extent, reg.slot))
 
