@@ -34,7 +34,7 @@ async def configure(
     municipality: str = "aalborg",
     school: str = "vestbjerg",
     language: str = "da",
-    rule_pack: str = "dk-aalborg-2018",
+    rule_packs: tuple[str, ...] = ("dk-aalborg-2018",),
     mailbox: str = "vestbjerg.skole@sikkerpost.aalborg.dk",
 ) -> None:
     r = await client.put(
@@ -43,7 +43,7 @@ async def configure(
             "name": "Aalborg Kommune",
             "country": "DK",
             "language": language,
-            "rule_pack": rule_pack,
+            "rule_packs": list(rule_packs),
             "ppr_mailbox": "ppr@sikkerpost.aalborg.dk",
         },
     )
@@ -103,7 +103,7 @@ async def seed_reference(
     *,
     school: str = "vestbjerg",
     municipality: str = "aalborg",
-    rule_pack: str = "dk-aalborg-2018",
+    rule_packs: tuple[str, ...] = ("dk-aalborg-2018",),
     language: str = "da",
     timezone: str = "Europe/Copenhagen",
 ) -> None:
@@ -116,7 +116,7 @@ async def seed_reference(
                 name="Aalborg Kommune",
                 country="DK",
                 language=language,
-                rule_pack=rule_pack,
+                rule_packs=list(rule_packs),
                 ppr_mailbox="ppr@sikkerpost.aalborg.dk",
                 unit_mailbox="boern@sikkerpost.aalborg.dk",
             )
@@ -129,7 +129,7 @@ async def seed_reference(
                 name="Vestbjerg Skole",
                 timezone=timezone,
                 language=None,
-                rule_pack=None,
+                rule_packs=None,
                 mailbox=f"{school}@sikkerpost.aalborg.dk",
             )
         )

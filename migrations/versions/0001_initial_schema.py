@@ -107,12 +107,22 @@ def upgrade() -> None:
     )
     op.create_index("ix_concerns_pupil", "concerns", ["pupil_id"], unique=False)
     op.create_table(
+        "enrolments",
+        sa.Column("pupil_id", sa.Text(), nullable=False),
+        sa.Column("school_id", sa.Text(), nullable=False),
+        sa.Column("enrolled_from", sa.Date(), nullable=False),
+        sa.Column("enrolled_until", sa.Date(), nullable=True),
+        sa.Column("recorded_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("event_id", sa.Text(), nullable=False),
+        sa.PrimaryKeyConstraint("pupil_id", "school_id", name=op.f("pk_enrolments")),
+    )
+    op.create_table(
         "municipalities",
         sa.Column("id", sa.Text(), nullable=False),
         sa.Column("name", sa.Text(), nullable=False),
         sa.Column("country", sa.Text(), nullable=False),
         sa.Column("language", sa.Text(), nullable=False),
-        sa.Column("rule_pack", sa.Text(), nullable=False),
+        sa.Column("rule_packs", postgresql.ARRAY(sa.Text()), nullable=False),
         sa.Column("ppr_mailbox", sa.Text(), nullable=True),
         sa.Column("unit_mailbox", sa.Text(), nullable=True),
         sa.Column(
@@ -201,6 +211,17 @@ def upgrade() -> None:
         "ix_registrations_school_date", "registrations", ["school_id", "date"], unique=False
     )
     op.create_table(
+        "worker_enrolments",
+        sa.Column("pupil_id", sa.Text(), nullable=False),
+        sa.Column("school_id", sa.Text(), nullable=False),
+        sa.Column("enrolled_from", sa.Date(), nullable=False),
+        sa.Column("enrolled_until", sa.Date(), nullable=True),
+        sa.Column("recorded_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("event_id", sa.Text(), nullable=False),
+        sa.PrimaryKeyConstraint("pupil_id", "school_id", name=op.f("pk_worker_enrolments")),
+    )
+    op.create_index("ix_worker_enrolments_school", "worker_enrolments", ["school_id"], unique=False)
+    op.create_table(
         "worker_outbox",
         sa.Column("id", sa.BigInteger(), sa.Identity(always=False), nullable=False),
         sa.Column("topic", sa.Text(), nullable=False),
@@ -267,13 +288,38 @@ def upgrade() -> None:
         op.f("ix_delivery_attempts_notice_id"), "delivery_attempts", ["notice_id"], unique=False
     )
     op.create_table(
+        "rule_packs",
+        sa.Column("municipality_id", sa.Text(), nullable=False),
+        sa.Column("id", sa.Text(), nullable=False),
+        sa.Column("document", postgresql.JSONB(astext_type=sa.Text()), nullable=False),
+        sa.Column("digest", sa.Text(), nullable=False),
+        sa.Column(
+            "updated_at",
+            sa.DateTime(timezone=True),
+            server_default=sa.text("now()"),
+            nullable=False,
+        ),
+        sa.Column(
+            "created_at",
+            sa.DateTime(timezone=True),
+            server_default=sa.text("now()"),
+            nullable=False,
+        ),
+        sa.ForeignKeyConstraint(
+            ["municipality_id"],
+            ["municipalities.id"],
+            name=op.f("fk_rule_packs_municipality_id_municipalities"),
+        ),
+        sa.PrimaryKeyConstraint("municipality_id", "id", name=op.f("pk_rule_packs")),
+    )
+    op.create_table(
         "schools",
         sa.Column("id", sa.Text(), nullable=False),
         sa.Column("municipality_id", sa.Text(), nullable=False),
         sa.Column("name", sa.Text(), nullable=False),
         sa.Column("timezone", sa.Text(), nullable=False),
         sa.Column("language", sa.Text(), nullable=True),
-        sa.Column("rule_pack", sa.Text(), nullable=True),
+        sa.Column("rule_packs", postgresql.ARRAY(sa.Text()), nullable=True),
         sa.Column("mailbox", sa.Text(), nullable=False),
         sa.Column(
             "updated_at",
@@ -329,6 +375,7 @@ def downgrade() -> None:
     op.drop_table("school_years")
     op.drop_index(op.f("ix_schools_municipality_id"), table_name="schools")
     op.drop_table("schools")
+    op.drop_table("rule_packs")
     op.drop_index(op.f("ix_delivery_attempts_notice_id"), table_name="delivery_attempts")
     op.drop_table("delivery_attempts")
     op.drop_table("worker_school_horizons")
@@ -336,12 +383,15 @@ def downgrade() -> None:
     op.drop_index("ix_worker_pupils_school", table_name="worker_pupils")
     op.drop_table("worker_pupils")
     op.drop_table("worker_outbox")
+    op.drop_index("ix_worker_enrolments_school", table_name="worker_enrolments")
+    op.drop_table("worker_enrolments")
     op.drop_index("ix_registrations_school_date", table_name="registrations")
     op.drop_table("registrations")
     op.drop_table("registration_events")
     op.drop_index("ix_notices_due", table_name="notices")
     op.drop_table("notices")
     op.drop_table("municipalities")
+    op.drop_table("enrolments")
     op.drop_index("ix_concerns_pupil", table_name="concerns")
     op.drop_table("concerns")
     op.drop_table("api_outbox")

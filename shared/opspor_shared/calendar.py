@@ -9,10 +9,11 @@ from __future__ import annotations
 from bisect import bisect_left, bisect_right
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta
 from functools import lru_cache
 from itertools import pairwise
 from types import MappingProxyType
+from zoneinfo import ZoneInfo
 
 import holidays
 
@@ -145,3 +146,9 @@ class SchoolCalendar:
 
     def public_holidays(self, first: date, last: date) -> dict[date, str]:
         return dict(sorted(self._holiday_dates(first, last).items()))
+
+
+def horizon_for(calendar: SchoolCalendar, timezone: str, now: datetime) -> date | None:
+    """The last school day on or before today in the school's time zone."""
+    today = now.astimezone(ZoneInfo(timezone)).date()
+    return calendar.last_school_day_on_or_before(today)

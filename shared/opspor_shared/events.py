@@ -14,6 +14,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 REGISTRATION_RECORDED = "dk.absence.registration.recorded"
 REGISTRATION_RETRACTED = "dk.absence.registration.retracted"
+# On the registrations topic too, keyed by pupil, so it is ordered with their registrations.
+ENROLMENT_RECORDED = "dk.absence.enrolment.recorded"
 CONCERN_RAISED = "dk.absence.concern.raised"
 CONCERN_WITHDRAWN = "dk.absence.concern.withdrawn"
 
@@ -56,6 +58,21 @@ class RegistrationData(BaseModel):
     extent: Decimal | None
     recorded_at: datetime
     retracted: bool = False
+
+
+class EnrolmentData(BaseModel):
+    """A pupil's enrolment at one school: their school days there start at `enrolled_from`
+    (and end before `enrolled_until`'s next day, when set). One per (pupil, school); the
+    latest `recorded_at` wins, ties by event id."""
+
+    model_config = ConfigDict(frozen=True)
+
+    event_id: str
+    pupil_id: str
+    school_id: str
+    enrolled_from: date
+    enrolled_until: date | None = None
+    recorded_at: datetime
 
 
 class ContributionData(BaseModel):

@@ -10,16 +10,18 @@ from __future__ import annotations
 import hashlib
 import json
 from collections import OrderedDict
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date
+from functools import cache
 from typing import Any
 
-from sqlalchemy import Date, Text, column, func, select, table
-from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy import Date, Text, column, func, select, table, tuple_
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from opspor_shared.calendar import Closure, SchoolCalendar, SchoolYear
+from opspor_shared.engine import RulePack, builtin_packs, pack_digest, parse_pack
 
 municipalities = table(
     "municipalities",
@@ -27,7 +29,7 @@ municipalities = table(
     column("name", Text),
     column("country", Text),
     column("language", Text),
-    column("rule_pack", Text),
+    column("rule_packs", ARRAY(Text)),
     column("ppr_mailbox", Text),
     column("unit_mailbox", Text),
 )
@@ -38,8 +40,15 @@ schools = table(
     column("name", Text),
     column("timezone", Text),
     column("language", Text),
-    column("rule_pack", Text),
+    column("rule_packs", ARRAY(Text)),
     column("mailbox", Text),
+)
+rule_packs = table(
+    "rule_packs",
+    column("id", Text),
+    column("municipality_id", Text),
+    column("document", JSONB),
+    column("digest", Text),
 )
 school_years = table(
     "school_years",
@@ -59,7 +68,7 @@ class SchoolRef:
     country: str
     timezone: str
     language: str
-    rule_pack: str
+    rule_packs: tuple[str, ...]  # the school's own, else its municipality's
     mailbox: str
     municipality_name: str
     ppr_mailbox: str | None
@@ -83,8 +92,8 @@ class ReferenceRepository:
             m.c.country,
             s.c.timezone,
             func.coalesce(s.c.language, m.c.language).label("language"),
-            # A school without its own pack uses its municipality's.
-            func.coalesce(s.c.rule_pack, m.c.rule_pack).label("rule_pack"),
+            # A school without its own packs uses its municipality's.
+            func.coalesce(s.c.rule_packs, m.c.rule_packs).label("rule_packs"),
             s.c.mailbox,
             m.c.name.label("municipality_name"),
             m.c.ppr_mailbox,
@@ -100,7 +109,7 @@ class ReferenceRepository:
                 country=row.country,
                 timezone=row.timezone,
                 language=row.language,
-                rule_pack=row.rule_pack,
+                rule_packs=tuple(row.rule_packs),
                 mailbox=row.mailbox,
                 municipality_name=row.municipality_name,
                 ppr_mailbox=row.ppr_mailbox,
@@ -108,6 +117,41 @@ class ReferenceRepository:
             )
             for row in await self._session.execute(query)
         }
+
+    async def packs(
+        self, keys: Iterable[tuple[str, str]], cache: PackCache
+    ) -> dict[tuple[str, str], PackRef]:
+        """The packs that exist among (municipality id, pack id) keys: a shipped pack, or one
+        that municipality stored through the API (pack ids are per municipality)."""
+        wanted = set(keys)
+        found = {
+            key: PackRef(builtin_packs()[key[1]], None, _builtin_digest(key[1]))
+            for key in wanted
+            if key[1] in builtin_packs()
+        }
+        stored = wanted - found.keys()
+        if stored:
+            r = rule_packs
+            rows = await self._session.execute(
+                select(r.c.municipality_id, r.c.id, r.c.digest).where(
+                    tuple_(r.c.municipality_id, r.c.id).in_(sorted(stored))
+                )
+            )
+            for row in rows:
+                key = (row.municipality_id, row.id)
+                pack = await cache.get(row.digest, self._document(key))
+                found[key] = PackRef(pack, row.municipality_id, row.digest)
+        return found
+
+    def _document(self, key: tuple[str, str]) -> Callable[[], Awaitable[Mapping[str, Any]]]:
+        async def read() -> Mapping[str, Any]:
+            r = rule_packs
+            doc = await self._session.scalar(
+                select(r.c.document).where(r.c.municipality_id == key[0], r.c.id == key[1])
+            )
+            return doc if isinstance(doc, Mapping) else {}
+
+        return read
 
     async def calendar_rows(self, school_ids: Sequence[str]) -> dict[str, list[dict[str, Any]]]:
         rows = (
@@ -128,6 +172,37 @@ class ReferenceRepository:
         """Calendars of the given schools (school id -> country), built once per content."""
         rows = await self.calendar_rows(list(countries))
         return {s: cache.get(countries[s], rows[s]) for s in countries}
+
+
+@dataclass(frozen=True)
+class PackRef:
+    pack: RulePack
+    owner: str | None  # the municipality that stored it; None for a shipped pack
+    digest: str  # changes whenever the pack's content does
+
+
+@cache
+def _builtin_digest(pack_id: str) -> str:
+    return pack_digest(builtin_packs()[pack_id])
+
+
+class PackCache:
+    """Parsed stored packs keyed by content digest: a changed pack is never served stale, and
+    an unchanged one is read and parsed once."""
+
+    def __init__(self, size: int = 256) -> None:
+        self._size = size
+        self._cache: OrderedDict[str, RulePack] = OrderedDict()
+
+    async def get(self, digest: str, read: Callable[[], Awaitable[Mapping[str, Any]]]) -> RulePack:
+        if (pack := self._cache.get(digest)) is not None:
+            self._cache.move_to_end(digest)
+            return pack
+        pack = parse_pack(await read())
+        self._cache[digest] = pack
+        if len(self._cache) > self._size:
+            self._cache.popitem(last=False)
+        return pack
 
 
 class CalendarCache:

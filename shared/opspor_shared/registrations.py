@@ -17,7 +17,7 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Mapped, mapped_column
 
-from opspor_shared.events import RegistrationData
+from opspor_shared.events import EnrolmentData, RegistrationData
 
 Key = tuple[str, date, str]
 
@@ -67,3 +67,37 @@ async def apply_last_writer_wins(
         < tuple_(stmt.excluded.recorded_at, stmt.excluded.event_id),
     )
     await session.execute(stmt, rows)
+
+
+class EnrolmentColumns:
+    pupil_id: Mapped[str] = mapped_column(Text, primary_key=True)
+    school_id: Mapped[str] = mapped_column(Text, primary_key=True)
+    enrolled_from: Mapped[date]
+    enrolled_until: Mapped[date | None]
+    recorded_at: Mapped[datetime]
+    event_id: Mapped[str] = mapped_column(Text)
+
+
+async def apply_enrolments(
+    session: AsyncSession, model: type[EnrolmentColumns], items: Sequence[EnrolmentData]
+) -> None:
+    """Upserts enrolments, keeping the newest per (pupil, school) in any arrival order."""
+    winners: dict[tuple[str, str], EnrolmentData] = {}
+    for item in items:
+        held = winners.get((item.pupil_id, item.school_id))
+        if held is None or (held.recorded_at, held.event_id) < (item.recorded_at, item.event_id):
+            winners[(item.pupil_id, item.school_id)] = item
+    if not winners:
+        return
+    table = model.__table__  # type: ignore[attr-defined]
+    stmt = insert(table)
+    stmt = stmt.on_conflict_do_update(
+        index_elements=[table.c.pupil_id, table.c.school_id],
+        set_={
+            c: stmt.excluded[c]
+            for c in ("enrolled_from", "enrolled_until", "recorded_at", "event_id")
+        },
+        where=tuple_(table.c.recorded_at, table.c.event_id)
+        < tuple_(stmt.excluded.recorded_at, stmt.excluded.event_id),
+    )
+    await session.execute(stmt, [w.model_dump() for w in winners.values()])

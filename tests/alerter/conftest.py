@@ -143,9 +143,9 @@ async def seed_school(
     async with engine.begin() as conn:
         await conn.execute(
             text(
-                "insert into municipalities (id, name, country, language, rule_pack, "
+                "insert into municipalities (id, name, country, language, rule_packs, "
                 "ppr_mailbox, unit_mailbox) values (:id, 'Aalborg', 'DK', :language, "
-                "'dk-aalborg-2018', :ppr, :unit) on conflict (id) do update set "
+                "'{dk-aalborg-2018}', :ppr, :unit) on conflict (id) do update set "
                 "ppr_mailbox = excluded.ppr_mailbox, unit_mailbox = excluded.unit_mailbox"
             ),
             {"id": municipality_id, "language": language, "ppr": ppr_mailbox, "unit": unit_mailbox},
@@ -153,7 +153,7 @@ async def seed_school(
         await conn.execute(
             text(
                 "insert into schools (id, municipality_id, name, timezone, language, "
-                "rule_pack, mailbox) values (:id, :municipality_id, :name, "
+                "rule_packs, mailbox) values (:id, :municipality_id, :name, "
                 "'Europe/Copenhagen', :language, null, :mailbox)"
             ),
             {

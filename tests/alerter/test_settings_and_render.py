@@ -100,7 +100,7 @@ def _school(**overrides: Any) -> SchoolRef:
         "country": "DK",
         "timezone": "Europe/Copenhagen",
         "language": "da",
-        "rule_pack": "dk-aalborg-2018",
+        "rule_packs": ("dk-aalborg-2018",),
         "mailbox": "school@x.example",
         "municipality_name": "Aalborg",
         "ppr_mailbox": "ppr@x.example",

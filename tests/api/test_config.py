@@ -8,7 +8,7 @@ MUNICIPALITY = {
     "name": "Aalborg Kommune",
     "country": "DK",
     "language": "da",
-    "rule_pack": "dk-aalborg-2018",
+    "rule_packs": ["dk-aalborg-2018"],
 }
 
 
@@ -36,9 +36,12 @@ async def test_bad_municipality_names_every_bad_field(client: httpx.AsyncClient)
 
 
 async def test_unknown_rule_pack_is_refused(client: httpx.AsyncClient) -> None:
-    r = await client.put("/v1/municipalities/aalborg", json=MUNICIPALITY | {"rule_pack": "nope"})
+    r = await client.put(
+        "/v1/municipalities/aalborg",
+        json=MUNICIPALITY | {"rule_packs": ["dk-national", "nope", "dk-national"]},
+    )
     assert r.status_code == 422
-    assert fields(r) == {"rule_pack"}
+    assert fields(r) == {"rule_packs[1]", "rule_packs[2]"}
     assert "dk-aalborg-2018" in r.json()["errors"][0]["detail"]
 
 
@@ -64,8 +67,8 @@ async def test_school_inherits_country_language_and_pack(client: httpx.AsyncClie
     school = (await client.get("/v1/schools/vestbjerg")).json()
     assert school["country"] == "DK"
     assert school["language"] == "da"
-    assert school["rule_pack"] is None
-    assert school["effective_rule_pack"] == "dk-aalborg-2018"
+    assert school["rule_packs"] is None
+    assert school["effective_rule_packs"] == ["dk-aalborg-2018"]
 
 
 async def test_school_year_counts_school_days(client: httpx.AsyncClient) -> None:
@@ -121,7 +124,7 @@ async def test_a_school_follows_later_changes_of_its_municipality(
     client: httpx.AsyncClient,
 ) -> None:
     await configure(client)
-    changed = MUNICIPALITY | {"language": "en", "rule_pack": "dk-national"}
+    changed = MUNICIPALITY | {"language": "en", "rule_packs": ["dk-national"]}
     assert (await client.put("/v1/municipalities/aalborg", json=changed)).status_code == 200
     school = (await client.get("/v1/schools/vestbjerg")).json()
-    assert (school["language"], school["effective_rule_pack"]) == ("en", "dk-national")
+    assert (school["language"], school["effective_rule_packs"]) == ("en", ["dk-national"])

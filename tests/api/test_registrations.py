@@ -229,3 +229,39 @@ async def test_api_keeps_accepting_while_kafka_is_down_and_the_relay_catches_up(
                 assert {CloudEvent.from_bytes(v).id for _, v in received} == {
                     i["event_id"] for i in items
                 }
+
+
+async def test_enrolments_are_stored_published_and_validated(
+    client: httpx.AsyncClient, settings: ApiSettings
+) -> None:
+    await configure(client)
+    body = {
+        "event_id": "enr-1",
+        "enrolled_from": "2026-09-01",
+        "recorded_at": "2026-09-01T08:00:00+02:00",
+    }
+    r = await client.put("/v1/schools/vestbjerg/enrolments/elev-1", json=body)
+    assert r.status_code == 200, r.text
+    assert (r.json()["enrolled_from"], r.json()["enrolled_until"]) == ("2026-09-01", None)
+    older = body | {
+        "event_id": "enr-0",
+        "enrolled_from": "2026-08-10",
+        "recorded_at": "2026-08-01T08:00:00+02:00",
+    }
+    r = await client.put("/v1/schools/vestbjerg/enrolments/elev-1", json=older)
+    assert r.json()["event_id"] == "enr-1"  # the newest report stays in force
+    [held] = (await client.get("/v1/pupils/elev-1/enrolments")).json()
+    assert held["enrolled_from"] == "2026-09-01"
+    received = await read_topic(settings, settings.registrations_topic, expect=2)
+    assert {key for key, _ in received} == {"elev-1"}
+    types = {CloudEvent.from_bytes(v).type for _, v in received}
+    assert types == {"dk.absence.enrolment.recorded"}
+
+    r = await client.put(
+        "/v1/schools/vestbjerg/enrolments/elev-1",
+        json=body | {"enrolled_until": "2026-08-01"},
+    )
+    assert r.status_code == 422 and "enrolled_until" in r.text
+    r = await client.put("/v1/schools/nowhere/enrolments/elev-1", json=body)
+    assert r.status_code == 404
+    assert (await client.get("/v1/pupils/elev-2/enrolments")).status_code == 404

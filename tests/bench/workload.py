@@ -60,7 +60,7 @@ async def configure(client: httpx.AsyncClient, school_id: str) -> str:
                 "name": "Aalborg Kommune (bench)",
                 "country": "DK",
                 "language": "da",
-                "rule_pack": "dk-aalborg-2018",
+                "rule_packs": ["dk-aalborg-2018"],
                 "ppr_mailbox": "ppr@sikkerpost.aalborg.dk",
             },
         ),

@@ -44,7 +44,7 @@ def configure(api: httpx.Client) -> None:
                 "name": "Aalborg",
                 "country": "DK",
                 "language": "da",
-                "rule_pack": "dk-aalborg-2018",
+                "rule_packs": ["dk-aalborg-2018"],
             },
         ),
         (

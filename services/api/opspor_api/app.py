@@ -14,8 +14,10 @@ from opspor_api.concerns import service as concerns_service
 from opspor_api.concerns.endpoints import router as concerns_router
 from opspor_api.concerns.repository import ConcernRepository
 from opspor_api.config.endpoints import router as config_router
+from opspor_api.enrolments.endpoints import router as enrolments_router
 from opspor_api.errors import PayloadTooLarge, install_error_handlers, problem_response
 from opspor_api.models import api_outbox
+from opspor_api.packs.endpoints import router as packs_router
 from opspor_api.registrations.endpoints import router as registrations_router
 from opspor_api.settings import ApiSettings
 from opspor_shared.db import make_engine, make_sessionmaker, unit_of_work
@@ -23,7 +25,7 @@ from opspor_shared.events import CloudEvent
 from opspor_shared.kafka import Delivered
 from opspor_shared.logging import correlation_id, get_logger, new_correlation_id
 from opspor_shared.ops import ReadinessCheck, ops_router, readiness_checks
-from opspor_shared.reference import CalendarCache
+from opspor_shared.reference import CalendarCache, PackCache
 from opspor_shared.runtime import run_consumer, run_relay, shutdown
 
 log = get_logger(__name__)
@@ -87,6 +89,7 @@ def create_app(settings: ApiSettings) -> FastAPI:
         app.state.settings = settings
         app.state.sessionmaker = sessionmaker
         app.state.calendars = CalendarCache()
+        app.state.packs = PackCache()
 
         app.state.checks = readiness_checks(engine, settings)
 
@@ -142,7 +145,9 @@ def create_app(settings: ApiSettings) -> FastAPI:
 
     app.include_router(ops_router(checks))
     app.include_router(config_router)
+    app.include_router(packs_router)
     app.include_router(registrations_router)
+    app.include_router(enrolments_router)
     app.include_router(concerns_router)
     app.add_middleware(BodyLimitAndCorrelation, max_body_bytes=settings.max_body_bytes)
     return app

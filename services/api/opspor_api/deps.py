@@ -10,7 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from opspor_api.settings import ApiSettings
 from opspor_shared.db import unit_of_work
-from opspor_shared.reference import CalendarCache
+from opspor_shared.reference import CalendarCache, PackCache
 
 
 async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
@@ -29,10 +29,16 @@ async def get_calendars(request: Request) -> CalendarCache:
     return cache
 
 
+async def get_packs(request: Request) -> PackCache:
+    cache: PackCache = request.app.state.packs
+    return cache
+
+
 async def get_settings(request: Request) -> ApiSettings:
     settings: ApiSettings = request.app.state.settings
     return settings
 
 
 Calendars = Annotated[CalendarCache, Depends(get_calendars)]
+Packs = Annotated[PackCache, Depends(get_packs)]
 Settings = Annotated[ApiSettings, Depends(get_settings)]

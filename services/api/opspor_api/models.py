@@ -8,12 +8,12 @@ from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import CheckConstraint, ForeignKey, Index, Numeric, Text, UniqueConstraint, func
-from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 from sqlalchemy.orm import Mapped, mapped_column
 
 from opspor_shared.db import Base, TimestampMixin
 from opspor_shared.outbox import outbox_table
-from opspor_shared.registrations import RegistrationStateColumns
+from opspor_shared.registrations import EnrolmentColumns, RegistrationStateColumns
 
 
 class Municipality(TimestampMixin, Base):
@@ -23,7 +23,8 @@ class Municipality(TimestampMixin, Base):
     name: Mapped[str] = mapped_column(Text)
     country: Mapped[str] = mapped_column(Text)
     language: Mapped[str] = mapped_column(Text)
-    rule_pack: Mapped[str] = mapped_column(Text)
+    # Ids of built-in packs or of packs this municipality stored (table rule_packs).
+    rule_packs: Mapped[list[str]] = mapped_column(ARRAY(Text))
     ppr_mailbox: Mapped[str | None] = mapped_column(Text)
     unit_mailbox: Mapped[str | None] = mapped_column(Text)
     updated_at: Mapped[datetime] = mapped_column(server_default=func.now(), onupdate=func.now())
@@ -38,8 +39,24 @@ class School(TimestampMixin, Base):
     timezone: Mapped[str] = mapped_column(Text)
     # NULL: the municipality's language and pack apply (the country is always the municipality's).
     language: Mapped[str | None] = mapped_column(Text)
-    rule_pack: Mapped[str | None] = mapped_column(Text)
+    rule_packs: Mapped[list[str] | None] = mapped_column(ARRAY(Text))
     mailbox: Mapped[str] = mapped_column(Text)
+    updated_at: Mapped[datetime] = mapped_column(server_default=func.now(), onupdate=func.now())
+
+
+class RulePackRow(TimestampMixin, Base):
+    """A rule pack a municipality stored through the API, in canonical form (pack_document).
+
+    Its versions never change once stored (a concern names its version); new versions are
+    added with a later effective_from."""
+
+    __tablename__ = "rule_packs"
+
+    # Pack ids are the municipality's own names: two municipalities may both have "lokal".
+    municipality_id: Mapped[str] = mapped_column(ForeignKey("municipalities.id"), primary_key=True)
+    id: Mapped[str] = mapped_column(Text, primary_key=True)
+    document: Mapped[dict[str, Any]] = mapped_column(JSONB)
+    digest: Mapped[str] = mapped_column(Text)
     updated_at: Mapped[datetime] = mapped_column(server_default=func.now(), onupdate=func.now())
 
 
@@ -81,6 +98,12 @@ class Registration(RegistrationStateColumns, Base):
 
     __tablename__ = "registrations"
     __table_args__ = (Index("ix_registrations_school_date", "school_id", "date"),)
+
+
+class Enrolment(EnrolmentColumns, Base):
+    """A pupil's enrolment per school, as the school admin systems last reported it."""
+
+    __tablename__ = "enrolments"
 
 
 class ConcernView(Base):

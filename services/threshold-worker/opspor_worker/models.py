@@ -12,13 +12,20 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from opspor_shared.db import Base, TimestampMixin
 from opspor_shared.outbox import outbox_table
-from opspor_shared.registrations import RegistrationStateColumns
+from opspor_shared.registrations import EnrolmentColumns, RegistrationStateColumns
 
 
 class WorkerRegistration(RegistrationStateColumns, Base):
     """The worker's own last-writer-wins copy of the registrations it consumed."""
 
     __tablename__ = "worker_registrations"
+
+
+class WorkerEnrolment(EnrolmentColumns, Base):
+    """The worker's last-writer-wins copy of enrolments (decides a pupil's school days)."""
+
+    __tablename__ = "worker_enrolments"
+    __table_args__ = (Index("ix_worker_enrolments_school", "school_id"),)
 
 
 class WorkerPupil(Base):

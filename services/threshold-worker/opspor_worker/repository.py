@@ -10,16 +10,17 @@ from operator import itemgetter
 from typing import Any, Protocol
 
 import asyncpg
-from sqlalchemy import func, select, text, update
+from sqlalchemy import func, select, text, union, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from opspor_shared.events import RegistrationData
+from opspor_shared.events import EnrolmentData, RegistrationData
 from opspor_shared.outbox import OutboxMessage, enqueue
-from opspor_shared.registrations import apply_last_writer_wins
+from opspor_shared.registrations import apply_enrolments, apply_last_writer_wins
 from opspor_worker.models import (
     Concern,
     SchoolHorizon,
+    WorkerEnrolment,
     WorkerPupil,
     WorkerRegistration,
     worker_outbox,
@@ -80,6 +81,18 @@ class WorkerRepository:
     async def apply_registrations(self, items: Sequence[RegistrationData]) -> None:
         await apply_last_writer_wins(self.session, WorkerRegistration, items)
 
+    async def apply_enrolments(self, items: Sequence[EnrolmentData]) -> None:
+        await apply_enrolments(self.session, WorkerEnrolment, items)
+
+    async def enrolments(self, pupil_ids: Sequence[str]) -> dict[str, list[WorkerEnrolment]]:
+        rows = await self.session.scalars(
+            select(WorkerEnrolment).where(WorkerEnrolment.pupil_id.in_(pupil_ids))
+        )
+        out: dict[str, list[WorkerEnrolment]] = {p: [] for p in pupil_ids}
+        for r in rows:
+            out[r.pupil_id].append(r)
+        return out
+
     async def lock_pupils(self, pupil_ids: Sequence[str]) -> None:
         """Serialises evaluation per pupil between the consumer and the day-change tick.
 
@@ -131,10 +144,19 @@ class WorkerRepository:
         await self.session.execute(stmt, list(rows))
 
     async def pupils_of_school(self, school_id: str, after: str | None, limit: int) -> list[str]:
-        query = select(WorkerPupil.pupil_id).where(WorkerPupil.school_id == school_id)
+        """Pupils whose current school it is, and pupils who were enrolled there earlier
+        (their days there are judged by its calendar and packs too)."""
+        current = select(WorkerPupil.pupil_id.label("pupil_id")).where(
+            WorkerPupil.school_id == school_id
+        )
+        earlier = select(WorkerEnrolment.pupil_id.label("pupil_id")).where(
+            WorkerEnrolment.school_id == school_id
+        )
+        both = union(current, earlier).subquery()
+        query = select(both.c.pupil_id)
         if after is not None:
-            query = query.where(WorkerPupil.pupil_id > after)
-        return list(await self.session.scalars(query.order_by(WorkerPupil.pupil_id).limit(limit)))
+            query = query.where(both.c.pupil_id > after)
+        return list(await self.session.scalars(query.order_by(both.c.pupil_id).limit(limit)))
 
     async def concerns(self, pupil_ids: Sequence[str]) -> dict[str, dict[uuid.UUID, Concern]]:
         rows = await self.session.scalars(select(Concern).where(Concern.pupil_id.in_(pupil_ids)))

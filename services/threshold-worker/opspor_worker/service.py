@@ -10,38 +10,39 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from datetime import UTC, date, datetime
-from zoneinfo import ZoneInfo
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
 
 from pydantic import ValidationError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from opspor_shared.calendar import SchoolCalendar
+from opspor_shared.calendar import SchoolCalendar, horizon_for
 from opspor_shared.db import unit_of_work
-from opspor_shared.engine import (
-    Crossing,
-    Registration,
-    RulePack,
-    builtin_packs,
-    concern_id,
-    evaluate,
-)
+from opspor_shared.engine import Crossing, Registration, RulePack, concern_id
+from opspor_shared.engine.timeline import Stay, evaluate_stays
 from opspor_shared.events import (
     CONCERN_RAISED,
     CONCERN_WITHDRAWN,
+    ENROLMENT_RECORDED,
     CloudEvent,
     ConcernData,
     ContributionData,
+    EnrolmentData,
     ExplanationData,
     RegistrationData,
 )
 from opspor_shared.kafka import Delivered
 from opspor_shared.logging import correlation_id, get_logger
 from opspor_shared.outbox import OutboxMessage
-from opspor_shared.reference import CalendarCache, ReferenceRepository, SchoolRef
+from opspor_shared.reference import (
+    CalendarCache,
+    PackCache,
+    PackRef,
+    ReferenceRepository,
+    SchoolRef,
+)
 from opspor_worker.metrics import CONCERNS_CHANGED, PUPILS_EVALUATED
-from opspor_worker.models import Concern
+from opspor_worker.models import Concern, WorkerEnrolment
 from opspor_worker.repository import RegistrationRow, WorkerRepository
 from opspor_worker.settings import WorkerSettings
 
@@ -57,13 +58,8 @@ def system_clock() -> datetime:
 class Context:
     settings: WorkerSettings
     calendars: CalendarCache
+    packs: PackCache = field(default_factory=PackCache)
     clock: Clock = system_clock
-
-
-def horizon_for(calendar: SchoolCalendar, timezone: str, now: datetime) -> date | None:
-    """The last school day on or before today in the school's time zone."""
-    today = now.astimezone(ZoneInfo(timezone)).date()
-    return calendar.last_school_day_on_or_before(today)
 
 
 def _pupil_school(rows: Sequence[RegistrationRow]) -> str | None:
@@ -126,6 +122,32 @@ def _event(concern: Concern, settings: WorkerSettings) -> OutboxMessage:
     )
 
 
+def _stays(
+    enrolments: Sequence[WorkerEnrolment],
+    fallback_school: str | None,
+    refs: dict[str, SchoolRef],
+    calendars: dict[str, SchoolCalendar],
+    packs: dict[tuple[str, str], PackRef],
+) -> list[Stay]:
+    """The pupil's stays from their enrolments; without any, one open stay at the school of
+    their latest registration. A stay at an unknown school, or one without packs, is left
+    out (its days are not judged) and logged."""
+    wanted: list[tuple[str | None, date | None, date | None]] = [
+        (e.school_id, e.enrolled_from, e.enrolled_until) for e in enrolments
+    ] or [(fallback_school, None, None)]
+    stays: list[Stay] = []
+    for school_id, start, until in sorted(wanted, key=lambda w: (w[1] or date.min, w[0] or "")):
+        ref = refs.get(school_id) if school_id else None
+        keys = [(ref.municipality_id, p) for p in ref.rule_packs] if ref else []
+        chosen = tuple(packs[k].pack for k in keys if k in packs)
+        if ref is None or not chosen:
+            log.warning("stay_not_evaluated", reason="unknown school or pack", school=school_id)
+            continue
+        end = until + timedelta(days=1) if until else None
+        stays.append(Stay(ref.id, calendars[ref.id], chosen, start, end))
+    return stays
+
+
 async def evaluate_pupils(repo: WorkerRepository, ctx: Context, pupil_ids: Sequence[str]) -> int:
     """Re-evaluates pupils from scratch and records + publishes the concern diff.
 
@@ -135,43 +157,47 @@ async def evaluate_pupils(repo: WorkerRepository, ctx: Context, pupil_ids: Seque
         return 0
     await repo.lock_pupils(pupil_ids)
     regs = await repo.registrations(pupil_ids)
+    enrolments = await repo.enrolments(pupil_ids)
     schools_of = {p: _pupil_school(regs[p]) for p in pupil_ids}
+    needed = {s for s in schools_of.values() if s is not None}
+    needed.update(e.school_id for rows in enrolments.values() for e in rows)
     reference = ReferenceRepository(repo.session)
-    refs = await reference.schools(sorted({s for s in schools_of.values() if s is not None}))
+    refs = await reference.schools(sorted(needed))
     calendars = await reference.calendars({s: r.country for s, r in refs.items()}, ctx.calendars)
+    packs = await reference.packs(
+        {(r.municipality_id, p) for r in refs.values() for p in r.rule_packs}, ctx.packs
+    )
     held = await repo.concerns(pupil_ids)
     now = ctx.clock()
     messages: list[OutboxMessage] = []
     pupils: list[dict[str, object]] = []
     for pupil_id in pupil_ids:
-        school_id = schools_of[pupil_id]
-        ref = refs.get(school_id) if school_id else None
-        pack = builtin_packs().get(ref.rule_pack) if ref else None
-        if ref is None or pack is None:
-            log.warning(
-                "pupil_not_evaluated", reason="unknown school or rule pack", school=school_id
-            )
+        stays = _stays(enrolments[pupil_id], schools_of[pupil_id], refs, calendars, packs)
+        if not stays:
             continue
-        calendar = calendars[ref.id]
-        horizon = horizon_for(calendar, ref.timezone, now)
-        current = [
+        current = refs[stays[-1].school_id]
+        horizon = horizon_for(stays[-1].calendar, current.timezone, now)
+        facts = [
             Registration(date=r.date, slot=r.slot, category=r.category, extent=r.extent)  # type: ignore[arg-type]
             for r in regs[pupil_id]
             if not r.retracted and r.category is not None and r.extent is not None
         ]
-        crossings = evaluate(calendar, current, pack, horizon) if horizon else []
+        crossings = evaluate_stays(stays, facts, horizon) if horizon else []
         wanted = {
-            concern_id(pupil_id, c.pack_id, c.rule_id, c.rule_version, c.date): c for c in crossings
+            concern_id(pupil_id, c.pack_id, c.rule_id, c.rule_version, c.date): (school, c)
+            for school, c in crossings
         }
         mine = held[pupil_id]
-        for cid, crossing in wanted.items():
+        for cid, (school_id, crossing) in wanted.items():
             concern = mine.get(cid)
             if concern is None:
+                stay = next(s for s in stays if s.school_id == school_id)
+                pack = next(p for p in stay.packs if p.id == crossing.pack_id)
                 concern = Concern(
                     concern_id=cid,
                     pupil_id=pupil_id,
-                    school_id=ref.id,
-                    municipality_id=ref.municipality_id,
+                    school_id=school_id,
+                    municipality_id=refs[school_id].municipality_id,
                     pack_id=crossing.pack_id,
                     rule_id=crossing.rule_id,
                     rule_version=crossing.rule_version,
@@ -191,7 +217,7 @@ async def evaluate_pupils(repo: WorkerRepository, ctx: Context, pupil_ids: Seque
             if cid not in wanted and concern.status == "active":
                 await repo.set_status(concern, "withdrawn")
                 messages.append(_event(concern, ctx.settings))
-        pupils.append({"pupil_id": pupil_id, "school_id": ref.id, "evaluated_horizon": horizon})
+        pupils.append({"pupil_id": pupil_id, "school_id": current.id, "evaluated_horizon": horizon})
     await repo.session.flush()
     if pupils:
         await repo.upsert_pupils(pupils)
@@ -202,28 +228,31 @@ async def evaluate_pupils(repo: WorkerRepository, ctx: Context, pupil_ids: Seque
     return len(messages)
 
 
-def decode_registrations(
-    batch: Sequence[Delivered],
-) -> tuple[list[RegistrationData], list[CloudEvent]]:
-    """Registrations, and the events whose data is not one (for the dead-letter topic)."""
-    items: list[RegistrationData] = []
+Fact = RegistrationData | EnrolmentData
+
+
+def decode_registrations(batch: Sequence[Delivered]) -> tuple[list[Fact], list[CloudEvent]]:
+    """Registrations and enrolments, and the events whose data is neither (dead letters)."""
+    items: list[Fact] = []
     refused: list[CloudEvent] = []
     for delivered in batch:
         try:
-            items.append(RegistrationData.model_validate(delivered.event.data))
+            if delivered.event.type == ENROLMENT_RECORDED:
+                items.append(EnrolmentData.model_validate(delivered.event.data))
+            else:
+                items.append(RegistrationData.model_validate(delivered.event.data))
         except ValidationError:
             log.warning("registration_event_invalid", event_id=delivered.event.id)
             refused.append(delivered.event)
     return items, refused
 
 
-async def store_and_evaluate(
-    repo: WorkerRepository, ctx: Context, items: Sequence[RegistrationData]
-) -> int:
+async def store_and_evaluate(repo: WorkerRepository, ctx: Context, items: Sequence[Fact]) -> int:
     """Thin consumer body: store the batch (last writer wins), then evaluate touched pupils."""
     if not items:
         return 0
-    await repo.apply_registrations(items)
+    await repo.apply_registrations([i for i in items if isinstance(i, RegistrationData)])
+    await repo.apply_enrolments([i for i in items if isinstance(i, EnrolmentData)])
     return await evaluate_pupils(repo, ctx, sorted({i.pupil_id for i in items}))
 
 
@@ -233,13 +262,17 @@ async def handle_registrations(
     return await store_and_evaluate(repo, ctx, decode_registrations(batch)[0])
 
 
-def school_fingerprint(ref: SchoolRef, horizon: date | None, calendar_key: str) -> str:
-    raw = f"{horizon}|{ref.rule_pack}|{ref.country}|{ref.timezone}|{calendar_key}"
+def school_fingerprint(
+    ref: SchoolRef, horizon: date | None, calendar_key: str, pack_digests: Sequence[str]
+) -> str:
+    packs = ",".join(pack_digests)
+    raw = f"{horizon}|{ref.rule_packs}|{packs}|{ref.country}|{ref.timezone}|{calendar_key}"
     return hashlib.sha256(raw.encode()).hexdigest()
 
 
 async def tick(sessionmaker: async_sessionmaker[AsyncSession], ctx: Context) -> int:
-    """Re-evaluates every pupil of each school whose day (horizon), calendar or pack changed.
+    """Re-evaluates every pupil of each school whose day (horizon), calendar or packs changed
+    (a pack changes when it is switched or a stored pack gets a new version).
 
     Crossings that need no new registration (a share rule reaching min_days, a count window
     sliding) appear here. A school is marked done only after all its pupils committed, so a
@@ -251,12 +284,19 @@ async def tick(sessionmaker: async_sessionmaker[AsyncSession], ctx: Context) -> 
         held = await WorkerRepository(session).horizons()
         refs = await reference.schools()
         rows = await reference.calendar_rows(list(refs))
+        packs = await reference.packs(
+            {(r.municipality_id, p) for r in refs.values() for p in r.rule_packs}, ctx.packs
+        )
         now = ctx.clock()
         for school_id, ref in refs.items():
             calendar = ctx.calendars.get(ref.country, rows[school_id])
             horizon = horizon_for(calendar, ref.timezone, now)
+            digests = [
+                packs[key].digest if (key := (ref.municipality_id, p)) in packs else "missing"
+                for p in ref.rule_packs
+            ]
             fingerprint = school_fingerprint(
-                ref, horizon, CalendarCache.fingerprint(ref.country, rows[school_id])
+                ref, horizon, CalendarCache.fingerprint(ref.country, rows[school_id]), digests
             )
             if held.get(school_id, (None, None))[1] != fingerprint:
                 due.append((school_id, horizon, fingerprint))

@@ -18,7 +18,14 @@ from opspor_shared.engine.model import (
     RulePack,
     RulePackVersion,
 )
-from opspor_shared.engine.packs import PackError, builtin_packs, load_pack_file, parse_pack
+from opspor_shared.engine.packs import (
+    PackError,
+    builtin_packs,
+    load_pack_file,
+    pack_digest,
+    pack_document,
+    parse_pack,
+)
 
 __all__ = [
     "CATEGORIES",
@@ -42,5 +49,7 @@ __all__ = [
     "concern_id",
     "evaluate",
     "load_pack_file",
+    "pack_digest",
+    "pack_document",
     "parse_pack",
 ]

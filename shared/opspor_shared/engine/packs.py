@@ -23,6 +23,8 @@ document at once, each with its location (``versions[0].rules[2].k``).
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import tomllib
 from collections.abc import Mapping, Sequence
@@ -34,6 +36,7 @@ from importlib.resources.abc import Traversable
 from typing import Any, cast
 
 from opspor_shared.engine.model import (
+    CATEGORIES,
     DEFAULT_DAY_THRESHOLD,
     KIND_PARAMETERS,
     RULE_KINDS,
@@ -354,3 +357,44 @@ def builtin_packs() -> dict[str, RulePack]:
             raise PackError([("id", f"must match the file name {stem!r}")], entry.name)
         packs[pack.id] = pack
     return packs
+
+
+def pack_document(pack: RulePack) -> dict[str, Any]:
+    """The canonical JSON form of a pack: what the API stores and answers, and what its digest
+    covers, so two documents that mean the same pack have the same digest."""
+
+    def rule(r: Rule) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "id": r.id,
+            "kind": r.kind,
+            "level": r.level,
+            "categories": [c for c in CATEGORIES if c in r.categories],
+        }
+        for key in KIND_PARAMETERS[r.kind]:
+            value = getattr(r, key)
+            if key == "over":
+                value = str(value)
+            elif isinstance(value, Decimal):
+                value = format(value.normalize(), "f")
+            out[key] = value
+        return out
+
+    return {
+        "id": pack.id,
+        "name": pack.name,
+        "source": pack.source,
+        "versions": [
+            {
+                "version": v.version,
+                "effective_from": v.effective_from.isoformat(),
+                "day_threshold": format(v.day_threshold.normalize(), "f"),
+                "rules": [rule(r) for r in v.rules],
+            }
+            for v in pack.versions
+        ],
+    }
+
+
+def pack_digest(pack: RulePack) -> str:
+    canonical = json.dumps(pack_document(pack), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()

@@ -9,7 +9,6 @@ from opspor_api.config.repository import ConfigRepository
 from opspor_api.config.schemas import (
     MunicipalityIn,
     MunicipalityOut,
-    RulePackSummary,
     SchoolIn,
     SchoolOut,
     SchoolYearIn,
@@ -18,7 +17,6 @@ from opspor_api.config.schemas import (
 from opspor_api.deps import Session
 from opspor_api.errors import PROBLEM_RESPONSES
 from opspor_api.validation import ID_PATTERN
-from opspor_shared.engine import builtin_packs
 
 router = APIRouter(prefix="/v1", tags=["configuration"], responses=PROBLEM_RESPONSES)
 
@@ -75,13 +73,3 @@ async def list_school_years(school_id: PathId, session: Session) -> list[SchoolY
 @router.get("/schools/{school_id}/school-years/{label}", response_model=SchoolYearOut)
 async def get_school_year(school_id: PathId, label: YearLabel, session: Session) -> SchoolYearOut:
     return await service.get_school_year(ConfigRepository(session), school_id, label)
-
-
-@router.get("/rule-packs", response_model=list[RulePackSummary])
-async def list_rule_packs() -> list[RulePackSummary]:
-    return [
-        RulePackSummary(
-            id=p.id, name=p.name, source=p.source, versions=[v.version for v in p.versions]
-        )
-        for p in sorted(builtin_packs().values(), key=lambda p: p.id)
-    ]

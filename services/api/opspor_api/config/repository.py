@@ -6,7 +6,7 @@ from sqlalchemy import Boolean, ColumnClause, func, literal_column, select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from opspor_api.models import Municipality, School, SchoolYearRow
+from opspor_api.models import Municipality, RulePackRow, School, SchoolYearRow
 
 # PostgreSQL sets xmax = 0 on a freshly inserted row version: tells insert from update.
 INSERTED: ColumnClause[bool] = literal_column("(xmax = 0)", Boolean)
@@ -27,6 +27,13 @@ class ConfigRepository:
             set_={**{k: stmt.excluded[k] for k in values if k != "id"}, "updated_at": func.now()},
         ).returning(INSERTED)
         return bool((await self.session.execute(upsert)).scalar_one())
+
+    async def stored_pack_ids(self, municipality_id: str) -> list[str]:
+        return list(
+            await self.session.scalars(
+                select(RulePackRow.id).where(RulePackRow.municipality_id == municipality_id)
+            )
+        )
 
     async def school(self, school_id: str) -> School | None:
         return await self.session.get(School, school_id)

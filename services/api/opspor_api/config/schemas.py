@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 from datetime import date
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -9,6 +9,7 @@ from opspor_api.validation import Identifier, Mailbox, Name, TimeZone
 
 Country = Literal["DK", "NO", "GB", "US", "SE"]
 Language = Literal["da", "en", "nb"]
+RulePackIds = Annotated[list[Identifier], Field(min_length=1, max_length=8)]
 
 
 class _Strict(BaseModel):
@@ -19,7 +20,10 @@ class MunicipalityIn(_Strict):
     name: Name
     country: Country
     language: Language = Field(description="Language of notices for schools that do not set one")
-    rule_pack: Identifier = Field(description="Rule pack id, e.g. dk-aalborg-2018")
+    rule_packs: RulePackIds = Field(
+        description="Rule packs in force for schools without their own, e.g. "
+        '["dk-aalborg-2018", "dk-national"]: shipped packs or packs this municipality stored'
+    )
     ppr_mailbox: Mailbox | None = Field(None, description="Receives ppr-may / ppr-must notices")
     unit_mailbox: Mailbox | None = Field(None, description="Receives notify-municipality notices")
 
@@ -33,7 +37,9 @@ class SchoolIn(_Strict):
     name: Name
     timezone: TimeZone = Field(examples=["Europe/Copenhagen"])
     language: Language | None = Field(None, description="Defaults to the municipality's")
-    rule_pack: Identifier | None = Field(None, description="Overrides the municipality's pack")
+    rule_packs: RulePackIds | None = Field(
+        None, description="Overrides the municipality's packs for this school"
+    )
     mailbox: Mailbox = Field(description="The school's secure mailbox")
 
 
@@ -44,8 +50,8 @@ class SchoolOut(_Strict):
     country: Country
     timezone: str
     language: Language
-    rule_pack: str | None
-    effective_rule_pack: str
+    rule_packs: list[str] | None
+    effective_rule_packs: list[str]
     mailbox: str
 
 
@@ -81,10 +87,3 @@ class SchoolYearOut(_Strict):
     extra_days: list[date]
     school_days: int = Field(description="Number of school days in the year")
     public_holidays: list[NonSchoolDay] = Field(description="Weekday public holidays in the year")
-
-
-class RulePackSummary(BaseModel):
-    id: str
-    name: str
-    source: str
-    versions: list[str]

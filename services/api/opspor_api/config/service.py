@@ -25,13 +25,22 @@ from opspor_shared.reference import school_year_from_row
 LABEL = re.compile(r"^(\d{4})-(\d{4})$")
 
 
-def _check_pack(pack_id: str | None, loc: str) -> None:
-    if pack_id is not None and pack_id not in builtin_packs():
-        known = ", ".join(sorted(builtin_packs()))
-        raise InvalidInput(
-            f"unknown rule pack {pack_id!r}",
-            [field_error((loc,), f"unknown rule pack; known packs: {known}")],
-        )
+async def _check_packs(
+    repo: ConfigRepository, pack_ids: list[str] | None, municipality_id: str
+) -> None:
+    """Every pack must be shipped or stored by this municipality, and named once."""
+    if pack_ids is None:
+        return
+    usable = set(builtin_packs()) | set(await repo.stored_pack_ids(municipality_id))
+    errors = []
+    for i, pack_id in enumerate(pack_ids):
+        if pack_id not in usable:
+            known = ", ".join(sorted(usable))
+            errors.append(field_error(("rule_packs", i), f"unknown rule pack; known: {known}"))
+        elif pack_id in pack_ids[:i]:
+            errors.append(field_error(("rule_packs", i), "names a pack twice"))
+    if errors:
+        raise InvalidInput("rule_packs names packs that cannot be used", errors)
 
 
 def municipality_out(m: Municipality) -> MunicipalityOut:
@@ -41,7 +50,7 @@ def municipality_out(m: Municipality) -> MunicipalityOut:
 async def put_municipality(
     repo: ConfigRepository, municipality_id: str, data: MunicipalityIn
 ) -> tuple[MunicipalityOut, bool]:
-    _check_pack(data.rule_pack, "rule_pack")
+    await _check_packs(repo, data.rule_packs, municipality_id)
     created = await repo.upsert_municipality({"id": municipality_id, **data.model_dump()})
     return MunicipalityOut(id=municipality_id, **data.model_dump()), created
 
@@ -62,8 +71,8 @@ def school_out(school_id: str, s: SchoolIn, m: Municipality) -> SchoolOut:
             "country": m.country,
             "timezone": s.timezone,
             "language": s.language or m.language,
-            "rule_pack": s.rule_pack,
-            "effective_rule_pack": s.rule_pack or m.rule_pack,
+            "rule_packs": s.rule_packs,
+            "effective_rule_packs": s.rule_packs or m.rule_packs,
             "mailbox": s.mailbox,
         }
     )
@@ -78,7 +87,7 @@ async def put_school(
             f"no municipality {data.municipality_id!r}",
             [field_error(("municipality_id",), "unknown municipality; create it first")],
         )
-    _check_pack(data.rule_pack, "rule_pack")
+    await _check_packs(repo, data.rule_packs, data.municipality_id)
     created = await repo.upsert_school({"id": school_id, **data.model_dump()})
     return school_out(school_id, data, m), created
 

@@ -1,0 +1,178 @@
+"""Dry run: which concerns a candidate pack would add or remove, changing nothing.
+
+Both sides are computed from scratch from the api's current registrations with the same
+engine the worker runs, so the comparison is exact and independent of the worker's state.
+Crossings are compared by (pupil, school, rule id, rule version, date, level): a candidate
+that keeps a rule's id and version keeps its concerns.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter, defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import date, datetime
+from typing import Any
+
+from opspor_api.errors import InvalidInput, NotFound, field_error
+from opspor_api.packs.repository import PackRepository
+from opspor_api.packs.schemas import (
+    LIST_LIMIT,
+    DryRunConcern,
+    DryRunCount,
+    DryRunIn,
+    DryRunOut,
+)
+from opspor_api.packs.service import pack_location
+from opspor_shared.calendar import SchoolCalendar, horizon_for
+from opspor_shared.engine import PackError, Registration, RulePack, parse_pack
+from opspor_shared.engine.timeline import Stay, evaluate_stays
+from opspor_shared.reference import CalendarCache, PackCache, ReferenceRepository
+
+MAX_DAYS = 800  # two school years and some: a bound on the work one request can ask for
+
+Key = tuple[str, str, str, str, date, str]
+
+
+@dataclass(frozen=True)
+class _School:
+    calendar: SchoolCalendar
+    current: RulePack | None  # the replaced pack, None when the candidate is added
+    horizon: date | None
+
+
+def _check(body: DryRunIn) -> RulePack:
+    errors = []
+    if body.last_day < body.first_day:
+        errors.append(field_error(("last_day",), "is before first_day"))
+    elif (body.last_day - body.first_day).days > MAX_DAYS:
+        errors.append(field_error(("last_day",), f"a dry run spans at most {MAX_DAYS} days"))
+    try:
+        pack = parse_pack(body.pack)
+    except PackError as exc:
+        errors.extend(field_error(("pack", *pack_location(w)), m) for w, m in exc.problems)
+        pack = None
+    if errors or pack is None:
+        raise InvalidInput("the dry run request is not valid", errors)
+    return pack
+
+
+def _concern(pupil: str, school: str, c: Any) -> DryRunConcern:
+    return DryRunConcern(
+        pupil_id=pupil,
+        school_id=school,
+        pack_id=c.pack_id,
+        rule_id=c.rule_id,
+        rule_version=c.rule_version,
+        level=c.level,
+        crossing_date=c.date,
+        summary=c.summary,
+    )
+
+
+def _compare(
+    schools: dict[str, _School],
+    candidate: RulePack,
+    registrations: Sequence[Any],
+    first_day: date,
+    last_day: date,
+) -> DryRunOut:
+    by_pupil: dict[str, list[Any]] = defaultdict(list)
+    for row in registrations:
+        by_pupil[row.pupil_id].append(row)
+    added: dict[Key, DryRunConcern] = {}
+    removed: dict[Key, DryRunConcern] = {}
+    unchanged = 0
+    evaluated = 0
+    for pupil, rows in by_pupil.items():
+        # The pupil's school is the school of their latest-dated registration (as the worker).
+        school_id = max(rows, key=lambda r: r.date).school_id
+        school = schools.get(school_id)
+        if school is None or school.horizon is None:
+            continue
+        evaluated += 1
+        horizon = min(school.horizon, last_day)
+        facts = [Registration(r.date, r.slot, r.category, r.extent) for r in rows]
+        sides: list[dict[Key, DryRunConcern]] = []
+        for pack in (school.current, candidate):
+            found: dict[Key, DryRunConcern] = {}
+            if pack is not None:
+                stay = Stay(school_id, school.calendar, (pack,), None)
+                for owner, c in evaluate_stays([stay], facts, horizon):
+                    if c.date >= first_day:
+                        key = (pupil, owner, c.rule_id, c.rule_version, c.date, c.level)
+                        found[key] = _concern(pupil, owner, c)
+            sides.append(found)
+        now, then = sides
+        unchanged += len(now.keys() & then.keys())
+        added.update((k, v) for k, v in then.items() if k not in now)
+        removed.update((k, v) for k, v in now.items() if k not in then)
+
+    counts: Counter[tuple[str, str, str]] = Counter()
+    for key in added:
+        counts[(key[1], key[5], "added")] += 1
+    for key in removed:
+        counts[(key[1], key[5], "removed")] += 1
+    per = sorted({(s, level) for s, level, _ in counts})
+    ordered_added = sorted(added.values(), key=lambda c: (c.crossing_date, c.pupil_id, c.rule_id))
+    ordered_removed = sorted(
+        removed.values(), key=lambda c: (c.crossing_date, c.pupil_id, c.rule_id)
+    )
+    return DryRunOut(
+        schools=sorted(schools),
+        pupils_evaluated=evaluated,
+        added=len(added),
+        removed=len(removed),
+        unchanged=unchanged,
+        counts=[
+            DryRunCount(
+                school_id=s,
+                level=level,
+                added=counts[(s, level, "added")],
+                removed=counts[(s, level, "removed")],
+            )
+            for s, level in per
+        ],
+        concerns_added=ordered_added[:LIST_LIMIT],
+        concerns_removed=ordered_removed[:LIST_LIMIT],
+        truncated=len(added) > LIST_LIMIT or len(removed) > LIST_LIMIT,
+    )
+
+
+async def dry_run(
+    repo: PackRepository,
+    municipality_id: str,
+    body: DryRunIn,
+    calendars: CalendarCache,
+    packs: PackCache,
+    now: datetime,
+) -> DryRunOut:
+    candidate = _check(body)
+    reference = ReferenceRepository(repo.session)
+    refs = {
+        s: r for s, r in (await reference.schools()).items() if r.municipality_id == municipality_id
+    }
+    if not refs:
+        raise NotFound(f"no municipality {municipality_id!r} with schools")
+    if body.replaces is not None:
+        refs = {s: r for s, r in refs.items() if body.replaces in r.rule_packs}
+        if not refs:
+            raise InvalidInput(
+                f"no school of {municipality_id!r} uses {body.replaces!r}",
+                [field_error(("replaces",), "is not in force at any school of the municipality")],
+            )
+    held = await reference.packs(
+        {(municipality_id, body.replaces)} if body.replaces else set(), packs
+    )
+    current = held[(municipality_id, body.replaces)].pack if body.replaces else None
+    built = await reference.calendars({s: r.country for s, r in refs.items()}, calendars)
+    schools = {
+        s: _School(built[s], current, horizon_for(built[s], r.timezone, now))
+        for s, r in refs.items()
+    }
+    registrations = await repo.live_registrations(sorted(schools))
+    # Pure CPU work: off the event loop, so other requests keep being served meanwhile.
+    return await asyncio.to_thread(
+        _compare, schools, candidate, registrations, body.first_day, body.last_day
+    )

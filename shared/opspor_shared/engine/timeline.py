@@ -1,0 +1,110 @@
+"""A pupil's school days across enrolments, and the crossings of the packs of each school.
+
+A pupil is enrolled at one school at a time (a *stay*). Their school days are each school's
+days during its stay, so a pupil who changes school carries their registrations but uses the
+new school's calendar from the move. A crossing on day d is judged by the packs of the school
+the pupil attends on d, with windows reaching back across the move; the concern belongs to
+that school. A pupil without known enrolments has one open stay at the school of their
+latest registration, covering all of that school's days.
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_right
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import date
+
+from opspor_shared.calendar import SchoolCalendar, SchoolYear
+from opspor_shared.engine.evaluate import evaluate
+from opspor_shared.engine.model import Crossing, Registration, RulePack
+
+
+@dataclass(frozen=True)
+class Stay:
+    school_id: str
+    calendar: SchoolCalendar
+    packs: tuple[RulePack, ...]
+    start: date | None  # None: from the calendar's first day
+    end: date | None = None  # exclusive; None: until the next stay starts, or open
+
+
+class SplicedCalendar(SchoolCalendar):
+    """The school days of consecutive stays at different schools, as one calendar.
+
+    A school year that continues across a move (both schools' years start in the same
+    calendar year) stays one school year, so `school_year` periods count across the move.
+    """
+
+    def __init__(self, stays: Sequence[Stay]) -> None:
+        last = stays[-1].calendar
+        self.country = last.country
+        self.subdivision = last.subdivision
+        days: list[date] = []
+        self._owners: list[tuple[date, SchoolCalendar]] = []
+        for stay, end in zip(stays, _ends(stays), strict=True):
+            picked = stay.calendar.school_days(stay.start, None)
+            if end is not None:
+                picked = [d for d in picked if d < end]
+            if days:
+                picked = [d for d in picked if d > days[-1]]
+            if picked:
+                self._owners.append((picked[0], stay.calendar))
+                days.extend(picked)
+        self.days = tuple(days)
+        self._index = {d: i for i, d in enumerate(self.days)}
+        self._starts = [start for start, _ in self._owners]
+        self._canonical: dict[int, SchoolYear] = {}
+        self.years = tuple(
+            dict.fromkeys(y for d in self.days if (y := self.school_year_of(d)) is not None)
+        )
+
+    def school_year_of(self, d: date) -> SchoolYear | None:
+        i = bisect_right(self._starts, d) - 1
+        if i < 0:
+            return None
+        year = self._owners[i][1].school_year_of(d)
+        if year is None:
+            return None
+        return self._canonical.setdefault(year.first_day.year, year)
+
+
+def _ends(stays: Sequence[Stay]) -> list[date | None]:
+    ends: list[date | None] = []
+    for i, stay in enumerate(stays):
+        following = stays[i + 1].start if i + 1 < len(stays) else None
+        candidates = [d for d in (stay.end, following) if d is not None]
+        ends.append(min(candidates) if candidates else None)
+    return ends
+
+
+def evaluate_stays(
+    stays: Sequence[Stay], registrations: Iterable[Registration], horizon: date
+) -> list[tuple[str, Crossing]]:
+    """(school id, crossing) for every crossing up to ``horizon``; stays sorted by start."""
+    if not stays:
+        return []
+    regs = list(registrations)
+    if len(stays) == 1 and stays[0].end is None:
+        stay = stays[0]
+        return [
+            (stay.school_id, c)
+            for pack in stay.packs
+            for c in evaluate(stay.calendar, regs, pack, horizon, stay.start)
+        ]
+    calendar = SplicedCalendar(stays)
+    owners = [(s.start or date.min, s) for s in stays]
+    starts = [start for start, _ in owners]
+    out: list[tuple[str, Crossing]] = []
+    seen: set[int] = set()
+    for stay in stays:
+        for pack in stay.packs:
+            if id(pack) in seen:
+                continue
+            seen.add(id(pack))
+            for c in evaluate(calendar, regs, pack, horizon):
+                owner = owners[bisect_right(starts, c.date) - 1][1]
+                if any(p is pack for p in owner.packs):
+                    out.append((owner.school_id, c))
+    out.sort(key=lambda sc: (sc[1].date, sc[1].pack_id, sc[1].rule_id, sc[1].rule_version))
+    return out
