@@ -49,9 +49,9 @@ from tests.bench.system import CpuMeter
 from tests.bench.workload import MUNICIPALITY, TIMEZONE, calendar
 from tests.support import SCHOOL_YEAR, YEAR_BODY
 
-# The packs the benchmark's pupils are evaluated with: the one place to change them.
-# Until schools can hold a list of packs, the municipality's single `rule_pack` is the first.
-RULE_PACKS: tuple[str, ...] = ("dk-aalborg-2018",)
+# The packs the benchmark's pupils are evaluated with (the municipality's, which every school
+# uses): the one place to change them.
+RULE_PACKS: tuple[str, ...] = ("dk-aalborg-2018", "dk-national")
 
 ONE = Decimal("1")
 HALF = Decimal("0.5")
@@ -177,7 +177,7 @@ async def seed(url: str, pupils: int, schools: int, seed_value: int, log: Any) -
                     name="Aalborg Kommune (bench)",
                     country="DK",
                     language="da",
-                    rule_pack=RULE_PACKS[0],
+                    rule_packs=list(RULE_PACKS),
                     ppr_mailbox="ppr@sikkerpost.aalborg.dk",
                     unit_mailbox="boern@sikkerpost.aalborg.dk",
                 )
@@ -191,7 +191,7 @@ async def seed(url: str, pupils: int, schools: int, seed_value: int, log: Any) -
                         "name": f"Skole {s}",
                         "timezone": TIMEZONE,
                         "language": None,
-                        "rule_pack": None,
+                        "rule_packs": None,
                         "mailbox": f"{school_id(s)}@sikkerpost.aalborg.dk",
                     }
                     for s in range(schools)
