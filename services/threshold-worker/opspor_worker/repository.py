@@ -10,8 +10,8 @@ from operator import itemgetter
 from typing import Any, Protocol
 
 import asyncpg
-from sqlalchemy import func, select, text, union, update
-from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy import Text, any_, bindparam, func, select, text, union, update
+from sqlalchemy.dialects.postgresql import ARRAY, insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from opspor_shared.events import EnrolmentData, RegistrationData
@@ -74,6 +74,13 @@ order by pupil_id, date, slot
 """
 
 
+def _any_of(ids: Sequence[str]) -> Any:
+    """`= any(array)` with one array parameter: unlike `in (...)` with one parameter per id,
+    the statement's text does not depend on the number of ids, so it is compiled (and
+    prepared by asyncpg) once instead of for every chunk size."""
+    return any_(bindparam(None, list(ids), type_=ARRAY(Text)))
+
+
 class WorkerRepository:
     def __init__(self, session: AsyncSession) -> None:
         self.session = session
@@ -86,7 +93,7 @@ class WorkerRepository:
 
     async def enrolments(self, pupil_ids: Sequence[str]) -> dict[str, list[WorkerEnrolment]]:
         rows = await self.session.scalars(
-            select(WorkerEnrolment).where(WorkerEnrolment.pupil_id.in_(pupil_ids))
+            select(WorkerEnrolment).where(WorkerEnrolment.pupil_id == _any_of(pupil_ids))
         )
         out: dict[str, list[WorkerEnrolment]] = {p: [] for p in pupil_ids}
         for r in rows:
@@ -159,7 +166,9 @@ class WorkerRepository:
         return list(await self.session.scalars(query.order_by(both.c.pupil_id).limit(limit)))
 
     async def concerns(self, pupil_ids: Sequence[str]) -> dict[str, dict[uuid.UUID, Concern]]:
-        rows = await self.session.scalars(select(Concern).where(Concern.pupil_id.in_(pupil_ids)))
+        rows = await self.session.scalars(
+            select(Concern).where(Concern.pupil_id == _any_of(pupil_ids))
+        )
         out: dict[str, dict[uuid.UUID, Concern]] = {p: {} for p in pupil_ids}
         for c in rows:
             out[c.pupil_id][c.concern_id] = c

@@ -1,6 +1,11 @@
 """The rule engine: a pure function of (calendar, registrations, rule pack, horizon)."""
 
-from opspor_shared.engine.evaluate import CONCERN_NAMESPACE, concern_id, evaluate
+from opspor_shared.engine.evaluate import (
+    CONCERN_NAMESPACE,
+    concern_id,
+    evaluate,
+    evaluate_packs,
+)
 from opspor_shared.engine.model import (
     CATEGORIES,
     DEFAULT_DAY_THRESHOLD,
@@ -48,6 +53,7 @@ __all__ = [
     "builtin_packs",
     "concern_id",
     "evaluate",
+    "evaluate_packs",
     "load_pack_file",
     "pack_digest",
     "pack_document",

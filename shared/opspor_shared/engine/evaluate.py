@@ -439,14 +439,38 @@ def evaluate(
     enrolled_from: date | None = None,
 ) -> list[Crossing]:
     """Every crossing of ``pack`` for one pupil up to ``horizon``, by (date, rule id, version)."""
+    return evaluate_packs(calendar, registrations, (pack,), horizon, enrolled_from)[0]
+
+
+def evaluate_packs(
+    calendar: SchoolCalendar,
+    registrations: Iterable[Registration],
+    packs: Sequence[RulePack],
+    horizon: date,
+    enrolled_from: date | None = None,
+) -> list[list[Crossing]]:
+    """``evaluate`` for each of ``packs``, in order; the pupil's days and sums are built once."""
     all_days = calendar.days
     first = 0 if enrolled_from is None else bisect_left(all_days, enrolled_from)
     stop = bisect_right(all_days, horizon)
     if first >= stop:
-        return []
+        return [[] for _ in packs]
     days = all_days[first:stop]
+    pupil: _Pupil | None = None
+    out: list[list[Crossing]] = []
+    for pack in packs:
+        spans = _spans(pack, days)
+        if not spans:
+            out.append([])
+            continue
+        if pupil is None:
+            pupil = _Pupil(calendar, days, first, registrations)
+        out.append(_evaluate_pack(pupil, pack, spans))
+    return out
 
-    # The pupil days on which each version is in force, as [begin, end) ranges.
+
+def _spans(pack: RulePack, days: Sequence[date]) -> list[tuple[RulePackVersion, int, int]]:
+    """The pupil days on which each version is in force, as [begin, end) ranges."""
     spans: list[tuple[RulePackVersion, int, int]] = []
     versions = pack.versions
     for position, version in enumerate(versions):
@@ -456,10 +480,12 @@ def evaluate(
             end = bisect_left(days, versions[position + 1].effective_from)
         if begin < end:
             spans.append((version, begin, end))
-    if not spans:
-        return []
+    return spans
 
-    pupil = _Pupil(calendar, days, first, registrations)
+
+def _evaluate_pack(
+    pupil: _Pupil, pack: RulePack, spans: Sequence[tuple[RulePackVersion, int, int]]
+) -> list[Crossing]:
     crossings: list[Crossing] = []
     met_before: dict[str, bool] = {}  # per rule id: met on the day before the current span
     for version, begin, end in spans:
