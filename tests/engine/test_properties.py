@@ -161,9 +161,9 @@ def test_packs_evaluated_together_equal_each_alone(
     """The worker evaluates a school's packs in one call that shares the pupil's sums."""
     first = scenario["calendar"].years[0].first_day
     last = scenario["calendar"].years[-1].last_day
-    packs = [scenario.pop("pack"), data.draw(packs(first, last))]
-    together = evaluate_packs(packs=packs, **scenario)
-    assert together == [evaluate(pack=pack, **scenario) for pack in packs]
+    chosen = [scenario.pop("pack"), data.draw(packs(first, last))]
+    together = evaluate_packs(packs=chosen, **scenario)
+    assert together == [evaluate(pack=pack, **scenario) for pack in chosen]
 
 
 @settings(max_examples=60, deadline=None)
