@@ -7,13 +7,14 @@ from collections.abc import Sequence
 from datetime import date, datetime
 from decimal import Decimal
 from operator import itemgetter
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 import asyncpg
 from sqlalchemy import Text, any_, bindparam, func, select, text, union, update
 from sqlalchemy.dialects.postgresql import ARRAY, insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from opspor_shared.engine import RegistrationLike
 from opspor_shared.events import EnrolmentData, RegistrationData
 from opspor_shared.outbox import OutboxMessage, enqueue
 from opspor_shared.registrations import apply_enrolments, apply_last_writer_wins
@@ -72,6 +73,13 @@ from worker_registrations
 where pupil_id = any($1::text[])
 order by pupil_id, date, slot
 """
+
+
+def live_registrations(rows: Sequence[RegistrationRow]) -> list[RegistrationLike]:
+    """The rows the engine evaluates (not retracted), handed over as they are: the engine
+    reads the same four fields, and an object per registration would cost more than that."""
+    live = [r for r in rows if not r.retracted and r.category is not None and r.extent is not None]
+    return cast(list[RegistrationLike], live)
 
 
 def _any_of(ids: Sequence[str]) -> Any:

@@ -18,7 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from opspor_shared.calendar import SchoolCalendar, horizon_for
 from opspor_shared.db import unit_of_work
-from opspor_shared.engine import Crossing, Registration, RulePack, concern_id
+from opspor_shared.engine import Crossing, RulePack, concern_id
 from opspor_shared.engine.timeline import Stay, evaluate_stays
 from opspor_shared.events import (
     CONCERN_RAISED,
@@ -43,7 +43,7 @@ from opspor_shared.reference import (
 )
 from opspor_worker.metrics import CONCERNS_CHANGED, PUPILS_EVALUATED
 from opspor_worker.models import Concern, WorkerEnrolment
-from opspor_worker.repository import RegistrationRow, WorkerRepository
+from opspor_worker.repository import RegistrationRow, WorkerRepository, live_registrations
 from opspor_worker.settings import WorkerSettings
 
 log = get_logger(__name__)
@@ -177,11 +177,7 @@ async def evaluate_pupils(repo: WorkerRepository, ctx: Context, pupil_ids: Seque
             continue
         current = refs[stays[-1].school_id]
         horizon = horizon_for(stays[-1].calendar, current.timezone, now)
-        facts = [
-            Registration(date=r.date, slot=r.slot, category=r.category, extent=r.extent)  # type: ignore[arg-type]
-            for r in regs[pupil_id]
-            if not r.retracted and r.category is not None and r.extent is not None
-        ]
+        facts = live_registrations(regs[pupil_id])
         crossings = evaluate_stays(stays, facts, horizon) if horizon else []
         wanted = {
             concern_id(pupil_id, c.pack_id, c.rule_id, c.rule_version, c.date): (school, c)

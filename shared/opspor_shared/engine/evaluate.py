@@ -54,7 +54,7 @@ from opspor_shared.engine.model import (
     Contribution,
     Crossing,
     PeriodKind,
-    Registration,
+    RegistrationLike,
     Rule,
     RulePack,
     RulePackVersion,
@@ -198,7 +198,7 @@ class _Pupil:
         calendar: SchoolCalendar,
         days: Sequence[date],
         first: int,
-        registrations: Iterable[Registration],
+        registrations: Iterable[RegistrationLike],
     ) -> None:
         self.calendar = calendar
         self.days = days  # calendar.days[first:first + size]
@@ -207,8 +207,8 @@ class _Pupil:
         stop = first + self.size
         self.units: dict[str, dict[int, int]] = {c: {} for c in CATEGORIES}
         # (pupil day, registration), for the contributions of the few crossing days.
-        self._counted: list[tuple[int, Registration]] = []
-        self._by_day: dict[int, list[Registration]] | None = None
+        self._counted: list[tuple[int, RegistrationLike]] = []
+        self._by_day: dict[int, list[RegistrationLike]] | None = None
         index_of = calendar.index_of
         known_extents = _EXTENT_UNITS
         for reg in registrations:
@@ -229,7 +229,7 @@ class _Pupil:
         self._starts: dict[str, list[int]] = {}
 
     @property
-    def by_day(self) -> dict[int, list[Registration]]:
+    def by_day(self) -> dict[int, list[RegistrationLike]]:
         if self._by_day is None:
             self._by_day = {}
             for local, reg in self._counted:
@@ -433,7 +433,7 @@ def _crossing(
 
 def evaluate(
     calendar: SchoolCalendar,
-    registrations: Iterable[Registration],
+    registrations: Iterable[RegistrationLike],
     pack: RulePack,
     horizon: date,
     enrolled_from: date | None = None,
@@ -444,7 +444,7 @@ def evaluate(
 
 def evaluate_packs(
     calendar: SchoolCalendar,
-    registrations: Iterable[Registration],
+    registrations: Iterable[RegistrationLike],
     packs: Sequence[RulePack],
     horizon: date,
     enrolled_from: date | None = None,

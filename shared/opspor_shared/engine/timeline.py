@@ -17,7 +17,7 @@ from datetime import date
 
 from opspor_shared.calendar import SchoolCalendar, SchoolYear
 from opspor_shared.engine.evaluate import evaluate_packs
-from opspor_shared.engine.model import Crossing, Registration, RulePack
+from opspor_shared.engine.model import Crossing, RegistrationLike, RulePack
 
 
 @dataclass(frozen=True)
@@ -79,7 +79,7 @@ def _ends(stays: Sequence[Stay]) -> list[date | None]:
 
 
 def evaluate_stays(
-    stays: Sequence[Stay], registrations: Iterable[Registration], horizon: date
+    stays: Sequence[Stay], registrations: Iterable[RegistrationLike], horizon: date
 ) -> list[tuple[str, Crossing]]:
     """(school id, crossing) for every crossing up to ``horizon``; stays sorted by start."""
     if not stays:
