@@ -500,18 +500,18 @@ def _evaluate_pack(
             if _never_met(rule, sums, threshold, limit, end):
                 met_at_end[rule.id] = False
                 continue
+            # Between two candidate days a rule can only stop being met (see _candidates), so
+            # after a candidate where it was not met, it is not met up to the next one either.
             last, last_met = begin - 1, met_before.get(rule.id, False)
             for i in _candidates(pupil, rule, sums, threshold, begin, end):
-                was = (
-                    last_met
-                    if last == i - 1
-                    else _is_met(pupil, rule, sums, threshold, limit, i - 1)
-                )
+                was = last_met
+                if was and last != i - 1:
+                    was = _is_met(pupil, rule, sums, threshold, limit, i - 1)
                 now = _is_met(pupil, rule, sums, threshold, limit, i)
                 if now and not was:
                     crossings.append(_crossing(pupil, pack, version, rule, threshold, sums, i))
                 last, last_met = i, now
-            if last != end - 1:
+            if last_met and last != end - 1:
                 last_met = _is_met(pupil, rule, sums, threshold, limit, end - 1)
             met_at_end[rule.id] = last_met
         met_before = met_at_end
