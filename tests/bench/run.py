@@ -1,9 +1,11 @@
 """Entry point of `make bench`: start the stack, measure, print a table, write JSON.
 
     .venv/bin/python -m tests.bench.run [--ingest-total 100000] [--latency-seconds 60] ...
+    .venv/bin/python -m tests.bench.run --only reeval [--reeval-pupils 100000]
 
 The load generator runs in this process (asyncio + httpx), as does the TLS mailbox thread of
 the stack; they share the machine's cores with PostgreSQL, the broker and the three services.
+Phase (c), the full-year re-evaluation, runs after the stack has stopped, without it.
 """
 
 from __future__ import annotations
