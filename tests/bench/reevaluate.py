@@ -28,9 +28,9 @@ import math
 import random
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Container, Iterator, Sequence
 from dataclasses import dataclass
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from datetime import time as clock_time
 from decimal import Decimal
 from pathlib import Path
@@ -56,6 +56,16 @@ RULE_PACKS: tuple[str, ...] = ("dk-aalborg-2018", "dk-national")
 ONE = Decimal("1")
 HALF = Decimal("0.5")
 LESSON = Decimal("0.125")  # one of eight lessons
+ENROLMENT_COLUMNS = (
+    "pupil_id",
+    "school_id",
+    "enrolled_from",
+    "enrolled_until",
+    "recorded_at",
+    "event_id",
+)
+# Movers change school after the Christmas break: its first school day.
+MOVE_DAY = date(2027, 1, 4)
 REGISTRATION_COLUMNS = (
     "pupil_id",
     "date",
@@ -134,16 +144,48 @@ def pupil_absences(
 
 
 def school_rows(
-    rng: random.Random, school: int, pupils: int, days: Sequence[date]
+    rng: random.Random,
+    school: int,
+    pupils: int,
+    days: Sequence[date],
+    movers: Container[int] = (),
+    next_school: str = "",
 ) -> Iterator[Row]:
+    """The registrations of a school's pupils; a mover's from MOVE_DAY on name the next school."""
     sid = school_id(school)
     # Recorded the morning of the day (UTC), as a school system would send them.
     recorded = [datetime.combine(d, clock_time(7, 30), UTC) for d in days]
     for n in range(pupils):
         pid = pupil_id(school, n)
         cells = pupil_absences(rng, days)
+        moves = n in movers
         for k, ((i, slot), (category, extent)) in enumerate(sorted(cells.items())):
-            yield (pid, days[i], slot, sid, category, extent, recorded[i], f"{pid}-{k}", False)
+            at = next_school if moves and days[i] >= MOVE_DAY else sid
+            yield (pid, days[i], slot, at, category, extent, recorded[i], f"{pid}-{k}", False)
+
+
+def movers_of(seed_value: int, school: int, pupils: int, share: float) -> set[int]:
+    """Which of a school's pupils move; drawn apart from the absences, which stay the same."""
+    rng = random.Random(f"{seed_value}-movers-{school}")
+    return {n for n in range(pupils) if rng.random() < share}
+
+
+def enrolment_rows(
+    school: int, pupils: int, first_day: date, movers: Container[int], next_school: str
+) -> list[tuple[str, str, date, date | None, datetime, str]]:
+    """One open enrolment per pupil from the year's first day; a mover's ends before MOVE_DAY
+    and a second one at the next school starts on it."""
+    sid = school_id(school)
+    recorded = datetime.combine(first_day, clock_time(6), UTC)
+    rows: list[tuple[str, str, date, date | None, datetime, str]] = []
+    for n in range(pupils):
+        pid = pupil_id(school, n)
+        if n in movers:
+            rows.append((pid, sid, first_day, MOVE_DAY - timedelta(days=1), recorded, f"{pid}-e0"))
+            rows.append((pid, next_school, MOVE_DAY, None, recorded, f"{pid}-e1"))
+        else:
+            rows.append((pid, sid, first_day, None, recorded, f"{pid}-e0"))
+    return rows
 
 
 @dataclass
@@ -152,6 +194,8 @@ class Seeded:
     schools: int
     pupils: int
     registrations: int
+    enrolments: int
+    movers: int
     seconds: float
     horizon: date
     now: datetime
@@ -163,7 +207,16 @@ def spread(total: int, parts: int) -> list[int]:
     return [base + (1 if i < extra else 0) for i in range(parts)]
 
 
-async def seed(url: str, pupils: int, schools: int, seed_value: int, log: Any) -> Seeded:
+async def seed(
+    url: str,
+    pupils: int,
+    schools: int,
+    seed_value: int,
+    log: Any,
+    *,
+    enrolments: bool = False,
+    movers: float = 0.0,
+) -> Seeded:
     began = time.perf_counter()
     cal = calendar()
     days = list(cal.days)
@@ -216,23 +269,37 @@ async def seed(url: str, pupils: int, schools: int, seed_value: int, log: Any) -
 
     rng = random.Random(seed_value)
     conn = await asyncpg.connect(url)
-    registrations = 0
+    registrations = enrolment_count = moved = 0
     try:
         for s, size in enumerate(spread(pupils, schools)):
-            rows = list(school_rows(rng, s, size, days))
+            nxt = school_id((s + 1) % schools)
+            moving = movers_of(seed_value, s, size, movers) if movers else set()
+            moved += len(moving)
+            rows = list(school_rows(rng, s, size, days, moving, nxt))
             registrations += len(rows)
             await conn.copy_records_to_table(
                 "worker_registrations", records=rows, columns=REGISTRATION_COLUMNS
             )
             await conn.copy_records_to_table(
                 "worker_pupils",
-                records=[(pupil_id(s, n), school_id(s), None) for n in range(size)],
+                records=[
+                    (pupil_id(s, n), nxt if n in moving else school_id(s), None)
+                    for n in range(size)
+                ],
                 columns=("pupil_id", "school_id", "evaluated_horizon"),
             )
+            if enrolments or movers:
+                enrolled = enrolment_rows(s, size, days[0], moving, nxt)
+                enrolment_count += len(enrolled)
+                await conn.copy_records_to_table(
+                    "worker_enrolments", records=enrolled, columns=ENROLMENT_COLUMNS
+                )
             if (s + 1) % 20 == 0:
                 log(f"seeded {s + 1}/{schools} schools, {registrations:,} registrations")
         # As autovacuum would have done long before a year's registrations were complete.
-        await conn.execute("vacuum (analyze) worker_registrations, worker_pupils")
+        await conn.execute(
+            "vacuum (analyze) worker_registrations, worker_pupils, worker_enrolments"
+        )
     finally:
         await conn.close()
     now = datetime.combine(last, clock_time(12), ZoneInfo(TIMEZONE)).astimezone(UTC)
@@ -241,6 +308,8 @@ async def seed(url: str, pupils: int, schools: int, seed_value: int, log: Any) -
         schools=schools,
         pupils=pupils,
         registrations=registrations,
+        enrolments=enrolment_count,
+        movers=moved,
         seconds=round(time.perf_counter() - began, 1),
         horizon=last,
         now=now,
@@ -350,13 +419,17 @@ async def reeval_phase(
     py_spy: Path | None,
     keep_database: bool,
     log: Any,
+    enrolments: bool = False,
+    movers: float = 0.0,
 ) -> dict[str, Any]:
     admin = admin_url(var_dir)
     url = await create_database(admin, database, recreate=True)
     try:
         await upgrade_async(url.replace("postgresql://", "postgresql+asyncpg://", 1))
         log(f"re-evaluation: seeding {pupils:,} pupils in {schools} schools ({database})")
-        seeded = await seed(url, pupils, schools, seed_value, log)
+        seeded = await seed(
+            url, pupils, schools, seed_value, log, enrolments=enrolments, movers=movers
+        )
         log(f"seeded {seeded.registrations:,} registrations in {seeded.seconds:.1f} s")
         profiler = Profiler(py_spy, var_dir / "profiles", {}) if py_spy is not None else None
         first = await run_tick(seeded, "reeval-first", chunk, profiler, log)
@@ -376,6 +449,8 @@ async def reeval_phase(
         "pupils": seeded.pupils,
         "registrations": seeded.registrations,
         "registrations_per_pupil": round(seeded.registrations / max(seeded.pupils, 1), 2),
+        "enrolments": seeded.enrolments,
+        "movers": seeded.movers,
         "seed": seed_value,
         "seed_seconds": seeded.seconds,
         "horizon": seeded.horizon.isoformat(),

@@ -214,6 +214,12 @@ def _reeval_lines(r: dict[str, Any]) -> list[str]:
         f" < {TARGET_REEVAL_RSS_MIB} MiB)",
         "    from worker_registrations to the concern diff in concerns and worker_outbox, in a"
         " worker process of its own (tick() with a fixed clock, relay not running)",
+        "    enrolments: "
+        + (
+            f"{r['enrolments']:,} ({r['movers']:,} pupils change school after Christmas)"
+            if r.get("enrolments")
+            else "none (each pupil's school is that of their latest registration)"
+        ),
     ]
     rows = []
     for label, key in (("first (all new)", "first"), ("again (no change)", "again")):

@@ -97,6 +97,17 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--reeval-keep-database", action="store_true", help="keep <database>_reeval afterwards"
     )
     p.add_argument(
+        "--reeval-enrolments",
+        action="store_true",
+        help="give every pupil an enrolment (else the school of the latest registration)",
+    )
+    p.add_argument(
+        "--reeval-movers",
+        type=float,
+        default=0.0,
+        help="share of pupils who change school after Christmas (implies enrolments)",
+    )
+    p.add_argument(
         "--lock-wait", type=float, default=600.0, help="max wait for another run on the database"
     )
     p.add_argument("--var-dir", type=Path, default=ROOT / "var" / "bench")
@@ -405,6 +416,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                     py_spy=args.py_spy,
                     keep_database=args.reeval_keep_database,
                     log=log,
+                    enrolments=args.reeval_enrolments,
+                    movers=args.reeval_movers,
                 )
             )
         results["total_seconds"] = round(time.monotonic() - t0, 1)
