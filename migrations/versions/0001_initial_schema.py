@@ -29,7 +29,27 @@ def upgrade() -> None:
             server_default=sa.text("now()"),
             nullable=False,
         ),
+        sa.Column("crossing_date", sa.Date(), nullable=False),
+        sa.Column("withdrawn_at", sa.DateTime(timezone=True), nullable=True),
         sa.PrimaryKeyConstraint("concern_id", name=op.f("pk_alerter_concerns")),
+    )
+    op.create_table(
+        "alerter_purges",
+        sa.Column("id", sa.BigInteger(), sa.Identity(always=False), nullable=False),
+        sa.Column("run_id", sa.Uuid(), nullable=False),
+        sa.Column("at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("table_name", sa.Text(), nullable=False),
+        sa.Column("criteria", sa.Text(), nullable=False),
+        sa.Column("cutoff", sa.Date(), nullable=False),
+        sa.Column("settle", sa.Date(), nullable=False),
+        sa.Column("rows_deleted", sa.BigInteger(), nullable=False),
+        sa.Column(
+            "logged_at", sa.DateTime(timezone=True), server_default=sa.text("now()"), nullable=False
+        ),
+        sa.CheckConstraint(
+            "rows_deleted > 0", name=op.f("ck_alerter_purges_rows_deleted_positive")
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_alerter_purges")),
     )
     op.create_table(
         "api_concerns",
@@ -51,6 +71,7 @@ def upgrade() -> None:
             server_default=sa.text("now()"),
             nullable=False,
         ),
+        sa.Column("withdrawn_at", sa.DateTime(timezone=True), nullable=True),
         sa.PrimaryKeyConstraint("concern_id", name=op.f("pk_api_concerns")),
     )
     op.create_index("ix_api_concerns_pupil", "api_concerns", ["pupil_id"], unique=False)
@@ -78,6 +99,22 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("id", name=op.f("pk_api_outbox")),
     )
     op.create_table(
+        "api_purges",
+        sa.Column("id", sa.BigInteger(), sa.Identity(always=False), nullable=False),
+        sa.Column("run_id", sa.Uuid(), nullable=False),
+        sa.Column("at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("table_name", sa.Text(), nullable=False),
+        sa.Column("criteria", sa.Text(), nullable=False),
+        sa.Column("cutoff", sa.Date(), nullable=False),
+        sa.Column("settle", sa.Date(), nullable=False),
+        sa.Column("rows_deleted", sa.BigInteger(), nullable=False),
+        sa.Column(
+            "logged_at", sa.DateTime(timezone=True), server_default=sa.text("now()"), nullable=False
+        ),
+        sa.CheckConstraint("rows_deleted > 0", name=op.f("ck_api_purges_rows_deleted_positive")),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_api_purges")),
+    )
+    op.create_table(
         "concerns",
         sa.Column("concern_id", sa.Uuid(), nullable=False),
         sa.Column("pupil_id", sa.Text(), nullable=False),
@@ -97,6 +134,7 @@ def upgrade() -> None:
             server_default=sa.text("now()"),
             nullable=False,
         ),
+        sa.Column("withdrawn_at", sa.DateTime(timezone=True), nullable=True),
         sa.Column(
             "created_at",
             sa.DateTime(timezone=True),
@@ -194,6 +232,13 @@ def upgrade() -> None:
         ),
         sa.PrimaryKeyConstraint("event_id", name=op.f("pk_registration_events")),
     )
+    op.create_index(
+        "ix_registration_events_date",
+        "registration_events",
+        ["date"],
+        unique=False,
+        postgresql_using="brin",
+    )
     op.create_table(
         "registrations",
         sa.Column("pupil_id", sa.Text(), nullable=False),
@@ -206,6 +251,9 @@ def upgrade() -> None:
         sa.Column("event_id", sa.Text(), nullable=False),
         sa.Column("retracted", sa.Boolean(), nullable=False),
         sa.PrimaryKeyConstraint("pupil_id", "date", "slot", name=op.f("pk_registrations")),
+    )
+    op.create_index(
+        "ix_registrations_date", "registrations", ["date"], unique=False, postgresql_using="brin"
     )
     op.create_index(
         "ix_registrations_school_date", "registrations", ["school_id", "date"], unique=False
@@ -247,6 +295,22 @@ def upgrade() -> None:
     )
     op.create_index("ix_worker_pupils_school", "worker_pupils", ["school_id"], unique=False)
     op.create_table(
+        "worker_purges",
+        sa.Column("id", sa.BigInteger(), sa.Identity(always=False), nullable=False),
+        sa.Column("run_id", sa.Uuid(), nullable=False),
+        sa.Column("at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("table_name", sa.Text(), nullable=False),
+        sa.Column("criteria", sa.Text(), nullable=False),
+        sa.Column("cutoff", sa.Date(), nullable=False),
+        sa.Column("settle", sa.Date(), nullable=False),
+        sa.Column("rows_deleted", sa.BigInteger(), nullable=False),
+        sa.Column(
+            "logged_at", sa.DateTime(timezone=True), server_default=sa.text("now()"), nullable=False
+        ),
+        sa.CheckConstraint("rows_deleted > 0", name=op.f("ck_worker_purges_rows_deleted_positive")),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_worker_purges")),
+    )
+    op.create_table(
         "worker_registrations",
         sa.Column("pupil_id", sa.Text(), nullable=False),
         sa.Column("date", sa.Date(), nullable=False),
@@ -258,6 +322,13 @@ def upgrade() -> None:
         sa.Column("event_id", sa.Text(), nullable=False),
         sa.Column("retracted", sa.Boolean(), nullable=False),
         sa.PrimaryKeyConstraint("pupil_id", "date", "slot", name=op.f("pk_worker_registrations")),
+    )
+    op.create_index(
+        "ix_worker_registrations_date",
+        "worker_registrations",
+        ["date"],
+        unique=False,
+        postgresql_using="brin",
     )
     op.create_table(
         "worker_school_horizons",
@@ -278,6 +349,7 @@ def upgrade() -> None:
         ),
         sa.Column("outcome", sa.Text(), nullable=False),
         sa.Column("smtp_code", sa.Integer(), nullable=True),
+        sa.Column("http_status", sa.Integer(), nullable=True),
         sa.Column("detail", sa.Text(), nullable=False),
         sa.ForeignKeyConstraint(
             ["notice_id"], ["notices.id"], name=op.f("fk_delivery_attempts_notice_id_notices")
@@ -344,6 +416,34 @@ def upgrade() -> None:
         op.f("ix_schools_municipality_id"), "schools", ["municipality_id"], unique=False
     )
     op.create_table(
+        "webhook_endpoints",
+        sa.Column("municipality_id", sa.Text(), nullable=False),
+        sa.Column("id", sa.Text(), nullable=False),
+        sa.Column("url", sa.Text(), nullable=False),
+        sa.Column("secret", sa.Text(), nullable=False),
+        sa.Column("levels", postgresql.JSONB(astext_type=sa.Text()), nullable=False),
+        sa.Column("school_ids", postgresql.JSONB(astext_type=sa.Text()), nullable=False),
+        sa.Column("enabled", sa.Boolean(), nullable=False),
+        sa.Column(
+            "updated_at",
+            sa.DateTime(timezone=True),
+            server_default=sa.text("now()"),
+            nullable=False,
+        ),
+        sa.Column(
+            "created_at",
+            sa.DateTime(timezone=True),
+            server_default=sa.text("now()"),
+            nullable=False,
+        ),
+        sa.ForeignKeyConstraint(
+            ["municipality_id"],
+            ["municipalities.id"],
+            name=op.f("fk_webhook_endpoints_municipality_id_municipalities"),
+        ),
+        sa.PrimaryKeyConstraint("municipality_id", "id", name=op.f("pk_webhook_endpoints")),
+    )
+    op.create_table(
         "school_years",
         sa.Column("id", sa.Integer(), nullable=False),
         sa.Column("school_id", sa.Text(), nullable=False),
@@ -373,20 +473,29 @@ def downgrade() -> None:
     # ### commands auto generated by Alembic - please adjust! ###
     op.drop_index(op.f("ix_school_years_school_id"), table_name="school_years")
     op.drop_table("school_years")
+    op.drop_table("webhook_endpoints")
     op.drop_index(op.f("ix_schools_municipality_id"), table_name="schools")
     op.drop_table("schools")
     op.drop_table("rule_packs")
     op.drop_index(op.f("ix_delivery_attempts_notice_id"), table_name="delivery_attempts")
     op.drop_table("delivery_attempts")
     op.drop_table("worker_school_horizons")
+    op.drop_index(
+        "ix_worker_registrations_date", table_name="worker_registrations", postgresql_using="brin"
+    )
     op.drop_table("worker_registrations")
+    op.drop_table("worker_purges")
     op.drop_index("ix_worker_pupils_school", table_name="worker_pupils")
     op.drop_table("worker_pupils")
     op.drop_table("worker_outbox")
     op.drop_index("ix_worker_enrolments_school", table_name="worker_enrolments")
     op.drop_table("worker_enrolments")
     op.drop_index("ix_registrations_school_date", table_name="registrations")
+    op.drop_index("ix_registrations_date", table_name="registrations", postgresql_using="brin")
     op.drop_table("registrations")
+    op.drop_index(
+        "ix_registration_events_date", table_name="registration_events", postgresql_using="brin"
+    )
     op.drop_table("registration_events")
     op.drop_index("ix_notices_due", table_name="notices")
     op.drop_table("notices")
@@ -394,9 +503,11 @@ def downgrade() -> None:
     op.drop_table("enrolments")
     op.drop_index("ix_concerns_pupil", table_name="concerns")
     op.drop_table("concerns")
+    op.drop_table("api_purges")
     op.drop_table("api_outbox")
     op.drop_index("ix_api_concerns_school_page", table_name="api_concerns")
     op.drop_index("ix_api_concerns_pupil", table_name="api_concerns")
     op.drop_table("api_concerns")
+    op.drop_table("alerter_purges")
     op.drop_table("alerter_concerns")
     # ### end Alembic commands ###

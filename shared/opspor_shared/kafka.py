@@ -48,12 +48,32 @@ async def ensure_topics(settings: ServiceSettings, topics: Sequence[str]) -> Non
             with contextlib.suppress(TopicAlreadyExistsError):
                 await admin.create_topics(
                     [
-                        NewTopic(t, num_partitions=_partitions(settings, t), replication_factor=1)
+                        NewTopic(
+                            t,
+                            num_partitions=_partitions(settings, t),
+                            replication_factor=1,
+                            topic_configs=topic_configs(settings),
+                        )
                         for t in missing
                     ]
                 )
     finally:
         await admin.close()
+
+
+def topic_configs(settings: ServiceSettings) -> dict[str, str]:
+    """Retention of the events on every topic Opspor creates (deploy/ sets the same values).
+
+    Segments roll daily, so Kafka (which deletes whole segments) drops an event at most a day
+    after `retention.ms` instead of up to a week (the default segment.ms) later.
+    """
+    return {
+        "retention.ms": str(settings.topic_retention_ms),
+        "segment.ms": str(min(settings.topic_retention_ms, SEGMENT_MS)),
+    }
+
+
+SEGMENT_MS = 24 * 3600 * 1000
 
 
 def _partitions(settings: ServiceSettings, topic: str) -> int:

@@ -12,6 +12,16 @@ import structlog
 correlation_id: ContextVar[str | None] = ContextVar("correlation_id", default=None)
 CORRELATION_HEADER = "correlation_id"
 
+# Held at WARNING whatever LOG_LEVEL says: aiokafka and uvicorn.access are noise at INFO, and
+# httpx logs every request's full URL at INFO (a webhook URL can carry a token in its query
+# or path); httpcore's DEBUG lines name hosts.
+LIBRARY_LEVELS = {
+    "aiokafka": logging.WARNING,
+    "uvicorn.access": logging.WARNING,
+    "httpx": logging.WARNING,
+    "httpcore": logging.WARNING,
+}
+
 
 def new_correlation_id() -> str:
     return uuid.uuid4().hex
@@ -51,8 +61,7 @@ def configure_logging(service: str, level: str = "INFO") -> None:
     for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
         logging.getLogger(name).handlers[:] = []
         logging.getLogger(name).propagate = True
-    for noisy in ("aiokafka", "uvicorn.access"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+    quiet_libraries()
     structlog.configure(
         processors=[*shared, structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
         wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level)),
@@ -60,6 +69,11 @@ def configure_logging(service: str, level: str = "INFO") -> None:
         cache_logger_on_first_use=True,
     )
     structlog.contextvars.bind_contextvars(service=service)
+
+
+def quiet_libraries() -> None:
+    for name, level in LIBRARY_LEVELS.items():
+        logging.getLogger(name).setLevel(level)
 
 
 def get_logger(name: str) -> structlog.stdlib.BoundLogger:

@@ -1,8 +1,8 @@
 """The one read-only repository for reference data owned by the api service.
 
-The api writes municipalities, schools and school years (its tables); the threshold-worker
-and the alerter read them only through this module, so the columns they depend on are listed
-in one place. Nothing here writes.
+The api writes municipalities, schools, school years and webhook endpoints (its tables); the
+threshold-worker and the alerter read them only through this module, so the columns they depend
+on are listed in one place. Nothing here writes.
 """
 
 from __future__ import annotations
@@ -11,13 +11,14 @@ import hashlib
 import json
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date
 from functools import cache
 from typing import Any
 
-from sqlalchemy import Date, Text, column, func, select, table, tuple_
+from sqlalchemy import Boolean, Date, Text, column, func, select, table, tuple_
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB
+from sqlalchemy.engine import RowMapping
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from opspor_shared.calendar import Closure, SchoolCalendar, SchoolYear
@@ -58,6 +59,38 @@ school_years = table(
     column("closures", JSONB),
     column("extra_days", JSONB),
 )
+
+webhook_endpoints = table(
+    "webhook_endpoints",
+    column("municipality_id", Text),
+    column("id", Text),
+    column("url", Text),
+    column("secret", Text),
+    column("levels", JSONB),
+    column("school_ids", JSONB),
+    column("enabled", Boolean),
+)
+
+
+@dataclass(frozen=True)
+class WebhookRef:
+    """A municipality's webhook endpoint. The URL (it can carry a token) and the secret are
+    left out of repr, so an endpoint that ends up in a log line or an error shows neither."""
+
+    municipality_id: str
+    id: str
+    url: str = field(repr=False)
+    secret: str = field(repr=False)
+    levels: tuple[str, ...]  # empty: every level
+    school_ids: tuple[str, ...]  # empty: every school of the municipality
+    enabled: bool
+
+    def matches(self, level: str, school_id: str) -> bool:
+        return (
+            self.enabled
+            and (not self.levels or level in self.levels)
+            and (not self.school_ids or school_id in self.school_ids)
+        )
 
 
 @dataclass(frozen=True)
@@ -153,6 +186,24 @@ class ReferenceRepository:
 
         return read
 
+    async def webhook_endpoints(self, municipality_id: str) -> list[WebhookRef]:
+        """All of a municipality's endpoints, disabled ones included, ordered by id."""
+        rows = await self._session.execute(
+            select(webhook_endpoints)
+            .where(webhook_endpoints.c.municipality_id == municipality_id)
+            .order_by(webhook_endpoints.c.id)
+        )
+        return [_webhook_ref(row._mapping) for row in rows]
+
+    async def webhook_endpoint(self, municipality_id: str, webhook_id: str) -> WebhookRef | None:
+        w = webhook_endpoints
+        row = (
+            await self._session.execute(
+                select(w).where(w.c.municipality_id == municipality_id, w.c.id == webhook_id)
+            )
+        ).first()
+        return None if row is None else _webhook_ref(row._mapping)
+
     async def calendar_rows(self, school_ids: Sequence[str]) -> dict[str, list[dict[str, Any]]]:
         rows = (
             await self._session.execute(
@@ -203,6 +254,18 @@ class PackCache:
         if len(self._cache) > self._size:
             self._cache.popitem(last=False)
         return pack
+
+
+def _webhook_ref(row: RowMapping) -> WebhookRef:
+    return WebhookRef(
+        municipality_id=row["municipality_id"],
+        id=row["id"],
+        url=row["url"],
+        secret=row["secret"],
+        levels=tuple(row["levels"] or ()),
+        school_ids=tuple(row["school_ids"] or ()),
+        enabled=bool(row["enabled"]),
+    )
 
 
 class CalendarCache:

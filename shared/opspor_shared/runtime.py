@@ -9,7 +9,7 @@ import asyncio
 import contextlib
 import gc
 import signal
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 
 from sqlalchemy import Table
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -25,6 +25,7 @@ from opspor_shared.kafka import (
 )
 from opspor_shared.logging import get_logger
 from opspor_shared.outbox import OutboxRelay
+from opspor_shared.purge import PurgeReport
 from opspor_shared.settings import ServiceSettings
 from opspor_shared.stopping import sleep_or_stop
 
@@ -85,6 +86,26 @@ async def run_consumer(
                 await consumer.stop()
             with contextlib.suppress(Exception):
                 await producer.stop()
+
+
+async def run_purge(
+    service: str,
+    run_once: Callable[[asyncio.Event], Awaitable[PurgeReport]],
+    interval_seconds: float,
+    stop: asyncio.Event,
+) -> None:
+    """The service's retention purge: once at start, then every `interval_seconds`.
+
+    `run_once` gets `stop` and checks it between chunks, so shutdown never waits for a backlog.
+    """
+    while not stop.is_set():
+        wait = interval_seconds
+        try:
+            await run_once(stop)
+        except Exception as exc:
+            log.exception("purge_failed", service=service, error=type(exc).__name__)
+            wait = min(interval_seconds, 300.0)
+        await sleep_or_stop(stop, wait)
 
 
 async def shutdown(tasks: Sequence[asyncio.Task[None]], grace_seconds: float = 2.0) -> None:

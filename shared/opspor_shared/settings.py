@@ -29,6 +29,17 @@ class ServiceSettings(BaseSettings):
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     ops_host: str = "127.0.0.1"
     ops_port: int = Field(default=0, ge=0, le=65535)
+    # Used only when a service creates a missing topic; deploy/ creates them with the same value.
+    topic_retention_ms: int = Field(default=30 * 24 * 3600 * 1000, ge=3600 * 1000)
+
+    # Retention (README "Retention"). Every service reads the same values, so each purges its
+    # own copy of the data by the same rules. 400 days at least: the settle date is a year
+    # after the cutoff, and a crossing needs its whole window inside the retained days.
+    retention_registration_days: int = Field(default=1095, ge=400, le=36_500)
+    retention_closed_concern_days: int = Field(default=365, ge=0, le=36_500)
+    purge_interval_seconds: float = Field(default=21_600, ge=60)
+    # Rows per delete statement (and per transaction), so a big purge never holds long locks.
+    purge_chunk_rows: int = Field(default=10_000, ge=1, le=100_000)
 
     @field_validator("database_url")
     @classmethod

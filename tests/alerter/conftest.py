@@ -4,25 +4,32 @@ builders for concern events. Every wait is bounded in rounds and in time."""
 from __future__ import annotations
 
 import asyncio
+import base64
+import contextlib
+import hashlib
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import pytest
 from aiosmtpd.smtp import SMTP, Envelope, Session
-from sqlalchemy import select, text
+from sqlalchemy import bindparam, select, text
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from opspor_alerter.models import DeliveryAttempt, Notice
+from opspor_alerter.notify import ByChannel, Notifier
 from opspor_alerter.service import deliver_due, record_concern_events
 from opspor_alerter.settings import AlerterSettings
-from opspor_alerter.smtp import Notifier, SmtpNotifier
+from opspor_alerter.smtp import SmtpNotifier
+from opspor_alerter.webhook import WebhookNotifier, make_http_client
 from opspor_shared.db import unit_of_work
 from opspor_shared.devstack.certs import CertPaths, ensure_certs
 from opspor_shared.devstack.mailbox import Mailbox, MailboxHandler
 from opspor_shared.events import CONCERN_RAISED, CONCERN_WITHDRAWN, CloudEvent, utcnow
+from tests.alerter.webhook_receiver import WebhookReceiver
 
 SCHOOL_MAILBOX = "vestbjerg.skole@sikker.aalborg.example"
 PPR_MAILBOX = "ppr@sikker.aalborg.example"
@@ -30,6 +37,7 @@ UNIT_MAILBOX = "boern-unge@sikker.aalborg.example"
 SENDER = "opspor@aalborg.example"
 PASSWORD = "Hemmelig-Kode-9f3a"
 USERNAME = "opspor-relay-user"
+WEBHOOK_SECRET = "whsec_" + base64.b64encode(hashlib.sha256(b"opspor test hook").digest()).decode()
 
 
 @pytest.fixture(scope="session")
@@ -46,6 +54,13 @@ def mail_dir(tmp_path: Path) -> Path:
 def mailbox(mail_dir: Path, certs: CertPaths) -> Iterator[Mailbox]:
     with Mailbox(mail_dir, certs) as box:
         yield box
+
+
+@pytest.fixture
+def receiver(certs: CertPaths) -> Iterator[WebhookReceiver]:
+    """An HTTPS webhook receiver with a certificate from the development CA."""
+    with WebhookReceiver(certs) as r:
+        yield r
 
 
 class ScriptedHandler(MailboxHandler):
@@ -110,7 +125,9 @@ def make_settings(
         "smtp_port": port,
         "smtp_from": SENDER,
         "smtp_ca_file": ca_file,
+        "webhook_ca_file": ca_file,
         "smtp_timeout_seconds": 5.0,
+        "webhook_timeout_seconds": 5.0,
         "retry_base_seconds": 0.01,
         "retry_max_seconds": 0.05,
         "lease_seconds": 30.0,
@@ -163,6 +180,53 @@ async def seed_school(
                 "language": language,
                 "mailbox": mailbox,
             },
+        )
+
+
+async def seed_webhook(
+    engine: AsyncEngine,
+    url: str,
+    *,
+    webhook_id: str = "hook-1",
+    secret: str = WEBHOOK_SECRET,
+    levels: Sequence[str] = (),
+    school_ids: Sequence[str] = (),
+    enabled: bool = True,
+    municipality_id: str = "851",
+) -> None:
+    """An endpoint row as the api writes it (see opspor_api.webhooks)."""
+    async with engine.begin() as conn:
+        await conn.execute(
+            text(
+                "insert into webhook_endpoints (municipality_id, id, url, secret, levels, "
+                "school_ids, enabled) values (:m, :id, :url, :secret, :levels, :schools, "
+                ":enabled) on conflict (municipality_id, id) do update set url = excluded.url, "
+                "secret = excluded.secret, levels = excluded.levels, "
+                "school_ids = excluded.school_ids, enabled = excluded.enabled"
+            ).bindparams(bindparam("levels", type_=JSONB), bindparam("schools", type_=JSONB)),
+            {
+                "m": municipality_id,
+                "id": webhook_id,
+                "url": url,
+                "secret": secret,
+                "levels": list(levels),
+                "schools": list(school_ids),
+                "enabled": enabled,
+            },
+        )
+
+
+@contextlib.asynccontextmanager
+async def channel_notifier(
+    sessionmaker: async_sessionmaker[AsyncSession], settings: AlerterSettings
+) -> AsyncIterator[Notifier]:
+    """Both channels, wired as the alerter's main() wires them."""
+    async with make_http_client(settings) as http:
+        yield ByChannel(
+            {
+                "smtp": SmtpNotifier(settings),
+                "webhook": WebhookNotifier(settings, sessionmaker, http),
+            }
         )
 
 
@@ -264,8 +328,14 @@ async def deliver_until(
     max_rounds: int = 200,
     seconds: float = 20.0,
 ) -> list[Notice]:
-    """Run delivery rounds until `done(notices)`; fails after max_rounds or the deadline."""
-    notifier = notifier or SmtpNotifier(settings)
+    """Run delivery rounds until `done(notices)`; fails after max_rounds or the deadline.
+
+    Without a notifier, both channels are used as in the alerter process."""
+    if notifier is None:
+        async with channel_notifier(sessionmaker, settings) as both:
+            return await deliver_until(
+                sessionmaker, settings, done, notifier=both, max_rounds=max_rounds, seconds=seconds
+            )
     deadline = time.monotonic() + seconds
     for _ in range(max_rounds):
         notices = await all_notices(sessionmaker)

@@ -1,9 +1,11 @@
-"""End to end through the real broker: the alerter process consumes a concern event from Kafka
-and the mail arrives in the STARTTLS mailbox; ops endpoints answer meanwhile."""
+"""End to end through the real broker: the alerter process consumes a concern event from Kafka,
+the mail arrives in the STARTTLS mailbox and a signed webhook at the HTTPS receiver; ops
+endpoints answer meanwhile."""
 
 from __future__ import annotations
 
 import asyncio
+import json
 import uuid
 
 import httpx
@@ -11,6 +13,7 @@ import structlog
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from prometheus_client import REGISTRY
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+from standardwebhooks import Webhook
 
 from opspor_alerter.main import run
 from opspor_alerter.settings import AlerterSettings
@@ -20,12 +23,15 @@ from opspor_shared.events import CONCERN_RAISED, CloudEvent, utcnow
 from opspor_shared.kafka import dlq_topic, make_producer
 from tests.alerter.conftest import (
     SCHOOL_MAILBOX,
+    WEBHOOK_SECRET,
     all_notices,
     concern_event,
     make_settings,
     seed_school,
+    seed_webhook,
     wait_for,
 )
+from tests.alerter.webhook_receiver import WebhookReceiver
 
 
 def _events(result: str) -> float:
@@ -33,13 +39,14 @@ def _events(result: str) -> float:
     return sample or 0.0
 
 
-async def test_concern_event_through_kafka_reaches_the_mailbox(
+async def test_concern_event_through_kafka_reaches_the_mailbox_and_the_webhook(
     clean_db: AsyncEngine,
     sessionmaker: async_sessionmaker[AsyncSession],
     database_url: str,
     kafka_bootstrap: str,
     topic_suffix: str,
     mailbox: Mailbox,
+    receiver: WebhookReceiver,
     certs: CertPaths,
 ) -> None:
     topic = f"absence.concerns.v1.{topic_suffix}"
@@ -53,6 +60,7 @@ async def test_concern_event_through_kafka_reaches_the_mailbox(
         topic_partitions=2,
     )
     await seed_school(clean_db)
+    await seed_webhook(clean_db, receiver.url())
     good = concern_event()
     bad = CloudEvent(
         id=str(uuid.uuid4()),
@@ -80,7 +88,11 @@ async def test_concern_event_through_kafka_reaches_the_mailbox(
                 await producer.stop()
 
             async def mailed_and_deduplicated() -> bool:
-                return bool(mailbox.messages()) and _events("stale") >= stale_before + 1
+                return (
+                    bool(mailbox.messages())
+                    and bool(receiver.requests)
+                    and _events("stale") >= stale_before + 1
+                )
 
             await wait_for(mailed_and_deduplicated, seconds=60)
 
@@ -98,8 +110,11 @@ async def test_concern_event_through_kafka_reaches_the_mailbox(
     [mail] = mailbox.messages()
     assert mail.envelope_to == (SCHOOL_MAILBOX,) and mail.tls is not None
     assert good.data["concern_id"] in mail.message.get_content()
-    [notice] = await all_notices(sessionmaker)
-    assert notice.status == "sent"
+    [request] = receiver.requests
+    Webhook(WEBHOOK_SECRET).verify(request.body, request.headers)
+    assert json.loads(request.body)["data"]["concern_id"] == good.data["concern_id"]
+    notices = await all_notices(sessionmaker)
+    assert sorted((n.channel, n.status) for n in notices) == [("smtp", "sent"), ("webhook", "sent")]
     assert _events("rejected") == rejected_before + 1
     listening = [e for e in logs if e["event"] == "ops_listening"]
     assert listening and listening[0]["port"] == ops_ports[0]

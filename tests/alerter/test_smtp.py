@@ -1,5 +1,5 @@
 """The SMTP notifier against real servers: TLS is required, failures are classified, and no
-address or credential leaks into a delivery detail or a log line."""
+address, credential or webhook URL or secret leaks into a delivery detail or a log line."""
 
 from __future__ import annotations
 
@@ -16,16 +16,19 @@ from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
+from opspor_alerter.notify import DeliveryResult, Scrubber
 from opspor_alerter.settings import AlerterSettings
-from opspor_alerter.smtp import DeliveryResult, Scrubber, SmtpNotifier, classify
+from opspor_alerter.smtp import SmtpNotifier, classify
 from opspor_shared.devstack.certs import CertPaths, ensure_certs
 from opspor_shared.devstack.mailbox import Mailbox
 from opspor_shared.devstack.net import free_port
+from opspor_shared.logging import LIBRARY_LEVELS, quiet_libraries
 from tests.alerter.conftest import (
     PASSWORD,
     SCHOOL_MAILBOX,
     SENDER,
     USERNAME,
+    WEBHOOK_SECRET,
     ScriptedHandler,
     all_attempts,
     concern_event,
@@ -33,8 +36,10 @@ from tests.alerter.conftest import (
     make_settings,
     record,
     seed_school,
+    seed_webhook,
     settled,
 )
+from tests.alerter.webhook_receiver import Reply, WebhookReceiver
 
 
 def _mail(recipient: str = SCHOOL_MAILBOX) -> EmailMessage:
@@ -193,15 +198,31 @@ async def test_credentials_are_used_only_over_tls_and_accepted(
     assert len(box.messages()) == 1
 
 
+# A webhook URL can carry secrets in its path and query; none of it may reach a log or a row.
+HOOK_PATH_SECRET = "b7Kq2ZtX9pLmW4"
+HOOK_TOKEN = "tok-5f1c9e2a77d3"
+
+
+@pytest.fixture
+def production_library_levels() -> Iterator[None]:
+    """The library log levels the alerter's configure_logging sets (httpx logs URLs at INFO)."""
+    saved = {name: logging.getLogger(name).level for name in LIBRARY_LEVELS}
+    quiet_libraries()
+    yield
+    for name, level in saved.items():
+        logging.getLogger(name).setLevel(level)
+
+
 @pytest.mark.parametrize(
-    ("accept_login", "rcpt_script", "outcome"),
+    ("accept_login", "rcpt_script", "smtp_outcome"),
     [
         (False, [], "transient"),  # 535: our configuration, kept for a retry
         (True, ["550 5.1.1 <{address}>: unknown user"], "permanent"),
         (True, ["451 4.1.1 <{address}> greylisted, password " + PASSWORD], "transient"),
     ],
 )
-async def test_no_address_or_credential_in_details_or_logs(
+@pytest.mark.usefixtures("production_library_levels")
+async def test_no_secret_address_or_url_in_details_or_logs(
     clean_db: AsyncEngine,
     sessionmaker: async_sessionmaker[AsyncSession],
     database_url: str,
@@ -210,8 +231,10 @@ async def test_no_address_or_credential_in_details_or_logs(
     caplog: pytest.LogCaptureFixture,
     accept_login: bool,
     rcpt_script: list[str],
-    outcome: str,
+    smtp_outcome: str,
 ) -> None:
+    """An SMTP failure and a webhook failure in the same delivery round; the webhook answers
+    500 with a reason phrase that quotes its token and the signing secret."""
     box, _ = scripted_mailbox(
         rcpt_script, authenticator=_authenticator(accept_login), auth_required=True
     )
@@ -226,23 +249,44 @@ async def test_no_address_or_credential_in_details_or_logs(
     await seed_school(clean_db)
     caplog.set_level(logging.DEBUG)
 
-    with structlog.testing.capture_logs() as logs:
-        await record(sessionmaker, settings, concern_event())
-        [notice] = await deliver_until(sessionmaker, settings, settled)
+    with WebhookReceiver(certs) as receiver:
+        hook_url = receiver.url(f"/hooks/{HOOK_PATH_SECRET}/notify?token={HOOK_TOKEN}&v=1")
+        await seed_webhook(clean_db, hook_url)
+        receiver.script = [Reply(500, reason=f"Broken token={HOOK_TOKEN} {WEBHOOK_SECRET}")]
+        with structlog.testing.capture_logs() as logs:
+            await record(sessionmaker, settings, concern_event())
+            notices = await deliver_until(sessionmaker, settings, settled)
+        assert len(receiver.requests) == 1
 
-    [attempt] = await all_attempts(sessionmaker)
-    assert attempt.outcome == outcome
-    assert any(entry["event"] == "delivery_attempt" for entry in logs)
+    attempts = {a.notice_id: a for a in await all_attempts(sessionmaker)}
+    by_channel = {n.channel: (n, attempts[n.id]) for n in notices}
+    assert by_channel["smtp"][1].outcome == smtp_outcome
+    assert (by_channel["webhook"][1].outcome, by_channel["webhook"][1].http_status) == (
+        "transient",
+        500,
+    )
+    assert {n.status for n in notices} == {"failed"}
+    assert sum(entry["event"] == "delivery_attempt" for entry in logs) == 2
     app_records = [r for r in caplog.records if not r.name.startswith("mail.log")]
     haystacks = {
-        "detail": attempt.detail,
-        "last_error": notice.last_error or "",
+        "details": "\n".join(a.detail for a in attempts.values()),
+        "last_errors": "\n".join(n.last_error or "" for n in notices),
         "structlog": repr(logs),
         "stdlib": "\n".join(r.getMessage() for r in app_records),
     }
     assert haystacks["structlog"] != "[]"
     _assert_clean(*haystacks.values())
-    assert "@" not in attempt.detail
+    for text_ in haystacks.values():
+        for secret in (
+            WEBHOOK_SECRET,
+            WEBHOOK_SECRET.removeprefix("whsec_"),
+            hook_url,
+            hook_url.split("://", 1)[1],  # host, path and query
+            HOOK_PATH_SECRET,
+            HOOK_TOKEN,
+        ):
+            assert secret.lower() not in text_.lower(), secret
+    assert all("@" not in a.detail for a in attempts.values())
     assert box.messages() == []
 
 

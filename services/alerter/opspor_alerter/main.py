@@ -14,15 +14,20 @@ from collections.abc import Callable, Sequence
 from pydantic import ValidationError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from opspor_alerter.notify import ByChannel
+from opspor_alerter.purge import SERVICE as PURGE_SERVICE
+from opspor_alerter.purge import purge_once
 from opspor_alerter.service import deliver_forever, record_concern_events
 from opspor_alerter.settings import AlerterSettings
 from opspor_alerter.smtp import SmtpNotifier
+from opspor_alerter.webhook import WebhookNotifier, make_http_client
+from opspor_shared.clock import Clock, system_clock
 from opspor_shared.db import make_engine, make_sessionmaker, unit_of_work
 from opspor_shared.events import CloudEvent
 from opspor_shared.kafka import BatchHandler, Delivered
 from opspor_shared.logging import configure_logging, get_logger
 from opspor_shared.ops import OpsServer, ops_app, readiness_checks
-from opspor_shared.runtime import run_consumer, shutdown, stop_on_signals, tune_gc
+from opspor_shared.runtime import run_consumer, run_purge, shutdown, stop_on_signals, tune_gc
 
 log = get_logger(__name__)
 
@@ -37,13 +42,16 @@ def make_handler(
     sessionmaker: async_sessionmaker[AsyncSession],
     settings: AlerterSettings,
     wake: asyncio.Event,
+    clock: Clock = system_clock,
 ) -> BatchHandler:
     """Thin consumer: one unit of work per batch around the pure inner function."""
 
     async def handle(batch: list[Delivered]) -> Sequence[CloudEvent]:
         try:
             async with unit_of_work(sessionmaker) as session:
-                outcome = await record_concern_events(session, [d.event for d in batch], settings)
+                outcome = await record_concern_events(
+                    session, [d.event for d in batch], settings, clock=clock
+                )
         except Exception as exc:
             raise BatchFailed(type(exc).__name__) from None
         outcome.count()
@@ -59,15 +67,18 @@ async def run(
     stop: asyncio.Event,
     *,
     on_started: Callable[[int], None] | None = None,
+    clock: Clock = system_clock,
 ) -> None:
     """Run until `stop` is set; `on_started` gets the ops port.
 
     Delivery needs only the database, so recorded notices go out while the broker is down; the
     consumer loop reconnects on its own when the broker comes back.
     """
-    notifier = SmtpNotifier(settings)  # fails fast on an unreadable CA file
+    smtp = SmtpNotifier(settings)  # fails fast on an unreadable CA file
+    http = make_http_client(settings)  # likewise for webhook_ca_file
     engine = make_engine(settings.database_url)
     sessionmaker = make_sessionmaker(engine)
+    notifier = ByChannel({"smtp": smtp, "webhook": WebhookNotifier(settings, sessionmaker, http)})
 
     checks = readiness_checks(engine, settings)
     ops = OpsServer(ops_app("alerter", lambda: checks), settings.ops_host, settings.ops_port)
@@ -81,7 +92,15 @@ async def run(
                 settings,
                 settings.consumer_group,
                 settings.concerns_topic,
-                make_handler(sessionmaker, settings, wake),
+                make_handler(sessionmaker, settings, wake, clock),
+                stop,
+            )
+        ),
+        asyncio.create_task(
+            run_purge(
+                PURGE_SERVICE,
+                lambda stop: purge_once(engine, sessionmaker, settings, clock, stop=stop),
+                settings.purge_interval_seconds,
                 stop,
             )
         ),
@@ -94,6 +113,7 @@ async def run(
         stop.set()
         await shutdown(tasks, grace_seconds=SHUTDOWN_GRACE_SECONDS)
         await ops.stop()
+        await http.aclose()
         await engine.dispose()
         log.info("alerter_stopped")
 

@@ -1,23 +1,29 @@
-"""Prometheus metrics of the alerter (served on /metrics). Labels never carry addresses."""
+"""Prometheus metrics of the alerter (served on /metrics). Labels never carry addresses or URLs.
+
+`channel` is smtp or webhook."""
 
 from __future__ import annotations
 
 from prometheus_client import Counter, Gauge
 
 NOTICES_RECORDED = Counter(
-    "opspor_alerter_notices_recorded_total", "Notices recorded for delivery", ["kind", "role"]
+    "opspor_alerter_notices_recorded_total",
+    "Notices recorded for delivery",
+    ["channel", "kind", "role"],
 )
-NOTICES_SENT = Counter("opspor_alerter_notices_sent_total", "Notices delivered", ["kind"])
+NOTICES_SENT = Counter(
+    "opspor_alerter_notices_sent_total", "Notices delivered", ["channel", "kind"]
+)
 NOTICES_FAILED = Counter(
     "opspor_alerter_notices_failed_total",
     "Notices given up on",
-    ["kind", "reason"],  # reason: permanent | max_attempts
+    ["channel", "kind", "reason"],  # reason: permanent | max_attempts
 )
 NOTICES_CANCELLED = Counter(
     "opspor_alerter_notices_cancelled_total", "Pending notices cancelled by a withdrawal"
 )
 DELIVERY_ATTEMPTS = Counter(
-    "opspor_alerter_delivery_attempts_total", "Delivery attempts", ["outcome"]
+    "opspor_alerter_delivery_attempts_total", "Delivery attempts", ["channel", "outcome"]
 )
 NOTICES_PENDING = Gauge("opspor_alerter_notices_pending", "Notices waiting to be delivered")
 UNROUTABLE = Counter(
@@ -28,7 +34,7 @@ UNROUTABLE = Counter(
 EVENTS = Counter(
     "opspor_alerter_concern_events_total",
     "Concern events by result",
-    ["result"],  # applied | stale | ignored | rejected
+    ["result"],  # applied | stale | ignored | rejected | past_retention
 )
 DELIVERY_LOOP_ERRORS = Counter(
     "opspor_alerter_delivery_loop_errors_total", "Delivery rounds that failed and were retried"

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
+from datetime import date, datetime
 from typing import Any
 
 from sqlalchemy import ForeignKey, Index, Text, UniqueConstraint, func
@@ -11,6 +11,7 @@ from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Mapped, mapped_column
 
 from opspor_shared.db import Base, TimestampMixin
+from opspor_shared.purge import purge_log_table
 
 
 class Notice(TimestampMixin, Base):
@@ -29,16 +30,21 @@ class Notice(TimestampMixin, Base):
     concern_id: Mapped[uuid.UUID]
     kind: Mapped[str] = mapped_column(Text)  # raised | withdrawn
     revision: Mapped[int]
-    channel: Mapped[str] = mapped_column(Text)  # smtp
+    channel: Mapped[str] = mapped_column(Text)  # smtp | webhook
+    # smtp: the mailbox address. webhook: webhook:<municipality id>/<webhook id>, never the URL
+    # (it can carry a token); URL and secret are looked up when the notice is sent.
     recipient: Mapped[str] = mapped_column(Text)
-    recipient_role: Mapped[str] = mapped_column(Text)  # school | ppr | municipality
+    recipient_role: Mapped[str] = mapped_column(Text)  # school | ppr | municipality | integration
     school_id: Mapped[str] = mapped_column(Text)
     language: Mapped[str] = mapped_column(Text)
     # pending -> sent | failed; pending -> cancelled (withdrawn before it went out)
     status: Mapped[str] = mapped_column(Text)
     attempts: Mapped[int] = mapped_column(default=0)
     next_attempt_at: Mapped[datetime] = mapped_column(server_default=func.now())
+    # Set while a delivery loop holds the notice; a cancel keeps it, so the purge can tell a
+    # cancelled notice whose send is still in flight (its result is yet to be recorded).
     lease_until: Mapped[datetime | None]
+    # smtp: the Message-ID header. webhook: the webhook-id header (receivers dedup on it).
     message_id: Mapped[str] = mapped_column(Text)
     payload: Mapped[dict[str, Any]] = mapped_column(JSONB)
     sent_at: Mapped[datetime | None]
@@ -53,7 +59,8 @@ class DeliveryAttempt(Base):
     attempted_at: Mapped[datetime] = mapped_column(server_default=func.now())
     outcome: Mapped[str] = mapped_column(Text)  # sent | transient | permanent
     smtp_code: Mapped[int | None]
-    # Never contains the recipient address or credentials.
+    http_status: Mapped[int | None]
+    # Never contains the recipient address, a webhook URL or credentials.
     detail: Mapped[str] = mapped_column(Text)
 
 
@@ -66,3 +73,10 @@ class AlerterConcern(Base):
     revision: Mapped[int]
     status: Mapped[str] = mapped_column(Text)
     updated_at: Mapped[datetime] = mapped_column(server_default=func.now(), onupdate=func.now())
+    # For retention (opspor_shared.retention): the concern's crossing date, and the withdrawn
+    # event's time while withdrawn (NULL while active).
+    crossing_date: Mapped[date]
+    withdrawn_at: Mapped[datetime | None]
+
+
+alerter_purges = purge_log_table("alerter_purges", Base.metadata)

@@ -6,7 +6,7 @@ Nothing here commits; the caller's unit of work does.
 from __future__ import annotations
 
 import uuid
-from datetime import timedelta
+from datetime import date, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import exists, func, or_, select, update
@@ -23,16 +23,29 @@ class NoticeRepository:
     def __init__(self, session: AsyncSession) -> None:
         self._session = session
 
-    async def advance_concern(self, concern_id: uuid.UUID, revision: int, status: str) -> bool:
+    async def advance_concern(
+        self,
+        concern_id: uuid.UUID,
+        revision: int,
+        status: str,
+        crossing_date: date,
+        withdrawn_at: datetime | None,
+    ) -> bool:
         """Store the revision if it is newer than the one held; False for a stale or repeat."""
         insert = pg_insert(AlerterConcern).values(
-            concern_id=concern_id, revision=revision, status=status
+            concern_id=concern_id,
+            revision=revision,
+            status=status,
+            crossing_date=crossing_date,
+            withdrawn_at=withdrawn_at,
         )
         stmt = insert.on_conflict_do_update(
             index_elements=[AlerterConcern.concern_id],
             set_={
                 "revision": insert.excluded.revision,
                 "status": insert.excluded.status,
+                "crossing_date": insert.excluded.crossing_date,
+                "withdrawn_at": insert.excluded.withdrawn_at,
                 "updated_at": func.now(),
             },
             where=AlerterConcern.revision < insert.excluded.revision,
@@ -71,7 +84,7 @@ class NoticeRepository:
         stmt = (
             update(Notice)
             .where(Notice.id == notice_id, Notice.status == "pending")
-            .values(status="cancelled", lease_until=None)
+            .values(status="cancelled")
             .returning(Notice.id)
             .execution_options(synchronize_session=False)
         )
@@ -122,11 +135,20 @@ class NoticeRepository:
         )
 
     async def add_attempt(
-        self, notice_id: int, outcome: str, smtp_code: int | None, detail: str
+        self,
+        notice_id: int,
+        outcome: str,
+        smtp_code: int | None,
+        http_status: int | None,
+        detail: str,
     ) -> None:
         self._session.add(
             DeliveryAttempt(
-                notice_id=notice_id, outcome=outcome, smtp_code=smtp_code, detail=detail
+                notice_id=notice_id,
+                outcome=outcome,
+                smtp_code=smtp_code,
+                http_status=http_status,
+                detail=detail,
             )
         )
         await self._session.flush()

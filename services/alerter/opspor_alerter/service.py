@@ -2,9 +2,10 @@
 
 `record_concern_events` runs inside the consumer's unit of work and only decides: it writes
 notices (the persisted notification log) and never talks to a mailbox. `deliver_due` runs after
-that transaction has committed (ARCHITECTURE.md rule 3): it claims due notices, sends them, and
-records one attempt per send. A crash between sending and recording resends the same mail with
-the same Message-ID when the lease runs out: at least once, never lost.
+that transaction has committed (ARCHITECTURE.md rule 3): it claims due notices, hands each to the
+notifier of its channel (secure mail or webhook), and records one attempt per send. A crash
+between sending and recording resends the same notice with the same Message-ID / webhook-id when
+the lease runs out: at least once, never lost.
 """
 
 from __future__ import annotations
@@ -23,19 +24,20 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from opspor_alerter import metrics
 from opspor_alerter.models import Notice
-from opspor_alerter.render import NoticeContent, build_email, message_id
+from opspor_alerter.notify import DeliveryResult, Notifier
+from opspor_alerter.render import NoticeContent, message_id
 from opspor_alerter.repository import NoticeRepository
-from opspor_alerter.routing import Unroutable, route
+from opspor_alerter.routing import Route, Unroutable, route, webhook_routes
 from opspor_alerter.settings import AlerterSettings
-from opspor_alerter.smtp import DeliveryResult, Notifier
+from opspor_alerter.webhook import webhook_message_id
+from opspor_shared.clock import Clock, system_clock
 from opspor_shared.db import unit_of_work
 from opspor_shared.events import CONCERN_RAISED, CONCERN_WITHDRAWN, CloudEvent, ConcernData
 from opspor_shared.logging import get_logger
 from opspor_shared.reference import ReferenceRepository
+from opspor_shared.retention import retention_window
 
 log = get_logger(__name__)
-
-CHANNEL = "smtp"
 
 
 # --- consumer stage: route and dedup -------------------------------------------------------
@@ -48,8 +50,9 @@ class RecordOutcome:
     applied: int = 0
     stale: int = 0
     ignored: int = 0
+    past_retention: int = 0
     rejected: list[CloudEvent] = field(default_factory=list)
-    recorded: list[tuple[str, str]] = field(default_factory=list)  # (kind, role)
+    recorded: list[tuple[str, str, str]] = field(default_factory=list)  # (channel, kind, role)
     cancelled: int = 0
     unroutable: list[tuple[str, str]] = field(default_factory=list)  # (role, reason)
 
@@ -57,20 +60,30 @@ class RecordOutcome:
         metrics.EVENTS.labels("applied").inc(self.applied)
         metrics.EVENTS.labels("stale").inc(self.stale)
         metrics.EVENTS.labels("ignored").inc(self.ignored)
+        metrics.EVENTS.labels("past_retention").inc(self.past_retention)
         metrics.EVENTS.labels("rejected").inc(len(self.rejected))
-        for kind, role in self.recorded:
-            metrics.NOTICES_RECORDED.labels(kind, role).inc()
+        for channel, kind, role in self.recorded:
+            metrics.NOTICES_RECORDED.labels(channel, kind, role).inc()
         metrics.NOTICES_CANCELLED.inc(self.cancelled)
         for role, reason in self.unroutable:
             metrics.UNROUTABLE.labels(role, reason).inc()
 
 
 async def record_concern_events(
-    session: AsyncSession, events: Sequence[CloudEvent], settings: AlerterSettings
+    session: AsyncSession,
+    events: Sequence[CloudEvent],
+    settings: AlerterSettings,
+    *,
+    clock: Clock = system_clock,
 ) -> RecordOutcome:
-    """Apply concern events in order. Stale and repeated revisions change nothing."""
+    """Apply concern events in order. Stale and repeated revisions change nothing.
+
+    Neither do events that can only be replays of a concern the purge has removed (see
+    RetentionWindow.event_outlived): without its notices the alerter would mail it again.
+    """
     outcome = RecordOutcome()
     repo = NoticeRepository(session)
+    window = retention_window(settings, clock())
     for event in events:
         if event.type not in (CONCERN_RAISED, CONCERN_WITHDRAWN):
             outcome.ignored += 1
@@ -87,7 +100,14 @@ async def record_concern_events(
             log.warning("concern_event_rejected", event_id=event.id, reason="type/status mismatch")
             outcome.rejected.append(event)
             continue
-        if not await repo.advance_concern(concern_uuid, concern.revision, concern.status):
+        if window.event_outlived(concern.crossing_date, event.time):
+            log.info("concern_event_past_retention", event_id=event.id)
+            outcome.past_retention += 1
+            continue
+        withdrawn_at = event.time if concern.status == "withdrawn" else None
+        if not await repo.advance_concern(
+            concern_uuid, concern.revision, concern.status, concern.crossing_date, withdrawn_at
+        ):
             log.debug(
                 "concern_event_stale", concern_id=concern.concern_id, revision=concern.revision
             )
@@ -109,39 +129,49 @@ async def _raise(
     settings: AlerterSettings,
     outcome: RecordOutcome,
 ) -> None:
-    school = await ReferenceRepository(session).school(concern.school_id)
-    target = route(concern.level, school)
-    if isinstance(target, Unroutable):
+    reference = ReferenceRepository(session)
+    school = await reference.school(concern.school_id)
+    targets: list[Route] = []
+    mail = route(concern.level, school)
+    if isinstance(mail, Unroutable):
         log.warning(
             "concern_unroutable",
             concern_id=concern.concern_id,
             school_id=concern.school_id,
             level=concern.level,
-            role=target.role,
-            reason=target.reason,
+            role=mail.role,
+            reason=mail.reason,
         )
-        outcome.unroutable.append((target.role, target.reason))
+        outcome.unroutable.append((mail.role, mail.reason))
+    else:
+        targets.append(mail)
+    if school is None:
         return
-    assert school is not None  # route() routes only a known school
-    latest = _latest_by_recipient(await repo.notices_of_concern(concern_uuid)).get(target.recipient)
-    if latest is not None and latest.kind == "raised" and latest.status in ("pending", "sent"):
-        # The recipient has (or is about to get) a notice of this concern that still holds.
-        log.info("notice_already_recorded", concern_id=concern.concern_id, notice_id=latest.id)
-        return
+    targets += webhook_routes(
+        concern.level, school, await reference.webhook_endpoints(school.municipality_id)
+    )
+    latest = _latest_by_recipient(await repo.notices_of_concern(concern_uuid))
     content = NoticeContent.from_concern(concern, school.name)
-    if await _record_notice(
-        repo,
-        settings,
-        concern_id=concern_uuid,
-        kind="raised",
-        revision=concern.revision,
-        recipient=target.recipient,
-        recipient_role=target.role,
-        school_id=concern.school_id,
-        language=school.language,
-        content=content,
-    ):
-        outcome.recorded.append(("raised", target.role))
+    for target in targets:
+        held = latest.get(target.recipient)
+        if held is not None and held.kind == "raised" and held.status in ("pending", "sent"):
+            # The recipient has (or is about to get) a notice of this concern that still holds.
+            log.info("notice_already_recorded", concern_id=concern.concern_id, notice_id=held.id)
+            continue
+        if await _record_notice(
+            repo,
+            settings,
+            concern_id=concern_uuid,
+            kind="raised",
+            revision=concern.revision,
+            channel=target.channel,
+            recipient=target.recipient,
+            recipient_role=target.role,
+            school_id=concern.school_id,
+            language=school.language,
+            content=content,
+        ):
+            outcome.recorded.append((target.channel, "raised", target.role))
 
 
 async def _withdraw(
@@ -159,7 +189,7 @@ async def _withdraw(
             content = NoticeContent.model_validate(notice.payload)
             fresh = NoticeContent.from_concern(concern, content.school_name)
             if await _insert_withdrawal(repo, notice, fresh, concern.revision, settings):
-                outcome.recorded.append(("withdrawn", notice.recipient_role))
+                outcome.recorded.append((notice.channel, "withdrawn", notice.recipient_role))
         elif notice.status == "pending" and await repo.cancel_pending(notice.id):
             outcome.cancelled += 1
             log.info("notice_cancelled", notice_id=notice.id, concern_id=concern.concern_id)
@@ -179,6 +209,7 @@ async def _insert_withdrawal(
         concern_id=raised.concern_id,
         kind="withdrawn",
         revision=revision,
+        channel=raised.channel,
         recipient=raised.recipient,
         recipient_role=raised.recipient_role,
         school_id=raised.school_id,
@@ -194,6 +225,7 @@ async def _record_notice(
     concern_id: uuid.UUID,
     kind: Literal["raised", "withdrawn"],
     revision: int,
+    channel: str,
     recipient: str,
     recipient_role: str,
     school_id: str,
@@ -201,18 +233,22 @@ async def _record_notice(
     content: NoticeContent,
 ) -> bool:
     """Writes one notice to the log; False when the same one is there already."""
+    if channel == "webhook":
+        notice_message_id = webhook_message_id(str(concern_id), recipient, kind, revision)
+    else:
+        notice_message_id = message_id(
+            str(concern_id), recipient, kind, revision, settings.message_id_domain
+        )
     notice_id = await repo.insert_notice(
         concern_id=concern_id,
         kind=kind,
         revision=revision,
-        channel=CHANNEL,
+        channel=channel,
         recipient=recipient,
         recipient_role=recipient_role,
         school_id=school_id,
         language=language,
-        message_id=message_id(
-            str(concern_id), recipient, kind, revision, settings.message_id_domain
-        ),
+        message_id=notice_message_id,
         payload=content.model_dump(mode="json"),
     )
     if notice_id is None:
@@ -222,6 +258,7 @@ async def _record_notice(
         notice_id=notice_id,
         concern_id=str(concern_id),
         kind=kind,
+        channel=channel,
         role=recipient_role,
     )
     return True
@@ -255,6 +292,7 @@ Transition = Literal["sent", "retry", "failed_permanent", "failed_max_attempts",
 class Recorded:
     notice_id: int
     kind: str
+    channel: str
     outcome: str
     transition: Transition
     attempts: int
@@ -264,21 +302,18 @@ async def send_notice(
     notice: Notice, notifier: Notifier, settings: AlerterSettings
 ) -> DeliveryResult:
     try:
-        content = NoticeContent.model_validate(notice.payload)
-        mail = build_email(
-            kind="withdrawn" if notice.kind == "withdrawn" else "raised",
-            content=content,
-            language=notice.language,
-            sender=settings.smtp_from,
-            recipient=notice.recipient,
-            message_id=notice.message_id,
-            created_at=notice.created_at,
-            link_base=settings.notice_link_base,
-        )
-    except (ValidationError, ValueError, TypeError) as exc:
-        # The message header constructor rejects malformed addresses with ValueError.
-        return DeliveryResult("permanent", None, f"notice cannot be rendered: {type(exc).__name__}")
-    return await notifier.send(notice.recipient, mail)
+        return await notifier.notify(notice)
+    except Exception as exc:
+        # A notifier bug must not take the round (and the other notices' results) with it.
+        return DeliveryResult("transient", None, f"unexpected error: {type(exc).__name__}")
+
+
+def next_delay(attempts: int, result: DeliveryResult, settings: AlerterSettings) -> float:
+    """The backoff, or longer when the receiver asked for it (Retry-After, capped)."""
+    delay = retry_delay(attempts, settings)
+    if result.retry_after is not None:
+        delay = max(delay, min(result.retry_after, settings.retry_max_seconds))
+    return delay
 
 
 async def claim_due(session: AsyncSession, settings: AlerterSettings) -> list[Notice]:
@@ -299,7 +334,9 @@ async def record_results(
         if notice is None:
             continue
         attempts = notice.attempts + 1
-        await repo.add_attempt(notice.id, result.outcome, result.smtp_code, result.detail)
+        await repo.add_attempt(
+            notice.id, result.outcome, result.smtp_code, result.http_status, result.detail
+        )
         transition: Transition
         if result.outcome == "sent":
             await repo.mark_sent(notice.id, attempts)
@@ -312,14 +349,16 @@ async def record_results(
             transition = "noop"
         elif result.outcome == "transient" and attempts < settings.max_attempts:
             await repo.schedule_retry(
-                notice.id, attempts, retry_delay(attempts, settings), result.detail
+                notice.id, attempts, next_delay(attempts, result, settings), result.detail
             )
             transition = "retry"
         else:
             await repo.mark_failed(notice.id, attempts, result.detail)
             permanent = result.outcome == "permanent"
             transition = "failed_permanent" if permanent else "failed_max_attempts"
-        recorded.append(Recorded(notice.id, notice.kind, result.outcome, transition, attempts))
+        recorded.append(
+            Recorded(notice.id, notice.kind, notice.channel, result.outcome, transition, attempts)
+        )
     return recorded
 
 
@@ -373,10 +412,12 @@ async def deliver_due(
             notice_id=notice.id,
             concern_id=str(notice.concern_id),
             kind=notice.kind,
+            channel=notice.channel,
             role=notice.recipient_role,
             attempt=rec.attempts,
             outcome=result.outcome,
             smtp_code=result.smtp_code,
+            http_status=result.http_status,
             detail=result.detail,
             transition=rec.transition,
         )
@@ -403,13 +444,13 @@ async def _record_with_retry(
 
 
 def _count(rec: Recorded) -> None:
-    metrics.DELIVERY_ATTEMPTS.labels(rec.outcome).inc()
+    metrics.DELIVERY_ATTEMPTS.labels(rec.channel, rec.outcome).inc()
     if rec.transition == "sent":
-        metrics.NOTICES_SENT.labels(rec.kind).inc()
+        metrics.NOTICES_SENT.labels(rec.channel, rec.kind).inc()
     elif rec.transition == "failed_permanent":
-        metrics.NOTICES_FAILED.labels(rec.kind, "permanent").inc()
+        metrics.NOTICES_FAILED.labels(rec.channel, rec.kind, "permanent").inc()
     elif rec.transition == "failed_max_attempts":
-        metrics.NOTICES_FAILED.labels(rec.kind, "max_attempts").inc()
+        metrics.NOTICES_FAILED.labels(rec.channel, rec.kind, "max_attempts").inc()
 
 
 async def refresh_pending_gauge(sessionmaker: async_sessionmaker[AsyncSession]) -> None:

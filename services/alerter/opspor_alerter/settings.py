@@ -1,7 +1,8 @@
 """Alerter settings, read from the environment (SMTP_HOST, SMTP_PORT, ...).
 
-There is deliberately no setting that turns TLS off: every session upgrades with STARTTLS and
-verifies the relay's certificate and host name, or nothing is sent.
+There is deliberately no setting that turns TLS off: every SMTP session upgrades with STARTTLS
+and verifies the relay's certificate and host name, every webhook goes over verified HTTPS, or
+nothing is sent.
 """
 
 from __future__ import annotations
@@ -11,12 +12,13 @@ from pathlib import Path
 from typing import Self
 from urllib.parse import urlsplit
 
-from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic import Field, SecretStr, ValidationInfo, field_validator, model_validator
 
 from opspor_shared.settings import ServiceSettings
 
-# One send (connect, EHLO, STARTTLS, EHLO, AUTH, MAIL, RCPT, DATA) must finish within this many
-# SMTP timeouts; the lease on a claimed notice must outlast it, or a second loop could resend.
+# One send (connect, EHLO, STARTTLS, EHLO, AUTH, MAIL, RCPT, DATA; or connect, TLS, request,
+# response) must finish within this many timeouts of its channel; the lease on a claimed notice
+# must outlast it, or a second loop could resend.
 SEND_DEADLINE_TIMEOUTS = 3
 _LOCAL_HOSTS = {"localhost", "127.0.0.1", "::1"}
 
@@ -31,6 +33,13 @@ class AlerterSettings(ServiceSettings):
         default=None, description="PEM bundle to verify the relay; None uses the system store"
     )
     smtp_timeout_seconds: float = Field(default=10.0, gt=0, le=300)
+    webhook_ca_file: Path | None = Field(
+        default=None,
+        description="PEM bundle trusted for webhook endpoints in addition to the system store",
+    )
+    webhook_timeout_seconds: float = Field(
+        default=10.0, gt=0, le=300, description="Per connect, TLS handshake, write and read"
+    )
     message_id_domain: str = "opspor.invalid"
     notice_link_base: str | None = Field(
         default=None, description="If set, notices link to {base}/v1/concerns/{concern_id}"
@@ -57,11 +66,11 @@ class AlerterSettings(ServiceSettings):
             raise ValueError("smtp_from must be a plain address such as alerts@example.org")
         return value
 
-    @field_validator("smtp_ca_file")
+    @field_validator("smtp_ca_file", "webhook_ca_file")
     @classmethod
-    def _ca_file_exists(cls, value: Path | None) -> Path | None:
+    def _ca_file_exists(cls, value: Path | None, info: ValidationInfo) -> Path | None:
         if value is not None and not value.is_file():
-            raise ValueError("smtp_ca_file does not exist or is not a file")
+            raise ValueError(f"{info.field_name} does not exist or is not a file")
         return value
 
     @field_validator("message_id_domain")
@@ -100,16 +109,20 @@ class AlerterSettings(ServiceSettings):
             raise ValueError("smtp_password must not be empty")
         if self.retry_max_seconds < self.retry_base_seconds:
             raise ValueError("retry_max_seconds must be at least retry_base_seconds")
-        if self.lease_seconds < 2 * self.send_deadline_seconds:
+        if self.lease_seconds < 2 * max(self.send_deadline_seconds, self.webhook_deadline_seconds):
             raise ValueError(
-                "lease_seconds must be at least "
-                f"{2 * SEND_DEADLINE_TIMEOUTS} x smtp_timeout_seconds, or a slow send is repeated"
+                f"lease_seconds must be at least {2 * SEND_DEADLINE_TIMEOUTS} x "
+                "smtp_timeout_seconds and webhook_timeout_seconds, or a slow send is repeated"
             )
         return self
 
     @property
     def send_deadline_seconds(self) -> float:
         return self.smtp_timeout_seconds * SEND_DEADLINE_TIMEOUTS
+
+    @property
+    def webhook_deadline_seconds(self) -> float:
+        return self.webhook_timeout_seconds * SEND_DEADLINE_TIMEOUTS
 
 
 def is_plain_address(value: str) -> bool:

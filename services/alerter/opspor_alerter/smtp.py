@@ -1,21 +1,16 @@
 """Deliver stage for secure mail: SMTP with STARTTLS required and the relay's certificate verified.
 
-The notifier never raises for a delivery outcome; it answers with a `DeliveryResult` that says
-whether a failure is worth retrying (alertmanager's notifier contract). Server replies and
-library messages can echo the recipient address, so every detail passes through `Scrubber`
-before it reaches a log line or the delivery_attempts table.
+Follows the notifier contract of opspor_alerter.notify. Server replies and library messages can
+echo the recipient address, so every detail passes through a `Scrubber`.
 """
 
 from __future__ import annotations
 
 import asyncio
-import re
 import socket
 import ssl
 from contextlib import suppress
-from dataclasses import dataclass, field
 from email.message import EmailMessage
-from typing import Literal, Protocol
 
 import aiosmtplib
 from aiosmtplib import (
@@ -28,42 +23,12 @@ from aiosmtplib import (
     SMTPServerDisconnected,
     SMTPTimeoutError,
 )
+from pydantic import ValidationError
 
+from opspor_alerter.models import Notice
+from opspor_alerter.notify import DeliveryResult, Scrubber
+from opspor_alerter.render import NoticeContent, build_email
 from opspor_alerter.settings import AlerterSettings, is_plain_address
-
-Outcome = Literal["sent", "transient", "permanent"]
-
-_ADDRESS = re.compile(r"[^\s<>@:;,\"'()\[\]]+@[^\s<>@:;,\"'()\[\]]+")
-_DETAIL_LIMIT = 300
-
-
-@dataclass(frozen=True)
-class DeliveryResult:
-    outcome: Outcome
-    smtp_code: int | None
-    detail: str
-
-    @property
-    def retryable(self) -> bool:
-        return self.outcome == "transient"
-
-
-class Notifier(Protocol):
-    async def send(self, recipient: str, message: EmailMessage) -> DeliveryResult: ...
-
-
-@dataclass(frozen=True)
-class Scrubber:
-    """Removes the given secrets and anything shaped like an address from a text."""
-
-    secrets: tuple[str, ...] = field(default=())
-
-    def __call__(self, text: str) -> str:
-        for secret in sorted(filter(None, self.secrets), key=len, reverse=True):
-            text = re.sub(re.escape(secret), "[redacted]", text, flags=re.IGNORECASE)
-        text = _ADDRESS.sub("[address]", text)
-        text = " ".join(text.split())
-        return text[:_DETAIL_LIMIT]
 
 
 def client_tls_context(settings: AlerterSettings) -> ssl.SSLContext:
@@ -138,6 +103,24 @@ class SmtpNotifier:
 
     def scrubber(self, recipient: str) -> Scrubber:
         return Scrubber((*self._secrets, recipient))
+
+    async def notify(self, notice: Notice) -> DeliveryResult:
+        try:
+            mail = build_email(
+                kind="withdrawn" if notice.kind == "withdrawn" else "raised",
+                content=NoticeContent.model_validate(notice.payload),
+                language=notice.language,
+                sender=self._settings.smtp_from,
+                recipient=notice.recipient,
+                message_id=notice.message_id,
+                created_at=notice.created_at,
+                link_base=self._settings.notice_link_base,
+            )
+        except (ValidationError, ValueError, TypeError) as exc:
+            # The message header constructor rejects malformed addresses with ValueError.
+            detail = f"notice cannot be rendered: {type(exc).__name__}"
+            return DeliveryResult("permanent", None, detail)
+        return await self.send(notice.recipient, mail)
 
     async def send(self, recipient: str, message: EmailMessage) -> DeliveryResult:
         scrub = self.scrubber(recipient)

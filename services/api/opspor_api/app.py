@@ -18,15 +18,20 @@ from opspor_api.enrolments.endpoints import router as enrolments_router
 from opspor_api.errors import PayloadTooLarge, install_error_handlers, problem_response
 from opspor_api.models import api_outbox
 from opspor_api.packs.endpoints import router as packs_router
+from opspor_api.purge import SERVICE as PURGE_SERVICE
+from opspor_api.purge import purge_once
 from opspor_api.registrations.endpoints import router as registrations_router
 from opspor_api.settings import ApiSettings
+from opspor_api.webhooks.endpoints import router as webhooks_router
+from opspor_shared.clock import Clock, system_clock
 from opspor_shared.db import make_engine, make_sessionmaker, unit_of_work
 from opspor_shared.events import CloudEvent
 from opspor_shared.kafka import Delivered
 from opspor_shared.logging import correlation_id, get_logger, new_correlation_id
 from opspor_shared.ops import ReadinessCheck, ops_router, readiness_checks
 from opspor_shared.reference import CalendarCache, PackCache
-from opspor_shared.runtime import run_consumer, run_relay, shutdown
+from opspor_shared.retention import retention_window
+from opspor_shared.runtime import run_consumer, run_purge, run_relay, shutdown
 
 log = get_logger(__name__)
 
@@ -81,7 +86,9 @@ class BodyLimitAndCorrelation:
         await response(scope, receive, send)
 
 
-def create_app(settings: ApiSettings) -> FastAPI:
+def create_app(settings: ApiSettings, *, clock: Clock = system_clock) -> FastAPI:
+    """`clock` decides "today" for retention (the cutoff of accepted dates, the purge)."""
+
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         engine = make_engine(settings.database_url, pool_size=settings.db_pool_size)
@@ -90,12 +97,14 @@ def create_app(settings: ApiSettings) -> FastAPI:
         app.state.sessionmaker = sessionmaker
         app.state.calendars = CalendarCache()
         app.state.packs = PackCache()
+        app.state.clock = clock
 
         app.state.checks = readiness_checks(engine, settings)
 
         async def handle_concerns(batch: list[Delivered]) -> list[CloudEvent]:
+            window = retention_window(settings, clock())
             async with unit_of_work(sessionmaker) as session:
-                return await concerns_service.project(ConcernRepository(session), batch)
+                return await concerns_service.project(ConcernRepository(session), batch, window)
 
         stop = asyncio.Event()
         tasks = [
@@ -115,6 +124,14 @@ def create_app(settings: ApiSettings) -> FastAPI:
                     settings.concern_consumer_group,
                     settings.concerns_topic,
                     handle_concerns,
+                    stop,
+                )
+            ),
+            asyncio.create_task(
+                run_purge(
+                    PURGE_SERVICE,
+                    lambda stop: purge_once(engine, sessionmaker, settings, clock, stop=stop),
+                    settings.purge_interval_seconds,
                     stop,
                 )
             ),
@@ -149,5 +166,6 @@ def create_app(settings: ApiSettings) -> FastAPI:
     app.include_router(registrations_router)
     app.include_router(enrolments_router)
     app.include_router(concerns_router)
+    app.include_router(webhooks_router)
     app.add_middleware(BodyLimitAndCorrelation, max_body_bytes=settings.max_body_bytes)
     return app

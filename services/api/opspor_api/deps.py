@@ -9,6 +9,7 @@ from fastapi import Depends, Request
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from opspor_api.settings import ApiSettings
+from opspor_shared.clock import Clock
 from opspor_shared.db import unit_of_work
 from opspor_shared.reference import CalendarCache, PackCache
 
@@ -39,6 +40,12 @@ async def get_settings(request: Request) -> ApiSettings:
     return settings
 
 
+async def get_clock(request: Request) -> Clock:
+    clock: Clock = request.app.state.clock
+    return clock
+
+
 Calendars = Annotated[CalendarCache, Depends(get_calendars)]
 Packs = Annotated[PackCache, Depends(get_packs)]
+AppClock = Annotated[Clock, Depends(get_clock)]
 Settings = Annotated[ApiSettings, Depends(get_settings)]

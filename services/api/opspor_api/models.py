@@ -13,6 +13,7 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from opspor_shared.db import Base, TimestampMixin
 from opspor_shared.outbox import outbox_table
+from opspor_shared.purge import purge_log_table
 from opspor_shared.registrations import EnrolmentColumns, RegistrationStateColumns
 
 
@@ -60,6 +61,26 @@ class RulePackRow(TimestampMixin, Base):
     updated_at: Mapped[datetime] = mapped_column(server_default=func.now(), onupdate=func.now())
 
 
+class WebhookEndpoint(TimestampMixin, Base):
+    """A municipality's HTTPS endpoint for signed notices (Standard Webhooks).
+
+    The alerter reads these through opspor_shared.reference and signs with `secret`, so the
+    secret is stored as given: HMAC needs the key itself, a hash of it would not do.
+    """
+
+    __tablename__ = "webhook_endpoints"
+
+    municipality_id: Mapped[str] = mapped_column(ForeignKey("municipalities.id"), primary_key=True)
+    id: Mapped[str] = mapped_column(Text, primary_key=True)
+    url: Mapped[str] = mapped_column(Text)
+    secret: Mapped[str] = mapped_column(Text)
+    # Empty: every level (school). A level or school added later is then covered too.
+    levels: Mapped[list[str]] = mapped_column(JSONB, default=list)
+    school_ids: Mapped[list[str]] = mapped_column(JSONB, default=list)
+    enabled: Mapped[bool]
+    updated_at: Mapped[datetime] = mapped_column(server_default=func.now(), onupdate=func.now())
+
+
 class SchoolYearRow(TimestampMixin, Base):
     __tablename__ = "school_years"
     __table_args__ = (
@@ -80,6 +101,9 @@ class RegistrationEvent(Base):
     """Every accepted event exactly once, keyed by the producer's event id (dedup)."""
 
     __tablename__ = "registration_events"
+    # BRIN: events arrive roughly in date order, so the purge finds old dates cheaply, and the
+    # index costs almost nothing on ingest.
+    __table_args__ = (Index("ix_registration_events_date", "date", postgresql_using="brin"),)
 
     event_id: Mapped[str] = mapped_column(Text, primary_key=True)
     pupil_id: Mapped[str] = mapped_column(Text)
@@ -97,7 +121,10 @@ class Registration(RegistrationStateColumns, Base):
     """Current state per (pupil, date, slot), see opspor_shared.registrations."""
 
     __tablename__ = "registrations"
-    __table_args__ = (Index("ix_registrations_school_date", "school_id", "date"),)
+    __table_args__ = (
+        Index("ix_registrations_school_date", "school_id", "date"),
+        Index("ix_registrations_date", "date", postgresql_using="brin"),
+    )
 
 
 class Enrolment(EnrolmentColumns, Base):
@@ -128,6 +155,9 @@ class ConcernView(Base):
     rule_version: Mapped[str] = mapped_column(Text)
     explanation: Mapped[dict[str, Any]] = mapped_column(JSONB)
     updated_at: Mapped[datetime] = mapped_column(server_default=func.now(), onupdate=func.now())
+    # The withdrawn event's time while withdrawn, else NULL; the purge counts from it.
+    withdrawn_at: Mapped[datetime | None]
 
 
 api_outbox = outbox_table("api_outbox", Base.metadata)
+api_purges = purge_log_table("api_purges", Base.metadata)

@@ -1,4 +1,5 @@
-"""The threshold-worker process: consumer + day-change tick + outbox relay + ops endpoints."""
+"""The threshold-worker process: consumer + day-change tick + outbox relay + retention purge +
+ops endpoints."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from opspor_shared.ops import OpsServer, ops_app, readiness_checks
 from opspor_shared.reference import CalendarCache
 from opspor_shared.runtime import (
     run_consumer,
+    run_purge,
     run_relay,
     shutdown,
     stop_on_signals,
@@ -21,6 +23,7 @@ from opspor_shared.runtime import (
 from opspor_shared.stopping import sleep_or_stop
 from opspor_worker.metrics import TICK_SECONDS
 from opspor_worker.models import worker_outbox
+from opspor_worker.purge import SERVICE, purge_once
 from opspor_worker.repository import WorkerRepository
 from opspor_worker.service import Context, decode_registrations, store_and_evaluate, tick
 from opspor_worker.settings import WorkerSettings
@@ -71,6 +74,14 @@ async def run(settings: WorkerSettings, stop: asyncio.Event) -> None:
             )
         ),
         asyncio.create_task(ticker()),
+        asyncio.create_task(
+            run_purge(
+                SERVICE,
+                lambda stop: purge_once(engine, sessionmaker, settings, ctx.clock, stop=stop),
+                settings.purge_interval_seconds,
+                stop,
+            )
+        ),
     ]
     try:
         await stop.wait()

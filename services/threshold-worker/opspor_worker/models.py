@@ -12,6 +12,7 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from opspor_shared.db import Base, TimestampMixin
 from opspor_shared.outbox import outbox_table
+from opspor_shared.purge import purge_log_table
 from opspor_shared.registrations import EnrolmentColumns, RegistrationStateColumns
 
 
@@ -19,6 +20,9 @@ class WorkerRegistration(RegistrationStateColumns, Base):
     """The worker's own last-writer-wins copy of the registrations it consumed."""
 
     __tablename__ = "worker_registrations"
+    # BRIN: rows arrive roughly in date order, so the purge finds old dates cheaply, and the
+    # index costs almost nothing on ingest.
+    __table_args__ = (Index("ix_worker_registrations_date", "date", postgresql_using="brin"),)
 
 
 class WorkerEnrolment(EnrolmentColumns, Base):
@@ -67,6 +71,10 @@ class Concern(TimestampMixin, Base):
     revision: Mapped[int]
     explanation: Mapped[dict[str, Any]] = mapped_column(JSONB)
     updated_at: Mapped[datetime] = mapped_column(server_default=func.now(), onupdate=func.now())
+    # When the current withdrawal happened (the withdrawn event's time); NULL while active.
+    # The purge counts retention of a withdrawn concern from it.
+    withdrawn_at: Mapped[datetime | None]
 
 
 worker_outbox = outbox_table("worker_outbox", Base.metadata)
+worker_purges = purge_log_table("worker_purges", Base.metadata)

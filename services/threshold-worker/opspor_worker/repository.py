@@ -185,13 +185,19 @@ class WorkerRepository:
     def add_concern(self, concern: Concern) -> None:
         self.session.add(concern)
 
-    async def set_status(self, concern: Concern, status: str) -> None:
+    async def set_status(self, concern: Concern, status: str, at: datetime) -> None:
         concern.status = status
         concern.revision += 1
+        concern.withdrawn_at = at if status == "withdrawn" else None
         await self.session.execute(
             update(Concern)
             .where(Concern.concern_id == concern.concern_id)
-            .values(status=status, revision=concern.revision, updated_at=func.now())
+            .values(
+                status=status,
+                revision=concern.revision,
+                withdrawn_at=concern.withdrawn_at,
+                updated_at=func.now(),
+            )
         )
 
     async def horizons(self) -> dict[str, tuple[date | None, str]]:

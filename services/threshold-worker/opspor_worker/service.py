@@ -9,14 +9,15 @@ depends on one pupil's year, never on how many pupils exist.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, datetime, timedelta
 
 from pydantic import ValidationError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from opspor_shared.calendar import SchoolCalendar, horizon_for
+from opspor_shared.clock import Clock, system_clock
 from opspor_shared.db import unit_of_work
 from opspor_shared.engine import Crossing, RulePack, concern_id
 from opspor_shared.engine.timeline import Stay, evaluate_stays
@@ -41,17 +42,13 @@ from opspor_shared.reference import (
     ReferenceRepository,
     SchoolRef,
 )
+from opspor_shared.retention import retention_window
 from opspor_worker.metrics import CONCERNS_CHANGED, PUPILS_EVALUATED
 from opspor_worker.models import Concern, WorkerEnrolment
 from opspor_worker.repository import RegistrationRow, WorkerRepository, live_registrations
 from opspor_worker.settings import WorkerSettings
 
 log = get_logger(__name__)
-Clock = Callable[[], datetime]
-
-
-def system_clock() -> datetime:
-    return datetime.now(UTC)
 
 
 @dataclass
@@ -94,7 +91,7 @@ def _explanation(crossing: Crossing, pack: RulePack) -> ExplanationData:
     )
 
 
-def _event(concern: Concern, settings: WorkerSettings) -> OutboxMessage:
+def _event(concern: Concern, settings: WorkerSettings, now: datetime) -> OutboxMessage:
     data = ConcernData(
         concern_id=str(concern.concern_id),
         status=concern.status,  # type: ignore[arg-type]
@@ -114,7 +111,8 @@ def _event(concern: Concern, settings: WorkerSettings) -> OutboxMessage:
             id=f"{concern.concern_id}:{concern.revision}",
             source="/opspor/threshold-worker",
             type=CONCERN_RAISED if concern.status == "active" else CONCERN_WITHDRAWN,
-            time=datetime.now(UTC),
+            # The withdrawn_at every service records: the same instant everywhere.
+            time=now,
             subject=concern.pupil_id,
             data=data.model_dump(mode="json"),
         ),
@@ -152,6 +150,12 @@ async def evaluate_pupils(repo: WorkerRepository, ctx: Context, pupil_ids: Seque
     """Re-evaluates pupils from scratch and records + publishes the concern diff.
 
     Returns the number of concern changes (raised + withdrawn).
+
+    Retention: only school days from the cutoff C on are evaluated, and concerns crossing
+    before the settle date S are final (opspor_shared.retention): never raised, withdrawn or
+    raised again here, whatever the registrations now say. Crossings on or after S have their
+    whole window on or after C, so they are exactly those of an evaluation from the pupil's
+    first registration.
     """
     if not pupil_ids:
         return 0
@@ -169,6 +173,7 @@ async def evaluate_pupils(repo: WorkerRepository, ctx: Context, pupil_ids: Seque
     )
     held = await repo.concerns(pupil_ids)
     now = ctx.clock()
+    window = retention_window(ctx.settings, now)
     messages: list[OutboxMessage] = []
     pupils: list[dict[str, object]] = []
     for pupil_id in pupil_ids:
@@ -178,10 +183,13 @@ async def evaluate_pupils(repo: WorkerRepository, ctx: Context, pupil_ids: Seque
         current = refs[stays[-1].school_id]
         horizon = horizon_for(stays[-1].calendar, current.timezone, now)
         facts = live_registrations(regs[pupil_id])
-        crossings = evaluate_stays(stays, facts, horizon) if horizon else []
+        crossings = (
+            evaluate_stays(stays, facts, horizon, not_before=window.cutoff) if horizon else []
+        )
         wanted = {
             concern_id(pupil_id, c.pack_id, c.rule_id, c.rule_version, c.date): (school, c)
             for school, c in crossings
+            if not window.is_final(c.date)
         }
         mine = held[pupil_id]
         for cid, (school_id, crossing) in wanted.items():
@@ -205,14 +213,18 @@ async def evaluate_pupils(repo: WorkerRepository, ctx: Context, pupil_ids: Seque
                 )
                 repo.add_concern(concern)
             elif concern.status == "withdrawn":
-                await repo.set_status(concern, "active")
+                await repo.set_status(concern, "active", now)
             else:
                 continue
-            messages.append(_event(concern, ctx.settings))
+            messages.append(_event(concern, ctx.settings, now))
         for cid, concern in mine.items():
-            if cid not in wanted and concern.status == "active":
-                await repo.set_status(concern, "withdrawn")
-                messages.append(_event(concern, ctx.settings))
+            if (
+                cid not in wanted
+                and concern.status == "active"
+                and not window.is_final(concern.crossing_date)
+            ):
+                await repo.set_status(concern, "withdrawn", now)
+                messages.append(_event(concern, ctx.settings, now))
         pupils.append({"pupil_id": pupil_id, "school_id": current.id, "evaluated_horizon": horizon})
     await repo.session.flush()
     if pupils:
@@ -244,7 +256,17 @@ def decode_registrations(batch: Sequence[Delivered]) -> tuple[list[Fact], list[C
 
 
 async def store_and_evaluate(repo: WorkerRepository, ctx: Context, items: Sequence[Fact]) -> int:
-    """Thin consumer body: store the batch (last writer wins), then evaluate touched pupils."""
+    """Thin consumer body: store the batch (last writer wins), then evaluate touched pupils.
+
+    Registrations dated before the retention cutoff are dropped (the api refuses them; a replay
+    of the topic can still bring them): evaluation would ignore them and the purge delete them.
+    """
+    cutoff = retention_window(ctx.settings, ctx.clock()).cutoff
+    # Enrolments are kept: a pupil enrolled long ago still has days after the cutoff.
+    kept = [i for i in items if isinstance(i, EnrolmentData) or i.date >= cutoff]
+    if len(kept) < len(items):
+        log.info("registrations_past_retention_dropped", count=len(items) - len(kept))
+    items = kept
     if not items:
         return 0
     await repo.apply_registrations([i for i in items if isinstance(i, RegistrationData)])

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from bisect import bisect_right
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import date
 
 from opspor_shared.calendar import SchoolCalendar, SchoolYear
@@ -79,9 +79,20 @@ def _ends(stays: Sequence[Stay]) -> list[date | None]:
 
 
 def evaluate_stays(
-    stays: Sequence[Stay], registrations: Iterable[RegistrationLike], horizon: date
+    stays: Sequence[Stay],
+    registrations: Iterable[RegistrationLike],
+    horizon: date,
+    not_before: date | None = None,
 ) -> list[tuple[str, Crossing]]:
-    """(school id, crossing) for every crossing up to ``horizon``; stays sorted by start."""
+    """(school id, crossing) for every crossing up to ``horizon``; stays sorted by start.
+
+    ``not_before`` (the retention cutoff) is the earliest day of the pupil's school days."""
+    if not_before is not None:
+        stays = [
+            replace(s, start=max(s.start or date.min, not_before))
+            for s in stays
+            if s.end is None or s.end > not_before
+        ]
     if not stays:
         return []
     regs = list(registrations)

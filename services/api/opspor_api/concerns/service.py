@@ -14,6 +14,7 @@ from opspor_api.models import ConcernView
 from opspor_shared.events import CloudEvent, ConcernData
 from opspor_shared.kafka import Delivered
 from opspor_shared.logging import get_logger
+from opspor_shared.retention import RetentionWindow
 
 log = get_logger(__name__)
 
@@ -64,7 +65,7 @@ async def get_concern(repo: ConcernRepository, concern_id: uuid.UUID) -> Concern
     return concern_out(row)
 
 
-def _row(data: ConcernData) -> dict[str, object]:
+def _row(data: ConcernData, event: CloudEvent) -> dict[str, object]:
     return {
         "concern_id": uuid.UUID(data.concern_id),
         "revision": data.revision,
@@ -78,15 +79,20 @@ def _row(data: ConcernData) -> dict[str, object]:
         "rule_id": data.explanation.rule_id,
         "rule_version": data.explanation.rule_version,
         "explanation": data.explanation.model_dump(mode="json"),
+        "withdrawn_at": event.time if data.status == "withdrawn" else None,
     }
 
 
-async def project(repo: ConcernRepository, batch: list[Delivered]) -> list[CloudEvent]:
+async def project(
+    repo: ConcernRepository, batch: list[Delivered], window: RetentionWindow
+) -> list[CloudEvent]:
     """Applies concern events to the api's read model (idempotent, order-insensitive).
 
-    Returns the events whose data is not a concern, for the dead-letter topic.
+    Skips events that can only be replays of concerns the purge has removed (see
+    RetentionWindow.event_outlived). Returns the events whose data is not a concern, for the
+    dead-letter topic.
     """
-    latest: dict[str, ConcernData] = {}
+    latest: dict[str, tuple[ConcernData, CloudEvent]] = {}
     refused: list[CloudEvent] = []
     for delivered in batch:
         try:
@@ -95,9 +101,12 @@ async def project(repo: ConcernRepository, batch: list[Delivered]) -> list[Cloud
             log.warning("concern_event_invalid", event_id=delivered.event.id)
             refused.append(delivered.event)
             continue
+        if window.event_outlived(data.crossing_date, delivered.event.time):
+            log.info("concern_event_past_retention", event_id=delivered.event.id)
+            continue
         held = latest.get(data.concern_id)
-        if held is None or held.revision < data.revision:
-            latest[data.concern_id] = data
+        if held is None or held[0].revision < data.revision:
+            latest[data.concern_id] = (data, delivered.event)
     if latest:
-        await repo.apply([_row(d) for d in latest.values()])
+        await repo.apply([_row(d, e) for d, e in latest.values()])
     return refused

@@ -6,7 +6,7 @@ from fastapi import APIRouter, Path, Response
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from opspor_api.config.repository import ConfigRepository
-from opspor_api.deps import Calendars, Session, Settings
+from opspor_api.deps import AppClock, Calendars, Session, Settings
 from opspor_api.errors import PROBLEM_RESPONSES
 from opspor_api.registrations import service
 from opspor_api.registrations.repository import RegistrationRepository
@@ -19,7 +19,9 @@ from opspor_api.registrations.schemas import (
 )
 from opspor_api.settings import ApiSettings
 from opspor_api.validation import ID_PATTERN
+from opspor_shared.clock import Clock
 from opspor_shared.reference import CalendarCache
+from opspor_shared.retention import retention_window
 
 router = APIRouter(prefix="/v1", tags=["registrations"], responses=PROBLEM_RESPONSES)
 
@@ -34,6 +36,7 @@ async def _ingest_one(
     session: AsyncSession,
     calendars: CalendarCache,
     settings: ApiSettings,
+    clock: Clock,
     response: Response,
 ) -> IngestResult:
     result = await service.ingest(
@@ -41,6 +44,7 @@ async def _ingest_one(
         ConfigRepository(session),
         calendars,
         settings,
+        retention_window(settings, clock()),
         [item],
         [()],
     )
@@ -60,9 +64,10 @@ async def post_registration(
     session: Session,
     calendars: Calendars,
     settings: Settings,
+    clock: AppClock,
     response: Response,
 ) -> IngestResult:
-    return await _ingest_one(body, session, calendars, settings, response)
+    return await _ingest_one(body, session, calendars, settings, clock, response)
 
 
 @router.post(
@@ -71,13 +76,14 @@ async def post_registration(
     summary="Record up to 5,000 registrations; all or nothing",
 )
 async def post_batch(
-    body: BatchIn, session: Session, calendars: Calendars, settings: Settings
+    body: BatchIn, session: Session, calendars: Calendars, settings: Settings, clock: AppClock
 ) -> IngestResult:
     return await service.ingest(
         RegistrationRepository(session),
         ConfigRepository(session),
         calendars,
         settings,
+        retention_window(settings, clock()),
         body.items,
         [("items", i) for i in range(len(body.items))],
     )
@@ -95,9 +101,10 @@ async def post_retraction(
     session: Session,
     calendars: Calendars,
     settings: Settings,
+    clock: AppClock,
     response: Response,
 ) -> IngestResult:
-    return await _ingest_one(body, session, calendars, settings, response)
+    return await _ingest_one(body, session, calendars, settings, clock, response)
 
 
 @router.get(

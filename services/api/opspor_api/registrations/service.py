@@ -21,6 +21,7 @@ from opspor_shared.events import (
 from opspor_shared.logging import correlation_id
 from opspor_shared.outbox import OutboxMessage
 from opspor_shared.reference import CalendarCache, ReferenceRepository
+from opspor_shared.retention import RetentionWindow
 
 Item = RegistrationIn | RetractionIn
 Loc = tuple[str | int, ...]
@@ -40,6 +41,7 @@ def _same(stored: RegistrationEvent, new: RegistrationData) -> bool:
 async def _validate(
     config: ConfigRepository,
     calendars: CalendarCache,
+    window: RetentionWindow,
     items: Sequence[Item],
     locs: Sequence[Loc],
 ) -> None:
@@ -50,7 +52,21 @@ async def _validate(
     for item, loc in zip(items, locs, strict=True):
         if item.school_id not in schools:
             errors.append(field_error((*loc, "school_id"), f"unknown school {item.school_id!r}"))
-        elif isinstance(item, RegistrationIn) and not cals[item.school_id].is_school_day(item.date):
+        if item.date < window.cutoff:
+            # Accepting it would only feed the purge; the worker would ignore it anyway.
+            errors.append(
+                field_error(
+                    (*loc, "date"),
+                    f"{item.date} is older than the retention period of "
+                    f"{window.registration_days} days (the earliest accepted date is "
+                    f"{window.cutoff})",
+                )
+            )
+        elif (
+            item.school_id in schools
+            and isinstance(item, RegistrationIn)
+            and not cals[item.school_id].is_school_day(item.date)
+        ):
             reason = why_not_school_day(cals[item.school_id], item.date)
             errors.append(
                 field_error(
@@ -66,10 +82,11 @@ async def ingest(
     config: ConfigRepository,
     calendars: CalendarCache,
     settings: ApiSettings,
+    window: RetentionWindow,
     items: Sequence[Item],
     locs: Sequence[Loc],
 ) -> IngestResult:
-    await _validate(config, calendars, items, locs)
+    await _validate(config, calendars, window, items, locs)
 
     # The same event id twice in one request: identical copies are duplicates, anything else
     # is a producer bug we must not guess about.

@@ -1,0 +1,139 @@
+"""The alerter's retention purge (README "Retention"), and its command:
+
+    python -m opspor_alerter.purge [--dry-run]
+
+Deletes closed concerns past their retention together with their notices and delivery attempts,
+logging each deletion in alerter_purges. A concern stays, with everything it has, while any of
+its notices is pending or leased by a delivery loop (cancelled while its send was in flight): a
+notice is never purged before its fate is recorded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from collections.abc import Sequence
+
+from sqlalchemy import ColumnElement, and_, delete, exists, func, or_, select
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from opspor_alerter.models import AlerterConcern, DeliveryAttempt, Notice, alerter_purges
+from opspor_shared.clock import Clock
+from opspor_shared.purge import (
+    Chunk,
+    PurgeReport,
+    PurgeStep,
+    closed_concern_condition,
+    closed_concern_criteria,
+    command,
+    count_rows,
+    purge,
+    rowcount,
+    table_of,
+)
+from opspor_shared.retention import RetentionWindow, retention_window
+from opspor_shared.settings import ServiceSettings
+
+SERVICE = "alerter"
+# A concern brings a few notices (one per recipient and revision) and their attempts along;
+# this keeps a chunk's statements near PURGE_CHUNK_ROWS rows.
+ROWS_PER_CONCERN = 10
+
+
+def steps(window: RetentionWindow) -> Sequence[PurgeStep]:
+    concerns = table_of(AlerterConcern)
+    notices = table_of(Notice)
+    attempts = table_of(DeliveryAttempt)
+    busy = exists().where(
+        notices.c.concern_id == concerns.c.concern_id,
+        or_(notices.c.status == "pending", notices.c.lease_until > func.now()),
+    )
+    due: ColumnElement[bool] = and_(closed_concern_condition(concerns, window), ~busy)
+    of_due = notices.c.concern_id.in_(select(concerns.c.concern_id).where(due))
+    criteria = closed_concern_criteria(window) + ", no notice pending or leased"
+
+    async def chunk(session: AsyncSession, limit: int) -> Chunk:
+        wanted = max(1, limit // ROWS_PER_CONCERN)
+        ids = list(
+            await session.scalars(
+                select(concerns.c.concern_id)
+                .where(due)
+                .order_by(concerns.c.concern_id)
+                .limit(wanted)
+                # Holds back a concurrent event for the same concern until this commits.
+                .with_for_update(skip_locked=True)
+            )
+        )
+        if not ids:
+            return Chunk({concerns.name: 0}, more=False)
+        of_chosen = select(notices.c.id).where(notices.c.concern_id.in_(ids))
+        deleted_attempts = rowcount(
+            await session.execute(delete(attempts).where(attempts.c.notice_id.in_(of_chosen)))
+        )
+        deleted_notices = rowcount(
+            await session.execute(delete(notices).where(notices.c.concern_id.in_(ids)))
+        )
+        deleted_concerns = rowcount(
+            await session.execute(delete(concerns).where(concerns.c.concern_id.in_(ids)))
+        )
+        return Chunk(
+            {
+                concerns.name: deleted_concerns,
+                notices.name: deleted_notices,
+                attempts.name: deleted_attempts,
+            },
+            more=len(ids) == wanted,
+        )
+
+    async def count(session: AsyncSession) -> dict[str, int]:
+        return {
+            concerns.name: await count_rows(session, concerns, due),
+            notices.name: await count_rows(session, notices, of_due),
+            attempts.name: await count_rows(
+                session,
+                attempts,
+                attempts.c.notice_id.in_(select(notices.c.id).where(of_due)),
+            ),
+        }
+
+    return [
+        PurgeStep(
+            {
+                concerns.name: criteria,
+                notices.name: f"of the purged {concerns.name}",
+                attempts.name: f"of the purged {notices.name}",
+            },
+            chunk,
+            count,
+        )
+    ]
+
+
+async def purge_once(
+    engine: AsyncEngine,
+    sessionmaker: async_sessionmaker[AsyncSession],
+    settings: ServiceSettings,
+    clock: Clock,
+    dry_run: bool = False,
+    stop: asyncio.Event | None = None,
+) -> PurgeReport:
+    window = retention_window(settings, clock())
+    return await purge(
+        engine,
+        sessionmaker,
+        service=SERVICE,
+        log_table=alerter_purges,
+        steps=steps(window),
+        window=window,
+        chunk_rows=settings.purge_chunk_rows,
+        dry_run=dry_run,
+        stop=stop,
+    )
+
+
+def main() -> None:
+    sys.exit(command(SERVICE, purge_once))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,91 @@
+"""The api's retention purge (README "Retention"), and its command:
+
+    python -m opspor_api.purge [--dry-run]
+
+Deletes registration events and current registrations dated before the cutoff, and closed
+concerns of the read model past their retention, logging each deletion in api_purges.
+Registrations dated before the cutoff are refused at the door, so no writer competes for them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from collections.abc import Sequence
+
+from sqlalchemy import ColumnElement, Table
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from opspor_api.models import ConcernView, Registration, RegistrationEvent, api_purges
+from opspor_shared.clock import Clock
+from opspor_shared.purge import (
+    Chunk,
+    PurgeReport,
+    PurgeStep,
+    closed_concern_condition,
+    closed_concern_criteria,
+    command,
+    count_rows,
+    delete_chunk,
+    purge,
+    table_of,
+)
+from opspor_shared.retention import RetentionWindow, retention_window
+from opspor_shared.settings import ServiceSettings
+
+SERVICE = "api"
+
+
+def _step(table: Table, condition: ColumnElement[bool], criteria: str) -> PurgeStep:
+    async def chunk(session: AsyncSession, limit: int) -> Chunk:
+        n = await delete_chunk(session, table, condition, limit)
+        return Chunk({table.name: n}, more=n == limit)
+
+    async def count(session: AsyncSession) -> dict[str, int]:
+        return {table.name: await count_rows(session, table, condition)}
+
+    return PurgeStep({table.name: criteria}, chunk, count)
+
+
+def steps(window: RetentionWindow) -> Sequence[PurgeStep]:
+    events = table_of(RegistrationEvent)
+    current = table_of(Registration)
+    concerns = table_of(ConcernView)
+    old = f"date < {window.cutoff}"
+    return [
+        _step(events, events.c.date < window.cutoff, old),
+        _step(current, current.c.date < window.cutoff, old),
+        _step(
+            concerns, closed_concern_condition(concerns, window), closed_concern_criteria(window)
+        ),
+    ]
+
+
+async def purge_once(
+    engine: AsyncEngine,
+    sessionmaker: async_sessionmaker[AsyncSession],
+    settings: ServiceSettings,
+    clock: Clock,
+    dry_run: bool = False,
+    stop: asyncio.Event | None = None,
+) -> PurgeReport:
+    window = retention_window(settings, clock())
+    return await purge(
+        engine,
+        sessionmaker,
+        service=SERVICE,
+        log_table=api_purges,
+        steps=steps(window),
+        window=window,
+        chunk_rows=settings.purge_chunk_rows,
+        dry_run=dry_run,
+        stop=stop,
+    )
+
+
+def main() -> None:
+    sys.exit(command(SERVICE, purge_once))
+
+
+if __name__ == "__main__":
+    main()

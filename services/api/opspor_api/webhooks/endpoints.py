@@ -1,0 +1,50 @@
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Path, Response
+
+from opspor_api.deps import Session
+from opspor_api.errors import PROBLEM_RESPONSES
+from opspor_api.validation import ID_PATTERN
+from opspor_api.webhooks import service
+from opspor_api.webhooks.repository import WebhookRepository
+from opspor_api.webhooks.schemas import WebhookIn, WebhookOut
+
+router = APIRouter(prefix="/v1", tags=["webhooks"], responses=PROBLEM_RESPONSES)
+
+PathId = Annotated[str, Path(min_length=1, max_length=64, pattern=ID_PATTERN)]
+
+
+@router.put(
+    "/municipalities/{municipality_id}/webhooks/{webhook_id}",
+    response_model=WebhookOut,
+    summary="Create or replace a webhook endpoint (the secret is never returned)",
+)
+async def put_webhook(
+    municipality_id: PathId,
+    webhook_id: PathId,
+    body: WebhookIn,
+    session: Session,
+    response: Response,
+) -> WebhookOut:
+    out, created = await service.put_webhook(
+        WebhookRepository(session), municipality_id, webhook_id, body
+    )
+    response.status_code = 201 if created else 200
+    return out
+
+
+@router.get("/municipalities/{municipality_id}/webhooks", response_model=list[WebhookOut])
+async def list_webhooks(municipality_id: PathId, session: Session) -> list[WebhookOut]:
+    return await service.list_webhooks(WebhookRepository(session), municipality_id)
+
+
+@router.get("/municipalities/{municipality_id}/webhooks/{webhook_id}", response_model=WebhookOut)
+async def get_webhook(municipality_id: PathId, webhook_id: PathId, session: Session) -> WebhookOut:
+    return await service.get_webhook(WebhookRepository(session), municipality_id, webhook_id)
+
+
+@router.delete("/municipalities/{municipality_id}/webhooks/{webhook_id}", status_code=204)
+async def delete_webhook(municipality_id: PathId, webhook_id: PathId, session: Session) -> None:
+    await service.delete_webhook(WebhookRepository(session), municipality_id, webhook_id)

@@ -1,0 +1,78 @@
+"""Webhook endpoints of a municipality: stored for the alerter, answered without the secret."""
+
+from __future__ import annotations
+
+import hashlib
+from urllib.parse import urlsplit, urlunsplit
+
+from opspor_api.errors import InvalidInput, NotFound, field_error
+from opspor_api.models import WebhookEndpoint
+from opspor_api.webhooks.repository import WebhookRepository
+from opspor_api.webhooks.schemas import WebhookIn, WebhookOut, secret_key
+
+
+def fingerprint(secret: str) -> str:
+    # Of the decoded key, so the same key written with or without padding looks the same.
+    return "sha256:" + hashlib.sha256(secret_key(secret)).hexdigest()[:8]
+
+
+def webhook_out(row: WebhookEndpoint) -> WebhookOut:
+    parts = urlsplit(row.url)
+    return WebhookOut(
+        id=row.id,
+        municipality_id=row.municipality_id,
+        url=urlunsplit((parts.scheme, parts.netloc, parts.path, "", "")),
+        url_query_redacted=bool(parts.query),
+        secret_fingerprint=fingerprint(row.secret),
+        levels=list(row.levels),
+        school_ids=list(row.school_ids),
+        enabled=row.enabled,
+    )
+
+
+async def _require_municipality(repo: WebhookRepository, municipality_id: str) -> None:
+    if not await repo.municipality_exists(municipality_id):
+        raise NotFound(f"no municipality {municipality_id!r}")
+
+
+async def put_webhook(
+    repo: WebhookRepository, municipality_id: str, webhook_id: str, data: WebhookIn
+) -> tuple[WebhookOut, bool]:
+    await _require_municipality(repo, municipality_id)
+    known = await repo.schools_of(municipality_id, data.school_ids)
+    errors = [
+        field_error(("school_ids", i), "no such school in this municipality")
+        for i, school_id in enumerate(data.school_ids)
+        if school_id not in known
+    ]
+    if errors:
+        raise InvalidInput("the webhook names unknown schools", errors)
+    values: dict[str, object] = {
+        "municipality_id": municipality_id,
+        "id": webhook_id,
+        "url": data.url,
+        "secret": data.secret.get_secret_value(),
+        "levels": sorted(set(data.levels)),
+        "school_ids": sorted(set(data.school_ids)),
+        "enabled": data.enabled,
+    }
+    created = await repo.upsert(values)
+    row = WebhookEndpoint(**values)
+    return webhook_out(row), created
+
+
+async def get_webhook(repo: WebhookRepository, municipality_id: str, webhook_id: str) -> WebhookOut:
+    row = await repo.get(municipality_id, webhook_id)
+    if row is None:
+        raise NotFound(f"municipality {municipality_id!r} has no webhook {webhook_id!r}")
+    return webhook_out(row)
+
+
+async def list_webhooks(repo: WebhookRepository, municipality_id: str) -> list[WebhookOut]:
+    await _require_municipality(repo, municipality_id)
+    return [webhook_out(row) for row in await repo.list(municipality_id)]
+
+
+async def delete_webhook(repo: WebhookRepository, municipality_id: str, webhook_id: str) -> None:
+    if not await repo.delete(municipality_id, webhook_id):
+        raise NotFound(f"municipality {municipality_id!r} has no webhook {webhook_id!r}")

@@ -1,0 +1,145 @@
+"""Webhook endpoint configuration: validation names the field, the secret is never returned, and
+neither the secret nor the URL's query string shows up in a problem document."""
+
+from __future__ import annotations
+
+import base64
+from typing import Any
+
+import httpx
+import pytest
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from opspor_shared.reference import ReferenceRepository
+from tests.support import configure
+
+SECRET = "whsec_" + base64.b64encode(b"s" * 32).decode()  # ends in "="
+TOKEN = "q-token-83bd1f"
+URL = f"https://integration.aalborg.example/opspor/hooks?token={TOKEN}"
+HOOK = "/v1/municipalities/aalborg/webhooks/sager"
+BODY: dict[str, Any] = {"url": URL, "secret": SECRET, "levels": ["concern"], "enabled": True}
+
+
+def problem_fields(response: httpx.Response) -> set[str]:
+    assert response.headers["content-type"] == "application/problem+json"
+    return {e["field"] for e in response.json()["errors"]}
+
+
+def assert_no_secret(response: httpx.Response, *secrets: str) -> None:
+    for secret in (SECRET, SECRET.removeprefix("whsec_"), TOKEN, *secrets):
+        assert secret not in response.text, secret
+
+
+async def test_webhook_is_created_read_listed_and_deleted_without_its_secret(
+    client: httpx.AsyncClient,
+) -> None:
+    await configure(client)
+
+    created = await client.put(HOOK, json=BODY)
+    assert created.status_code == 201, created.text
+    again = await client.put(HOOK, json=BODY | {"levels": ["ppr-must", "concern", "concern"]})
+    assert again.status_code == 200
+
+    one = await client.get(HOOK)
+    listed = await client.get("/v1/municipalities/aalborg/webhooks")
+    for response in (created, again, one, listed):
+        assert response.status_code in (200, 201)
+        assert "secret" not in (response.json()[0] if response is listed else response.json())
+        assert_no_secret(response)
+    body = one.json()
+    assert body == {
+        "id": "sager",
+        "municipality_id": "aalborg",
+        "url": "https://integration.aalborg.example/opspor/hooks",
+        "url_query_redacted": True,
+        "secret_set": True,
+        "secret_fingerprint": body["secret_fingerprint"],
+        "levels": ["concern", "ppr-must"],
+        "school_ids": [],
+        "enabled": True,
+    }
+    assert body["secret_fingerprint"].startswith("sha256:")
+    assert len(body["secret_fingerprint"]) == len("sha256:") + 8
+    assert [w["id"] for w in listed.json()] == ["sager"]
+
+    assert (await client.delete(HOOK)).status_code == 204
+    assert (await client.get(HOOK)).status_code == 404
+    assert (await client.delete(HOOK)).status_code == 404
+    assert (await client.get("/v1/municipalities/aalborg/webhooks")).json() == []
+
+
+async def test_fingerprint_tells_secrets_apart(client: httpx.AsyncClient) -> None:
+    await configure(client)
+    first = (await client.put(HOOK, json=BODY)).json()["secret_fingerprint"]
+    same = (await client.put(HOOK, json=BODY)).json()["secret_fingerprint"]
+    unpadded = (await client.put(HOOK, json=BODY | {"secret": SECRET.rstrip("=")})).json()
+    other_secret = "whsec_" + base64.b64encode(b"t" * 32).decode()
+    other = (await client.put(HOOK, json=BODY | {"secret": other_secret})).json()
+    assert first == same == unpadded["secret_fingerprint"] != other["secret_fingerprint"]
+
+
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [
+        ({"url": f"http://integration.aalborg.example/hooks?token={TOKEN}"}, "url"),
+        ({"url": f"https://user:{TOKEN}@integration.aalborg.example/hooks"}, "url"),
+        ({"url": f"ftp://integration.aalborg.example/hooks?token={TOKEN}"}, "url"),
+        ({"url": f"https:///hooks?token={TOKEN}"}, "url"),
+        ({"url": f"https://integration.aalborg.example:99999/?token={TOKEN}"}, "url"),
+        ({"secret": SECRET.removeprefix("whsec_")}, "secret"),  # no prefix
+        ({"secret": SECRET[:-4] + "!!!!"}, "secret"),  # not base64
+        ({"secret": "whsec_" + base64.b64encode(b"s" * 16).decode()}, "secret"),  # too short
+        ({"secret": "whsec_" + base64.b64encode(b"s" * 65).decode()}, "secret"),  # too long
+        ({"levels": ["not a level"]}, "levels[0]"),
+        ({"enabled": "sometimes"}, "enabled"),
+        ({"extra": 1}, "extra"),
+    ],
+)
+async def test_invalid_webhook_names_the_field_stores_nothing_and_echoes_no_secret(
+    client: httpx.AsyncClient, change: dict[str, Any], field: str
+) -> None:
+    await configure(client)
+    response = await client.put(HOOK, json=BODY | change)
+    assert response.status_code == 422, response.text
+    assert problem_fields(response) == {field}
+    assert_no_secret(response, *(str(v) for v in change.values() if isinstance(v, str)))
+    assert (await client.get(HOOK)).status_code == 404
+
+
+async def test_missing_url_and_secret_are_both_named(client: httpx.AsyncClient) -> None:
+    await configure(client)
+    response = await client.put(HOOK, json={"levels": []})
+    assert response.status_code == 422
+    assert problem_fields(response) == {"url", "secret"}
+
+
+async def test_schools_must_belong_to_the_municipality(client: httpx.AsyncClient) -> None:
+    await configure(client)
+    await configure(client, municipality="hals", school="hals-skole")
+    response = await client.put(HOOK, json=BODY | {"school_ids": ["vestbjerg", "hals-skole"]})
+    assert response.status_code == 422
+    assert problem_fields(response) == {"school_ids[1]"}
+    assert_no_secret(response)
+    ok = await client.put(HOOK, json=BODY | {"school_ids": ["vestbjerg"]})
+    assert ok.status_code == 201 and ok.json()["school_ids"] == ["vestbjerg"]
+
+
+async def test_unknown_municipality_is_404(client: httpx.AsyncClient) -> None:
+    response = await client.put(HOOK, json=BODY)
+    assert response.status_code == 404
+    assert_no_secret(response)
+    assert (await client.get("/v1/municipalities/aalborg/webhooks")).status_code == 404
+
+
+async def test_the_alerter_reads_what_the_api_stored(
+    client: httpx.AsyncClient, sessionmaker: async_sessionmaker[AsyncSession]
+) -> None:
+    """The api's row is what opspor_shared.reference hands the alerter, secret and URL intact."""
+    await configure(client)
+    await client.put(HOOK, json=BODY | {"levels": ["concern"], "school_ids": ["vestbjerg"]})
+    async with sessionmaker() as session:
+        [ref] = await ReferenceRepository(session).webhook_endpoints("aalborg")
+    assert (ref.url, ref.secret) == (URL, SECRET)
+    assert ref.matches("concern", "vestbjerg") and not ref.matches("ppr-must", "vestbjerg")
+    assert not ref.matches("concern", "another-school")
+    assert URL not in repr(ref) and SECRET not in repr(ref)
