@@ -143,7 +143,8 @@ class WorkerRepository:
         assert driver is not None  # a checked-out connection always has one
         if not driver.is_in_transaction():
             # SQLAlchemy's asyncpg adapter opens the transaction with its first statement;
-            # a read outside it would not see this session's own writes.
+            # without one, this read would run outside the transaction (and snapshot) the
+            # session's later statements use.
             await connection.execute(text("select 1"))
         return driver
 

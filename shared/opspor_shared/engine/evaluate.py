@@ -31,8 +31,11 @@ dry run of a changed pack must both agree with it. Choices made where DOMAIN.md 
   (count, consecutive) or on every window day with c(d) > 0 (total, share), sorted by date,
   slot, category, extent.
 
-Cost: O(days) per rule with prefix sums over integer units of 1/10000 day; contributions and
-summaries are built only for crossing days.
+Cost: per rule, O(r log r) for a pupil with r registrations, whatever the number of school
+days. c(d) is kept only on the days it is above 0, with running sums in integer units of
+1/10000 day, so a window's sum or count is two bisections; and a rule is judged only on the
+days where it can start to be met (see ``_candidates``) instead of on every school day.
+Contributions and summaries are built only for crossing days.
 """
 
 from __future__ import annotations
@@ -131,6 +134,11 @@ def _period_starts(calendar: SchoolCalendar, kind: PeriodKind) -> list[int]:
     return starts
 
 
+_PERIOD_FIRSTS: weakref.WeakKeyDictionary[SchoolCalendar, dict[str, list[int]]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
 def _period_firsts(calendar: SchoolCalendar, kind: PeriodKind) -> list[int]:
     """The school day indices on which a fixed period starts, in order."""
     per_calendar = _PERIOD_FIRSTS.get(calendar)
@@ -143,10 +151,6 @@ def _period_firsts(calendar: SchoolCalendar, kind: PeriodKind) -> list[int]:
         per_calendar[kind] = firsts
     return firsts
 
-
-_PERIOD_FIRSTS: weakref.WeakKeyDictionary[SchoolCalendar, dict[str, list[int]]] = (
-    weakref.WeakKeyDictionary()
-)
 
 # Thresholds, totals and shares of the packs in units; a handful of distinct values.
 _UNITS: dict[Decimal, int] = {}
@@ -226,7 +230,7 @@ class _Pupil:
             per_day[local] = per_day.get(local, 0) + units
             self._counted.append((local, reg))
         self._sums: dict[frozenset[Category], _Sums | None] = {}
-        self._starts: dict[str, list[int]] = {}
+        self._calendar_starts: dict[str, list[int]] = {}  # per kind, calendar day indices
 
     @property
     def by_day(self) -> dict[int, list[RegistrationLike]]:
@@ -250,9 +254,9 @@ class _Pupil:
 
     def period_start(self, kind: PeriodKind, i: int) -> int:
         """The pupil day on which the fixed period holding pupil day ``i`` starts for the pupil."""
-        starts = self._starts.get(kind)
+        starts = self._calendar_starts.get(kind)
         if starts is None:
-            starts = self._starts[kind] = _period_starts(self.calendar, kind)
+            starts = self._calendar_starts[kind] = _period_starts(self.calendar, kind)
         start = starts[self.first + i] - self.first
         return start if start > 0 else 0
 
