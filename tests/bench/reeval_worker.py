@@ -2,7 +2,7 @@
 
     python -m tests.bench.reeval_worker --database-url URL --now 2027-06-25T10:00:00+00:00
 
-Runs in a process of its own so that its peak memory (ru_maxrss) is the worker's, not the load
+Runs in a process of its own so that its peak memory (VmHWM) is the worker's, not the load
 generator's. It imports what the worker process imports, tunes the garbage collector as the
 worker's main() does, and then waits: it prints one JSON line ({"ready": ...}) and starts only
 when a line arrives on stdin, so that the parent can start its CPU meter and profiler first.
@@ -17,7 +17,6 @@ import argparse
 import asyncio
 import json
 import os
-import resource
 import sys
 import time
 from datetime import datetime
@@ -31,17 +30,22 @@ from opspor_worker.service import Context, tick
 from opspor_worker.settings import WorkerSettings
 
 
-def rss_mib() -> float:
+def _status_mib(field: str) -> float:
     with open("/proc/self/status") as status:
         for line in status:
-            if line.startswith("VmRSS:"):
+            if line.startswith(field):
                 return int(line.split()[1]) / 1024
     return 0.0
 
 
+def rss_mib() -> float:
+    return _status_mib("VmRSS:")
+
+
 def peak_rss_mib() -> float:
-    # Linux reports ru_maxrss in KiB.
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    """This process's peak resident memory (VmHWM). Not ru_maxrss: Linux carries that over
+    from the parent through fork and exec, so a large benchmark process would show instead."""
+    return _status_mib("VmHWM:")
 
 
 async def run(args: argparse.Namespace, out: TextIO) -> None:

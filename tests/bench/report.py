@@ -270,7 +270,7 @@ def _reeval_lines(r: dict[str, Any]) -> list[str]:
     ok = first["seconds"] < TARGET_REEVAL_SECONDS and first["peak_rss_mib"] < TARGET_REEVAL_RSS_MIB
     lines.append(
         f"    targets: {'met' if ok else 'NOT met'} (first tick {first['seconds']:.1f} s,"
-        f" peak RSS {first['peak_rss_mib']:.0f} MiB; RSS is the worker process's ru_maxrss)"
+        f" peak RSS {first['peak_rss_mib']:.0f} MiB: the worker process's VmHWM)"
     )
     return lines
 
