@@ -1,9 +1,11 @@
 """Entry point of `make bench`: start the stack, measure, print a table, write JSON.
 
     .venv/bin/python -m tests.bench.run [--ingest-total 100000] [--latency-seconds 60] ...
+    .venv/bin/python -m tests.bench.run --only reeval [--reeval-pupils 100000]
 
 The load generator runs in this process (asyncio + httpx), as does the TLS mailbox thread of
 the stack; they share the machine's cores with PostgreSQL, the broker and the three services.
+Phase (c), the full-year re-evaluation, runs after the stack has stopped, without it.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from tests.bench.ingest import HEADERS, run_ingest
 from tests.bench.latency import build_plan, collect_mail, send_plan, stage_breakdown
 from tests.bench.profile import Profiler
 from tests.bench.progress import Progress
+from tests.bench.reevaluate import reeval_phase
 from tests.bench.report import format_report
 from tests.bench.system import CpuMeter, describe_machine
 from tests.bench.workload import (
@@ -42,6 +45,7 @@ from tests.bench.workload import (
 )
 
 ROOT = Path(__file__).resolve().parents[2]
+PHASES = ("ingest", "latency", "reeval")
 INGEST_SCHOOL = "bench-ingest"
 LATENCY_SCHOOL = "bench-latency"
 # Grown by the ingest; vacuumed between settings so autovacuum does not start mid-measurement.
@@ -86,12 +90,40 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--py-spy", type=Path, default=None, help="profile services with this py-spy")
     p.add_argument("--skip-ingest", action="store_true")
     p.add_argument("--skip-latency", action="store_true")
+    p.add_argument("--skip-reeval", action="store_true")
+    p.add_argument(
+        "--only", choices=PHASES, default=None, help="run this phase alone (reeval needs no stack)"
+    )
+    p.add_argument("--reeval-pupils", type=int, default=100_000, help="pupils in phase (c)")
+    p.add_argument("--reeval-schools", type=int, default=100)
+    p.add_argument("--reeval-seed", type=int, default=20261122, help="random seed of the data")
+    p.add_argument(
+        "--reeval-chunk", type=int, default=0, help="worker TICK_CHUNK_PUPILS in (c); 0 = default"
+    )
+    p.add_argument(
+        "--reeval-keep-database", action="store_true", help="keep <database>_reeval afterwards"
+    )
+    p.add_argument(
+        "--reeval-enrolments",
+        action="store_true",
+        help="give every pupil an enrolment (else the school of the latest registration)",
+    )
+    p.add_argument(
+        "--reeval-movers",
+        type=float,
+        default=0.0,
+        help="share of pupils who change school after Christmas (implies enrolments)",
+    )
     p.add_argument(
         "--lock-wait", type=float, default=600.0, help="max wait for another run on the database"
     )
     p.add_argument("--var-dir", type=Path, default=ROOT / "var" / "bench")
     p.add_argument("--database", default="opspor_bench")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    if args.only is not None:
+        for phase in PHASES:
+            setattr(args, f"skip_{phase}", phase != args.only)
+    return args
 
 
 def component_pids(stack: Stack) -> dict[str, list[int]]:
@@ -384,22 +416,41 @@ def main(argv: Sequence[str] | None = None) -> int:
             "machine": describe_machine(),
             "config": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
         }
-        log("starting the stack")
-        with Stack(
-            var_dir=args.var_dir,
-            database_name=args.database,
-            recreate_database=True,
-            # The limiter is per client and the bench is one client: measure throughput, not it.
-            extra_env={
-                "TICK_SECONDS": str(args.tick_seconds),
-                "RATE_LIMIT_PER_SECOND": "1000000",
-                "RATE_LIMIT_BURST": "1000000",
-            }
-            | dict(kv.split("=", 1) for kv in args.service_env),
-        ) as stack:
-            log(f"stack up: api {stack.api_url}, broker {stack.bootstrap_servers}")
-            results |= asyncio.run(bench(stack, args, log))
-            log("stopping the stack")
+        if not (args.skip_ingest and args.skip_latency):
+            log("starting the stack")
+            with Stack(
+                var_dir=args.var_dir,
+                database_name=args.database,
+                recreate_database=True,
+                # The limiter is per client and the bench is one client: measure throughput.
+                extra_env={
+                    "TICK_SECONDS": str(args.tick_seconds),
+                    "RATE_LIMIT_PER_SECOND": "1000000",
+                    "RATE_LIMIT_BURST": "1000000",
+                }
+                | dict(kv.split("=", 1) for kv in args.service_env),
+            ) as stack:
+                log(f"stack up: api {stack.api_url}, broker {stack.bootstrap_servers}")
+                results |= asyncio.run(bench(stack, args, log))
+                log("stopping the stack")
+        if not args.skip_reeval:
+            # After the stack has stopped, so the worker process has the cores to itself
+            # (with PostgreSQL, which it needs).
+            results["reeval"] = asyncio.run(
+                reeval_phase(
+                    database=f"{args.database}_reeval",
+                    var_dir=args.var_dir,
+                    pupils=args.reeval_pupils,
+                    schools=args.reeval_schools,
+                    seed_value=args.reeval_seed,
+                    chunk=args.reeval_chunk,
+                    py_spy=args.py_spy,
+                    keep_database=args.reeval_keep_database,
+                    log=log,
+                    enrolments=args.reeval_enrolments,
+                    movers=args.reeval_movers,
+                )
+            )
         results["total_seconds"] = round(time.monotonic() - t0, 1)
         out = args.var_dir / "results.json"
         out.parent.mkdir(parents=True, exist_ok=True)

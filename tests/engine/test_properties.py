@@ -20,6 +20,7 @@ from opspor_shared.engine import (
     RulePack,
     RulePackVersion,
     evaluate,
+    evaluate_packs,
 )
 from tests.engine.reference import project, reference
 
@@ -150,6 +151,19 @@ def test_engine_equals_reference(scenario: dict[str, Any]) -> None:
     got = evaluate(**scenario)
     expected = reference(**scenario)
     assert [project(c) for c in got] == expected
+
+
+@settings(max_examples=60, deadline=None)
+@given(scenarios(), st.data())
+def test_packs_evaluated_together_equal_each_alone(
+    scenario: dict[str, Any], data: st.DataObject
+) -> None:
+    """The worker evaluates a school's packs in one call that shares the pupil's sums."""
+    first = scenario["calendar"].years[0].first_day
+    last = scenario["calendar"].years[-1].last_day
+    chosen = [scenario.pop("pack"), data.draw(packs(first, last))]
+    together = evaluate_packs(packs=chosen, **scenario)
+    assert together == [evaluate(pack=pack, **scenario) for pack in chosen]
 
 
 @settings(max_examples=60, deadline=None)

@@ -5,12 +5,16 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 from datetime import date, datetime
-from typing import Any
+from decimal import Decimal
+from operator import itemgetter
+from typing import Any, Protocol, cast
 
-from sqlalchemy import func, select, text, union, update
-from sqlalchemy.dialects.postgresql import insert
+import asyncpg
+from sqlalchemy import Text, any_, bindparam, func, select, text, union, update
+from sqlalchemy.dialects.postgresql import ARRAY, insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from opspor_shared.engine import RegistrationLike
 from opspor_shared.events import EnrolmentData, RegistrationData
 from opspor_shared.outbox import OutboxMessage, enqueue
 from opspor_shared.registrations import apply_enrolments, apply_last_writer_wins
@@ -22,6 +26,67 @@ from opspor_worker.models import (
     WorkerRegistration,
     worker_outbox,
 )
+
+
+class RegistrationRow(Protocol):
+    """A row of worker_registrations as `registrations()` returns it (read-only)."""
+
+    @property
+    def pupil_id(self) -> str: ...
+    @property
+    def date(self) -> date: ...
+    @property
+    def slot(self) -> str: ...
+    @property
+    def school_id(self) -> str: ...
+    @property
+    def category(self) -> str | None: ...
+    @property
+    def extent(self) -> Decimal | None: ...
+    @property
+    def recorded_at(self) -> datetime: ...
+    @property
+    def event_id(self) -> str: ...
+    @property
+    def retracted(self) -> bool: ...
+
+
+class _RegistrationRecord(asyncpg.Record):  # type: ignore[misc]  # asyncpg ships no types
+    """asyncpg builds these in C; the properties read fields by position, also in C."""
+
+    pupil_id = property(itemgetter(0))
+    date = property(itemgetter(1))
+    slot = property(itemgetter(2))
+    school_id = property(itemgetter(3))
+    category = property(itemgetter(4))
+    extent = property(itemgetter(5))
+    recorded_at = property(itemgetter(6))
+    event_id = property(itemgetter(7))
+    retracted = property(itemgetter(8))
+
+
+# The column order _RegistrationRecord reads. The primary key (pupil_id, date, slot) serves
+# both the filter and the order.
+_REGISTRATIONS_OF_PUPILS = """
+select pupil_id, date, slot, school_id, category, extent, recorded_at, event_id, retracted
+from worker_registrations
+where pupil_id = any($1::text[])
+order by pupil_id, date, slot
+"""
+
+
+def live_registrations(rows: Sequence[RegistrationRow]) -> list[RegistrationLike]:
+    """The rows the engine evaluates (not retracted), handed over as they are: the engine
+    reads the same four fields, and an object per registration would cost more than that."""
+    live = [r for r in rows if not r.retracted and r.category is not None and r.extent is not None]
+    return cast(list[RegistrationLike], live)
+
+
+def _any_of(ids: Sequence[str]) -> Any:
+    """`= any(array)` with one array parameter: unlike `in (...)` with one parameter per id,
+    the statement's text does not depend on the number of ids, so it is compiled (and
+    prepared by asyncpg) once instead of for every chunk size."""
+    return any_(bindparam(None, list(ids), type_=ARRAY(Text)))
 
 
 class WorkerRepository:
@@ -36,7 +101,7 @@ class WorkerRepository:
 
     async def enrolments(self, pupil_ids: Sequence[str]) -> dict[str, list[WorkerEnrolment]]:
         rows = await self.session.scalars(
-            select(WorkerEnrolment).where(WorkerEnrolment.pupil_id.in_(pupil_ids))
+            select(WorkerEnrolment).where(WorkerEnrolment.pupil_id == _any_of(pupil_ids))
         )
         out: dict[str, list[WorkerEnrolment]] = {p: [] for p in pupil_ids}
         for r in rows:
@@ -56,16 +121,32 @@ class WorkerRepository:
             {"ids": sorted(set(pupil_ids))},
         )
 
-    async def registrations(self, pupil_ids: Sequence[str]) -> dict[str, list[WorkerRegistration]]:
-        rows = await self.session.scalars(
-            select(WorkerRegistration)
-            .where(WorkerRegistration.pupil_id.in_(pupil_ids))
-            .order_by(WorkerRegistration.pupil_id, WorkerRegistration.date)
+    async def registrations(self, pupil_ids: Sequence[str]) -> dict[str, list[RegistrationRow]]:
+        """Every registration row of the pupils, retracted ones included, by pupil and date.
+
+        The day-change tick reads every registration of every pupil of a school, so this read
+        goes straight to asyncpg: SQLAlchemy's Row (or worse, ORM instance) per row cost more
+        than evaluating the pupil. It runs on the session's connection, in its transaction.
+        """
+        driver = await self._driver_connection()
+        records = await driver.fetch(
+            _REGISTRATIONS_OF_PUPILS, list(pupil_ids), record_class=_RegistrationRecord
         )
-        out: dict[str, list[WorkerRegistration]] = {p: [] for p in pupil_ids}
-        for r in rows:
-            out[r.pupil_id].append(r)
+        out: dict[str, list[RegistrationRow]] = {p: [] for p in pupil_ids}
+        for record in records:
+            out[record[0]].append(record)
         return out
+
+    async def _driver_connection(self) -> Any:
+        connection = await self.session.connection()
+        driver = (await connection.get_raw_connection()).driver_connection
+        assert driver is not None  # a checked-out connection always has one
+        if not driver.is_in_transaction():
+            # SQLAlchemy's asyncpg adapter opens the transaction with its first statement;
+            # without one, this read would run outside the transaction (and snapshot) the
+            # session's later statements use.
+            await connection.execute(text("select 1"))
+        return driver
 
     async def upsert_pupils(self, rows: Sequence[dict[str, Any]]) -> None:
         stmt = insert(WorkerPupil)
@@ -94,7 +175,9 @@ class WorkerRepository:
         return list(await self.session.scalars(query.order_by(both.c.pupil_id).limit(limit)))
 
     async def concerns(self, pupil_ids: Sequence[str]) -> dict[str, dict[uuid.UUID, Concern]]:
-        rows = await self.session.scalars(select(Concern).where(Concern.pupil_id.in_(pupil_ids)))
+        rows = await self.session.scalars(
+            select(Concern).where(Concern.pupil_id == _any_of(pupil_ids))
+        )
         out: dict[str, dict[uuid.UUID, Concern]] = {p: {} for p in pupil_ids}
         for c in rows:
             out[c.pupil_id][c.concern_id] = c

@@ -19,7 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from opspor_shared.calendar import SchoolCalendar, horizon_for
 from opspor_shared.clock import Clock, system_clock
 from opspor_shared.db import unit_of_work
-from opspor_shared.engine import Crossing, Registration, RulePack, concern_id
+from opspor_shared.engine import Crossing, RulePack, concern_id
 from opspor_shared.engine.timeline import Stay, evaluate_stays
 from opspor_shared.events import (
     CONCERN_RAISED,
@@ -44,8 +44,8 @@ from opspor_shared.reference import (
 )
 from opspor_shared.retention import retention_window
 from opspor_worker.metrics import CONCERNS_CHANGED, PUPILS_EVALUATED
-from opspor_worker.models import Concern, WorkerEnrolment, WorkerRegistration
-from opspor_worker.repository import WorkerRepository
+from opspor_worker.models import Concern, WorkerEnrolment
+from opspor_worker.repository import RegistrationRow, WorkerRepository, live_registrations
 from opspor_worker.settings import WorkerSettings
 
 log = get_logger(__name__)
@@ -59,7 +59,7 @@ class Context:
     clock: Clock = system_clock
 
 
-def _pupil_school(rows: Sequence[WorkerRegistration]) -> str | None:
+def _pupil_school(rows: Sequence[RegistrationRow]) -> str | None:
     """The school of the pupil's latest-dated registration decides calendar and pack."""
     live = [r for r in rows if not r.retracted] or list(rows)
     if not live:
@@ -182,11 +182,7 @@ async def evaluate_pupils(repo: WorkerRepository, ctx: Context, pupil_ids: Seque
             continue
         current = refs[stays[-1].school_id]
         horizon = horizon_for(stays[-1].calendar, current.timezone, now)
-        facts = [
-            Registration(date=r.date, slot=r.slot, category=r.category, extent=r.extent)  # type: ignore[arg-type]
-            for r in regs[pupil_id]
-            if not r.retracted and r.category is not None and r.extent is not None
-        ]
+        facts = live_registrations(regs[pupil_id])
         crossings = (
             evaluate_stays(stays, facts, horizon, not_before=window.cutoff) if horizon else []
         )

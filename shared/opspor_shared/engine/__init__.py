@@ -1,6 +1,11 @@
 """The rule engine: a pure function of (calendar, registrations, rule pack, horizon)."""
 
-from opspor_shared.engine.evaluate import CONCERN_NAMESPACE, concern_id, evaluate
+from opspor_shared.engine.evaluate import (
+    CONCERN_NAMESPACE,
+    concern_id,
+    evaluate,
+    evaluate_packs,
+)
 from opspor_shared.engine.model import (
     CATEGORIES,
     DEFAULT_DAY_THRESHOLD,
@@ -13,6 +18,7 @@ from opspor_shared.engine.model import (
     Period,
     PeriodKind,
     Registration,
+    RegistrationLike,
     Rule,
     RuleKind,
     RulePack,
@@ -41,6 +47,7 @@ __all__ = [
     "Period",
     "PeriodKind",
     "Registration",
+    "RegistrationLike",
     "Rule",
     "RuleKind",
     "RulePack",
@@ -48,6 +55,7 @@ __all__ = [
     "builtin_packs",
     "concern_id",
     "evaluate",
+    "evaluate_packs",
     "load_pack_file",
     "pack_digest",
     "pack_document",

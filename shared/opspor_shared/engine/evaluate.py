@@ -31,8 +31,11 @@ dry run of a changed pack must both agree with it. Choices made where DOMAIN.md 
   (count, consecutive) or on every window day with c(d) > 0 (total, share), sorted by date,
   slot, category, extent.
 
-Cost: O(days) per rule with prefix sums over integer units of 1/10000 day; contributions and
-summaries are built only for crossing days.
+Cost: per rule, O(r log r) for a pupil with r registrations, whatever the number of school
+days. c(d) is kept only on the days it is above 0, with running sums in integer units of
+1/10000 day, so a window's sum or count is two bisections; and a rule is judged only on the
+days where it can start to be met (see ``_candidates``) instead of on every school day.
+Contributions and summaries are built only for crossing days.
 """
 
 from __future__ import annotations
@@ -54,7 +57,7 @@ from opspor_shared.engine.model import (
     Contribution,
     Crossing,
     PeriodKind,
-    Registration,
+    RegistrationLike,
     Rule,
     RulePack,
     RulePackVersion,
@@ -131,6 +134,66 @@ def _period_starts(calendar: SchoolCalendar, kind: PeriodKind) -> list[int]:
     return starts
 
 
+_PERIOD_FIRSTS: weakref.WeakKeyDictionary[SchoolCalendar, dict[str, list[int]]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _period_firsts(calendar: SchoolCalendar, kind: PeriodKind) -> list[int]:
+    """The school day indices on which a fixed period starts, in order."""
+    per_calendar = _PERIOD_FIRSTS.get(calendar)
+    if per_calendar is None:
+        per_calendar = {}
+        _PERIOD_FIRSTS[calendar] = per_calendar
+    firsts = per_calendar.get(kind)
+    if firsts is None:
+        firsts = [i for i, start in enumerate(_period_starts(calendar, kind)) if start == i]
+        per_calendar[kind] = firsts
+    return firsts
+
+
+# Thresholds, totals and shares of the packs in units; a handful of distinct values.
+_UNITS: dict[Decimal, int] = {}
+
+
+def _units(value: Decimal) -> int:
+    units = _UNITS.get(value)
+    if units is None:
+        units = to_units(value) or 0
+        _UNITS[value] = units
+    return units
+
+
+class _Sums:
+    """c(d) of one category set, kept only on the pupil days where it is above 0.
+
+    ``local`` holds those days in order and ``cum`` the running sum of their units, so a
+    window's sum or its number of absence days costs two bisections, whatever its length:
+    the cost follows the pupil's registrations, not the number of school days.
+    """
+
+    __slots__ = ("_absent", "cum", "local", "units")
+
+    def __init__(self, per_day: dict[int, int]) -> None:
+        self.local = sorted(per_day)
+        self.units = [min(per_day[d], UNITS_PER_DAY) for d in self.local]
+        self.cum = list(accumulate(self.units, initial=0))
+        self._absent: dict[int, list[int]] = {}
+
+    def total(self, start: int, stop: int) -> int:
+        """The sum of c(d) over pupil days [start, stop)."""
+        local, cum = self.local, self.cum
+        return cum[bisect_left(local, stop)] - cum[bisect_left(local, start)]
+
+    def absent(self, threshold: int) -> list[int]:
+        """The absence days (c(d) >= threshold), in order."""
+        days = self._absent.get(threshold)
+        if days is None:
+            days = [d for d, u in zip(self.local, self.units, strict=True) if u >= threshold]
+            self._absent[threshold] = days
+        return days
+
+
 class _Pupil:
     """One pupil's school days and registrations, with per-category-set sums cached."""
 
@@ -139,16 +202,19 @@ class _Pupil:
         calendar: SchoolCalendar,
         days: Sequence[date],
         first: int,
-        registrations: Iterable[Registration],
+        registrations: Iterable[RegistrationLike],
     ) -> None:
         self.calendar = calendar
         self.days = days  # calendar.days[first:first + size]
         self.first = first
         self.size = len(days)
         stop = first + self.size
-        self.by_day: dict[int, list[Registration]] = {}
         self.units: dict[str, dict[int, int]] = {c: {} for c in CATEGORIES}
+        # (pupil day, registration), for the contributions of the few crossing days.
+        self._counted: list[tuple[int, RegistrationLike]] = []
+        self._by_day: dict[int, list[RegistrationLike]] | None = None
         index_of = calendar.index_of
+        known_extents = _EXTENT_UNITS
         for reg in registrations:
             index = index_of(reg.date)
             if index is None or not first <= index < stop:
@@ -156,135 +222,165 @@ class _Pupil:
             per_day = self.units.get(reg.category)
             if per_day is None:
                 raise ValueError(f"registration on {reg.date}: unknown category {reg.category!r}")
-            units = _extent_units(reg.extent)
+            extent = reg.extent
+            units = known_extents.get(extent) if type(extent) is Decimal else None
+            if units is None:
+                units = _extent_units(extent)
             local = index - first
             per_day[local] = per_day.get(local, 0) + units
-            self.by_day.setdefault(local, []).append(reg)
-        self._c: dict[frozenset[Category], list[int] | None] = {}
-        self._c_prefix: dict[frozenset[Category], list[int]] = {}
-        self._absent_prefix: dict[tuple[frozenset[Category], int], list[int]] = {}
-        self._starts: dict[str, list[int]] = {}
+            self._counted.append((local, reg))
+        self._sums: dict[frozenset[Category], _Sums | None] = {}
+        self._calendar_starts: dict[str, list[int]] = {}  # per kind, calendar day indices
 
-    def c(self, categories: frozenset[Category]) -> list[int] | None:
-        """c(d) in units per day, or None when no registration falls in ``categories``."""
-        if categories in self._c:
-            return self._c[categories]
-        touched: set[int] = set()
+    @property
+    def by_day(self) -> dict[int, list[RegistrationLike]]:
+        if self._by_day is None:
+            self._by_day = {}
+            for local, reg in self._counted:
+                self._by_day.setdefault(local, []).append(reg)
+        return self._by_day
+
+    def sums(self, categories: frozenset[Category]) -> _Sums | None:
+        """c(d) for ``categories``, or None when no registration falls in them."""
+        if categories in self._sums:
+            return self._sums[categories]
+        per_day: dict[int, int] = {}
         for category in categories:
-            touched.update(self.units[category])
-        values: list[int] | None = None
-        if touched:
-            values = [0] * self.size
-            for category in categories:
-                for local, units in self.units[category].items():
-                    values[local] += units
-            for local in touched:
-                if values[local] > UNITS_PER_DAY:
-                    values[local] = UNITS_PER_DAY
-        self._c[categories] = values
-        return values
+            for local, units in self.units[category].items():
+                per_day[local] = per_day.get(local, 0) + units
+        sums = _Sums(per_day) if per_day else None
+        self._sums[categories] = sums
+        return sums
 
-    def c_prefix(self, categories: frozenset[Category], c: list[int]) -> list[int]:
-        prefix = self._c_prefix.get(categories)
-        if prefix is None:
-            prefix = list(accumulate(c, initial=0))
-            self._c_prefix[categories] = prefix
-        return prefix
-
-    def absent_prefix(
-        self, categories: frozenset[Category], threshold: int, c: list[int]
-    ) -> list[int]:
-        key = (categories, threshold)
-        prefix = self._absent_prefix.get(key)
-        if prefix is None:
-            prefix = list(accumulate((v >= threshold for v in c), initial=0))
-            self._absent_prefix[key] = prefix
-        return prefix
-
-    def starts(self, kind: PeriodKind) -> list[int]:
-        """For each pupil day, the pupil-day index where its fixed period starts."""
-        starts = self._starts.get(kind)
+    def period_start(self, kind: PeriodKind, i: int) -> int:
+        """The pupil day on which the fixed period holding pupil day ``i`` starts for the pupil."""
+        starts = self._calendar_starts.get(kind)
         if starts is None:
-            global_starts = _period_starts(self.calendar, kind)
-            first = self.first
-            if first == 0:
-                starts = global_starts
-            else:
-                stop = first + self.size
-                starts = [s - first if s > first else 0 for s in global_starts[first:stop]]
-            self._starts[kind] = starts
-        return starts
+            starts = self._calendar_starts[kind] = _period_starts(self.calendar, kind)
+        start = starts[self.first + i] - self.first
+        return start if start > 0 else 0
 
-
-def _met(pupil: _Pupil, rule: Rule, threshold: int, begin: int, end: int) -> list[bool] | None:
-    """Whether ``rule`` is met on each pupil day in [begin, end); None when never."""
-    c = pupil.c(rule.categories)
-    if c is None:
-        return None
-    days = range(begin, end)
-    if rule.kind == "consecutive":
-        assert rule.n is not None
-        n = rule.n
-        absent = pupil.absent_prefix(rule.categories, threshold, c)
-        return [i + 1 >= n and absent[i + 1] - absent[i + 1 - n] == n for i in days]
-
-    over = rule.over
-    assert over is not None
-    if rule.kind == "share":
-        # sum c / w >= p  <=>  (sum c in units) >= (p in units) * w, all integers.
-        assert rule.p is not None
-        sums = pupil.c_prefix(rule.categories, c)
-        p = to_units(rule.p) or 0
-        min_days = rule.min_days
-        if over.kind == "rolling":
-            m = over.length or 0
-            return [
-                (w := i + 1 if i < m else m) >= min_days and sums[i + 1] - sums[i + 1 - w] >= p * w
-                for i in days
+    def period_firsts(self, kind: PeriodKind, lo: int, hi: int) -> list[int]:
+        """The pupil days in [lo, hi) on which a fixed period starts for the pupil, in order."""
+        firsts = _period_firsts(self.calendar, kind)
+        first = self.first
+        out = [
+            g - first
+            for g in firsts[
+                bisect_left(firsts, first + max(lo, 1)) : bisect_left(firsts, first + hi)
             ]
-        starts = pupil.starts(over.kind)
-        return [
-            (w := i + 1 - starts[i]) >= min_days and sums[i + 1] - sums[starts[i]] >= p * w
-            for i in days
         ]
-
-    if rule.kind == "count":
-        assert rule.k is not None
-        sums, limit = pupil.absent_prefix(rule.categories, threshold, c), rule.k
-    else:
-        assert rule.x is not None
-        sums, limit = pupil.c_prefix(rule.categories, c), to_units(rule.x) or 0
-    if over.kind == "rolling":
-        m = over.length or 0
-        return [sums[i + 1] - sums[i + 1 - m if i + 1 > m else 0] >= limit for i in days]
-    starts = pupil.starts(over.kind)
-    return [sums[i + 1] - sums[starts[i]] >= limit for i in days]
+        if lo <= 0 < hi:
+            out.insert(0, 0)  # the pupil's first day starts a period, whatever the calendar says
+        return out
 
 
 def _window_start(pupil: _Pupil, rule: Rule, i: int) -> int:
     if rule.kind == "consecutive":
         assert rule.n is not None
         return i + 1 - rule.n
-    assert rule.over is not None
-    if rule.over.kind == "rolling":
-        return max(0, i + 1 - (rule.over.length or 0))
-    return pupil.starts(rule.over.kind)[i]
+    over = rule.over
+    assert over is not None
+    if over.kind == "rolling":
+        m = over.length or 0
+        return i + 1 - m if i + 1 > m else 0
+    return pupil.period_start(over.kind, i)
+
+
+def _limit(rule: Rule) -> int:
+    """n, k, or x or p in units."""
+    if rule.kind == "consecutive":
+        assert rule.n is not None
+        return rule.n
+    if rule.kind == "count":
+        assert rule.k is not None
+        return rule.k
+    value = rule.x if rule.kind == "total" else rule.p
+    assert value is not None
+    return _units(value)
+
+
+def _is_met(pupil: _Pupil, rule: Rule, sums: _Sums, threshold: int, limit: int, i: int) -> bool:
+    """Whether ``rule`` is met on pupil day ``i`` (DOMAIN.md section 5)."""
+    kind = rule.kind
+    if kind == "consecutive":
+        if i + 1 < limit:
+            return False
+        absent = sums.absent(threshold)
+        return bisect_right(absent, i) - bisect_left(absent, i + 1 - limit) == limit
+    start = _window_start(pupil, rule, i)
+    if kind == "count":
+        absent = sums.absent(threshold)
+        return bisect_right(absent, i) - bisect_left(absent, start) >= limit
+    if kind == "total":
+        return sums.total(start, i + 1) >= limit
+    # sum c / w >= p  <=>  (sum c in units) >= (p in units) * w, all integers.
+    w = i + 1 - start
+    return w >= rule.min_days and sums.total(start, i + 1) >= limit * w
+
+
+def _never_met(rule: Rule, sums: _Sums, threshold: int, limit: int, end: int) -> bool:
+    """True when even all of the pupil's absence before ``end`` in one window is too little."""
+    kind = rule.kind
+    if kind in ("consecutive", "count"):
+        return bisect_left(sums.absent(threshold), end) < limit
+    # A share needs at least p of one day's units: its window holds at least one day.
+    needed = limit * max(rule.min_days, 1) if kind == "share" else limit
+    return sums.total(0, end) < needed
+
+
+def _candidates(
+    pupil: _Pupil, rule: Rule, sums: _Sums, threshold: int, begin: int, end: int
+) -> list[int]:
+    """The pupil days in [begin, end) on which ``rule`` can start to be met.
+
+    A window never starts earlier than the previous day's window (rolling windows slide,
+    fixed periods restart), so on a day that adds nothing to it (c(d) = 0, or not an absence
+    day for count and consecutive), its sum and absence days cannot grow: if the rule is met
+    there, it was met the day before. Only a share can still start to be met on such a day,
+    when its window reaches min_days (its sum stays and its day count grows, which lowers the
+    share). The span's first day is judged against the previous version, so it is always one.
+    """
+    marks = sums.absent(threshold) if rule.kind in ("consecutive", "count") else sums.local
+    days = [begin, *marks[bisect_right(marks, begin) : bisect_left(marks, end)]]
+    if rule.kind == "share" and rule.min_days > 0:
+        assert rule.over is not None
+        reach = rule.min_days - 1  # window start + reach = the day the window holds min_days
+        if rule.over.kind == "rolling":
+            firsts = [0]
+        else:
+            firsts = pupil.period_firsts(rule.over.kind, begin - reach + 1, end - reach)
+        extra = [
+            f + reach
+            for f in firsts
+            if begin < f + reach < end
+            and (rule.over.kind == "rolling" or pupil.period_start(rule.over.kind, f + reach) == f)
+        ]
+        if extra:
+            days = sorted({*days, *extra})
+    return days
 
 
 def _crossing(
-    pupil: _Pupil, pack: RulePack, version: RulePackVersion, rule: Rule, threshold: int, i: int
+    pupil: _Pupil,
+    pack: RulePack,
+    version: RulePackVersion,
+    rule: Rule,
+    threshold: int,
+    sums: _Sums,
+    i: int,
 ) -> Crossing:
-    c = pupil.c(rule.categories)
-    assert c is not None
     start = _window_start(pupil, rule, i)
     window_days = i + 1 - start
     by_absence = rule.kind in ("consecutive", "count")
+    minimum = threshold if by_absence else 1
+    lo, hi = bisect_left(sums.local, start), bisect_right(sums.local, i)
     contributing: list[Contribution] = []
-    for local in range(start, i + 1):
-        regs = pupil.by_day.get(local)
-        if regs is None or c[local] < (threshold if by_absence else 1):
+    by_day = pupil.by_day
+    for local, units in zip(sums.local[lo:hi], sums.units[lo:hi], strict=True):
+        if units < minimum:
             continue
-        for reg in sorted(regs, key=lambda r: (r.slot, r.category, r.extent)):
+        for reg in sorted(by_day[local], key=lambda r: (r.slot, r.category, r.extent)):
             if reg.category in rule.categories:
                 contributing.append(Contribution(reg.date, reg.category, reg.extent, reg.slot))
 
@@ -295,11 +391,10 @@ def _crossing(
     else:
         assert over is not None
         if by_absence:
-            absent = pupil.absent_prefix(rule.categories, threshold, c)
-            value = Decimal(absent[i + 1] - absent[start])
+            absent = sums.absent(threshold)
+            value = Decimal(bisect_right(absent, i) - bisect_left(absent, start))
         else:
-            sums = pupil.c_prefix(rule.categories, c)
-            total = sums[i + 1] - sums[start]
+            total = sums.total(start, i + 1)
             # A share is rounded down in units, so it never shows the limit unless it is met.
             value = Decimal(total // window_days if rule.kind == "share" else total).scaleb(-4)
         if over.kind == "rolling":
@@ -317,9 +412,11 @@ def _crossing(
             )
         else:
             assert rule.p is not None
-            minimum = f" (min {rule.min_days} days)" if rule.min_days else ""
+            minimum_text = f" (min {rule.min_days} days)" if rule.min_days else ""
             percent = (value * 100).quantize(Decimal("0.1"), rounding=ROUND_DOWN)
-            summary = f"{percent}% absence {other_where}, limit {format_percent(rule.p)}%{minimum}"
+            summary = (
+                f"{percent}% absence {other_where}, limit {format_percent(rule.p)}%{minimum_text}"
+            )
 
     return Crossing(
         pack_id=pack.id,
@@ -340,20 +437,44 @@ def _crossing(
 
 def evaluate(
     calendar: SchoolCalendar,
-    registrations: Iterable[Registration],
+    registrations: Iterable[RegistrationLike],
     pack: RulePack,
     horizon: date,
     enrolled_from: date | None = None,
 ) -> list[Crossing]:
     """Every crossing of ``pack`` for one pupil up to ``horizon``, by (date, rule id, version)."""
+    return evaluate_packs(calendar, registrations, (pack,), horizon, enrolled_from)[0]
+
+
+def evaluate_packs(
+    calendar: SchoolCalendar,
+    registrations: Iterable[RegistrationLike],
+    packs: Sequence[RulePack],
+    horizon: date,
+    enrolled_from: date | None = None,
+) -> list[list[Crossing]]:
+    """``evaluate`` for each of ``packs``, in order; the pupil's days and sums are built once."""
     all_days = calendar.days
     first = 0 if enrolled_from is None else bisect_left(all_days, enrolled_from)
     stop = bisect_right(all_days, horizon)
     if first >= stop:
-        return []
+        return [[] for _ in packs]
     days = all_days[first:stop]
+    pupil: _Pupil | None = None
+    out: list[list[Crossing]] = []
+    for pack in packs:
+        spans = _spans(pack, days)
+        if not spans:
+            out.append([])
+            continue
+        if pupil is None:
+            pupil = _Pupil(calendar, days, first, registrations)
+        out.append(_evaluate_pack(pupil, pack, spans))
+    return out
 
-    # The pupil days on which each version is in force, as [begin, end) ranges.
+
+def _spans(pack: RulePack, days: Sequence[date]) -> list[tuple[RulePackVersion, int, int]]:
+    """The pupil days on which each version is in force, as [begin, end) ranges."""
     spans: list[tuple[RulePackVersion, int, int]] = []
     versions = pack.versions
     for position, version in enumerate(versions):
@@ -363,28 +484,40 @@ def evaluate(
             end = bisect_left(days, versions[position + 1].effective_from)
         if begin < end:
             spans.append((version, begin, end))
-    if not spans:
-        return []
+    return spans
 
-    pupil = _Pupil(calendar, days, first, registrations)
+
+def _evaluate_pack(
+    pupil: _Pupil, pack: RulePack, spans: Sequence[tuple[RulePackVersion, int, int]]
+) -> list[Crossing]:
     crossings: list[Crossing] = []
     met_before: dict[str, bool] = {}  # per rule id: met on the day before the current span
     for version, begin, end in spans:
-        threshold = to_units(version.day_threshold) or 0
+        threshold = _units(version.day_threshold)
         met_at_end: dict[str, bool] = {}
         for rule in version.rules:
-            met = _met(pupil, rule, threshold, begin, end)
-            if met is None:
+            sums = pupil.sums(rule.categories)
+            if sums is None:
                 met_at_end[rule.id] = False
                 continue
-            was = met_before.get(rule.id, False)
-            for offset, now in enumerate(met):
+            limit = _limit(rule)
+            if _never_met(rule, sums, threshold, limit, end):
+                met_at_end[rule.id] = False
+                continue
+            # Between two candidate days a rule can only stop being met (see _candidates), so
+            # after a candidate where it was not met, it is not met up to the next one either.
+            last, last_met = begin - 1, met_before.get(rule.id, False)
+            for i in _candidates(pupil, rule, sums, threshold, begin, end):
+                was = last_met
+                if was and last != i - 1:
+                    was = _is_met(pupil, rule, sums, threshold, limit, i - 1)
+                now = _is_met(pupil, rule, sums, threshold, limit, i)
                 if now and not was:
-                    crossings.append(
-                        _crossing(pupil, pack, version, rule, threshold, begin + offset)
-                    )
-                was = now
-            met_at_end[rule.id] = was
+                    crossings.append(_crossing(pupil, pack, version, rule, threshold, sums, i))
+                last, last_met = i, now
+            if last_met and last != end - 1:
+                last_met = _is_met(pupil, rule, sums, threshold, limit, end - 1)
+            met_at_end[rule.id] = last_met
         met_before = met_at_end
     crossings.sort(key=lambda c: (c.date, c.rule_id, c.rule_version))
     return crossings

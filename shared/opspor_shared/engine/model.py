@@ -12,7 +12,7 @@ import itertools
 import re
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Final, Literal, get_args
+from typing import Final, Literal, Protocol, get_args
 
 Category = Literal["illness", "authorized", "unauthorized"]
 CATEGORIES: Final[tuple[Category, ...]] = get_args(Category)
@@ -86,6 +86,21 @@ def format_decimal(value: Decimal, min_places: int = 0) -> str:
 
 def format_percent(share: Decimal) -> str:
     return format_decimal(share * 100)
+
+
+class RegistrationLike(Protocol):
+    """What the engine reads of a registration: a ``Registration``, or any row with these
+    fields (the worker hands over its database rows as they are, rather than building an
+    object per registration). The engine checks category and extent itself."""
+
+    @property
+    def date(self) -> dt.date: ...
+    @property
+    def slot(self) -> str: ...
+    @property
+    def category(self) -> str: ...
+    @property
+    def extent(self) -> Decimal: ...
 
 
 @dataclass(frozen=True)

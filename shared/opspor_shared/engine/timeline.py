@@ -16,8 +16,8 @@ from dataclasses import dataclass, replace
 from datetime import date
 
 from opspor_shared.calendar import SchoolCalendar, SchoolYear
-from opspor_shared.engine.evaluate import evaluate
-from opspor_shared.engine.model import Crossing, Registration, RulePack
+from opspor_shared.engine.evaluate import evaluate_packs
+from opspor_shared.engine.model import Crossing, RegistrationLike, RulePack
 
 
 @dataclass(frozen=True)
@@ -80,7 +80,7 @@ def _ends(stays: Sequence[Stay]) -> list[date | None]:
 
 def evaluate_stays(
     stays: Sequence[Stay],
-    registrations: Iterable[Registration],
+    registrations: Iterable[RegistrationLike],
     horizon: date,
     not_before: date | None = None,
 ) -> list[tuple[str, Crossing]]:
@@ -100,22 +100,18 @@ def evaluate_stays(
         stay = stays[0]
         return [
             (stay.school_id, c)
-            for pack in stay.packs
-            for c in evaluate(stay.calendar, regs, pack, horizon, stay.start)
+            for crossings in evaluate_packs(stay.calendar, regs, stay.packs, horizon, stay.start)
+            for c in crossings
         ]
     calendar = SplicedCalendar(stays)
     owners = [(s.start or date.min, s) for s in stays]
     starts = [start for start, _ in owners]
     out: list[tuple[str, Crossing]] = []
-    seen: set[int] = set()
-    for stay in stays:
-        for pack in stay.packs:
-            if id(pack) in seen:
-                continue
-            seen.add(id(pack))
-            for c in evaluate(calendar, regs, pack, horizon):
-                owner = owners[bisect_right(starts, c.date) - 1][1]
-                if any(p is pack for p in owner.packs):
-                    out.append((owner.school_id, c))
+    packs = list({id(p): p for stay in stays for p in stay.packs}.values())
+    for pack, crossings in zip(packs, evaluate_packs(calendar, regs, packs, horizon), strict=True):
+        for c in crossings:
+            owner = owners[bisect_right(starts, c.date) - 1][1]
+            if any(p is pack for p in owner.packs):
+                out.append((owner.school_id, c))
     out.sort(key=lambda sc: (sc[1].date, sc[1].pack_id, sc[1].rule_id, sc[1].rule_version))
     return out
