@@ -10,8 +10,8 @@ from operator import itemgetter
 from typing import Any, Protocol, cast
 
 import asyncpg
-from sqlalchemy import Text, any_, bindparam, func, select, text, union, update
-from sqlalchemy.dialects.postgresql import ARRAY, insert
+from sqlalchemy import func, select, text, union, update
+from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from opspor_shared.engine import RegistrationLike
@@ -82,13 +82,6 @@ def live_registrations(rows: Sequence[RegistrationRow]) -> list[RegistrationLike
     return cast(list[RegistrationLike], live)
 
 
-def _any_of(ids: Sequence[str]) -> Any:
-    """`= any(array)` with one array parameter: unlike `in (...)` with one parameter per id,
-    the statement's text does not depend on the number of ids, so it is compiled (and
-    prepared by asyncpg) once instead of for every chunk size."""
-    return any_(bindparam(None, list(ids), type_=ARRAY(Text)))
-
-
 class WorkerRepository:
     def __init__(self, session: AsyncSession) -> None:
         self.session = session
@@ -101,7 +94,7 @@ class WorkerRepository:
 
     async def enrolments(self, pupil_ids: Sequence[str]) -> dict[str, list[WorkerEnrolment]]:
         rows = await self.session.scalars(
-            select(WorkerEnrolment).where(WorkerEnrolment.pupil_id == _any_of(pupil_ids))
+            select(WorkerEnrolment).where(WorkerEnrolment.pupil_id.in_(pupil_ids))
         )
         out: dict[str, list[WorkerEnrolment]] = {p: [] for p in pupil_ids}
         for r in rows:
@@ -129,9 +122,11 @@ class WorkerRepository:
         than evaluating the pupil. It runs on the session's connection, in its transaction.
         """
         driver = await self._driver_connection()
-        records = await driver.fetch(
-            _REGISTRATIONS_OF_PUPILS, list(pupil_ids), record_class=_RegistrationRecord
-        )
+        # A statement of its own each time, so PostgreSQL plans it for these ids. A cached one
+        # may switch to a generic plan, and one chosen while the table was nearly empty (a
+        # sequential scan) would stay until the next ANALYZE while the table grows.
+        statement = await driver.prepare(_REGISTRATIONS_OF_PUPILS, record_class=_RegistrationRecord)
+        records = await statement.fetch(list(pupil_ids))
         out: dict[str, list[RegistrationRow]] = {p: [] for p in pupil_ids}
         for record in records:
             out[record[0]].append(record)
@@ -175,9 +170,7 @@ class WorkerRepository:
         return list(await self.session.scalars(query.order_by(both.c.pupil_id).limit(limit)))
 
     async def concerns(self, pupil_ids: Sequence[str]) -> dict[str, dict[uuid.UUID, Concern]]:
-        rows = await self.session.scalars(
-            select(Concern).where(Concern.pupil_id == _any_of(pupil_ids))
-        )
+        rows = await self.session.scalars(select(Concern).where(Concern.pupil_id.in_(pupil_ids)))
         out: dict[str, dict[uuid.UUID, Concern]] = {p: {} for p in pupil_ids}
         for c in rows:
             out[c.pupil_id][c.concern_id] = c
