@@ -57,7 +57,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from opspor_shared.clock import Clock, system_clock
 from opspor_shared.db import make_engine, make_sessionmaker, unit_of_work
 from opspor_shared.logging import configure_logging, get_logger
-from opspor_shared.retention import RetentionWindow
+from opspor_shared.retention import RetentionWindow, retention_window
 from opspor_shared.settings import ServiceSettings
 
 log = get_logger(__name__)
@@ -332,3 +332,40 @@ def command(
     report = asyncio.run(once())
     sys.stdout.write("\n".join(report.lines()) + "\n")
     return EXIT_BUSY if report.skipped else 0
+
+
+@dataclass(frozen=True)
+class ServicePurge:
+    """One service's purge: its name, its log table and its steps for a retention window.
+
+    Called as `purge_once(engine, sessionmaker, settings, clock, dry_run=..., stop=...)` by the
+    service's periodic task and its command (`python -m opspor_<service>.purge`)."""
+
+    service: str
+    log_table: Table
+    steps: Callable[[RetentionWindow], Sequence[PurgeStep]]
+
+    async def __call__(
+        self,
+        engine: AsyncEngine,
+        sessionmaker: async_sessionmaker[AsyncSession],
+        settings: ServiceSettings,
+        clock: Clock,
+        dry_run: bool = False,
+        stop: asyncio.Event | None = None,
+    ) -> PurgeReport:
+        window = retention_window(settings, clock())
+        return await purge(
+            engine,
+            sessionmaker,
+            service=self.service,
+            log_table=self.log_table,
+            steps=self.steps(window),
+            window=window,
+            chunk_rows=settings.purge_chunk_rows,
+            dry_run=dry_run,
+            stop=stop,
+        )
+
+    def main(self) -> None:
+        sys.exit(command(self.service, self))

@@ -10,29 +10,23 @@ notice is never purged before its fate is recorded.
 
 from __future__ import annotations
 
-import asyncio
-import sys
 from collections.abc import Sequence
 
 from sqlalchemy import ColumnElement, and_, delete, exists, func, or_, select
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from opspor_alerter.models import AlerterConcern, DeliveryAttempt, Notice, alerter_purges
-from opspor_shared.clock import Clock
 from opspor_shared.purge import (
     Chunk,
-    PurgeReport,
     PurgeStep,
+    ServicePurge,
     closed_concern_condition,
     closed_concern_criteria,
-    command,
     count_rows,
-    purge,
     rowcount,
     table_of,
 )
-from opspor_shared.retention import RetentionWindow, retention_window
-from opspor_shared.settings import ServiceSettings
+from opspor_shared.retention import RetentionWindow
 
 SERVICE = "alerter"
 # A concern brings a few notices (one per recipient and revision) and their attempts along;
@@ -109,31 +103,8 @@ def steps(window: RetentionWindow) -> Sequence[PurgeStep]:
     ]
 
 
-async def purge_once(
-    engine: AsyncEngine,
-    sessionmaker: async_sessionmaker[AsyncSession],
-    settings: ServiceSettings,
-    clock: Clock,
-    dry_run: bool = False,
-    stop: asyncio.Event | None = None,
-) -> PurgeReport:
-    window = retention_window(settings, clock())
-    return await purge(
-        engine,
-        sessionmaker,
-        service=SERVICE,
-        log_table=alerter_purges,
-        steps=steps(window),
-        window=window,
-        chunk_rows=settings.purge_chunk_rows,
-        dry_run=dry_run,
-        stop=stop,
-    )
-
-
-def main() -> None:
-    sys.exit(command(SERVICE, purge_once))
+purge_once = ServicePurge(SERVICE, alerter_purges, steps)
 
 
 if __name__ == "__main__":
-    main()
+    purge_once.main()

@@ -9,29 +9,23 @@ Registrations dated before the cutoff are refused at the door, so no writer comp
 
 from __future__ import annotations
 
-import asyncio
-import sys
 from collections.abc import Sequence
 
 from sqlalchemy import ColumnElement, Table
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from opspor_api.models import ConcernView, Registration, RegistrationEvent, api_purges
-from opspor_shared.clock import Clock
 from opspor_shared.purge import (
     Chunk,
-    PurgeReport,
     PurgeStep,
+    ServicePurge,
     closed_concern_condition,
     closed_concern_criteria,
-    command,
     count_rows,
     delete_chunk,
-    purge,
     table_of,
 )
-from opspor_shared.retention import RetentionWindow, retention_window
-from opspor_shared.settings import ServiceSettings
+from opspor_shared.retention import RetentionWindow
 
 SERVICE = "api"
 
@@ -61,31 +55,8 @@ def steps(window: RetentionWindow) -> Sequence[PurgeStep]:
     ]
 
 
-async def purge_once(
-    engine: AsyncEngine,
-    sessionmaker: async_sessionmaker[AsyncSession],
-    settings: ServiceSettings,
-    clock: Clock,
-    dry_run: bool = False,
-    stop: asyncio.Event | None = None,
-) -> PurgeReport:
-    window = retention_window(settings, clock())
-    return await purge(
-        engine,
-        sessionmaker,
-        service=SERVICE,
-        log_table=api_purges,
-        steps=steps(window),
-        window=window,
-        chunk_rows=settings.purge_chunk_rows,
-        dry_run=dry_run,
-        stop=stop,
-    )
-
-
-def main() -> None:
-    sys.exit(command(SERVICE, purge_once))
+purge_once = ServicePurge(SERVICE, api_purges, steps)
 
 
 if __name__ == "__main__":
-    main()
+    purge_once.main()

@@ -11,30 +11,24 @@ event for a concern being deleted).
 
 from __future__ import annotations
 
-import asyncio
-import sys
 from collections.abc import Sequence
 
 from sqlalchemy import ColumnElement, Table, delete, exists, select
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncSession
 
-from opspor_shared.clock import Clock
 from opspor_shared.purge import (
     Chunk,
     CountFn,
-    PurgeReport,
     PurgeStep,
+    ServicePurge,
     closed_concern_condition,
     closed_concern_criteria,
-    command,
     count_rows,
     delete_chunk,
-    purge,
     rowcount,
     table_of,
 )
-from opspor_shared.retention import RetentionWindow, retention_window
-from opspor_shared.settings import ServiceSettings
+from opspor_shared.retention import RetentionWindow
 from opspor_worker.models import Concern, WorkerPupil, WorkerRegistration, worker_purges
 from opspor_worker.repository import WorkerRepository
 
@@ -118,31 +112,8 @@ def steps(window: RetentionWindow) -> Sequence[PurgeStep]:
     ]
 
 
-async def purge_once(
-    engine: AsyncEngine,
-    sessionmaker: async_sessionmaker[AsyncSession],
-    settings: ServiceSettings,
-    clock: Clock,
-    dry_run: bool = False,
-    stop: asyncio.Event | None = None,
-) -> PurgeReport:
-    window = retention_window(settings, clock())
-    return await purge(
-        engine,
-        sessionmaker,
-        service=SERVICE,
-        log_table=worker_purges,
-        steps=steps(window),
-        window=window,
-        chunk_rows=settings.purge_chunk_rows,
-        dry_run=dry_run,
-        stop=stop,
-    )
-
-
-def main() -> None:
-    sys.exit(command(SERVICE, purge_once))
+purge_once = ServicePurge(SERVICE, worker_purges, steps)
 
 
 if __name__ == "__main__":
-    main()
+    purge_once.main()
