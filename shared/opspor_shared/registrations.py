@@ -7,19 +7,17 @@ ordering, so an older copy arriving later cannot bring a retracted key back.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Hashable, Iterable, Sequence
 from datetime import date, datetime
 from decimal import Decimal
-from typing import Any
+from typing import TypeVar
 
-from sqlalchemy import Numeric, Text, tuple_
+from sqlalchemy import Numeric, Table, Text, tuple_
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Mapped, mapped_column
 
 from opspor_shared.events import EnrolmentData, RegistrationData
-
-Key = tuple[str, date, str]
 
 
 class RegistrationStateColumns:
@@ -34,39 +32,49 @@ class RegistrationStateColumns:
     retracted: Mapped[bool]
 
 
-def order(item: RegistrationData) -> tuple[datetime, str]:
+Fact = TypeVar("Fact", RegistrationData, EnrolmentData)
+
+
+def order(item: RegistrationData | EnrolmentData) -> tuple[datetime, str]:
     return (item.recorded_at, item.event_id)
 
 
-def newest_per_key(items: Iterable[RegistrationData]) -> list[RegistrationData]:
-    winners: dict[Key, RegistrationData] = {}
+def newest_per_key(items: Iterable[Fact], key: Callable[[Fact], Hashable]) -> list[Fact]:
+    winners: dict[Hashable, Fact] = {}
     for item in items:
-        key = (item.pupil_id, item.date, item.slot)
-        held = winners.get(key)
+        held = winners.get(key(item))
         if held is None or order(held) < order(item):
-            winners[key] = item
+            winners[key(item)] = item
     return list(winners.values())
+
+
+async def _upsert_newest(
+    session: AsyncSession,
+    table: Table,
+    keys: Sequence[str],
+    rows: Sequence[RegistrationData | EnrolmentData],
+) -> None:
+    """Upserts rows whose key columns are `keys`; a stored row is replaced only by a newer one
+    (recorded_at, then event id), so any arrival order converges to the same state."""
+    if not rows:
+        return
+    stmt = insert(table)
+    values = [row.model_dump() for row in rows]
+    stmt = stmt.on_conflict_do_update(
+        index_elements=[table.c[k] for k in keys],
+        set_={c: stmt.excluded[c] for c in values[0] if c not in keys},
+        where=tuple_(table.c.recorded_at, table.c.event_id)
+        < tuple_(stmt.excluded.recorded_at, stmt.excluded.event_id),
+    )
+    await session.execute(stmt, values)
 
 
 async def apply_last_writer_wins(
     session: AsyncSession, model: type[RegistrationStateColumns], items: Sequence[RegistrationData]
 ) -> None:
-    """Upserts `items` into `model`'s table, keeping the newest per key."""
-    rows: list[dict[str, Any]] = [item.model_dump() for item in newest_per_key(items)]
-    if not rows:
-        return
-    table = model.__table__  # type: ignore[attr-defined]
-    stmt = insert(table)
-    stmt = stmt.on_conflict_do_update(
-        index_elements=[table.c.pupil_id, table.c.date, table.c.slot],
-        set_={
-            c: stmt.excluded[c]
-            for c in ("school_id", "category", "extent", "recorded_at", "event_id", "retracted")
-        },
-        where=tuple_(table.c.recorded_at, table.c.event_id)
-        < tuple_(stmt.excluded.recorded_at, stmt.excluded.event_id),
-    )
-    await session.execute(stmt, rows)
+    """Upserts `items` into `model`'s table, keeping the newest per (pupil, date, slot)."""
+    newest = newest_per_key(items, lambda i: (i.pupil_id, i.date, i.slot))
+    await _upsert_newest(session, model.__table__, ("pupil_id", "date", "slot"), newest)  # type: ignore[attr-defined]
 
 
 class EnrolmentColumns:
@@ -82,22 +90,5 @@ async def apply_enrolments(
     session: AsyncSession, model: type[EnrolmentColumns], items: Sequence[EnrolmentData]
 ) -> None:
     """Upserts enrolments, keeping the newest per (pupil, school) in any arrival order."""
-    winners: dict[tuple[str, str], EnrolmentData] = {}
-    for item in items:
-        held = winners.get((item.pupil_id, item.school_id))
-        if held is None or (held.recorded_at, held.event_id) < (item.recorded_at, item.event_id):
-            winners[(item.pupil_id, item.school_id)] = item
-    if not winners:
-        return
-    table = model.__table__  # type: ignore[attr-defined]
-    stmt = insert(table)
-    stmt = stmt.on_conflict_do_update(
-        index_elements=[table.c.pupil_id, table.c.school_id],
-        set_={
-            c: stmt.excluded[c]
-            for c in ("enrolled_from", "enrolled_until", "recorded_at", "event_id")
-        },
-        where=tuple_(table.c.recorded_at, table.c.event_id)
-        < tuple_(stmt.excluded.recorded_at, stmt.excluded.event_id),
-    )
-    await session.execute(stmt, [w.model_dump() for w in winners.values()])
+    newest = newest_per_key(items, lambda i: (i.pupil_id, i.school_id))
+    await _upsert_newest(session, model.__table__, ("pupil_id", "school_id"), newest)  # type: ignore[attr-defined]
