@@ -9,8 +9,7 @@ from opspor_api.deps import Session, Settings, audited
 from opspor_api.enrolments import service
 from opspor_api.enrolments.repository import EnrolmentRepository
 from opspor_api.enrolments.schemas import EnrolmentIn, EnrolmentOut
-from opspor_api.errors import PROBLEM_RESPONSES, NotFound
-from opspor_api.tenancy import pupil_visible, school_visible
+from opspor_api.errors import PROBLEM_RESPONSES
 from opspor_api.validation import ID_PATTERN, PupilPathId
 from opspor_shared.access import allow
 from opspor_shared.auth import Principal, Role
@@ -34,9 +33,9 @@ async def put_enrolment(
     settings: Settings,
     audit: Annotated[Auditor, audited("registration")],
 ) -> EnrolmentOut:
-    if not await school_visible(session, principal, school_id):
-        raise NotFound(f"no school {school_id!r}")
-    out = await service.put(EnrolmentRepository(session), settings, school_id, pupil_id, body)
+    out = await service.put(
+        EnrolmentRepository(session), settings, principal, school_id, pupil_id, body
+    )
     await audit.record([(pupil_id, school_id)], 200)
     return out
 
@@ -48,13 +47,6 @@ async def pupil_enrolments(
     session: Session,
     audit: Annotated[Auditor, audited("follow-up")],
 ) -> list[EnrolmentOut]:
-    if not await pupil_visible(session, principal, pupil_id):
-        raise NotFound(f"no pupil {pupil_id!r}")
-    # Only the enrolments at the principal's own schools: another school's is not theirs.
-    out = [
-        e
-        for e in await service.of_pupil(EnrolmentRepository(session), pupil_id)
-        if await school_visible(session, principal, e.school_id)
-    ]
+    out = await service.of_pupil(EnrolmentRepository(session), principal, pupil_id)
     await audit.record([(pupil_id, e.school_id) for e in out] or [(pupil_id, None)], 200)
     return out

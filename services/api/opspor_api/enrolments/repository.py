@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from sqlalchemy import select
+from sqlalchemy import Select, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from opspor_api.models import Enrolment, api_outbox
@@ -18,11 +18,15 @@ class EnrolmentRepository:
     async def apply(self, item: EnrolmentData) -> None:
         await apply_enrolments(self.session, Enrolment, [item])
 
-    async def of_pupil(self, pupil_id: str) -> Sequence[Enrolment]:
+    async def one(self, pupil_id: str, school_id: str) -> Enrolment | None:
+        return await self.session.get(Enrolment, (pupil_id, school_id))
+
+    async def of_pupil(self, pupil_id: str, schools: Select[str]) -> Sequence[Enrolment]:
+        """The pupil's enrolments at the given schools (a subquery of school ids)."""
         return (
             await self.session.scalars(
                 select(Enrolment)
-                .where(Enrolment.pupil_id == pupil_id)
+                .where(Enrolment.pupil_id == pupil_id, Enrolment.school_id.in_(schools))
                 .order_by(Enrolment.enrolled_from, Enrolment.school_id)
             )
         ).all()

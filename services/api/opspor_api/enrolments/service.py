@@ -6,20 +6,23 @@ from opspor_api.enrolments.repository import EnrolmentRepository
 from opspor_api.enrolments.schemas import EnrolmentIn, EnrolmentOut
 from opspor_api.errors import NotFound
 from opspor_api.settings import ApiSettings
+from opspor_api.tenancy import pupil_visible, school_visible, visible_schools
+from opspor_shared.auth import Principal
 from opspor_shared.events import ENROLMENT_RECORDED, CloudEvent, EnrolmentData
 from opspor_shared.logging import correlation_id
 from opspor_shared.outbox import OutboxMessage
-from opspor_shared.reference import ReferenceRepository
 
 
 async def put(
     repo: EnrolmentRepository,
     settings: ApiSettings,
+    principal: Principal,
     school_id: str,
     pupil_id: str,
     body: EnrolmentIn,
 ) -> EnrolmentOut:
-    if await ReferenceRepository(repo.session).school(school_id) is None:
+    # Another tenant's school answers exactly like one that does not exist.
+    if not await school_visible(repo.session, principal, school_id):
         raise NotFound(f"no school {school_id!r}")
     data = EnrolmentData(pupil_id=pupil_id, school_id=school_id, **body.model_dump())
     # The newest report per (pupil, school) wins here and in the worker alike, so repeats
@@ -40,12 +43,15 @@ async def put(
             correlation_id=correlation_id.get(),
         )
     )
-    held = next(e for e in await repo.of_pupil(pupil_id) if e.school_id == school_id)
-    return EnrolmentOut.model_validate(held, from_attributes=True)
+    # What is in force now: this report, or a newer one that arrived earlier.
+    return EnrolmentOut.model_validate(await repo.one(pupil_id, school_id), from_attributes=True)
 
 
-async def of_pupil(repo: EnrolmentRepository, pupil_id: str) -> list[EnrolmentOut]:
-    rows = await repo.of_pupil(pupil_id)
-    if not rows:
-        raise NotFound(f"no enrolments of pupil {pupil_id!r}")
+async def of_pupil(
+    repo: EnrolmentRepository, principal: Principal, pupil_id: str
+) -> list[EnrolmentOut]:
+    """The pupil's enrolments at the principal's own schools: another school's are not theirs."""
+    if not await pupil_visible(repo.session, principal, pupil_id):
+        raise NotFound(f"no pupil {pupil_id!r}")
+    rows = await repo.of_pupil(pupil_id, visible_schools(principal))
     return [EnrolmentOut.model_validate(r, from_attributes=True) for r in rows]
