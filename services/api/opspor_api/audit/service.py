@@ -7,14 +7,12 @@ leaves no row and a stored one always has its row. The table is append-only in t
 
 from __future__ import annotations
 
-import base64
-import binascii
 from collections.abc import Iterable
 from dataclasses import dataclass
 
 from opspor_api.audit.repository import AuditRepository
 from opspor_api.audit.schemas import AccessLogEntry, AccessLogPage
-from opspor_api.errors import InvalidInput, field_error
+from opspor_api.cursors import decode_cursor, encode_cursor
 from opspor_shared.auth import Principal
 
 
@@ -46,28 +44,14 @@ class Auditor:
         )
 
 
-def _encode(entry_id: int) -> str:
-    return base64.urlsafe_b64encode(str(entry_id).encode()).decode().rstrip("=")
-
-
-def _decode(cursor: str) -> int:
-    try:
-        return int(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode())
-    except (ValueError, binascii.Error, UnicodeDecodeError) as exc:
-        raise InvalidInput(
-            "the cursor is not one this api handed out",
-            [field_error(("query", "cursor"), "invalid cursor; start again without it")],
-        ) from exc
-
-
 async def access_log(
     repo: AuditRepository, pupil_id: str, municipality: str, cursor: str | None, limit: int
 ) -> AccessLogPage:
-    before = _decode(cursor) if cursor else None
+    before = decode_cursor(cursor, int) if cursor else None
     rows = await repo.page_for_pupil(pupil_id, municipality, before, limit + 1)
     more = len(rows) > limit
     rows = rows[:limit]
     return AccessLogPage(
         items=[AccessLogEntry.model_validate(r, from_attributes=True) for r in rows],
-        next_cursor=_encode(rows[-1].id) if more and rows else None,
+        next_cursor=encode_cursor(str(rows[-1].id)) if more and rows else None,
     )

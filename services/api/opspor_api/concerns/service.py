@@ -1,7 +1,5 @@
 from __future__ import annotations
 
-import base64
-import binascii
 import uuid
 from datetime import date
 
@@ -9,7 +7,8 @@ from pydantic import ValidationError
 
 from opspor_api.concerns.repository import ConcernRepository
 from opspor_api.concerns.schemas import ConcernOut, ConcernPage
-from opspor_api.errors import InvalidInput, NotFound, field_error
+from opspor_api.cursors import decode_cursor, encode_cursor
+from opspor_api.errors import NotFound
 from opspor_api.models import ConcernView
 from opspor_api.tenancy import concern_visible, pupil_visible, school_visible
 from opspor_shared.auth import Principal
@@ -25,21 +24,9 @@ def concern_out(row: ConcernView) -> ConcernOut:
     return ConcernOut.model_validate(row, from_attributes=True)
 
 
-def _encode_cursor(row: ConcernView) -> str:
-    raw = f"{row.crossing_date.isoformat()}|{row.concern_id}".encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
-
-
-def _decode_cursor(cursor: str) -> tuple[date, uuid.UUID]:
-    try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-        day, concern = raw.split("|")
-        return date.fromisoformat(day), uuid.UUID(concern)
-    except (ValueError, binascii.Error, UnicodeDecodeError) as exc:
-        raise InvalidInput(
-            "the cursor is not one this api handed out",
-            [field_error(("query", "cursor"), "invalid cursor; start again without it")],
-        ) from exc
+def _cursor_key(text: str) -> tuple[date, uuid.UUID]:
+    day, concern = text.split("|")
+    return date.fromisoformat(day), uuid.UUID(concern)
 
 
 async def pupil_concerns(
@@ -62,7 +49,7 @@ async def school_page(
 ) -> ConcernPage:
     if not await school_visible(repo.session, principal, school_id):
         raise NotFound(f"no school {school_id!r}")
-    after = _decode_cursor(cursor) if cursor else None
+    after = decode_cursor(cursor, _cursor_key) if cursor else None
     rows = await repo.page_for_school(
         school_id, status, level, after, limit + 1, concern_visible(principal)
     )
@@ -70,7 +57,11 @@ async def school_page(
     rows = rows[:limit]
     return ConcernPage(
         items=[concern_out(r) for r in rows],
-        next_cursor=_encode_cursor(rows[-1]) if more and rows else None,
+        next_cursor=(
+            encode_cursor(f"{rows[-1].crossing_date.isoformat()}|{rows[-1].concern_id}")
+            if more and rows
+            else None
+        ),
     )
 
 
