@@ -43,7 +43,7 @@ from __future__ import annotations
 import uuid
 import weakref
 from bisect import bisect_left, bisect_right
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import date
 from decimal import ROUND_DOWN, Decimal
 from itertools import accumulate
@@ -98,21 +98,28 @@ def _extent_units(extent: Decimal) -> int:
     return units
 
 
-# Per calendar and fixed period kind: for each school day index, the index of the first
-# school day of the same period. Computed once per calendar object and dropped with it.
-_PERIOD_STARTS: weakref.WeakKeyDictionary[SchoolCalendar, dict[str, list[int]]] = (
+# Per calendar: index lists derived from its school days, computed once per calendar object
+# and dropped with it.
+_PER_CALENDAR: weakref.WeakKeyDictionary[SchoolCalendar, dict[tuple[str, str], list[int]]] = (
     weakref.WeakKeyDictionary()
 )
 
 
+def _per_calendar(
+    calendar: SchoolCalendar, key: tuple[str, str], compute: Callable[[], list[int]]
+) -> list[int]:
+    cached = _PER_CALENDAR.setdefault(calendar, {})
+    found = cached.get(key)
+    if found is None:
+        found = cached[key] = compute()
+    return found
+
+
 def _period_starts(calendar: SchoolCalendar, kind: PeriodKind) -> list[int]:
-    per_calendar = _PERIOD_STARTS.get(calendar)
-    if per_calendar is None:
-        per_calendar = {}
-        _PERIOD_STARTS[calendar] = per_calendar
-    starts = per_calendar.get(kind)
-    if starts is None:
-        starts = []
+    """For each school day index, the index of the first school day of the same period."""
+
+    def compute() -> list[int]:
+        starts: list[int] = []
         previous: object = None
         start = 0
         for index, d in enumerate(calendar.days):
@@ -130,26 +137,18 @@ def _period_starts(calendar: SchoolCalendar, kind: PeriodKind) -> list[int]:
                 previous = key
                 start = index
             starts.append(start)
-        per_calendar[kind] = starts
-    return starts
+        return starts
 
-
-_PERIOD_FIRSTS: weakref.WeakKeyDictionary[SchoolCalendar, dict[str, list[int]]] = (
-    weakref.WeakKeyDictionary()
-)
+    return _per_calendar(calendar, ("starts", kind), compute)
 
 
 def _period_firsts(calendar: SchoolCalendar, kind: PeriodKind) -> list[int]:
     """The school day indices on which a fixed period starts, in order."""
-    per_calendar = _PERIOD_FIRSTS.get(calendar)
-    if per_calendar is None:
-        per_calendar = {}
-        _PERIOD_FIRSTS[calendar] = per_calendar
-    firsts = per_calendar.get(kind)
-    if firsts is None:
-        firsts = [i for i, start in enumerate(_period_starts(calendar, kind)) if start == i]
-        per_calendar[kind] = firsts
-    return firsts
+    return _per_calendar(
+        calendar,
+        ("firsts", kind),
+        lambda: [i for i, start in enumerate(_period_starts(calendar, kind)) if start == i],
+    )
 
 
 # Thresholds, totals and shares of the packs in units; a handful of distinct values.
