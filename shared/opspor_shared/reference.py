@@ -13,7 +13,6 @@ from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date
-from functools import cache
 from typing import Any
 
 from sqlalchemy import Boolean, Date, Text, column, func, select, table, tuple_
@@ -22,7 +21,7 @@ from sqlalchemy.engine import RowMapping
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from opspor_shared.calendar import Closure, SchoolCalendar, SchoolYear
-from opspor_shared.engine import RulePack, builtin_packs, pack_digest, parse_pack
+from opspor_shared.engine import RulePack, builtin_digest, builtin_packs, parse_pack
 
 municipalities = table(
     "municipalities",
@@ -158,7 +157,7 @@ class ReferenceRepository:
         that municipality stored through the API (pack ids are per municipality)."""
         wanted = set(keys)
         found = {
-            key: PackRef(builtin_packs()[key[1]], None, _builtin_digest(key[1]))
+            key: PackRef(builtin_packs()[key[1]], None, builtin_digest(key[1]))
             for key in wanted
             if key[1] in builtin_packs()
         }
@@ -230,11 +229,6 @@ class PackRef:
     pack: RulePack
     owner: str | None  # the municipality that stored it; None for a shipped pack
     digest: str  # changes whenever the pack's content does
-
-
-@cache
-def _builtin_digest(pack_id: str) -> str:
-    return pack_digest(builtin_packs()[pack_id])
 
 
 class PackCache:

@@ -26,6 +26,7 @@ from opspor_shared.engine.model import (
 )
 from opspor_shared.engine.packs import (
     PackError,
+    builtin_digest,
     builtin_packs,
     load_pack_file,
     pack_digest,
@@ -52,6 +53,7 @@ __all__ = [
     "RuleKind",
     "RulePack",
     "RulePackVersion",
+    "builtin_digest",
     "builtin_packs",
     "concern_id",
     "evaluate",

@@ -398,3 +398,9 @@ def pack_document(pack: RulePack) -> dict[str, Any]:
 def pack_digest(pack: RulePack) -> str:
     canonical = json.dumps(pack_document(pack), sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+@cache
+def builtin_digest(pack_id: str) -> str:
+    """The digest of a shipped pack, computed once (shipped packs never change at run time)."""
+    return pack_digest(builtin_packs()[pack_id])

@@ -15,6 +15,7 @@ from opspor_api.packs.schemas import RulePackOut, RulePackSummary, VersionSummar
 from opspor_shared.engine import (
     PackError,
     RulePack,
+    builtin_digest,
     builtin_packs,
     pack_digest,
     pack_document,
@@ -41,7 +42,7 @@ def _out(pack: RulePack, digest: str, *, stored: bool) -> RulePackOut:
 
 
 def shipped() -> list[RulePackOut]:
-    return [_out(p, pack_digest(p), stored=False) for _, p in sorted(builtin_packs().items())]
+    return [_out(p, builtin_digest(p.id), stored=False) for _, p in sorted(builtin_packs().items())]
 
 
 def summary(out: RulePackOut) -> RulePackSummary:
@@ -64,7 +65,7 @@ async def usable(repo: PackRepository, municipality_id: str) -> list[RulePackOut
 
 async def get(repo: PackRepository, municipality_id: str | None, pack_id: str) -> RulePackOut:
     if (pack := builtin_packs().get(pack_id)) is not None:
-        return _out(pack, pack_digest(pack), stored=False)
+        return _out(pack, builtin_digest(pack_id), stored=False)
     if municipality_id is not None:
         await _municipality_exists(repo, municipality_id)
         row = await repo.one(municipality_id, pack_id)
