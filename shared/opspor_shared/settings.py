@@ -12,6 +12,7 @@ from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from opspor_shared.auth import IssuerConfig
+from opspor_shared.netguard import AllowedNetworks
 
 
 class ServiceSettings(BaseSettings):
@@ -47,6 +48,10 @@ class ServiceSettings(BaseSettings):
     auth_issuers: list[IssuerConfig] = Field(min_length=1)
     auth_leeway_seconds: float = Field(default=30.0, ge=0, le=300)
     auth_jwks_timeout_seconds: float = Field(default=5.0, gt=0, le=60)
+    # Networks a webhook may point into although they are not globally reachable (loopback,
+    # private, link-local): comma-separated CIDRs, empty by default. The api checks stored URLs
+    # and the alerter the addresses it connects to against the same list (README "Webhooks").
+    webhook_allowed_networks: AllowedNetworks = Field(default_factory=list)
 
     @field_validator("database_url")
     @classmethod

@@ -135,6 +135,8 @@ def make_settings(
         "delivery_poll_seconds": 0.01,
         "message_id_domain": "opspor.test",
         "auth_issuers": issuers_setting(),
+        # The test receiver listens on loopback, which webhooks may only reach when allowed.
+        "webhook_allowed_networks": "127.0.0.1/32",
     }
     values.update(overrides)
     return AlerterSettings(**values)

@@ -422,3 +422,36 @@ async def test_connection_refused_is_retried_and_the_detail_names_no_url(
         assert attempt.detail.startswith("connection failed: ConnectError")
         for part in ("p4th-s3cret", "t0ken-value", url.split("://")[1]):
             assert part not in attempt.detail
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "localhost"])
+async def test_an_internal_address_is_refused_when_connecting_unless_allowed(
+    clean_db: AsyncEngine,
+    sessionmaker: SessionMaker,
+    mailbox: Mailbox,
+    receiver: WebhookReceiver,
+    settings_for: Callable[..., AlerterSettings],
+    host: str,
+) -> None:
+    # A URL stored before the guard existed, or a name whose DNS later points inside: the
+    # alerter checks the address it is about to connect to, and the receiver hears nothing.
+    settings = settings_for(mailbox, webhook_allowed_networks="")
+    await seed_school(clean_db, mailbox="")
+    url = f"https://{host}:{receiver.port}/hooks/p4th-s3cret"
+    await seed_webhook(clean_db, url)
+
+    await record(sessionmaker, settings, concern_event())
+    [notice] = await deliver_until(sessionmaker, settings, settled)
+
+    assert (notice.status, notice.attempts) == ("failed", 1)
+    [attempt] = await all_attempts(sessionmaker)
+    assert attempt.outcome == "permanent"
+    assert attempt.detail == "refused: the endpoint resolves to a non-public address"
+    assert receiver.requests == []
+
+    # The operator allows the network: the same kind of notice now goes through.
+    allowed = settings_for(mailbox, webhook_allowed_networks="127.0.0.0/8")
+    await record(sessionmaker, allowed, concern_event())
+    notices = await deliver_until(sessionmaker, allowed, settled)
+    assert sorted(n.status for n in notices) == ["failed", "sent"]
+    assert len(receiver.requests) == 1

@@ -132,3 +132,39 @@ async def test_a_school_follows_later_changes_of_its_municipality(
     assert (await client.put("/v1/municipalities/aalborg", json=changed)).status_code == 200
     school = (await client.get("/v1/schools/vestbjerg")).json()
     assert (school["language"], school["effective_rule_packs"]) == ("en", ["dk-national"])
+
+
+async def test_names_that_could_break_a_mail_header_are_refused(
+    client: httpx.AsyncClient,
+) -> None:
+    # Tried from outside: this school name was stored, and names go into a notice's Subject.
+    await configure(client)
+    r = await client.put(
+        "/v1/municipalities/aalborg", json=MUNICIPALITY | {"name": "Aalborg\rKommune"}
+    )
+    assert r.status_code == 422
+    assert fields(r) == {"name"}
+    school = {
+        "municipality_id": "aalborg",
+        "name": "Skole\r\nBcc: evil@x.dk",
+        "timezone": "Europe/Copenhagen",
+        "mailbox": "skole@sikkerpost.aalborg.dk\r\nBcc: evil@x.dk",
+    }
+    r = await client.put("/v1/schools/vestbjerg", json=school)
+    assert r.status_code == 422
+    assert fields(r) == {"name", "mailbox"}
+    [name_error] = [e for e in r.json()["errors"] if e["field"] == "name"]
+    assert "U+000D" in name_error["detail"]
+    assert "evil" not in r.text
+    # Invisible characters that can disguise a name (a right-to-left override) too.
+    r = await client.put("/v1/schools/vestbjerg", json=school | {"name": "Skole \u202eenoj"})
+    assert fields(r) == {"name", "mailbox"}
+    r = await client.put(
+        f"/v1/schools/vestbjerg/school-years/{SCHOOL_YEAR}",
+        json=YEAR_BODY
+        | {"closures": [{"first_day": "2026-10-12", "last_day": "2026-10-16", "reason": "a\nb"}]},
+    )
+    assert r.status_code == 422
+    assert fields(r) == {"closures[0].reason"}
+    # Nothing changed: the school keeps the name it had.
+    assert (await client.get("/v1/schools/vestbjerg")).json()["name"] == "Vestbjerg Skole"

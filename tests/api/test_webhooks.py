@@ -10,7 +10,10 @@ import httpx
 import pytest
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from opspor_api.app import create_app
 from opspor_shared.reference import ReferenceRepository
+from tests.api.conftest import api_settings
+from tests.auth import RouteAuth
 from tests.support import configure, seed_reference
 
 SECRET = "whsec_" + base64.b64encode(b"s" * 32).decode()  # ends in "="
@@ -104,6 +107,69 @@ async def test_invalid_webhook_names_the_field_stores_nothing_and_echoes_no_secr
     assert problem_fields(response) == {field}
     assert_no_secret(response, *(str(v) for v in change.values() if isinstance(v, str)))
     assert (await client.get(HOOK)).status_code == 404
+
+
+# Tried from outside before the guard existed: every one of these was stored (201).
+INTERNAL_URLS = [
+    "https://127.0.0.1/x",
+    "https://localhost:5432/",
+    "https://169.254.169.254/latest/meta-data",
+    "https://[::1]/",
+    "https://10.0.0.1/",
+    "https://0x7f000001/",
+    "https://127.1/",
+    "https://2130706433/hooks",
+    "https://[::ffff:127.0.0.1]/",
+    "https://100.64.0.1/",
+    "https://[fd00:ec2::254]/",
+    "https://db.localhost/",
+]
+
+
+@pytest.mark.parametrize("url", INTERNAL_URLS)
+async def test_a_url_pointing_inside_is_refused_and_nothing_is_stored(
+    client: httpx.AsyncClient, url: str
+) -> None:
+    await configure(client)
+    response = await client.put(HOOK, json=BODY | {"url": url})
+    assert response.status_code == 422, response.text
+    assert problem_fields(response) == {"url"}
+    [error] = response.json()["errors"]
+    assert "public address" in error["detail"]
+    assert url.split("://")[1].split("/")[0].strip("[]") not in response.text
+    assert (await client.get(HOOK)).status_code == 404
+
+
+async def test_an_internal_url_and_an_unknown_school_are_named_together(
+    client: httpx.AsyncClient,
+) -> None:
+    await configure(client)
+    response = await client.put(
+        HOOK, json=BODY | {"url": "https://127.0.0.1/x", "school_ids": ["nowhere"]}
+    )
+    assert response.status_code == 422
+    assert problem_fields(response) == {"url", "school_ids[0]"}
+
+
+async def test_an_operator_allow_list_admits_a_private_network(
+    database_url: str, kafka_bootstrap: str, topic_suffix: str, clean_db: object
+) -> None:
+    settings = api_settings(
+        database_url, kafka_bootstrap, topic_suffix, webhook_allowed_networks="10.20.0.0/16"
+    )
+    app = create_app(settings)
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app), base_url="http://api", auth=RouteAuth()
+        ) as client,
+    ):
+        await configure(client)
+        inside = await client.put(HOOK, json=BODY | {"url": "https://10.20.3.4/hooks"})
+        assert inside.status_code == 201, inside.text
+        outside = await client.put(HOOK, json=BODY | {"url": "https://10.21.3.4/hooks"})
+        assert outside.status_code == 422
+        assert problem_fields(outside) == {"url"}
 
 
 async def test_missing_url_and_secret_are_both_named(client: httpx.AsyncClient) -> None:

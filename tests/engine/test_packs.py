@@ -193,6 +193,7 @@ def _add_version(document: dict[str, Any], **changes: Any) -> None:
 
 # (what is wrong, where, the wrong value, part of the message)
 MISTAKES: list[tuple[str, str, Any, str]] = [
+    ("line break in the name", "name", "Aalborg\r\nBcc: x@y.dk", "control character U+000D"),
     ("unknown kind", f"{R}.0.kind", "streak", "unknown kind"),
     ("missing parameter", f"{R}.1.k", DELETE, "required"),
     ("missing period", f"{R}.1.over", DELETE, "required"),

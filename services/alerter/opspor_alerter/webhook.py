@@ -27,6 +27,7 @@ from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
 import httpx
+from httpx_secure import SSRFProtectionError, httpx_ssrf_protection
 from pydantic import ValidationError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from standardwebhooks import Webhook
@@ -37,6 +38,7 @@ from opspor_alerter.notify import DeliveryResult, Scrubber
 from opspor_alerter.render import NoticeContent, concern_link
 from opspor_alerter.routing import parse_webhook_recipient
 from opspor_alerter.settings import AlerterSettings
+from opspor_shared.netguard import IPAddress, address_allowed
 from opspor_shared.reference import ReferenceRepository, WebhookRef
 
 EVENT_TYPES = {"raised": "concern.raised", "withdrawn": "concern.withdrawn"}
@@ -93,14 +95,27 @@ def webhook_tls_context(settings: AlerterSettings) -> ssl.SSLContext:
 
 def make_http_client(settings: AlerterSettings) -> httpx.AsyncClient:
     """Built in main() and closed at shutdown. trust_env=False: no proxy, netrc or CA bundle
-    from the environment can change where a notice goes or which certificates are trusted."""
-    return httpx.AsyncClient(
+    from the environment can change where a notice goes or which certificates are trusted.
+
+    Every new connection goes only to an address that is globally reachable or inside
+    WEBHOOK_ALLOWED_NETWORKS: httpx-secure resolves the host, checks the address and connects to
+    that very address, so DNS cannot send a stored URL to loopback or the private network."""
+    client = httpx.AsyncClient(
         verify=webhook_tls_context(settings),
         timeout=httpx.Timeout(settings.webhook_timeout_seconds),
         follow_redirects=False,
         trust_env=False,
         limits=httpx.Limits(max_connections=settings.delivery_concurrency),
         headers={"user-agent": USER_AGENT},
+    )
+    allowed = tuple(settings.webhook_allowed_networks)
+
+    def permitted(hostname: str, address: IPAddress, port: int) -> bool:
+        return address_allowed(address, allowed)
+
+    # The library's own check would refuse the allow-listed networks, so ours replaces it.
+    return httpx_ssrf_protection(
+        client, check_globally_reachable=False, custom_validator=permitted, dns_cache_ttl=60
     )
 
 
@@ -162,6 +177,12 @@ def _chain(exc: BaseException) -> Iterator[BaseException]:
 
 
 def classify_error(exc: BaseException, scrub: Scrubber) -> DeliveryResult:
+    if isinstance(exc, SSRFProtectionError):
+        # Permanent: only an operator (WEBHOOK_ALLOWED_NETWORKS) or the endpoint's DNS can change
+        # it. The text names neither the host nor the address.
+        return DeliveryResult(
+            "permanent", None, "refused: the endpoint resolves to a non-public address"
+        )
     for cause in _chain(exc):
         if isinstance(cause, ssl.SSLCertVerificationError):
             reason = cause.verify_message or "unknown reason"

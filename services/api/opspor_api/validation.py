@@ -10,6 +10,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from fastapi import Path
 from pydantic import AfterValidator, StringConstraints
 
+from opspor_shared.text import control_problem
+
 ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:-]*$"
 
 # Data minimisation: pupils are known by the school system's id, never by a national ID number.
@@ -61,6 +63,15 @@ def _no_national_id(value: str) -> str:
 
 
 NoNationalId = AfterValidator(_no_national_id)
+
+
+def _no_control(value: str) -> str:
+    if (problem := control_problem(value)) is not None:
+        raise ValueError(problem)
+    return value
+
+
+NoControl = AfterValidator(_no_control)
 Identifier = Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=ID_PATTERN)]
 PupilId = Annotated[Identifier, NoNationalId]
 PupilPathId = Annotated[str, Path(min_length=1, max_length=64, pattern=ID_PATTERN), NoNationalId]
@@ -69,9 +80,12 @@ Slot = Annotated[
     str, StringConstraints(min_length=1, max_length=16, pattern=r"^(day|am|pm|[1-9][0-9]?)$")
 ]
 Name = Annotated[
-    str, StringConstraints(min_length=1, max_length=200, strip_whitespace=True), NoNationalId
+    str,
+    StringConstraints(min_length=1, max_length=200, strip_whitespace=True),
+    NoControl,
+    NoNationalId,
 ]
-FreeText = Annotated[str, StringConstraints(max_length=200), NoNationalId]
+FreeText = Annotated[str, StringConstraints(max_length=200), NoControl, NoNationalId]
 
 _MAILBOX = re.compile(r"^[^@\s<>\"]{1,64}@[A-Za-z0-9.-]{1,189}\.[A-Za-z]{2,63}$")
 

@@ -50,6 +50,7 @@ from opspor_shared.engine.model import (
     is_slug,
     rule_problems,
 )
+from opspor_shared.text import control_problem
 
 _PACK_KEYS = ("id", "name", "source", "versions")
 _VERSION_KEYS = ("version", "effective_from", "day_threshold", "rules")
@@ -94,6 +95,8 @@ class _Problems:
             self.add(f"{prefix}{key}", "must be a non-empty string")
         elif slug and not is_slug(value):
             self.add(f"{prefix}{key}", _SLUG_TEXT)
+        elif (problem := control_problem(value)) is not None:
+            self.add(f"{prefix}{key}", problem)
         else:
             return value
         return None

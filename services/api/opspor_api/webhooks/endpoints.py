@@ -4,7 +4,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Path, Response
 
-from opspor_api.deps import Session
+from opspor_api.deps import Session, Settings
 from opspor_api.errors import PROBLEM_RESPONSES
 from opspor_api.tenancy import MunicipalityAdmin
 from opspor_api.validation import ID_PATTERN
@@ -28,10 +28,15 @@ async def put_webhook(
     body: WebhookIn,
     _admin: MunicipalityAdmin,
     session: Session,
+    settings: Settings,
     response: Response,
 ) -> WebhookOut:
     out, created = await service.put_webhook(
-        WebhookRepository(session), municipality_id, webhook_id, body
+        WebhookRepository(session),
+        municipality_id,
+        webhook_id,
+        body,
+        settings.webhook_allowed_networks,
     )
     response.status_code = 201 if created else 200
     return out

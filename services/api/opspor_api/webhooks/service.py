@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 from urllib.parse import urlsplit, urlunsplit
 
 from opspor_api.errors import InvalidInput, NotFound, field_error
 from opspor_api.models import WebhookEndpoint
 from opspor_api.webhooks.repository import WebhookRepository
 from opspor_api.webhooks.schemas import WebhookIn, WebhookOut, secret_key
+from opspor_shared.netguard import IPNetwork, refusal
 
 
 def fingerprint(secret: str) -> str:
@@ -36,17 +38,27 @@ async def _require_municipality(repo: WebhookRepository, municipality_id: str) -
 
 
 async def put_webhook(
-    repo: WebhookRepository, municipality_id: str, webhook_id: str, data: WebhookIn
+    repo: WebhookRepository,
+    municipality_id: str,
+    webhook_id: str,
+    data: WebhookIn,
+    allowed_networks: Sequence[IPNetwork] = (),
 ) -> tuple[WebhookOut, bool]:
     await _require_municipality(repo, municipality_id)
+    errors = []
+    parts = urlsplit(data.url)
+    # The schema has checked the URL's form, so it has a host and a valid port.
+    why = await refusal(parts.hostname or "", parts.port or 443, allowed_networks)
+    if why is not None:
+        errors.append(field_error(("url",), f"the URL {why}"))
     known = await repo.schools_of(municipality_id, data.school_ids)
-    errors = [
+    errors += [
         field_error(("school_ids", i), "no such school in this municipality")
         for i, school_id in enumerate(data.school_ids)
         if school_id not in known
     ]
     if errors:
-        raise InvalidInput("the webhook names unknown schools", errors)
+        raise InvalidInput("the webhook cannot be stored", errors)
     values: dict[str, object] = {
         "municipality_id": municipality_id,
         "id": webhook_id,
