@@ -22,6 +22,8 @@ import time
 from datetime import datetime
 from typing import TextIO
 
+from prometheus_client import REGISTRY
+
 from opspor_shared.db import make_engine, make_sessionmaker
 from opspor_shared.logging import configure_logging
 from opspor_shared.reference import CalendarCache
@@ -49,6 +51,10 @@ def peak_rss_mib() -> float:
     return _status_mib("VmHWM:")
 
 
+def pupils_evaluated() -> float:
+    return REGISTRY.get_sample_value("opspor_worker_pupils_evaluated_total") or 0.0
+
+
 async def run(args: argparse.Namespace, out: TextIO) -> None:
     now = datetime.fromisoformat(args.now)
     settings = WorkerSettings(
@@ -65,6 +71,7 @@ async def run(args: argparse.Namespace, out: TextIO) -> None:
             pass  # the pool's first connection, outside the measurement
         print(json.dumps({"ready": True, "rss_mib": round(rss_mib(), 1)}), file=out, flush=True)
         await asyncio.to_thread(sys.stdin.readline)
+        evaluated_before = pupils_evaluated()
         cpu_began = time.process_time()
         began = time.perf_counter()
         changes = await tick(sessionmaker, ctx)
@@ -74,6 +81,7 @@ async def run(args: argparse.Namespace, out: TextIO) -> None:
             "seconds": round(seconds, 3),
             "worker_cpu_seconds": round(cpu, 3),
             "concern_changes": changes,
+            "pupils_evaluated": int(pupils_evaluated() - evaluated_before),
             "chunk_pupils": settings.tick_chunk_pupils,
             "rss_mib_at_end": round(rss_mib(), 1),
             "peak_rss_mib": round(peak_rss_mib(), 1),

@@ -5,10 +5,12 @@ worker, not ingest): one municipality, `schools` schools with one Danish school 
 (autumn and Christmas breaks, DK public holidays), `pupils` pupils and about 14 registrations
 per pupil in `worker_registrations` / `worker_pupils`, written with COPY. The worker's real
 `tick()` then runs in a separate process (tests/bench/reeval_worker.py) with its clock on the
-last day of the school year: every school is due, so every pupil is read, evaluated from
-scratch, diffed against `concerns`, and every raised concern is written to `worker_outbox`.
+second-to-last school day of the year: every school is due, so every pupil is read, evaluated
+from scratch, diffed against `concerns`, and every raised concern is written to `worker_outbox`.
 A second tick over the same data (the schools' horizons forgotten, nothing else changed)
-must write no event; it measures the cost of a re-evaluation that finds nothing new.
+must write no event; it measures the cost of a re-evaluation that finds nothing new. A third
+tick runs on the last school day: only the day changed, so only the pupils whose concerns can
+change that day (registrations on it, a share rule reaching min_days) are evaluated.
 
 The registrations are drawn with a fixed seed. Each pupil has an absence propensity r
 (lognormal): illness episodes of 1-3 days and half days grow with r, late arrivals and skipped
@@ -199,6 +201,9 @@ class Seeded:
     seconds: float
     horizon: date
     now: datetime
+    # Noon on the school day before `horizon`: the first two ticks run on that day, the
+    # day-change tick then on the last day.
+    day_before: datetime
 
 
 def spread(total: int, parts: int) -> list[int]:
@@ -303,6 +308,7 @@ async def seed(
     finally:
         await conn.close()
     now = datetime.combine(last, clock_time(12), ZoneInfo(TIMEZONE)).astimezone(UTC)
+    day_before = datetime.combine(days[-2], clock_time(12), ZoneInfo(TIMEZONE)).astimezone(UTC)
     return Seeded(
         database_url=url,
         schools=schools,
@@ -313,11 +319,17 @@ async def seed(
         seconds=round(time.perf_counter() - began, 1),
         horizon=last,
         now=now,
+        day_before=day_before,
     )
 
 
 async def run_tick(
-    seeded: Seeded, label: str, chunk: int, profiler: Profiler | None, log: Any
+    seeded: Seeded,
+    label: str,
+    chunk: int,
+    profiler: Profiler | None,
+    log: Any,
+    now: datetime,
 ) -> dict[str, Any]:
     """One tick in a fresh worker process; CPU of the worker and PostgreSQL while it ran."""
     proc = await asyncio.create_subprocess_exec(
@@ -327,7 +339,7 @@ async def run_tick(
         "--database-url",
         seeded.database_url,
         "--now",
-        seeded.now.isoformat(),
+        now.isoformat(),
         "--chunk",
         str(chunk),
         stdin=asyncio.subprocess.PIPE,
@@ -432,16 +444,20 @@ async def reeval_phase(
         )
         log(f"seeded {seeded.registrations:,} registrations in {seeded.seconds:.1f} s")
         profiler = Profiler(py_spy, var_dir / "profiles", {}) if py_spy is not None else None
-        first = await run_tick(seeded, "reeval-first", chunk, profiler, log)
+        first = await run_tick(seeded, "reeval-first", chunk, profiler, log, seeded.day_before)
         after_first = await state(url)
         await forget_horizons(url)
-        second = await run_tick(seeded, "reeval-again", chunk, profiler, log)
+        second = await run_tick(seeded, "reeval-again", chunk, profiler, log, seeded.day_before)
         after_second = await state(url)
+        # The next school day comes: only pupils whose next change has come are evaluated.
+        day = await run_tick(seeded, "reeval-day-change", chunk, profiler, log, seeded.now)
+        after_day = await state(url)
     finally:
         if not keep_database:
             await drop_database(admin, database)
     first["events_written"] = after_first["outbox_rows"]
     second["events_written"] = after_second["outbox_rows"] - after_first["outbox_rows"]
+    day["events_written"] = after_day["outbox_rows"] - after_second["outbox_rows"]
     return {
         "database": database,
         "rule_packs": list(RULE_PACKS),
@@ -453,10 +469,12 @@ async def reeval_phase(
         "movers": seeded.movers,
         "seed": seed_value,
         "seed_seconds": seeded.seconds,
-        "horizon": seeded.horizon.isoformat(),
+        "horizon": seeded.day_before.date().isoformat(),
+        "day_change_horizon": seeded.horizon.isoformat(),
         "worker_clock": seeded.now.isoformat(),
         "first": first,
         "state_after_first": after_first,
         "again": second,
         "state_after_again": after_second,
+        "day_change": day,
     }

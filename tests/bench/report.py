@@ -222,13 +222,17 @@ def _reeval_lines(r: dict[str, Any]) -> list[str]:
         ),
     ]
     rows = []
-    for label, key in (("first (all new)", "first"), ("again (no change)", "again")):
+    ticks = [("first (all new)", "first"), ("again (no change)", "again")]
+    if "day_change" in r:
+        ticks.append((f"day change to {r['day_change_horizon']}", "day_change"))
+    for label, key in ticks:
         run = r[key]
         cpu = run["cpu_cores"]
         rows.append(
             [
                 label,
                 _n(run["seconds"], 1),
+                _n(run.get("pupils_evaluated")),
                 _n(run["pupils_per_second"]),
                 _n(run["registrations_per_second"]),
                 _n(run["concern_changes"]),
@@ -242,6 +246,7 @@ def _reeval_lines(r: dict[str, Any]) -> list[str]:
         [
             "tick",
             "seconds",
+            "pupils evaluated",
             "pupils/s",
             "registrations/s",
             "concerns raised+withdrawn",

@@ -41,6 +41,10 @@ class WorkerPupil(Base):
     pupil_id: Mapped[str] = mapped_column(Text, primary_key=True)
     school_id: Mapped[str] = mapped_column(Text)
     evaluated_horizon: Mapped[date | None]
+    # The first day after evaluated_horizon on which the pupil's concerns change if no new
+    # registration comes (a share rule reaching min_days, a registration dated ahead); the
+    # day-change tick evaluates only pupils whose day has come. NULL: not known yet (evaluate).
+    next_change_on: Mapped[date | None]
 
 
 class SchoolHorizon(Base):
@@ -52,6 +56,9 @@ class SchoolHorizon(Base):
     horizon: Mapped[date | None]
     # Hash of the pack id and calendar rows: a changed calendar or pack re-evaluates the school.
     fingerprint: Mapped[str] = mapped_column(Text)
+    # The same hash without the horizon: when only the day moved on, only pupils whose
+    # next_change_on has come are evaluated (NULL: evaluate every pupil).
+    basis: Mapped[str | None] = mapped_column(Text)
 
 
 class Concern(TimestampMixin, Base):

@@ -10,7 +10,7 @@ from operator import itemgetter
 from typing import Any, Protocol, cast
 
 import asyncpg
-from sqlalchemy import func, select, text, union, update
+from sqlalchemy import func, or_, select, text, union, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -150,6 +150,7 @@ class WorkerRepository:
             set_={
                 "school_id": stmt.excluded.school_id,
                 "evaluated_horizon": stmt.excluded.evaluated_horizon,
+                "next_change_on": stmt.excluded.next_change_on,
             },
         )
         await self.session.execute(stmt, list(rows))
@@ -168,6 +169,19 @@ class WorkerRepository:
         if after is not None:
             query = query.where(both.c.pupil_id > after)
         return list(await self.session.scalars(query.order_by(both.c.pupil_id).limit(limit)))
+
+    async def pupils_due(
+        self, school_id: str, horizon: date, after: str | None, limit: int
+    ) -> list[str]:
+        """Pupils of the school whose concerns can change by `horizon` without a new
+        registration (or whose next change is not known yet)."""
+        query = select(WorkerPupil.pupil_id).where(
+            WorkerPupil.school_id == school_id,
+            or_(WorkerPupil.next_change_on.is_(None), WorkerPupil.next_change_on <= horizon),
+        )
+        if after is not None:
+            query = query.where(WorkerPupil.pupil_id > after)
+        return list(await self.session.scalars(query.order_by(WorkerPupil.pupil_id).limit(limit)))
 
     async def concerns(self, pupil_ids: Sequence[str]) -> dict[str, dict[uuid.UUID, Concern]]:
         rows = await self.session.scalars(select(Concern).where(Concern.pupil_id.in_(pupil_ids)))
@@ -194,20 +208,23 @@ class WorkerRepository:
             )
         )
 
-    async def horizons(self) -> dict[str, tuple[date | None, str]]:
-        rows = await self.session.execute(
-            select(SchoolHorizon.school_id, SchoolHorizon.horizon, SchoolHorizon.fingerprint)
-        )
-        return {r.school_id: (r.horizon, r.fingerprint) for r in rows}
+    async def horizons(self) -> dict[str, SchoolHorizon]:
+        return {h.school_id: h for h in await self.session.scalars(select(SchoolHorizon))}
 
-    async def set_horizon(self, school_id: str, horizon: date | None, fingerprint: str) -> None:
+    async def set_horizon(
+        self, school_id: str, horizon: date | None, fingerprint: str, basis: str
+    ) -> None:
         stmt = insert(SchoolHorizon).values(
-            school_id=school_id, horizon=horizon, fingerprint=fingerprint
+            school_id=school_id, horizon=horizon, fingerprint=fingerprint, basis=basis
         )
         await self.session.execute(
             stmt.on_conflict_do_update(
                 index_elements=[SchoolHorizon.school_id],
-                set_={"horizon": stmt.excluded.horizon, "fingerprint": stmt.excluded.fingerprint},
+                set_={
+                    "horizon": stmt.excluded.horizon,
+                    "fingerprint": stmt.excluded.fingerprint,
+                    "basis": stmt.excluded.basis,
+                },
             )
         )
 

@@ -43,7 +43,7 @@ from opspor_shared.reference import (
     SchoolRef,
 )
 from opspor_shared.retention import retention_window
-from opspor_worker.metrics import CONCERNS_CHANGED, PUPILS_EVALUATED
+from opspor_worker.metrics import CONCERNS_CHANGED, PUPILS_EVALUATED, TICK_PUPILS
 from opspor_worker.models import Concern, WorkerEnrolment
 from opspor_worker.repository import RegistrationRow, WorkerRepository, live_registrations
 from opspor_worker.settings import WorkerSettings
@@ -146,6 +146,25 @@ def _stays(
     return stays
 
 
+# Evaluation runs to the last school day the calendars know, past the horizon: a crossing on a
+# day depends only on that day and the days before it, so the crossings up to the horizon are
+# the same, and the first one after it is the day this pupil's concerns next change unless a
+# registration comes (DOMAIN.md s.5: a share rule reaching min_days, a registration dated ahead).
+UNTIL_KNOWN_DAYS_END = date.max
+NO_CHANGE_AHEAD = date.max
+
+
+def split_at_horizon(
+    crossings: Sequence[tuple[str, Crossing]], horizon: date | None
+) -> tuple[list[tuple[str, Crossing]], date]:
+    """The crossings up to the horizon, and the date of the first one after it (or date.max)."""
+    if horizon is None:
+        return [], min((c.date for _, c in crossings), default=NO_CHANGE_AHEAD)
+    upto = [(s, c) for s, c in crossings if c.date <= horizon]
+    after = min((c.date for _, c in crossings if c.date > horizon), default=NO_CHANGE_AHEAD)
+    return upto, after
+
+
 async def evaluate_pupils(repo: WorkerRepository, ctx: Context, pupil_ids: Sequence[str]) -> int:
     """Re-evaluates pupils from scratch and records + publishes the concern diff.
 
@@ -183,8 +202,9 @@ async def evaluate_pupils(repo: WorkerRepository, ctx: Context, pupil_ids: Seque
         current = refs[stays[-1].school_id]
         horizon = horizon_for(stays[-1].calendar, current.timezone, now)
         facts = live_registrations(regs[pupil_id])
-        crossings = (
-            evaluate_stays(stays, facts, horizon, not_before=window.cutoff) if horizon else []
+        crossings, next_change = split_at_horizon(
+            evaluate_stays(stays, facts, UNTIL_KNOWN_DAYS_END, not_before=window.cutoff),
+            horizon,
         )
         wanted = {
             concern_id(pupil_id, c.pack_id, c.rule_id, c.rule_version, c.date): (school, c)
@@ -225,7 +245,14 @@ async def evaluate_pupils(repo: WorkerRepository, ctx: Context, pupil_ids: Seque
             ):
                 await repo.set_status(concern, "withdrawn", now)
                 messages.append(_event(concern, ctx.settings, now))
-        pupils.append({"pupil_id": pupil_id, "school_id": current.id, "evaluated_horizon": horizon})
+        pupils.append(
+            {
+                "pupil_id": pupil_id,
+                "school_id": current.id,
+                "evaluated_horizon": horizon,
+                "next_change_on": next_change,
+            }
+        )
     await repo.session.flush()
     if pupils:
         await repo.upsert_pupils(pupils)
@@ -280,23 +307,39 @@ async def handle_registrations(
     return await store_and_evaluate(repo, ctx, decode_registrations(batch)[0])
 
 
-def school_fingerprint(
-    ref: SchoolRef, horizon: date | None, calendar_key: str, pack_digests: Sequence[str]
-) -> str:
+def school_basis(ref: SchoolRef, calendar_key: str, pack_digests: Sequence[str]) -> str:
+    """Everything about a school that decides its pupils' concerns, except the day."""
     packs = ",".join(pack_digests)
-    raw = f"{horizon}|{ref.rule_packs}|{packs}|{ref.country}|{ref.timezone}|{calendar_key}"
+    raw = f"{ref.rule_packs}|{packs}|{ref.country}|{ref.timezone}|{calendar_key}"
     return hashlib.sha256(raw.encode()).hexdigest()
 
 
+def school_fingerprint(basis: str, horizon: date | None) -> str:
+    return hashlib.sha256(f"{horizon}|{basis}".encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class DueSchool:
+    school_id: str
+    horizon: date | None
+    fingerprint: str
+    basis: str
+    # Only the day moved on: evaluate the pupils whose next change has come, not everyone.
+    day_only: bool
+
+
 async def tick(sessionmaker: async_sessionmaker[AsyncSession], ctx: Context) -> int:
-    """Re-evaluates every pupil of each school whose day (horizon), calendar or packs changed
+    """Re-evaluates the pupils of each school whose day (horizon), calendar or packs changed
     (a pack changes when it is switched or a stored pack gets a new version).
 
     Crossings that need no new registration (a share rule reaching min_days, a count window
-    sliding) appear here. A school is marked done only after all its pupils committed, so a
-    crash mid-school repeats that school on the next tick; evaluation is idempotent.
+    sliding) appear here. When only the day moved on, only the pupils whose `next_change_on`
+    has come are evaluated: a crossing depends on its day and the days before it, so nobody
+    else's concerns can change. A changed calendar or pack re-evaluates every pupil of the
+    school. A school is marked done only after all its pupils committed, so a crash mid-school
+    repeats that school on the next tick; evaluation is idempotent.
     """
-    due: list[tuple[str, date | None, str]] = []
+    due: list[DueSchool] = []
     async with unit_of_work(sessionmaker) as session:
         reference = ReferenceRepository(session)
         held = await WorkerRepository(session).horizons()
@@ -313,25 +356,48 @@ async def tick(sessionmaker: async_sessionmaker[AsyncSession], ctx: Context) -> 
                 packs[key].digest if (key := (ref.municipality_id, p)) in packs else "missing"
                 for p in ref.rule_packs
             ]
-            fingerprint = school_fingerprint(
-                ref, horizon, CalendarCache.fingerprint(ref.country, rows[school_id]), digests
+            basis = school_basis(
+                ref, CalendarCache.fingerprint(ref.country, rows[school_id]), digests
             )
-            if held.get(school_id, (None, None))[1] != fingerprint:
-                due.append((school_id, horizon, fingerprint))
+            fingerprint = school_fingerprint(basis, horizon)
+            last = held.get(school_id)
+            if last is not None and last.fingerprint == fingerprint:
+                continue
+            day_only = (
+                last is not None
+                and last.basis == basis
+                and last.horizon is not None
+                and horizon is not None
+                and horizon > last.horizon
+            )
+            due.append(DueSchool(school_id, horizon, fingerprint, basis, day_only))
     changes = 0
-    for school_id, horizon, fingerprint in due:
+    for school in due:
         after: str | None = None
+        looked_at = 0
         while True:
             async with unit_of_work(sessionmaker) as session:
                 repo = WorkerRepository(session)
-                pupils = await repo.pupils_of_school(
-                    school_id, after, ctx.settings.tick_chunk_pupils
-                )
+                limit = ctx.settings.tick_chunk_pupils
+                if school.day_only and school.horizon is not None:
+                    pupils = await repo.pupils_due(school.school_id, school.horizon, after, limit)
+                else:
+                    pupils = await repo.pupils_of_school(school.school_id, after, limit)
                 if not pupils:
                     break
                 changes += await evaluate_pupils(repo, ctx, pupils)
+                looked_at += len(pupils)
                 after = pupils[-1]
         async with unit_of_work(sessionmaker) as session:
-            await WorkerRepository(session).set_horizon(school_id, horizon, fingerprint)
-        log.info("school_reevaluated", school=school_id, horizon=str(horizon))
+            await WorkerRepository(session).set_horizon(
+                school.school_id, school.horizon, school.fingerprint, school.basis
+            )
+        TICK_PUPILS.labels("day" if school.day_only else "all").inc(looked_at)
+        log.info(
+            "school_reevaluated",
+            school=school.school_id,
+            horizon=str(school.horizon),
+            scope="pupils whose day has come" if school.day_only else "every pupil",
+            pupils=looked_at,
+        )
     return changes
