@@ -15,14 +15,14 @@ from dataclasses import dataclass
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewPartitions, NewTopic
 from aiokafka.client import AIOKafkaClient
-from aiokafka.errors import KafkaError, TopicAlreadyExistsError
+from aiokafka.errors import KafkaError, OffsetOutOfRangeError, TopicAlreadyExistsError
 from prometheus_client import Counter
 from pydantic import ValidationError
 
 from opspor_shared.events import CloudEvent
 from opspor_shared.faults import fault_point
 from opspor_shared.logging import CORRELATION_HEADER, correlation_id, get_logger
-from opspor_shared.outage import Outage, clear_not_ready, set_not_ready
+from opspor_shared.outage import Outage, clear_not_ready, is_database_outage, set_not_ready
 from opspor_shared.settings import ServiceSettings
 from opspor_shared.stopping import sleep_or_stop
 
@@ -183,8 +183,12 @@ class LostDataWatch:
     that moment. Re-reading is safe: every consumer is idempotent.
     """
 
-    def __init__(self, consumer: AIOKafkaConsumer, group_id: str, topic: str) -> None:
+    def __init__(
+        self, consumer: AIOKafkaConsumer, group_id: str, topic: str, bootstrap_servers: str = ""
+    ) -> None:
         self._consumer = consumer
+        self._bootstrap = bootstrap_servers
+        self._probe: AIOKafkaConsumer | None = None
         self._group = group_id
         self._topic = topic
         self._partitions: int | None = None
@@ -201,6 +205,38 @@ class LostDataWatch:
             action="re-reading the topic from its earliest offset",
         )
         set_not_ready(self._key, f"{self._topic} lost data ({reason}); {self._group} re-reading")
+
+    async def _still_there(self, tp: TopicPartition, offset: int) -> bool:
+        """Whether the partition still holds the record at `offset` (the last one read).
+
+        A reported end below our position is not proof on its own: some brokers (Tansu)
+        report the end of a partition as the first offset of its last batch plus one. The
+        last record read, though, is never gone from an intact log (retention keeps the
+        active segment).
+        """
+        if not self._bootstrap:
+            return False
+        if self._probe is None:
+            self._probe = AIOKafkaConsumer(
+                bootstrap_servers=self._bootstrap,
+                group_id=None,
+                enable_auto_commit=False,
+                auto_offset_reset="none",
+            )
+            await self._probe.start()
+        self._probe.assign([tp])
+        self._probe.seek(tp, offset)
+        try:
+            batch = await self._probe.getmany(tp, timeout_ms=2000, max_records=1)
+        except OffsetOutOfRangeError:
+            return False
+        return any(r.offset >= offset for records in batch.values() for r in records)
+
+    async def close(self) -> None:
+        if self._probe is not None:
+            with contextlib.suppress(Exception):
+                await self._probe.stop()
+            self._probe = None
 
     async def check(self) -> None:
         consumer = self._consumer
@@ -220,7 +256,8 @@ class LostDataWatch:
         for tp in assigned:
             committed = await consumer.committed(tp)
             position = await consumer.position(tp)
-            if (committed is not None and committed > ends[tp]) or position > ends[tp]:
+            reached = max(committed or 0, position)
+            if reached > ends[tp] and not await self._still_there(tp, reached - 1):
                 beyond.append(tp)
         if beyond:
             self._lost(f"offsets beyond the end of {len(beyond)} partition(s)")
@@ -306,7 +343,7 @@ async def consume_forever(
                 kafka.failed(type(exc).__name__)
             else:
                 HANDLER_FAILURES.labels(group_id).inc()
-                if handler.failed(type(exc).__name__):
+                if handler.failed(type(exc).__name__) and not is_database_outage(exc):
                     log.exception(
                         "batch_failed_will_retry", group=group_id, error=type(exc).__name__
                     )

@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import time
 
+from asyncpg.exceptions import PostgresConnectionError
 from prometheus_client import Gauge
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 
 from opspor_shared.logging import get_logger
 
@@ -57,6 +60,14 @@ class Outage:
         self._since = None
         self.failures = 0
         DEPENDENCY_DOWN.labels(self.dependency, self.part).set(0)
+
+
+def is_database_outage(exc: BaseException) -> bool:
+    """The database cannot be reached (refused, reset, timed out, shutting down, pool empty):
+    an expected condition, logged without a traceback; anything else may be a bug."""
+    if isinstance(exc, DBAPIError):
+        return exc.connection_invalidated or isinstance(exc, OperationalError | InterfaceError)
+    return isinstance(exc, OSError | PoolTimeoutError | PostgresConnectionError)
 
 
 # Reasons /readyz reports as not ready, keyed by what raised them (e.g. "consumer:<group>").

@@ -108,6 +108,8 @@ class OutboxRelay:
         idle_interval: float = 0.05,
         max_backoff: float = 5.0,
         on_topic_lost: TopicLostHandler | None = None,
+        ensure: Callable[[], Awaitable[object]] | None = None,
+        ensure_every_seconds: float = 30.0,
     ) -> None:
         self._sessionmaker = sessionmaker
         self._table = table
@@ -119,6 +121,11 @@ class OutboxRelay:
         self._high: dict[tuple[str, int], int] = {}
         self._replaying = False
         self._key = f"relay:{table.name}"
+        # Topics are ensured on every reconnect by the caller, and also every so often: a
+        # broker restarted while the relay was idle is not noticed by a failed send, and would
+        # auto-create the topic with its own partition count at the next one.
+        self._ensure = ensure
+        self._ensure_every = ensure_every_seconds
 
     async def publish_once(self) -> int:
         t = self._table
@@ -136,6 +143,7 @@ class OutboxRelay:
             PENDING.labels(t.name).set(len(rows))
             if not rows:
                 return 0
+            fault_point("relay_before_publish")
             futures = [
                 await self.producer.send(
                     row.topic,
@@ -177,8 +185,13 @@ class OutboxRelay:
         True when at least one round succeeded before that.
         """
         succeeded = False
+        loop = asyncio.get_running_loop()
+        ensure_at = loop.time() + self._ensure_every
         while not stop.is_set():
             try:
+                if self._ensure is not None and loop.time() >= ensure_at:
+                    ensure_at = loop.time() + self._ensure_every
+                    await self._ensure()
                 published = await self.publish_once()
             except Exception as exc:
                 RELAY_ERRORS.labels(self._table.name).inc()

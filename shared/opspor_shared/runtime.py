@@ -48,7 +48,14 @@ async def run_relay(
     events this relay published (see OutboxRelay); the services pass a replay of their tables."""
     backoff = 0.5
     outage = Outage("kafka", f"relay:{table.name}")
-    relay = OutboxRelay(sessionmaker, table, None, on_topic_lost=on_topic_lost)
+    relay = OutboxRelay(
+        sessionmaker,
+        table,
+        None,
+        on_topic_lost=on_topic_lost,
+        ensure=lambda: ensure_topics(settings, topics),
+        ensure_every_seconds=settings.topic_check_seconds,
+    )
     while not stop.is_set():
         producer = make_producer(settings, client_id)
         try:
@@ -82,6 +89,7 @@ async def run_consumer(
     while not stop.is_set():
         consumer = make_consumer(settings, group_id)
         producer = make_producer(settings, f"{group_id}-dlq")
+        watch: LostDataWatch | None = None
         try:
             await ensure_topics(settings, [topic, dlq_topic(topic)])
             await producer.start()
@@ -89,9 +97,16 @@ async def run_consumer(
             await consumer.start()
             log.info("consumer_started", group=group_id, topic=topic)
             backoff = 0.5
-            watch = LostDataWatch(consumer, group_id, topic)
+            watch = LostDataWatch(consumer, group_id, topic, settings.kafka_bootstrap_servers)
             await consume_forever(
-                consumer, producer, group_id, handle, stop, watch=watch, outage=outage
+                consumer,
+                producer,
+                group_id,
+                handle,
+                stop,
+                watch=watch,
+                outage=outage,
+                check_seconds=settings.topic_check_seconds,
             )
         except TopicChanged:
             backoff = 0.5
@@ -100,6 +115,8 @@ async def run_consumer(
             await sleep_or_stop(stop, backoff)
             backoff = min(10.0, backoff * 2)
         finally:
+            if watch is not None:
+                await watch.close()
             with contextlib.suppress(Exception):
                 await consumer.stop()
             with contextlib.suppress(Exception):

@@ -15,13 +15,13 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from prometheus_client import Counter
 from pydantic import BaseModel, Field
-from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.exc import TimeoutError as SQLAlchemyTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from opspor_shared.access import AccessError
 from opspor_shared.logging import get_logger
-from opspor_shared.outage import Outage
+from opspor_shared.outage import Outage, is_database_outage
 
 UNAVAILABLE = Counter(
     "opspor_api_unavailable_total",
@@ -196,17 +196,9 @@ def unavailable_dependency(exc: BaseException) -> str | None:
     """ "database" or "broker" when `exc` says a dependency cannot be reached; None otherwise."""
     if isinstance(exc, KafkaError):
         return "broker"
-    if isinstance(exc, DBAPIError):
-        reached = not exc.connection_invalidated and not isinstance(
-            exc, OperationalError | InterfaceError
-        )
-        return None if reached else "database"
-    if isinstance(exc, OSError | SQLAlchemyTimeoutError | PostgresConnectionError):
-        # Connection refused, reset or timed out, pool exhausted, server shutting down: the
-        # api makes no network calls in a request other than to the database (token keys
-        # have their own 503).
-        return "database"
-    return None
+    # The api makes no network calls in a request other than to the database (token keys
+    # have their own 503), so a refused or reset connection is the database's.
+    return "database" if is_database_outage(exc) else None
 
 
 async def _maybe_unavailable(request: Request, exc: Exception) -> JSONResponse:
