@@ -25,9 +25,7 @@ from collections.abc import Sequence
 from datetime import datetime
 
 from opspor_shared.db import make_engine, make_sessionmaker
-from opspor_shared.logging import configure_logging, get_logger
-
-log = get_logger(__name__)
+from opspor_shared.logging import configure_logging
 
 
 def _since(value: str) -> datetime:
@@ -72,7 +70,6 @@ def main(argv: Sequence[str] | None = None) -> None:
     if not url:
         sys.exit("opspor-replay: set DATABASE_URL to the database of the service to replay")
     queued = asyncio.run(replay(args.what, url, args.since, args.school))
-    log.info("replay_queued", what=args.what, events=queued)
     print(f"queued {queued} {args.what} events; the service's relay publishes them")
 
 

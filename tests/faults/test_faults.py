@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import os
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -271,3 +273,46 @@ def _wait_outbox_empty(stack: Stack, timeout: float = 30.0) -> None:
             return
         time.sleep(0.2)
     raise AssertionError("the api's outbox was not published")
+
+
+def test_replay_changes_nothing_already_right(proxied: tuple[Stack, CuttableProxy]) -> None:
+    """opspor-replay of both topics on a healthy system: no new concern, no new mail."""
+    stack, _ = proxied
+    started = time.monotonic()
+    workload = Workload("replay", CONCERNED, QUIET)
+    workload.post(stack)
+    first = figures(
+        stack,
+        workload,
+        "replay",
+        crashes=0,
+        crashes_while_sending=0,
+        unavailable=0,
+        started=started,
+    )
+    first.check()
+    script = Path(sys.executable).with_name("opspor-replay")
+    env = {**os.environ, "DATABASE_URL": stack.database_url}
+    for what in ("registrations", "concerns"):
+        done = subprocess.run(
+            [str(script), what], env=env, capture_output=True, text=True, timeout=60, check=False
+        )
+        assert done.returncode == 0, done.stderr
+        assert int(done.stdout.split()[1]) > 0
+    time.sleep(3)  # the relays publish, the consumers apply
+    again = figures(
+        stack,
+        workload,
+        "opspor-replay on a healthy system",
+        crashes=0,
+        crashes_while_sending=0,
+        unavailable=0,
+        started=started,
+    )
+    RESULTS.append(again)
+    again.check()
+    assert (again.stored, again.concerns, again.mails) == (
+        first.stored,
+        first.concerns,
+        first.mails,
+    )
