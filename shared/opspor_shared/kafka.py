@@ -22,7 +22,13 @@ from pydantic import ValidationError
 from opspor_shared.events import CloudEvent
 from opspor_shared.faults import fault_point
 from opspor_shared.logging import CORRELATION_HEADER, correlation_id, get_logger
-from opspor_shared.outage import Outage, clear_not_ready, is_database_outage, set_not_ready
+from opspor_shared.outage import (
+    NOT_READY,
+    Outage,
+    clear_not_ready,
+    is_database_outage,
+    set_not_ready,
+)
 from opspor_shared.settings import ServiceSettings
 from opspor_shared.stopping import sleep_or_stop
 
@@ -250,6 +256,8 @@ class LostDataWatch:
             raise TopicChanged(self._topic)
         assigned = [tp for tp in consumer.assignment() if tp.topic == self._topic]
         if not assigned:
+            if self._key in NOT_READY:  # nothing of the topic left to read here
+                clear_not_ready(self._key)
             return
         ends = await consumer.end_offsets(assigned)
         beyond = []
@@ -264,6 +272,9 @@ class LostDataWatch:
             await consumer.seek_to_beginning(*assigned)
             self._catch_up = dict(ends)
             return
+        if self._catch_up is None and self._key in NOT_READY:
+            # Subscribed afresh after the topic changed: ready once read up to its end.
+            self._catch_up = dict(ends)
         if self._catch_up is not None:
             positions = {tp: await consumer.position(tp) for tp in assigned}
             if all(positions[tp] >= self._catch_up.get(tp, 0) for tp in assigned):
