@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml deploy/requirements.lock | sha1sum | cut -c1-12)
 
-.PHONY: install run test lint format bench clean
+.PHONY: install run test lint format bench faults clean
 
 $(STAMP): pyproject.toml deploy/requirements.lock
 	@command -v $(PYTHON) >/dev/null || { echo "Opspor needs $(PYTHON) on PATH"; exit 1; }
@@ -33,6 +33,11 @@ lint: $(STAMP)
 format: $(STAMP)
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
+
+# The fault suite with more pupils and three rounds per fault; prints the table of figures
+# (also written to var/faults-table.md) that README "Faults and recovery" shows.
+faults: $(STAMP)
+	OPSPOR_FAULTS_LONG=1 $(BIN)/python -m pytest -q -s -p no:cacheprovider tests/faults
 
 bench: $(STAMP)
 	$(BIN)/python -m tests.bench.run

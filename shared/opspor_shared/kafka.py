@@ -13,14 +13,22 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.admin import AIOKafkaAdminClient, NewPartitions, NewTopic
 from aiokafka.client import AIOKafkaClient
-from aiokafka.errors import KafkaError, TopicAlreadyExistsError
+from aiokafka.errors import KafkaError, OffsetOutOfRangeError, TopicAlreadyExistsError
 from prometheus_client import Counter
 from pydantic import ValidationError
 
 from opspor_shared.events import CloudEvent
+from opspor_shared.faults import fault_point
 from opspor_shared.logging import CORRELATION_HEADER, correlation_id, get_logger
+from opspor_shared.outage import (
+    NOT_READY,
+    Outage,
+    clear_not_ready,
+    is_database_outage,
+    set_not_ready,
+)
 from opspor_shared.settings import ServiceSettings
 from opspor_shared.stopping import sleep_or_stop
 
@@ -28,6 +36,16 @@ log = get_logger(__name__)
 
 CONSUMED = Counter("opspor_kafka_consumed_total", "Messages processed", ["topic", "group"])
 DEAD_LETTERED = Counter("opspor_kafka_dead_lettered_total", "Messages sent to a DLQ", ["topic"])
+TOPIC_DATA_LOST = Counter(
+    "opspor_kafka_topic_data_lost_total",
+    "Times a topic was found to have lost data (offsets beyond its end, topic gone or resized)",
+    ["topic", "side"],
+)
+PARTITION_MISMATCH = Counter(
+    "opspor_kafka_partition_mismatch_total",
+    "Topics found with fewer partitions than configured",
+    ["topic"],
+)
 HANDLER_FAILURES = Counter(
     "opspor_kafka_handler_failures_total", "Batches that failed and will be redelivered", ["group"]
 )
@@ -37,11 +55,19 @@ def dlq_topic(topic: str) -> str:
     return f"{topic}.dlq"
 
 
-async def ensure_topics(settings: ServiceSettings, topics: Sequence[str]) -> None:
+async def ensure_topics(settings: ServiceSettings, topics: Sequence[str]) -> dict[str, int]:
+    """Creates missing topics with the configured partitions; returns each topic's partitions.
+
+    Called on every (re)connect, not only when a loop first starts: a broker that lost its
+    topics would otherwise auto-create them with its own default partition count. A topic found
+    with fewer partitions than configured is an error worth a page (keys would move between
+    partitions); it is logged and grown to the configured count when the broker allows it.
+    """
     admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap_servers)
     await admin.start()
     try:
-        existing = set(await admin.list_topics())
+        # All topics (None): a metadata request naming a topic can auto-create it.
+        existing = {t["topic"]: len(t["partitions"]) for t in await admin.describe_topics(None)}
         missing = [t for t in topics if t not in existing]
         if missing:
             # Another service may create it between our list and create.
@@ -57,6 +83,19 @@ async def ensure_topics(settings: ServiceSettings, topics: Sequence[str]) -> Non
                         for t in missing
                     ]
                 )
+            for t in missing:
+                existing[t] = _partitions(settings, t)
+        for t in topics:
+            wanted = _partitions(settings, t)
+            if existing[t] < wanted:
+                PARTITION_MISMATCH.labels(t).inc()
+                log.error("topic_partitions_wrong", topic=t, found=existing[t], configured=wanted)
+                try:
+                    await admin.create_partitions({t: NewPartitions(wanted)})
+                    existing[t] = wanted
+                except Exception as exc:  # not every broker can grow a topic
+                    log.error("topic_partitions_not_grown", topic=t, error=type(exc).__name__)
+        return {t: existing[t] for t in topics}
     finally:
         await admin.close()
 
@@ -136,6 +175,114 @@ def _header(headers: Sequence[tuple[str, bytes]] | None, name: str) -> str | Non
     return None
 
 
+class TopicChanged(Exception):
+    """The consumed topic vanished or changed its partition count: subscribe afresh."""
+
+
+class LostDataWatch:
+    """Notices that a consumed topic lost data and makes the consumer re-read it from the start.
+
+    Signs of loss: the committed offset or the fetch position of a partition lies beyond the
+    partition's end (the log was truncated, or the topic deleted and recreated), or the topic
+    is gone or has another partition count. One error line and a metric when it is found,
+    /readyz 503 with the reason until the consumer has read the topic up to where it ended at
+    that moment. Re-reading is safe: every consumer is idempotent.
+    """
+
+    def __init__(
+        self, consumer: AIOKafkaConsumer, group_id: str, topic: str, bootstrap_servers: str = ""
+    ) -> None:
+        self._consumer = consumer
+        self._bootstrap = bootstrap_servers
+        self._probe: AIOKafkaConsumer | None = None
+        self._group = group_id
+        self._topic = topic
+        self._partitions: int | None = None
+        self._catch_up: dict[TopicPartition, int] | None = None
+        self._key = f"consumer:{group_id}:{topic}"
+
+    def _lost(self, reason: str) -> None:
+        TOPIC_DATA_LOST.labels(self._topic, "consumer").inc()
+        log.error(
+            "topic_data_lost",
+            topic=self._topic,
+            group=self._group,
+            reason=reason,
+            action="re-reading the topic from its earliest offset",
+        )
+        set_not_ready(self._key, f"{self._topic} lost data ({reason}); {self._group} re-reading")
+
+    async def _still_there(self, tp: TopicPartition, offset: int) -> bool:
+        """Whether the partition still holds the record at `offset` (the last one read).
+
+        A reported end below our position is not proof on its own: some brokers (Tansu)
+        report the end of a partition as the first offset of its last batch plus one. The
+        last record read, though, is never gone from an intact log (retention keeps the
+        active segment).
+        """
+        if not self._bootstrap:
+            return False
+        if self._probe is None:
+            self._probe = AIOKafkaConsumer(
+                bootstrap_servers=self._bootstrap,
+                group_id=None,
+                enable_auto_commit=False,
+                auto_offset_reset="none",
+            )
+            await self._probe.start()
+        self._probe.assign([tp])
+        self._probe.seek(tp, offset)
+        try:
+            batch = await self._probe.getmany(tp, timeout_ms=2000, max_records=1)
+        except OffsetOutOfRangeError:
+            return False
+        return any(r.offset >= offset for records in batch.values() for r in records)
+
+    async def close(self) -> None:
+        if self._probe is not None:
+            with contextlib.suppress(Exception):
+                await self._probe.stop()
+            self._probe = None
+
+    async def check(self) -> None:
+        consumer = self._consumer
+        await consumer.topics()  # a fresh metadata read of all topics
+        parts = consumer.partitions_for_topic(self._topic)
+        count = len(parts) if parts else 0
+        if self._partitions is None and count:
+            self._partitions = count
+        elif self._partitions is not None and count != self._partitions:
+            self._lost(f"topic has {count} partitions, had {self._partitions}")
+            raise TopicChanged(self._topic)
+        assigned = [tp for tp in consumer.assignment() if tp.topic == self._topic]
+        if not assigned:
+            if self._key in NOT_READY:  # nothing of the topic left to read here
+                clear_not_ready(self._key)
+            return
+        ends = await consumer.end_offsets(assigned)
+        beyond = []
+        for tp in assigned:
+            committed = await consumer.committed(tp)
+            position = await consumer.position(tp)
+            reached = max(committed or 0, position)
+            if reached > ends[tp] and not await self._still_there(tp, reached - 1):
+                beyond.append(tp)
+        if beyond:
+            self._lost(f"offsets beyond the end of {len(beyond)} partition(s)")
+            await consumer.seek_to_beginning(*assigned)
+            self._catch_up = dict(ends)
+            return
+        if self._catch_up is None and self._key in NOT_READY:
+            # Subscribed afresh after the topic changed: ready once read up to its end.
+            self._catch_up = dict(ends)
+        if self._catch_up is not None:
+            positions = {tp: await consumer.position(tp) for tp in assigned}
+            if all(positions[tp] >= self._catch_up.get(tp, 0) for tp in assigned):
+                self._catch_up = None
+                clear_not_ready(self._key)
+                log.warning("topic_data_reread", topic=self._topic, group=self._group)
+
+
 async def consume_forever(
     consumer: AIOKafkaConsumer,
     producer: AIOKafkaProducer,
@@ -144,18 +291,33 @@ async def consume_forever(
     stop: asyncio.Event,
     *,
     max_backoff: float = 10.0,
+    watch: LostDataWatch | None = None,
+    check_seconds: float = 5.0,
+    outage: Outage | None = None,
 ) -> None:
     """Fetch, decode, handle, commit. Undecodable messages go to `<topic>.dlq`.
 
     When `handle` raises (database down, a bug), nothing is committed; the consumer rewinds to
-    the committed offsets and the batch comes again after a bounded backoff.
+    the committed offsets and the batch comes again after a bounded backoff. A broker outage is
+    logged when it starts and when it ends; a failing handler likewise (the first failure with
+    its traceback, since it may be a bug).
     """
     backoff = 0.2
+    kafka = outage or Outage("kafka", f"consumer:{group_id}")
+    handler = Outage("handler", f"consumer:{group_id}")
+    loop = asyncio.get_running_loop()
+    check_at = loop.time() + check_seconds
     while not stop.is_set():
+        if watch is not None and loop.time() >= check_at:
+            check_at = loop.time() + check_seconds
+            try:
+                await watch.check()
+            except KafkaError as exc:
+                kafka.failed(type(exc).__name__)
         try:
             batches = await consumer.getmany(timeout_ms=200, max_records=1000)
         except KafkaError as exc:
-            log.warning("kafka_fetch_failed", error=type(exc).__name__)
+            kafka.failed(type(exc).__name__)
             await sleep_or_stop(stop, backoff)
             backoff = min(max_backoff, backoff * 2)
             continue
@@ -177,22 +339,29 @@ async def consume_forever(
                         refused = await handle(good) or ()
                     finally:
                         correlation_id.reset(token)
+                    handler.succeeded()
                     for event in refused:
                         await _dead_letter(
                             producer, tp.topic, event.to_bytes(), event.subject.encode()
                         )
+                fault_point("consumer_after_handle_before_commit")
                 await consumer.commit({tp: records[-1].offset + 1})
                 CONSUMED.labels(tp.topic, group_id).inc(len(records))
+            kafka.succeeded()
             backoff = 0.2
         except Exception as exc:
-            HANDLER_FAILURES.labels(group_id).inc()
-            log.exception("batch_failed_will_retry", group=group_id, error=type(exc).__name__)
+            if isinstance(exc, KafkaError):
+                kafka.failed(type(exc).__name__)
+            else:
+                HANDLER_FAILURES.labels(group_id).inc()
+                if handler.failed(type(exc).__name__) and not is_database_outage(exc):
+                    log.exception(
+                        "batch_failed_will_retry", group=group_id, error=type(exc).__name__
+                    )
             await sleep_or_stop(stop, backoff)
             backoff = min(max_backoff, backoff * 2)
-            try:
+            with contextlib.suppress(KafkaError):
                 await consumer.seek_to_committed()
-            except KafkaError:
-                log.warning("seek_to_committed_failed", group=group_id)
 
 
 async def _dead_letter(

@@ -26,6 +26,7 @@ from opspor_shared.access import (
 from opspor_shared.auth import Role, TokenVerifier
 from opspor_shared.db import database_ready
 from opspor_shared.kafka import kafka_ready
+from opspor_shared.outage import NOT_READY
 from opspor_shared.settings import ServiceSettings
 
 ReadinessCheck = Callable[[], Awaitable[bool]]
@@ -55,11 +56,13 @@ def ops_router(checks: Callable[[], Mapping[str, ReadinessCheck]]) -> APIRouter:
         named = dict(checks())
         results = await asyncio.gather(*(check() for check in named.values()))
         status = dict(zip(named, (bool(r) for r in results), strict=True))
-        ok = all(status.values())
-        return JSONResponse(
-            {"status": "ready" if ok else "not ready", "checks": status},
-            status_code=200 if ok else 503,
-        )
+        # Conditions the loops found (lost topic data): reachable is not the same as sound.
+        problems = sorted(NOT_READY.values())
+        ok = all(status.values()) and not problems
+        body: dict[str, object] = {"status": "ready" if ok else "not ready", "checks": status}
+        if problems:
+            body["problems"] = problems
+        return JSONResponse(body, status_code=200 if ok else 503)
 
     @router.get(
         "/metrics",

@@ -3,12 +3,13 @@ and a relay publishes them to Kafka after commit, deleting each row once the bro
 
 If Kafka is down the rows wait; the service keeps accepting work and the relay catches up.
 A crash between the ack and the delete publishes a row twice; consumers are idempotent.
+The relay returns after a failed round so its caller reconnects and ensures the topics again.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
 from aiokafka import AIOKafkaProducer
@@ -32,7 +33,10 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from opspor_shared.db import unit_of_work
 from opspor_shared.events import CloudEvent
+from opspor_shared.faults import fault_point
+from opspor_shared.kafka import TOPIC_DATA_LOST
 from opspor_shared.logging import CORRELATION_HEADER, get_logger
+from opspor_shared.outage import Outage, clear_not_ready, set_not_ready
 from opspor_shared.stopping import sleep_or_stop
 
 log = get_logger(__name__)
@@ -79,26 +83,54 @@ async def enqueue(session: AsyncSession, table: Table, messages: Sequence[Outbox
         await session.execute(insert(table), [m.row() for m in messages])
 
 
+# Called with the topic that lost events; returns how many events it queued again.
+TopicLostHandler = Callable[[str], Awaitable[int]]
+
+
 class OutboxRelay:
+    """Publishes outbox rows in id order and deletes them once the broker acked them.
+
+    It also remembers the highest offset the broker gave each partition. A later ack with a
+    lower offset means the topic lost what was published before (a broker that keeps topics in
+    memory restarted, or a topic was deleted and recreated): the rows are gone from the outbox,
+    so the relay logs one error, turns /readyz 503 and calls `on_topic_lost`, which queues the
+    service's events again from its tables (see opspor_shared.replay). /readyz is ready again
+    once that backlog is published.
+    """
+
     def __init__(
         self,
         sessionmaker: async_sessionmaker[AsyncSession],
         table: Table,
-        producer: AIOKafkaProducer,
+        producer: AIOKafkaProducer | None,
         *,
         batch_size: int = 1000,
         idle_interval: float = 0.05,
         max_backoff: float = 5.0,
+        on_topic_lost: TopicLostHandler | None = None,
+        ensure: Callable[[], Awaitable[object]] | None = None,
+        ensure_every_seconds: float = 30.0,
     ) -> None:
         self._sessionmaker = sessionmaker
         self._table = table
-        self._producer = producer
+        self.producer = producer
         self._batch_size = batch_size
         self._idle_interval = idle_interval
         self._max_backoff = max_backoff
+        self._on_topic_lost = on_topic_lost
+        self._high: dict[tuple[str, int], int] = {}
+        self._replaying = False
+        self._key = f"relay:{table.name}"
+        # Topics are ensured on every reconnect by the caller, and also every so often: a
+        # broker restarted while the relay was idle is not noticed by a failed send, and would
+        # auto-create the topic with its own partition count at the next one.
+        self._ensure = ensure
+        self._ensure_every = ensure_every_seconds
 
     async def publish_once(self) -> int:
         t = self._table
+        assert self.producer is not None
+        lost: set[str] = set()
         async with unit_of_work(self._sessionmaker) as session:
             rows = (
                 await session.execute(
@@ -111,8 +143,9 @@ class OutboxRelay:
             PENDING.labels(t.name).set(len(rows))
             if not rows:
                 return 0
+            fault_point("relay_before_publish")
             futures = [
-                await self._producer.send(
+                await self.producer.send(
                     row.topic,
                     value=row.payload,
                     key=row.key.encode(),
@@ -120,22 +153,63 @@ class OutboxRelay:
                 )
                 for row in rows
             ]
-            await asyncio.gather(*futures)
+            for meta in await asyncio.gather(*futures):
+                key = (meta.topic, meta.partition)
+                if meta.offset < self._high.get(key, -1):
+                    lost.add(meta.topic)
+                self._high[key] = max(meta.offset, self._high.get(key, -1))
+            fault_point("relay_after_publish_before_delete")
             await session.execute(delete(t).where(t.c.id.in_([row.id for row in rows])))
         PUBLISHED.labels(t.name).inc(len(rows))
+        for topic in sorted(lost):
+            await self._topic_lost(topic)
         return len(rows)
 
-    async def run(self, stop: asyncio.Event) -> None:
-        backoff = self._idle_interval
+    async def _topic_lost(self, topic: str) -> None:
+        # Offsets restart from the new log: forget the old marks of this topic.
+        self._high = {k: v for k, v in self._high.items() if k[0] != topic}
+        TOPIC_DATA_LOST.labels(topic, "producer").inc()
+        queued = await self._on_topic_lost(topic) if self._on_topic_lost is not None else 0
+        action = (
+            f"queued {queued} events again from the database"
+            if self._on_topic_lost is not None
+            else "run opspor-replay to publish the events again"
+        )
+        log.error("topic_data_lost", topic=topic, table=self._table.name, action=action)
+        set_not_ready(self._key, f"{topic} lost published events; {action}")
+        self._replaying = True
+
+    async def run(self, stop: asyncio.Event, outage: Outage | None = None) -> bool:
+        """Publishes until `stop`; returns after a failed round (the caller reconnects).
+
+        True when at least one round succeeded before that.
+        """
+        succeeded = False
+        loop = asyncio.get_running_loop()
+        ensure_at = loop.time() + self._ensure_every
         while not stop.is_set():
             try:
+                if self._ensure is not None and loop.time() >= ensure_at:
+                    ensure_at = loop.time() + self._ensure_every
+                    await self._ensure()
                 published = await self.publish_once()
-                backoff = self._idle_interval
             except Exception as exc:
                 RELAY_ERRORS.labels(self._table.name).inc()
-                log.warning("outbox_relay_failed", table=self._table.name, error=type(exc).__name__)
-                published = 0
-                backoff = min(self._max_backoff, max(backoff * 2, 0.2))
+                if outage is not None:
+                    outage.failed(type(exc).__name__)
+                else:
+                    log.warning(
+                        "outbox_relay_failed", table=self._table.name, error=type(exc).__name__
+                    )
+                return succeeded
+            succeeded = True
+            if outage is not None:
+                outage.succeeded()
             if published >= self._batch_size:
                 continue
-            await sleep_or_stop(stop, backoff)
+            if self._replaying and published == 0:
+                self._replaying = False
+                clear_not_ready(self._key)
+                log.warning("topic_data_republished", table=self._table.name)
+            await sleep_or_stop(stop, self._idle_interval)
+        return succeeded

@@ -17,6 +17,8 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from opspor_shared.kafka import (
     BatchHandler,
     LoggingRebalanceListener,
+    LostDataWatch,
+    TopicChanged,
     consume_forever,
     dlq_topic,
     ensure_topics,
@@ -24,7 +26,8 @@ from opspor_shared.kafka import (
     make_producer,
 )
 from opspor_shared.logging import get_logger
-from opspor_shared.outbox import OutboxRelay
+from opspor_shared.outage import Outage
+from opspor_shared.outbox import OutboxRelay, TopicLostHandler
 from opspor_shared.purge import PurgeReport
 from opspor_shared.settings import ServiceSettings
 from opspor_shared.stopping import sleep_or_stop
@@ -39,18 +42,34 @@ async def run_relay(
     topics: Sequence[str],
     stop: asyncio.Event,
     client_id: str,
+    on_topic_lost: TopicLostHandler | None = None,
 ) -> None:
+    """Publishes the outbox. `on_topic_lost` is called when a topic is found to have lost
+    events this relay published (see OutboxRelay); the services pass a replay of their tables."""
     backoff = 0.5
+    outage = Outage("kafka", f"relay:{table.name}")
+    relay = OutboxRelay(
+        sessionmaker,
+        table,
+        None,
+        on_topic_lost=on_topic_lost,
+        ensure=lambda: ensure_topics(settings, topics),
+        ensure_every_seconds=settings.topic_check_seconds,
+    )
     while not stop.is_set():
         producer = make_producer(settings, client_id)
         try:
             await producer.start()
             await ensure_topics(settings, topics)
             log.info("relay_started", table=table.name)
-            backoff = 0.5
-            await OutboxRelay(sessionmaker, table, producer).run(stop)
+            relay.producer = producer
+            # Returns when a round fails, so the next connect ensures the topics again.
+            if await relay.run(stop, outage=outage):
+                backoff = 0.5
+            await sleep_or_stop(stop, backoff)
+            backoff = min(10.0, backoff * 2)
         except Exception as exc:
-            log.warning("relay_restarting", table=table.name, error=type(exc).__name__)
+            outage.failed(type(exc).__name__)
             await sleep_or_stop(stop, backoff)
             backoff = min(10.0, backoff * 2)
         finally:
@@ -66,9 +85,11 @@ async def run_consumer(
     stop: asyncio.Event,
 ) -> None:
     backoff = 0.5
+    outage = Outage("kafka", f"consumer:{group_id}")
     while not stop.is_set():
         consumer = make_consumer(settings, group_id)
         producer = make_producer(settings, f"{group_id}-dlq")
+        watch: LostDataWatch | None = None
         try:
             await ensure_topics(settings, [topic, dlq_topic(topic)])
             await producer.start()
@@ -76,12 +97,26 @@ async def run_consumer(
             await consumer.start()
             log.info("consumer_started", group=group_id, topic=topic)
             backoff = 0.5
-            await consume_forever(consumer, producer, group_id, handle, stop)
+            watch = LostDataWatch(consumer, group_id, topic, settings.kafka_bootstrap_servers)
+            await consume_forever(
+                consumer,
+                producer,
+                group_id,
+                handle,
+                stop,
+                watch=watch,
+                outage=outage,
+                check_seconds=settings.topic_check_seconds,
+            )
+        except TopicChanged:
+            backoff = 0.5
         except Exception as exc:
-            log.warning("consumer_restarting", group=group_id, error=type(exc).__name__)
+            outage.failed(type(exc).__name__)
             await sleep_or_stop(stop, backoff)
             backoff = min(10.0, backoff * 2)
         finally:
+            if watch is not None:
+                await watch.close()
             with contextlib.suppress(Exception):
                 await consumer.stop()
             with contextlib.suppress(Exception):

@@ -29,6 +29,8 @@ class ServiceSettings(BaseSettings):
     registrations_topic: str = "absence.registrations.v1"
     concerns_topic: str = "absence.concerns.v1"
     topic_partitions: int = Field(default=6, ge=1)
+    # How often consumers check their topic for lost data and relays re-ensure their topics.
+    topic_check_seconds: float = Field(default=10.0, ge=0.5, le=3600)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     ops_host: str = "127.0.0.1"
     ops_port: int = Field(default=0, ge=0, le=65535)

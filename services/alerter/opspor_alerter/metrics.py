@@ -39,3 +39,8 @@ EVENTS = Counter(
 DELIVERY_LOOP_ERRORS = Counter(
     "opspor_alerter_delivery_loop_errors_total", "Delivery rounds that failed and were retried"
 )
+RESENDS = Counter(
+    "opspor_alerter_resends_total",
+    "Notices sent again because the process stopped while sending them (possible duplicates)",
+    ["channel"],
+)

@@ -44,6 +44,11 @@ class Notice(TimestampMixin, Base):
     # Set while a delivery loop holds the notice; a cancel keeps it, so the purge can tell a
     # cancelled notice whose send is still in flight (its result is yet to be recorded).
     lease_until: Mapped[datetime | None]
+    # Delivery recording (migration 0006): set and committed just before a send, cleared with
+    # its answer. Set on a claimed notice = its last send was interrupted: the next is a resend.
+    send_started_at: Mapped[datetime | None]
+    # The process instance holding the lease ("host:pid:random"), see opspor_alerter.claims.
+    claimed_by: Mapped[str | None] = mapped_column(Text)
     # smtp: the Message-ID header. webhook: the webhook-id header (receivers dedup on it).
     message_id: Mapped[str] = mapped_column(Text)
     payload: Mapped[dict[str, Any]] = mapped_column(JSONB)
@@ -57,7 +62,8 @@ class DeliveryAttempt(Base):
     id: Mapped[int] = mapped_column(primary_key=True)
     notice_id: Mapped[int] = mapped_column(ForeignKey("notices.id"), index=True)
     attempted_at: Mapped[datetime] = mapped_column(server_default=func.now())
-    outcome: Mapped[str] = mapped_column(Text)  # sent | transient | permanent
+    # sent | transient | permanent | interrupted (the process died during the send; resent)
+    outcome: Mapped[str] = mapped_column(Text)
     smtp_code: Mapped[int | None]
     http_status: Mapped[int | None]
     # Never contains the recipient address, a webhook URL or credentials.

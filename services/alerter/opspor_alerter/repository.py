@@ -90,7 +90,9 @@ class NoticeRepository:
         )
         return (await self._session.execute(stmt)).first() is not None
 
-    async def claim_due(self, limit: int, lease_seconds: float) -> list[Notice]:
+    async def claim_due(
+        self, limit: int, lease_seconds: float, owner: str | None = None
+    ) -> list[Notice]:
         """Leases up to `limit` due notices; other delivery loops skip them until the lease ends.
 
         A notice waits while an earlier revision to the same recipient is still pending, so a
@@ -120,11 +122,49 @@ class NoticeRepository:
         rows = await self._session.scalars(
             update(Notice)
             .where(Notice.id.in_(ids))
-            .values(lease_until=func.now() + timedelta(seconds=lease_seconds))
+            .values(lease_until=func.now() + timedelta(seconds=lease_seconds), claimed_by=owner)
             .returning(Notice)
             .execution_options(synchronize_session=False, **_FRESH)
         )
         return sorted(rows, key=lambda n: ids.index(n.id))
+
+    # --- send recording (each notice in its own short transaction) ---
+
+    async def start_send(self, notice_id: int, owner: str | None) -> Notice | None:
+        """Marks the notice as being sent, if this owner still holds it; the notice before."""
+        notice = await self.lock(notice_id)
+        if notice is None or notice.claimed_by != owner or notice.lease_until is None:
+            return None
+        await self._update(notice_id, send_started_at=func.now())
+        return notice
+
+    async def record_interrupted(self, notice_id: int, detail: str) -> None:
+        """An attempt whose answer never came (the process died): counted like any attempt."""
+        await self.add_attempt(notice_id, "interrupted", None, None, detail)
+        await self._update(notice_id, attempts=Notice.attempts + 1)
+
+    async def live_owners(self, host_prefix: str) -> list[str]:
+        """Owners on a host that hold unexpired leases."""
+        rows = await self._session.scalars(
+            select(Notice.claimed_by)
+            .where(
+                Notice.lease_until > func.now(),
+                Notice.claimed_by.startswith(host_prefix, autoescape=True),
+            )
+            .distinct()
+        )
+        return [r for r in rows if r is not None]
+
+    async def release_claims(self, owners: list[str]) -> int:
+        """Ends the leases of `owners` (dead instances): their notices are due again now."""
+        rows = await self._session.execute(
+            update(Notice)
+            .where(Notice.claimed_by.in_(owners), Notice.lease_until.is_not(None))
+            .values(lease_until=None)
+            .returning(Notice.id)
+            .execution_options(synchronize_session=False)
+        )
+        return len(rows.all())
 
     async def lock(self, notice_id: int) -> Notice | None:
         return await self._session.scalar(
@@ -187,6 +227,10 @@ class NoticeRepository:
             select(func.count()).select_from(Notice).where(Notice.status == "pending")
         )
         return int(count or 0)
+
+    async def end_send(self, notice_id: int) -> None:
+        """The answer is recorded: the send is no longer in flight."""
+        await self._update(notice_id, send_started_at=None, claimed_by=None)
 
     async def _update(self, notice_id: int, **values: Any) -> None:
         await self._session.execute(

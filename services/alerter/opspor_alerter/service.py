@@ -3,9 +3,11 @@
 `record_concern_events` runs inside the consumer's unit of work and only decides: it writes
 notices (the persisted notification log) and never talks to a mailbox. `deliver_due` runs after
 that transaction has committed (ARCHITECTURE.md rule 3): it claims due notices, hands each to the
-notifier of its channel (secure mail or webhook), and records one attempt per send. A crash
-between sending and recording resends the same notice with the same Message-ID / webhook-id when
-the lease runs out: at least once, never lost.
+notifier of its channel (secure mail or webhook), and records one attempt per send. Each notice
+is recorded on its own: "send starting" is committed before the send and the answer right after.
+A crash between them resends that notice (same Message-ID / webhook-id) and records the resend
+(an "interrupted" attempt and opspor_alerter_resends_total): at least once, never lost, every
+duplicate visible. A restarted alerter takes back its dead predecessor's claims at once.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from opspor_alerter import metrics
+from opspor_alerter.claims import Instance, dead_owners
 from opspor_alerter.models import Notice
 from opspor_alerter.notify import DeliveryResult, Notifier
 from opspor_alerter.render import NoticeContent, message_id
@@ -33,7 +36,9 @@ from opspor_alerter.webhook import webhook_message_id
 from opspor_shared.clock import Clock, system_clock
 from opspor_shared.db import unit_of_work
 from opspor_shared.events import CONCERN_RAISED, CONCERN_WITHDRAWN, CloudEvent, ConcernData
+from opspor_shared.faults import fault_point
 from opspor_shared.logging import get_logger
+from opspor_shared.outage import Outage
 from opspor_shared.reference import ReferenceRepository
 from opspor_shared.retention import retention_window
 
@@ -356,6 +361,7 @@ async def record_results(
             await repo.mark_failed(notice.id, attempts, result.detail)
             permanent = result.outcome == "permanent"
             transition = "failed_permanent" if permanent else "failed_max_attempts"
+        await repo.end_send(notice.id)
         recorded.append(
             Recorded(notice.id, notice.kind, notice.channel, result.outcome, transition, attempts)
         )
@@ -388,40 +394,108 @@ async def deliver_due(
     sessionmaker: async_sessionmaker[AsyncSession],
     notifier: Notifier,
     settings: AlerterSettings,
+    instance: Instance | None = None,
 ) -> int:
-    """One round: claim (commit), send concurrently, record (commit). Returns notices claimed."""
+    """One round: claim up to `delivery_concurrency` notices (commit), then deliver each on its
+    own (see deliver_one), all at once. Returns notices claimed.
+
+    `delivery_concurrency` bounds the notices in flight in this process, and so the notices a
+    crash can send twice.
+    """
+    owner = instance.owner if instance is not None else None
     async with unit_of_work(sessionmaker) as session:
-        claimed = await claim_due(session, settings)
+        claimed = await NoticeRepository(session).claim_due(
+            settings.delivery_concurrency, settings.lease_seconds, owner
+        )
     if not claimed:
         return 0
-    limit = asyncio.Semaphore(settings.delivery_concurrency)
-
-    async def one(notice: Notice) -> DeliveryResult:
-        async with limit:
-            return await send_notice(notice, notifier, settings)
-
-    results = await asyncio.gather(*(one(n) for n in claimed))
-    pairs = list(zip(claimed, results, strict=True))
-    recorded = await _record_with_retry(sessionmaker, pairs, settings)
-    sent = {notice.id: (notice, result) for notice, result in pairs}
-    for rec in recorded:
-        notice, result = sent[rec.notice_id]
-        _count(rec)
-        log.info(
-            "delivery_attempt",
-            notice_id=notice.id,
-            concern_id=str(notice.concern_id),
-            kind=notice.kind,
-            channel=notice.channel,
-            role=notice.recipient_role,
-            attempt=rec.attempts,
-            outcome=result.outcome,
-            smtp_code=result.smtp_code,
-            http_status=result.http_status,
-            detail=result.detail,
-            transition=rec.transition,
-        )
+    await asyncio.gather(
+        *(deliver_one(sessionmaker, notifier, settings, n, owner) for n in claimed)
+    )
     return len(claimed)
+
+
+INTERRUPTED_DETAIL = (
+    "the alerter stopped while this notice was being sent; the receiver may have it; sent again"
+)
+
+
+async def deliver_one(
+    sessionmaker: async_sessionmaker[AsyncSession],
+    notifier: Notifier,
+    settings: AlerterSettings,
+    claimed: Notice,
+    owner: str | None,
+) -> None:
+    """Record "send starting" (commit), send, record the answer (commit): a crash leaves at most
+    this notice to be sent again, and the next send of it is recorded as a resend."""
+    async with unit_of_work(sessionmaker) as session:
+        repo = NoticeRepository(session)
+        before = await repo.start_send(claimed.id, owner)
+        if before is None:
+            return  # the claim was lost (lease ran out and another loop took it)
+        resend = before.send_started_at is not None
+        if resend:
+            await repo.record_interrupted(claimed.id, INTERRUPTED_DETAIL)
+    if resend:
+        metrics.RESENDS.labels(claimed.channel).inc()
+        log.warning(
+            "notice_resend",
+            notice_id=claimed.id,
+            concern_id=str(claimed.concern_id),
+            channel=claimed.channel,
+            reason="the previous send was interrupted",
+        )
+    result = await send_notice(claimed, notifier, settings)
+    if result.outcome == "sent":
+        fault_point("alerter_after_accept_before_record")
+    recorded = await _record_with_retry(sessionmaker, [(claimed, result)], settings)
+    if not recorded:
+        return  # the notice is gone (purged) since it was claimed
+    rec = recorded[0]
+    _count(rec)
+    _log_attempt(claimed, result, rec)
+
+
+def reason_class(result: DeliveryResult) -> str:
+    """connection | tls | 4xx | 5xx | notice: what an operator needs to know first."""
+    code = result.smtp_code or result.http_status
+    if code is not None and 400 <= code < 600 and result.outcome != "sent":
+        return f"{code // 100}xx"
+    detail = result.detail.lower()
+    if "tls" in detail or "certificate" in detail:
+        return "tls"
+    if "connect" in detail or "timed out" in detail or "refused" in detail:
+        return "connection"
+    return "notice"
+
+
+_OUTAGES: dict[str, Outage] = {}
+
+
+def _log_attempt(notice: Notice, result: DeliveryResult, rec: Recorded) -> None:
+    fields = {
+        "notice_id": notice.id,
+        "concern_id": str(notice.concern_id),
+        "kind": notice.kind,
+        "channel": notice.channel,
+        "role": notice.recipient_role,
+        "attempt": rec.attempts,
+        "outcome": result.outcome,
+        "smtp_code": result.smtp_code,
+        "http_status": result.http_status,
+        "transition": rec.transition,
+    }
+    outage = _OUTAGES.setdefault(notice.channel, Outage(notice.channel, "delivery"))
+    if result.outcome == "sent":
+        outage.succeeded()
+        log.info("delivery_attempt", **fields)
+        return
+    reason = reason_class(result)
+    if reason in ("connection", "tls"):
+        outage.failed(reason)
+    # The detail is scrubbed of the address and credentials by the notifier.
+    log.warning("delivery_attempt", reason=reason, detail=result.detail, **fields)
 
 
 async def _record_with_retry(
@@ -458,6 +532,22 @@ async def refresh_pending_gauge(sessionmaker: async_sessionmaker[AsyncSession]) 
         metrics.NOTICES_PENDING.set(await NoticeRepository(session).count_pending())
 
 
+RECLAIM_EVERY_SECONDS = 30.0
+
+
+async def reclaim_dead_claims(
+    sessionmaker: async_sessionmaker[AsyncSession], instance: Instance
+) -> int:
+    """Ends the leases of gone alerter instances on this host (see opspor_alerter.claims)."""
+    async with unit_of_work(sessionmaker) as session:
+        repo = NoticeRepository(session)
+        dead = dead_owners(instance, await repo.live_owners(instance.host_prefix))
+        released = await repo.release_claims(dead) if dead else 0
+    if released:
+        log.warning("claims_reclaimed", notices=released, instances=len(dead))
+    return released
+
+
 async def deliver_forever(
     sessionmaker: async_sessionmaker[AsyncSession],
     notifier: Notifier,
@@ -471,16 +561,23 @@ async def deliver_forever(
     wake = wake or asyncio.Event()
     backoff = settings.delivery_poll_seconds
     gauge_at = 0.0
+    instance = Instance.this_process()
+    reclaim_at = 0.0
+    database = Outage("database", "delivery")
     while not stop.is_set():
         try:
-            claimed = await deliver_due(sessionmaker, notifier, settings)
+            if time.monotonic() >= reclaim_at:
+                await reclaim_dead_claims(sessionmaker, instance)
+                reclaim_at = time.monotonic() + RECLAIM_EVERY_SECONDS
+            claimed = await deliver_due(sessionmaker, notifier, settings, instance)
             if time.monotonic() >= gauge_at:
                 await refresh_pending_gauge(sessionmaker)
                 gauge_at = time.monotonic() + gauge_every_seconds
             backoff = settings.delivery_poll_seconds
+            database.succeeded()
         except Exception as exc:
             # Only the type: database errors can quote statement parameters (addresses).
-            log.error("delivery_round_failed", error=type(exc).__name__)
+            database.failed(type(exc).__name__)
             metrics.DELIVERY_LOOP_ERRORS.inc()
             claimed = 0
             backoff = min(30.0, backoff * 2)

@@ -28,6 +28,7 @@ from opspor_api.purge import SERVICE as PURGE_SERVICE
 from opspor_api.purge import purge_once
 from opspor_api.ratelimit import RateLimiter
 from opspor_api.registrations.endpoints import router as registrations_router
+from opspor_api.replay import replay_registrations
 from opspor_api.settings import ApiSettings
 from opspor_api.webhooks.endpoints import router as webhooks_router
 from opspor_shared.access import (
@@ -44,6 +45,7 @@ from opspor_shared.events import CloudEvent
 from opspor_shared.kafka import Delivered
 from opspor_shared.logging import correlation_id, get_logger, new_correlation_id
 from opspor_shared.ops import ReadinessCheck, ops_router, readiness_checks
+from opspor_shared.outage import Outage
 from opspor_shared.reference import CalendarCache, PackCache
 from opspor_shared.retention import retention_window
 from opspor_shared.runtime import run_consumer, run_purge, run_relay, shutdown
@@ -170,6 +172,10 @@ def create_app(settings: ApiSettings, *, clock: Clock = system_clock) -> FastAPI
                     [settings.registrations_topic],
                     stop,
                     "api-relay",
+                    # The registrations topic lost events this relay published (the outbox
+                    # rows are gone once published): queue every stored registration event
+                    # again; the worker applies them newest-wins, so nothing changes twice.
+                    on_topic_lost=lambda topic: replay_registrations(sessionmaker, topic),
                 )
             ),
             asyncio.create_task(
@@ -210,6 +216,7 @@ def create_app(settings: ApiSettings, *, clock: Clock = system_clock) -> FastAPI
     )
     verifier = token_verifier(settings)
     app.state.verifier = verifier
+    app.state.database_outage = Outage("database", "api")
     install_error_handlers(app)
 
     def checks() -> dict[str, ReadinessCheck]:

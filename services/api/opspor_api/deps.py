@@ -22,6 +22,8 @@ from opspor_shared.reference import CalendarCache, PackCache
 async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
     async with unit_of_work(request.app.state.sessionmaker) as session:
         yield session
+    # Committed: if requests were answered 503 for the database, that outage is over.
+    request.app.state.database_outage.succeeded()
 
 
 # scope="function": commit (or rollback) runs before the response is sent, so a client never

@@ -8,14 +8,26 @@ from __future__ import annotations
 
 from typing import Any
 
+from aiokafka.errors import KafkaError
+from asyncpg.exceptions import PostgresConnectionError
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from prometheus_client import Counter
 from pydantic import BaseModel, Field
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import TimeoutError as SQLAlchemyTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from opspor_shared.access import AccessError
 from opspor_shared.logging import get_logger
+from opspor_shared.outage import Outage, is_database_outage
+
+UNAVAILABLE = Counter(
+    "opspor_api_unavailable_total",
+    "Requests answered 503: a dependency unreachable",
+    ["dependency"],
+)
 
 log = get_logger(__name__)
 PROBLEM_JSON = "application/problem+json"
@@ -160,6 +172,11 @@ def install_error_handlers(app: FastAPI) -> None:
             headers=getattr(exc, "headers", None),
         )
 
+    # Handlers for these classes run inside the app (a handler for plain Exception runs in the
+    # server-error layer, which re-raises: one failure, two tracebacks in the log).
+    for cls in (OSError, DBAPIError, SQLAlchemyTimeoutError, PostgresConnectionError, KafkaError):
+        app.add_exception_handler(cls, _maybe_unavailable)
+
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
         log.exception("unhandled_error", path=request.url.path, error=type(exc).__name__)
@@ -172,6 +189,44 @@ def install_error_handlers(app: FastAPI) -> None:
         )
 
 
+RETRY_AFTER_SECONDS = 5
+
+
+def unavailable_dependency(exc: BaseException) -> str | None:
+    """ "database" or "broker" when `exc` says a dependency cannot be reached; None otherwise."""
+    if isinstance(exc, KafkaError):
+        return "broker"
+    # The api makes no network calls in a request other than to the database (token keys
+    # have their own 503), so a refused or reset connection is the database's.
+    return "database" if is_database_outage(exc) else None
+
+
+async def _maybe_unavailable(request: Request, exc: Exception) -> JSONResponse:
+    dependency = unavailable_dependency(exc)
+    if dependency is None:
+        log.exception("unhandled_error", path=request.url.path, error=type(exc).__name__)
+        return problem_response(
+            500,
+            "Internal server error",
+            "about:blank",
+            "The error was logged; nothing from this request was stored.",
+            request,
+        )
+    outage: Outage | None = getattr(request.app.state, f"{dependency}_outage", None)
+    if outage is not None:
+        outage.failed(type(exc).__name__)  # logs when the outage starts, not per request
+    UNAVAILABLE.labels(dependency).inc()
+    return problem_response(
+        503,
+        "Service unavailable",
+        "urn:opspor:problem:unavailable",
+        f"The {dependency} cannot be reached; nothing from this request was stored. "
+        "Retry later with the same event ids.",
+        request,
+        headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
+    )
+
+
 PROBLEM_RESPONSES: dict[int | str, dict[str, Any]] = {
     status: {"model": Problem, "content": {PROBLEM_JSON: {}}, "description": description}
     for status, description in (
@@ -182,6 +237,10 @@ PROBLEM_RESPONSES: dict[int | str, dict[str, Any]] = {
         (413, "Request body too large"),
         (422, "Invalid input; `errors` names every bad field"),
         (429, "Rate limit exceeded; retry after `Retry-After` seconds"),
-        (503, "Token keys could not be fetched from the identity provider; retry later"),
+        (
+            503,
+            "The database is unreachable, or token keys could not be fetched from the "
+            "identity provider; nothing was stored, retry after `Retry-After` seconds",
+        ),
     )
 }

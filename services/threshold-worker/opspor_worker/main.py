@@ -12,6 +12,7 @@ from opspor_shared.events import CloudEvent
 from opspor_shared.kafka import Delivered
 from opspor_shared.logging import configure_logging, get_logger
 from opspor_shared.ops import OpsServer, ops_app, readiness_checks
+from opspor_shared.outage import Outage
 from opspor_shared.reference import CalendarCache
 from opspor_shared.runtime import (
     run_consumer,
@@ -25,6 +26,7 @@ from opspor_shared.stopping import sleep_or_stop
 from opspor_worker.metrics import TICK_SECONDS
 from opspor_worker.models import worker_outbox
 from opspor_worker.purge import SERVICE, purge_once
+from opspor_worker.replay import replay_concerns
 from opspor_worker.repository import WorkerRepository
 from opspor_worker.service import Context, decode_registrations, store_and_evaluate, tick
 from opspor_worker.settings import WorkerSettings
@@ -44,12 +46,16 @@ async def run(settings: WorkerSettings, stop: asyncio.Event) -> None:
         return refused
 
     async def ticker() -> None:
+        outage = Outage("database", "tick")
         while not stop.is_set():
             try:
                 with TICK_SECONDS.time():
                     await tick(sessionmaker, ctx)
+                outage.succeeded()
             except Exception as exc:
-                log.exception("tick_failed", error=type(exc).__name__)
+                # Once per outage, with the traceback of its first failure (it may be a bug).
+                if outage.failed(type(exc).__name__):
+                    log.exception("tick_failed", error=type(exc).__name__)
             await sleep_or_stop(stop, settings.tick_seconds)
 
     checks = readiness_checks(engine, settings)
@@ -74,6 +80,9 @@ async def run(settings: WorkerSettings, stop: asyncio.Event) -> None:
                 [settings.concerns_topic],
                 stop,
                 "worker-relay",
+                # The topic lost concern events this relay published: queue every concern's
+                # current revision again (readers are idempotent), see opspor_worker.replay.
+                on_topic_lost=lambda topic: replay_concerns(sessionmaker, topic),
             )
         ),
         asyncio.create_task(ticker()),

@@ -92,6 +92,11 @@ def _explanation(crossing: Crossing, pack: RulePack) -> ExplanationData:
 
 
 def _event(concern: Concern, settings: WorkerSettings, now: datetime) -> OutboxMessage:
+    return concern_message(concern, settings.concerns_topic, now)
+
+
+def concern_message(concern: Concern, topic: str, now: datetime) -> OutboxMessage:
+    """The concern event of the concern's current revision (also used by opspor-replay)."""
     data = ConcernData(
         concern_id=str(concern.concern_id),
         status=concern.status,  # type: ignore[arg-type]
@@ -104,7 +109,7 @@ def _event(concern: Concern, settings: WorkerSettings, now: datetime) -> OutboxM
         explanation=ExplanationData.model_validate(concern.explanation),
     )
     return OutboxMessage(
-        topic=settings.concerns_topic,
+        topic=topic,
         key=concern.pupil_id,
         event=CloudEvent(
             # Deterministic: replaying the same facts yields the same event id.
