@@ -11,6 +11,9 @@ from fastapi import FastAPI
 from starlette.requests import Request
 
 from opspor_api.audit.endpoints import router as audit_router
+from opspor_api.completeness import service as completeness_service
+from opspor_api.completeness.endpoints import router as completeness_router
+from opspor_api.completeness.repository import CompletenessRepository
 from opspor_api.concerns import service as concerns_service
 from opspor_api.concerns.endpoints import router as concerns_router
 from opspor_api.concerns.repository import ConcernRepository
@@ -47,6 +50,7 @@ from opspor_shared.ops import ReadinessCheck, ops_router, readiness_checks
 from opspor_shared.reference import CalendarCache, PackCache
 from opspor_shared.retention import retention_window
 from opspor_shared.runtime import run_consumer, run_purge, run_relay, shutdown
+from opspor_shared.stopping import sleep_or_stop
 
 log = get_logger(__name__)
 
@@ -160,8 +164,21 @@ def create_app(settings: ApiSettings, *, clock: Clock = system_clock) -> FastAPI
             async with unit_of_work(sessionmaker) as session:
                 return await concerns_service.project(ConcernRepository(session), batch, window)
 
+        async def watch_silent_schools(stop: asyncio.Event) -> None:
+            while not stop.is_set():
+                try:
+                    async with unit_of_work(sessionmaker) as session:
+                        found = await completeness_service.silent_school_days(
+                            CompletenessRepository(session), app.state.calendars, clock()
+                        )
+                    completeness_service.publish_silent(found)
+                except Exception as exc:
+                    log.exception("silent_school_check_failed", error=type(exc).__name__)
+                await sleep_or_stop(stop, settings.completeness_interval_seconds)
+
         stop = asyncio.Event()
         tasks = [
+            asyncio.create_task(watch_silent_schools(stop)),
             asyncio.create_task(
                 run_relay(
                     settings,
@@ -224,6 +241,7 @@ def create_app(settings: ApiSettings, *, clock: Clock = system_clock) -> FastAPI
     app.include_router(concerns_router)
     app.include_router(webhooks_router)
     app.include_router(audit_router)
+    app.include_router(completeness_router)
     require_access_rules(app, OPEN_PATHS)
     limiter = RateLimiter(settings.rate_limit_per_second, settings.rate_limit_burst)
     app.add_middleware(AuthenticateAndLimit, verifier=verifier, limiter=limiter)
