@@ -209,3 +209,21 @@ async def test_school_years_and_enrolments_load_from_csv(
         assert (
             await session.scalar(text("select count(*) from school_years where label='2025-2026'"))
         ) == 1
+
+
+async def test_the_documented_example_files_load(
+    client: httpx.AsyncClient, tmp_path: Path, sessionmaker: async_sessionmaker[AsyncSession]
+) -> None:
+    await configure(client)
+    examples = Path(__file__).resolve().parents[2] / "docs" / "import-examples"
+    for kind, name, stored in (
+        ("school-years", "school-years.csv", 1),
+        ("enrolments", "enrolments.csv", 2),
+        ("registrations", "registrations.csv", 3),
+        ("registrations", "registrations.jsonl", 2),
+    ):
+        copy = tmp_path / name
+        copy.write_bytes((examples / name).read_bytes())
+        stats = await run_import(client, kind, copy, out=io.StringIO())  # type: ignore[arg-type]
+        assert (stats.stored, stats.problems) == (stored, []), (name, stats.problems)
+    assert await count(sessionmaker, "select count(*) from registrations") == 5
