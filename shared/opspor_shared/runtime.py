@@ -23,8 +23,9 @@ from opspor_shared.kafka import (
     make_consumer,
     make_producer,
 )
+from opspor_shared.lag import watch_lag
 from opspor_shared.logging import get_logger
-from opspor_shared.outbox import OutboxRelay
+from opspor_shared.outbox import OutboxRelay, peek_oldest
 from opspor_shared.purge import PurgeReport
 from opspor_shared.settings import ServiceSettings
 from opspor_shared.stopping import sleep_or_stop
@@ -51,6 +52,8 @@ async def run_relay(
             await OutboxRelay(sessionmaker, table, producer).run(stop)
         except Exception as exc:
             log.warning("relay_restarting", table=table.name, error=type(exc).__name__)
+            with contextlib.suppress(Exception):
+                await peek_oldest(sessionmaker, table)
             await sleep_or_stop(stop, backoff)
             backoff = min(10.0, backoff * 2)
         finally:
@@ -76,7 +79,16 @@ async def run_consumer(
             await consumer.start()
             log.info("consumer_started", group=group_id, topic=topic)
             backoff = 0.5
-            await consume_forever(consumer, producer, group_id, handle, stop)
+            lag = asyncio.create_task(
+                watch_lag(
+                    consumer, group_id, dlq_topic(topic), stop, settings.kafka_lag_interval_seconds
+                )
+            )
+            try:
+                await consume_forever(consumer, producer, group_id, handle, stop)
+            finally:
+                lag.cancel()
+                await asyncio.gather(lag, return_exceptions=True)
         except Exception as exc:
             log.warning("consumer_restarting", group=group_id, error=type(exc).__name__)
             await sleep_or_stop(stop, backoff)

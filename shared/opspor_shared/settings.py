@@ -28,6 +28,8 @@ class ServiceSettings(BaseSettings):
     registrations_topic: str = "absence.registrations.v1"
     concerns_topic: str = "absence.concerns.v1"
     topic_partitions: int = Field(default=6, ge=1)
+    # How often each consumer measures its lag and its dead-letter topic (metrics only).
+    kafka_lag_interval_seconds: float = Field(default=15.0, gt=0)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     ops_host: str = "127.0.0.1"
     ops_port: int = Field(default=0, ge=0, le=65535)

@@ -18,6 +18,7 @@ from opspor_api.importer.run import default_checkpoint, run_import
 from opspor_api.models import RegistrationEvent
 from tests.support import configure, registration, school_days
 
+EXAMPLES = Path(__file__).resolve().parents[2] / "docs" / "import-examples"
 COLUMNS = ["event_id", "pupil_id", "school_id", "date", "slot", "category", "extent", "recorded_at"]
 # The relay deletes published rows; the identity counts every row the outbox was given.
 OUTBOX_ROWS_EVER = "select case when is_called then last_value else 0 end from api_outbox_id_seq"
@@ -215,7 +216,6 @@ async def test_the_documented_example_files_load(
     client: httpx.AsyncClient, tmp_path: Path, sessionmaker: async_sessionmaker[AsyncSession]
 ) -> None:
     await configure(client)
-    examples = Path(__file__).resolve().parents[2] / "docs" / "import-examples"
     for kind, name, stored in (
         ("school-years", "school-years.csv", 1),
         ("enrolments", "enrolments.csv", 2),
@@ -223,7 +223,7 @@ async def test_the_documented_example_files_load(
         ("registrations", "registrations.jsonl", 2),
     ):
         copy = tmp_path / name
-        copy.write_bytes((examples / name).read_bytes())
+        copy.write_bytes((EXAMPLES / name).read_bytes())
         stats = await run_import(client, kind, copy, out=io.StringIO())  # type: ignore[arg-type]
         assert (stats.stored, stats.problems) == (stored, []), (name, stats.problems)
     assert await count(sessionmaker, "select count(*) from registrations") == 5

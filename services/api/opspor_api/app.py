@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from typing import Any
 
 from fastapi import FastAPI
+from fastapi.routing import APIRoute
+from prometheus_client import Histogram
 from starlette.requests import Request
 
 from opspor_api.audit.endpoints import router as audit_router
@@ -103,6 +106,44 @@ class BodyLimitAndCorrelation:
             Request(scope),
         )
         await response(scope, receive, send)
+
+
+REQUEST_SECONDS = Histogram(
+    "opspor_http_request_duration_seconds",
+    "Time to answer an api request, by route template (never the raw path: it holds pupil ids)",
+    ["method", "route", "status"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0),
+)
+
+
+class MeasureRequests:
+    """Observes every answer, refusals by the authentication and rate-limit layers included
+    (their route is `unmatched`: they are answered before routing)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 500
+
+        async def send_status(message: MutableMapping[str, Any]) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = int(message["status"])
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_status)
+        finally:
+            route = scope.get("route")
+            template = route.path if isinstance(route, APIRoute) else "unmatched"
+            REQUEST_SECONDS.labels(scope["method"], template, f"{status // 100}xx").observe(
+                time.perf_counter() - started
+            )
 
 
 # The API description itself holds no data; integrators and the docs page need it unauthenticated.
@@ -247,4 +288,5 @@ def create_app(settings: ApiSettings, *, clock: Clock = system_clock) -> FastAPI
     app.add_middleware(AuthenticateAndLimit, verifier=verifier, limiter=limiter)
     # Added last, so it runs first: the correlation id is set before anything is logged.
     app.add_middleware(BodyLimitAndCorrelation, max_body_bytes=settings.max_body_bytes)
+    app.add_middleware(MeasureRequests)
     return app
