@@ -23,6 +23,7 @@ from opspor_shared.events import CloudEvent
 from opspor_shared.logging import CORRELATION_HEADER, correlation_id, get_logger
 from opspor_shared.settings import ServiceSettings
 from opspor_shared.stopping import sleep_or_stop
+from opspor_shared.topics import check_topics
 
 log = get_logger(__name__)
 
@@ -43,6 +44,7 @@ async def ensure_topics(settings: ServiceSettings, topics: Sequence[str]) -> Non
     try:
         existing = set(await admin.list_topics())
         missing = [t for t in topics if t not in existing]
+        await check_topics(admin, {t: _expected(settings, t) for t in topics if t in existing})
         if missing:
             # Another service may create it between our list and create.
             with contextlib.suppress(TopicAlreadyExistsError):
@@ -74,6 +76,13 @@ def topic_configs(settings: ServiceSettings) -> dict[str, str]:
 
 
 SEGMENT_MS = 24 * 3600 * 1000
+
+
+def _expected(settings: ServiceSettings, topic: str) -> dict[str, str]:
+    return {
+        "partitions": str(_partitions(settings, topic)),
+        "retention.ms": str(settings.topic_retention_ms),
+    }
 
 
 def _partitions(settings: ServiceSettings, topic: str) -> int:
