@@ -20,6 +20,7 @@ from prometheus_client import Counter
 from pydantic import ValidationError
 
 from opspor_shared.events import CloudEvent
+from opspor_shared.kafka_security import client_kwargs
 from opspor_shared.logging import CORRELATION_HEADER, correlation_id, get_logger
 from opspor_shared.settings import ServiceSettings
 from opspor_shared.stopping import sleep_or_stop
@@ -39,7 +40,7 @@ def dlq_topic(topic: str) -> str:
 
 
 async def ensure_topics(settings: ServiceSettings, topics: Sequence[str]) -> None:
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap_servers)
+    admin = AIOKafkaAdminClient(**client_kwargs(settings))
     await admin.start()
     try:
         existing = set(await admin.list_topics())
@@ -92,7 +93,7 @@ def _partitions(settings: ServiceSettings, topic: str) -> int:
 
 def make_producer(settings: ServiceSettings, client_id: str) -> AIOKafkaProducer:
     return AIOKafkaProducer(
-        bootstrap_servers=settings.kafka_bootstrap_servers,
+        **client_kwargs(settings),
         client_id=f"{settings.kafka_client_id_prefix}-{client_id}",
         acks="all",
         enable_idempotence=settings.kafka_enable_idempotence,
@@ -103,7 +104,7 @@ def make_producer(settings: ServiceSettings, client_id: str) -> AIOKafkaProducer
 
 def make_consumer(settings: ServiceSettings, group_id: str) -> AIOKafkaConsumer:
     return AIOKafkaConsumer(
-        bootstrap_servers=settings.kafka_bootstrap_servers,
+        **client_kwargs(settings),
         client_id=f"{settings.kafka_client_id_prefix}-{group_id}",
         group_id=group_id,
         enable_auto_commit=False,
@@ -214,7 +215,7 @@ async def _dead_letter(
 
 async def kafka_ready(settings: ServiceSettings, wait_seconds: float = 2.0) -> bool:
     """A fresh bootstrap each time: a long-lived client could report a stale connection."""
-    client = AIOKafkaClient(bootstrap_servers=settings.kafka_bootstrap_servers)
+    client = AIOKafkaClient(**client_kwargs(settings))
     try:
         await asyncio.wait_for(client.bootstrap(), wait_seconds)
     except (KafkaError, TimeoutError, OSError):

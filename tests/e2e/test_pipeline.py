@@ -12,10 +12,10 @@ from typing import Any
 import httpx
 import pytest
 
+from opspor_shared.auth import Role
 from opspor_shared.devstack.mailbox import StoredMessage
 from opspor_shared.devstack.postgres import admin_url, drop_database
 from opspor_shared.devstack.stack import Stack
-from opspor_shared.auth import Role
 from tests.auth import RouteAuth
 from tests.ops_names import WIRED_ELSEWHERE, exposed, names_used
 from tests.support import SCHOOL_YEAR, YEAR_BODY, registration, school_days
