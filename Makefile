@@ -36,6 +36,7 @@ format: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python -m tests.bench.run
+	$(BIN)/python -m tests.bench.bulk_import
 
 clean:
 	rm -rf $(VENV) var
