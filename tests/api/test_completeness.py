@@ -189,3 +189,16 @@ async def test_the_api_publishes_the_silent_school_gauge_on_metrics(
             break
         await asyncio.sleep(0.1)
     assert wanted in text
+
+
+async def test_extreme_dates_are_answered_without_a_server_error(api: httpx.AsyncClient) -> None:
+    for query in (
+        "to=0001-01-01",
+        "from=0001-01-01&to=0001-01-02",
+        "from=9999-12-01&to=9999-12-31",
+    ):
+        r = await api.get(f"/v1/schools/vestbjerg/completeness?{query}")
+        assert r.status_code == 200, (query, r.text)
+        assert r.json()["days"] == []
+    r = await api.post("/v1/schools/vestbjerg/register-complete", json={"date": "9999-12-31"})
+    assert r.status_code == 422

@@ -10,10 +10,11 @@ from datetime import date
 from pathlib import Path
 
 import httpx
+import pytest
 from sqlalchemy import func, select, text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from opspor_api.importer.main import summary
+from opspor_api.importer.main import main, summary
 from opspor_api.importer.run import default_checkpoint, run_import
 from opspor_api.models import RegistrationEvent
 from tests.support import configure, registration, school_days
@@ -227,3 +228,15 @@ async def test_the_documented_example_files_load(
         stats = await run_import(client, kind, copy, out=io.StringIO())  # type: ignore[arg-type]
         assert (stats.stored, stats.problems) == (stored, []), (name, stats.problems)
     assert await count(sessionmaker, "select count(*) from registrations") == 5
+
+
+def test_the_command_refuses_to_start_without_a_token_or_a_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.delenv("OPSPOR_TOKEN", raising=False)
+    source = write_jsonl(tmp_path / "r.jsonl", rows(1))
+    assert main(["registrations", str(source)]) == 2
+    assert "token" in capsys.readouterr().err
+    monkeypatch.setenv("OPSPOR_TOKEN", "secret-token-value")
+    assert main(["registrations", str(tmp_path / "missing.csv")]) == 2
+    assert "secret-token-value" not in capsys.readouterr().err

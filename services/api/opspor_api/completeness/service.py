@@ -105,7 +105,8 @@ async def report(
     ref = await _school(repo, principal, school_id)
     today = _today(ref, now)
     last = last or today
-    first = first or last - timedelta(days=27)
+    # date.min + 27 days: no default range reaches before the first representable day.
+    first = first or max(last, date.min + timedelta(days=27)) - timedelta(days=27)
     errors: list[FieldError] = []
     if first > last:
         errors.append(field_error(("query", "from"), f"{first} is after to ({last})"))
