@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, TextIO
+from urllib.parse import quote
 
 import httpx
 
@@ -143,11 +144,12 @@ def _request(kind: Kind, batch: Batch) -> tuple[str, str, dict[str, Any]]:
     if kind == "registrations":
         return "POST", "/v1/registrations/batch", {"items": [r.body for r in batch.records]}
     body = dict(batch.records[0].body or {})
-    school = str(body.pop("school_id", ""))
+    # Quoted: an id with a slash must reach the api's validation, not another route.
+    school = quote(str(body.pop("school_id", "")), safe="")
     if kind == "enrolments":
-        pupil = str(body.pop("pupil_id", ""))
+        pupil = quote(str(body.pop("pupil_id", "")), safe="")
         return "PUT", f"/v1/schools/{school}/enrolments/{pupil}", body
-    label = str(body.pop("label", ""))
+    label = quote(str(body.pop("label", "")), safe="")
     return "PUT", f"/v1/schools/{school}/school-years/{label}", body
 
 
