@@ -25,7 +25,16 @@ async def test_an_existing_topic_with_other_partitions_is_reported(
     admin = AIOKafkaAdminClient(bootstrap_servers=kafka_bootstrap)
     await admin.start()
     try:
-        await admin.create_topics([NewTopic(topic, num_partitions=1, replication_factor=1)])
+        await admin.create_topics(
+            [
+                NewTopic(
+                    topic,
+                    num_partitions=1,
+                    replication_factor=1,
+                    topic_configs={"retention.ms": "3600000"},
+                )
+            ]
+        )
     finally:
         await admin.close()
     settings = ServiceSettings(
@@ -39,7 +48,22 @@ async def test_an_existing_topic_with_other_partitions_is_reported(
     warnings = [e for e in logs if e["event"] == "topic_config_differs"]
     partitions = [w for w in warnings if w["setting"] == "partitions"]
     assert partitions and partitions[0]["configured"] == "3" and partitions[0]["actual"] == "1"
-    value = REGISTRY.get_sample_value(
-        "opspor_kafka_topic_config_mismatch", {"topic": topic, "setting": "partitions"}
+    retention = [w for w in warnings if w["setting"] == "retention.ms"]
+    assert retention and retention[0]["actual"] == "3600000"
+    assert retention[0]["configured"] == str(settings.topic_retention_ms)
+    for setting in ("partitions", "retention.ms"):
+        value = REGISTRY.get_sample_value(
+            "opspor_kafka_topic_config_mismatch", {"topic": topic, "setting": setting}
+        )
+        assert value == 1.0
+    # A topic that matches is reported as matching.
+    matching = settings.model_copy(update={"topic_partitions": 1, "topic_retention_ms": 3600000})
+    with structlog.testing.capture_logs() as logs:
+        await ensure_topics(matching, [topic])
+    assert not [e for e in logs if e["event"] == "topic_config_differs"]
+    assert (
+        REGISTRY.get_sample_value(
+            "opspor_kafka_topic_config_mismatch", {"topic": topic, "setting": "partitions"}
+        )
+        == 0.0
     )
-    assert value == 1.0
