@@ -4,15 +4,21 @@ is refused."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import subprocess
 import time
 import uuid
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from pydantic import ValidationError
 
 from opspor_shared.devstack.certs import CertPaths, ensure_certs
@@ -39,32 +45,34 @@ def stunnel_binary() -> str:
     return found
 
 
-@pytest.fixture(scope="module")
-def tls_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, CertPaths]]:
-    """(bootstrap servers of the TLS listener, the CA and server certificate)."""
+@contextlib.contextmanager
+def tls_terminated_broker(
+    directory: Path, certs: CertPaths, client_ca: Path | None = None
+) -> Iterator[str]:
+    """Tansu behind stunnel; with `client_ca`, stunnel demands a client certificate (mTLS).
+    Yields the bootstrap servers of the TLS listener, which the broker advertises."""
     binary = stunnel_binary()
-    directory = tmp_path_factory.mktemp("kafka-tls")
-    certs = ensure_certs(directory / "certs")
     tls_port = free_port()
     with EmbeddedBroker(log_file=directory / "tansu.log", advertised_port=tls_port) as broker:
         config = directory / "stunnel.conf"
+        mutual = f"CAfile = {client_ca}\nverifyChain = yes\n" if client_ca else ""
         config.write_text(
             "foreground = yes\n"
-            f"pid =\n"
+            "pid =\n"
             "debug = 4\n"
             f"output = {directory / 'stunnel.log'}\n"
             "[kafka]\n"
             f"accept = 127.0.0.1:{tls_port}\n"
             f"connect = 127.0.0.1:{broker.port}\n"
             f"cert = {certs.cert_file}\n"
-            f"key = {certs.key_file}\n"
+            f"key = {certs.key_file}\n" + mutual
         )
         process = subprocess.Popen(
             [binary, str(config)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
         )
         try:
             wait_for_port("127.0.0.1", tls_port)
-            yield f"127.0.0.1:{tls_port}", certs
+            yield f"127.0.0.1:{tls_port}"
         finally:
             process.terminate()
             try:
@@ -72,6 +80,58 @@ def tls_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, 
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait()
+
+
+@pytest.fixture(scope="module")
+def tls_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, CertPaths]]:
+    """(bootstrap servers of the TLS listener, the CA and server certificate)."""
+    directory = tmp_path_factory.mktemp("kafka-tls")
+    certs = ensure_certs(directory / "certs")
+    with tls_terminated_broker(directory, certs) as bootstrap:
+        yield bootstrap, certs
+
+
+def client_certificate(directory: Path) -> tuple[Path, Path, Path]:
+    """A client CA and a client certificate it signed: (CA file, certificate, key)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    now = datetime.now(UTC) - timedelta(minutes=5)
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "Opspor test client CA")])
+    ca = (
+        x509.CertificateBuilder()
+        .subject_name(ca_name)
+        .issuer_name(ca_name)
+        .public_key(ca_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now)
+        .not_valid_after(now + timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .sign(ca_key, hashes.SHA256())
+    )
+    key = ec.generate_private_key(ec.SECP256R1())
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "opspor-worker")]))
+        .issuer_name(ca_name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now)
+        .not_valid_after(now + timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
+        .sign(ca_key, hashes.SHA256())
+    )
+    paths = (directory / "client-ca.pem", directory / "client.pem", directory / "client.key")
+    paths[0].write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+    paths[1].write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    paths[2].write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return paths
 
 
 def tls_settings(bootstrap: str, ca_file: Path, **overrides: object) -> ServiceSettings:
@@ -88,12 +148,7 @@ def tls_settings(bootstrap: str, ca_file: Path, **overrides: object) -> ServiceS
     return ServiceSettings.model_validate(values | overrides)
 
 
-async def test_producer_and_consumer_talk_to_the_broker_through_tls(
-    tls_broker: tuple[str, CertPaths],
-) -> None:
-    bootstrap, certs = tls_broker
-    settings = tls_settings(bootstrap, certs.ca_file)
-    assert await kafka_ready(settings)
+async def produce_and_consume(settings: ServiceSettings) -> list[bytes]:
     topic = f"absence.tls.v1.{uuid.uuid4().hex[:8]}"
     await ensure_topics(settings, [topic])
     producer = make_producer(settings, "tls-test")
@@ -113,7 +168,32 @@ async def test_producer_and_consumer_talk_to_the_broker_through_tls(
                 received += [r.value or b"" for r in records]
     finally:
         await consumer.stop()
-    assert received == [b"over tls"]
+    return received
+
+
+async def test_producer_and_consumer_talk_to_the_broker_through_tls(
+    tls_broker: tuple[str, CertPaths],
+) -> None:
+    bootstrap, certs = tls_broker
+    settings = tls_settings(bootstrap, certs.ca_file)
+    assert await kafka_ready(settings)
+    assert await produce_and_consume(settings) == [b"over tls"]
+
+
+async def test_mutual_tls_needs_the_client_certificate(tmp_path: Path) -> None:
+    certs = ensure_certs(tmp_path / "certs")
+    client_ca, client_cert, client_key = client_certificate(tmp_path / "client")
+    with tls_terminated_broker(tmp_path, certs, client_ca=client_ca) as bootstrap:
+        without = tls_settings(bootstrap, certs.ca_file)
+        assert not await kafka_ready(without)
+        settings = tls_settings(
+            bootstrap,
+            certs.ca_file,
+            kafka_ssl_cert_file=client_cert,
+            kafka_ssl_key_file=client_key,
+        )
+        assert await kafka_ready(settings)
+        assert await produce_and_consume(settings) == [b"over tls"]
 
 
 async def test_a_client_that_trusts_another_ca_is_refused(
