@@ -41,6 +41,7 @@ faults: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python -m tests.bench.run
+	$(BIN)/python -m tests.bench.bulk_import
 
 clean:
 	rm -rf $(VENV) var

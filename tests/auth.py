@@ -54,6 +54,7 @@ def natural_role(method: str, path: str) -> Role:
         path.startswith("/v1/registrations")
         or re.fullmatch(r"/v1/pupils/[^/]+/(registrations|enrolments)", path)
         or re.fullmatch(r"/v1/schools/[^/]+/enrolments/[^/]+", path)
+        or re.fullmatch(r"/v1/schools/[^/]+/(register-complete|completeness)", path)
     ):
         return Role.SCHOOL_SYSTEM
     if path.endswith("/concerns") or path.startswith("/v1/concerns/"):

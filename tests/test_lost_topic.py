@@ -60,7 +60,7 @@ async def test_committed_offset_beyond_the_end_is_reported_and_the_topic_reread(
     async def handle(batch: list[Delivered]) -> None:
         seen.extend(d.event.id for d in batch)
 
-    watch = LostDataWatch(consumer, group, topic, kafka_bootstrap)
+    watch = LostDataWatch(consumer, group, topic, {"bootstrap_servers": kafka_bootstrap})
     stop = asyncio.Event()
     before = _lost(topic)
     key = f"consumer:{group}:{topic}"

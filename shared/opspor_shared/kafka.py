@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewPartitions, NewTopic
@@ -21,6 +22,7 @@ from pydantic import ValidationError
 
 from opspor_shared.events import CloudEvent
 from opspor_shared.faults import fault_point
+from opspor_shared.kafka_security import client_kwargs
 from opspor_shared.logging import CORRELATION_HEADER, correlation_id, get_logger
 from opspor_shared.outage import (
     NOT_READY,
@@ -31,6 +33,7 @@ from opspor_shared.outage import (
 )
 from opspor_shared.settings import ServiceSettings
 from opspor_shared.stopping import sleep_or_stop
+from opspor_shared.topics import check_topics
 
 log = get_logger(__name__)
 
@@ -62,13 +65,16 @@ async def ensure_topics(settings: ServiceSettings, topics: Sequence[str]) -> dic
     topics would otherwise auto-create them with its own default partition count. A topic found
     with fewer partitions than configured is an error worth a page (keys would move between
     partitions); it is logged and grown to the configured count when the broker allows it.
+    Other differences of existing topics (more partitions, another retention) are reported by
+    opspor_shared.topics.check_topics.
     """
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap_servers)
+    admin = AIOKafkaAdminClient(**client_kwargs(settings))
     await admin.start()
     try:
         # All topics (None): a metadata request naming a topic can auto-create it.
         existing = {t["topic"]: len(t["partitions"]) for t in await admin.describe_topics(None)}
         missing = [t for t in topics if t not in existing]
+        found = [t for t in topics if t in existing]
         if missing:
             # Another service may create it between our list and create.
             with contextlib.suppress(TopicAlreadyExistsError):
@@ -95,6 +101,7 @@ async def ensure_topics(settings: ServiceSettings, topics: Sequence[str]) -> dic
                     existing[t] = wanted
                 except Exception as exc:  # not every broker can grow a topic
                     log.error("topic_partitions_not_grown", topic=t, error=type(exc).__name__)
+        await check_topics(admin, {t: _expected(settings, t) for t in found})
         return {t: existing[t] for t in topics}
     finally:
         await admin.close()
@@ -115,6 +122,13 @@ def topic_configs(settings: ServiceSettings) -> dict[str, str]:
 SEGMENT_MS = 24 * 3600 * 1000
 
 
+def _expected(settings: ServiceSettings, topic: str) -> dict[str, str]:
+    return {
+        "partitions": str(_partitions(settings, topic)),
+        "retention.ms": str(settings.topic_retention_ms),
+    }
+
+
 def _partitions(settings: ServiceSettings, topic: str) -> int:
     # Dead letters are few and read by people; one partition keeps them in order.
     return 1 if topic.endswith(".dlq") else settings.topic_partitions
@@ -122,7 +136,7 @@ def _partitions(settings: ServiceSettings, topic: str) -> int:
 
 def make_producer(settings: ServiceSettings, client_id: str) -> AIOKafkaProducer:
     return AIOKafkaProducer(
-        bootstrap_servers=settings.kafka_bootstrap_servers,
+        **client_kwargs(settings),
         client_id=f"{settings.kafka_client_id_prefix}-{client_id}",
         acks="all",
         enable_idempotence=settings.kafka_enable_idempotence,
@@ -133,7 +147,7 @@ def make_producer(settings: ServiceSettings, client_id: str) -> AIOKafkaProducer
 
 def make_consumer(settings: ServiceSettings, group_id: str) -> AIOKafkaConsumer:
     return AIOKafkaConsumer(
-        bootstrap_servers=settings.kafka_bootstrap_servers,
+        **client_kwargs(settings),
         client_id=f"{settings.kafka_client_id_prefix}-{group_id}",
         group_id=group_id,
         enable_auto_commit=False,
@@ -190,10 +204,15 @@ class LostDataWatch:
     """
 
     def __init__(
-        self, consumer: AIOKafkaConsumer, group_id: str, topic: str, bootstrap_servers: str = ""
+        self,
+        consumer: AIOKafkaConsumer,
+        group_id: str,
+        topic: str,
+        connect: Mapping[str, Any] | None = None,
     ) -> None:
         self._consumer = consumer
-        self._bootstrap = bootstrap_servers
+        # client_kwargs(settings): where the broker is and how to authenticate to it.
+        self._connect = dict(connect or {})
         self._probe: AIOKafkaConsumer | None = None
         self._group = group_id
         self._topic = topic
@@ -220,11 +239,11 @@ class LostDataWatch:
         last record read, though, is never gone from an intact log (retention keeps the
         active segment).
         """
-        if not self._bootstrap:
+        if not self._connect:
             return False
         if self._probe is None:
             self._probe = AIOKafkaConsumer(
-                bootstrap_servers=self._bootstrap,
+                **self._connect,
                 group_id=None,
                 enable_auto_commit=False,
                 auto_offset_reset="none",
@@ -374,7 +393,7 @@ async def _dead_letter(
 
 async def kafka_ready(settings: ServiceSettings, wait_seconds: float = 2.0) -> bool:
     """A fresh bootstrap each time: a long-lived client could report a stale connection."""
-    client = AIOKafkaClient(bootstrap_servers=settings.kafka_bootstrap_servers)
+    client = AIOKafkaClient(**client_kwargs(settings))
     try:
         await asyncio.wait_for(client.bootstrap(), wait_seconds)
     except (KafkaError, TimeoutError, OSError):

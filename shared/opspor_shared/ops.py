@@ -14,7 +14,7 @@ from collections.abc import Awaitable, Callable, Iterator, Mapping
 import uvicorn
 from fastapi import APIRouter, FastAPI, Response
 from fastapi.responses import JSONResponse
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, Gauge, generate_latest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from opspor_shared.access import (
@@ -30,6 +30,12 @@ from opspor_shared.outage import NOT_READY
 from opspor_shared.settings import ServiceSettings
 
 ReadinessCheck = Callable[[], Awaitable[bool]]
+
+# Set on every /readyz probe (the orchestrator probes every few seconds); the job label of the
+# scrape tells the services apart.
+READY = Gauge(
+    "opspor_ready", "1 when the last readiness probe found the dependency reachable", ["check"]
+)
 
 
 def readiness_checks(engine: AsyncEngine, settings: ServiceSettings) -> dict[str, ReadinessCheck]:
@@ -56,6 +62,8 @@ def ops_router(checks: Callable[[], Mapping[str, ReadinessCheck]]) -> APIRouter:
         named = dict(checks())
         results = await asyncio.gather(*(check() for check in named.values()))
         status = dict(zip(named, (bool(r) for r in results), strict=True))
+        for name, up in status.items():
+            READY.labels(name).set(1 if up else 0)
         # Conditions the loops found (lost topic data): reachable is not the same as sound.
         problems = sorted(NOT_READY.values())
         ok = all(status.values()) and not problems

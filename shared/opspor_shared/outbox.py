@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 from aiokafka import AIOKafkaProducer
 from prometheus_client import Counter, Gauge
@@ -46,6 +47,41 @@ RELAY_ERRORS = Counter("opspor_outbox_relay_errors_total", "Failed relay rounds"
 PENDING = Gauge(
     "opspor_outbox_pending", "Outbox rows seen waiting at the last relay round", ["table"]
 )
+OLDEST_AGE = Gauge(
+    "opspor_outbox_oldest_pending_age_seconds",
+    "Age of the oldest unpublished outbox row seen; keeps growing while the relay cannot run",
+    ["table"],
+)
+
+
+class _Oldest:
+    """The oldest pending row's creation time as last seen, turned into an age at scrape time,
+    so the age keeps growing while the relay is stuck and nothing updates it."""
+
+    def __init__(self, table: str) -> None:
+        self.created: datetime | None = None
+        OLDEST_AGE.labels(table).set_function(self.age)
+
+    def age(self) -> float:
+        if self.created is None:
+            return 0.0
+        return max((datetime.now(UTC) - self.created).total_seconds(), 0.0)
+
+
+_OLDEST: dict[str, _Oldest] = {}
+
+
+def oldest_tracker(table: str) -> _Oldest:
+    if table not in _OLDEST:
+        _OLDEST[table] = _Oldest(table)
+    return _OLDEST[table]
+
+
+async def peek_oldest(sessionmaker: async_sessionmaker[AsyncSession], table: Table) -> None:
+    """Updates the age gauge when the relay cannot publish (the broker is down)."""
+    async with sessionmaker() as session:
+        oldest = await session.scalar(select(func.min(table.c.created_at)))
+    oldest_tracker(table.name).created = oldest
 
 
 def outbox_table(name: str, metadata: MetaData) -> Table:
@@ -134,13 +170,15 @@ class OutboxRelay:
         async with unit_of_work(self._sessionmaker) as session:
             rows = (
                 await session.execute(
-                    select(t.c.id, t.c.topic, t.c.key, t.c.payload, t.c.headers)
+                    select(t.c.id, t.c.topic, t.c.key, t.c.payload, t.c.headers, t.c.created_at)
                     .order_by(t.c.id)
                     .limit(self._batch_size)
                     .with_for_update(skip_locked=True)
                 )
             ).all()
             PENDING.labels(t.name).set(len(rows))
+            # Ids grow with time, so the first row (by id) is the oldest one waiting.
+            oldest_tracker(t.name).created = rows[0].created_at if rows else None
             if not rows:
                 return 0
             fault_point("relay_before_publish")

@@ -25,9 +25,11 @@ from opspor_shared.kafka import (
     make_consumer,
     make_producer,
 )
+from opspor_shared.lag import watch_lag
 from opspor_shared.logging import get_logger
+from opspor_shared.kafka_security import client_kwargs
 from opspor_shared.outage import Outage
-from opspor_shared.outbox import OutboxRelay, TopicLostHandler
+from opspor_shared.outbox import OutboxRelay, TopicLostHandler, peek_oldest
 from opspor_shared.purge import PurgeReport
 from opspor_shared.settings import ServiceSettings
 from opspor_shared.stopping import sleep_or_stop
@@ -66,10 +68,15 @@ async def run_relay(
             # Returns when a round fails, so the next connect ensures the topics again.
             if await relay.run(stop, outage=outage):
                 backoff = 0.5
+            # The relay cannot publish: keep the age of the oldest waiting row current.
+            with contextlib.suppress(Exception):
+                await peek_oldest(sessionmaker, table)
             await sleep_or_stop(stop, backoff)
             backoff = min(10.0, backoff * 2)
         except Exception as exc:
             outage.failed(type(exc).__name__)
+            with contextlib.suppress(Exception):
+                await peek_oldest(sessionmaker, table)
             await sleep_or_stop(stop, backoff)
             backoff = min(10.0, backoff * 2)
         finally:
@@ -97,17 +104,26 @@ async def run_consumer(
             await consumer.start()
             log.info("consumer_started", group=group_id, topic=topic)
             backoff = 0.5
-            watch = LostDataWatch(consumer, group_id, topic, settings.kafka_bootstrap_servers)
-            await consume_forever(
-                consumer,
-                producer,
-                group_id,
-                handle,
-                stop,
-                watch=watch,
-                outage=outage,
-                check_seconds=settings.topic_check_seconds,
+            watch = LostDataWatch(consumer, group_id, topic, client_kwargs(settings))
+            lag = asyncio.create_task(
+                watch_lag(
+                    consumer, group_id, dlq_topic(topic), stop, settings.kafka_lag_interval_seconds
+                )
             )
+            try:
+                await consume_forever(
+                    consumer,
+                    producer,
+                    group_id,
+                    handle,
+                    stop,
+                    watch=watch,
+                    outage=outage,
+                    check_seconds=settings.topic_check_seconds,
+                )
+            finally:
+                lag.cancel()
+                await asyncio.gather(lag, return_exceptions=True)
         except TopicChanged:
             backoff = 0.5
         except Exception as exc:

@@ -6,9 +6,10 @@ starts without knowing where its database or broker is must fail at once, not co
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from opspor_shared.auth import IssuerConfig
@@ -31,6 +32,17 @@ class ServiceSettings(BaseSettings):
     topic_partitions: int = Field(default=6, ge=1)
     # How often consumers check their topic for lost data and relays re-ensure their topics.
     topic_check_seconds: float = Field(default=10.0, ge=0.5, le=3600)
+    # TLS and SASL of every Kafka client (opspor_shared.kafka_security; deploy/README.md).
+    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    kafka_ssl_ca_file: Path | None = None
+    kafka_ssl_cert_file: Path | None = None
+    kafka_ssl_key_file: Path | None = None
+    kafka_ssl_key_password: SecretStr | None = None
+    kafka_sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
+    kafka_sasl_username: str | None = None
+    kafka_sasl_password: SecretStr | None = None
+    # How often each consumer measures its lag and its dead-letter topic (metrics only).
+    kafka_lag_interval_seconds: float = Field(default=15.0, gt=0)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     ops_host: str = "127.0.0.1"
     ops_port: int = Field(default=0, ge=0, le=65535)
@@ -54,6 +66,32 @@ class ServiceSettings(BaseSettings):
     # private, link-local): comma-separated CIDRs, empty by default. The api checks stored URLs
     # and the alerter the addresses it connects to against the same list (README "Webhooks").
     webhook_allowed_networks: AllowedNetworks = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _kafka_security(self) -> ServiceSettings:
+        protocol = self.kafka_security_protocol
+        tls = protocol in ("SSL", "SASL_SSL")
+        sasl = protocol.startswith("SASL_")
+        if (self.kafka_ssl_cert_file is None) != (self.kafka_ssl_key_file is None):
+            raise ValueError("kafka_ssl_cert_file and kafka_ssl_key_file go together")
+        if not tls and (self.kafka_ssl_ca_file or self.kafka_ssl_cert_file):
+            raise ValueError(f"TLS files are set but kafka_security_protocol is {protocol}")
+        for name in ("kafka_ssl_ca_file", "kafka_ssl_cert_file", "kafka_ssl_key_file"):
+            path = getattr(self, name)
+            if path is not None and not path.is_file():
+                raise ValueError(f"{name}: no file {path}")
+        if sasl and not (
+            self.kafka_sasl_mechanism and self.kafka_sasl_username and self.kafka_sasl_password
+        ):
+            raise ValueError(
+                f"{protocol} needs kafka_sasl_mechanism, kafka_sasl_username, kafka_sasl_password"
+            )
+        if not sasl and (self.kafka_sasl_mechanism or self.kafka_sasl_username):
+            raise ValueError(f"SASL settings are set but kafka_security_protocol is {protocol}")
+        if protocol == "SASL_PLAINTEXT" and self.kafka_sasl_mechanism == "PLAIN":
+            # PLAIN sends the password itself; without TLS anyone on the path reads it.
+            raise ValueError("SASL PLAIN needs TLS: use SASL_SSL (or a SCRAM mechanism)")
+        return self
 
     @field_validator("database_url")
     @classmethod

@@ -264,6 +264,18 @@ EXPECTED: dict[tuple[str, str], Case] = {
     ("GET", "/v1/pupils/{pupil_id}/enrolments"): case(
         {SYSTEM, STAFF}, lambda s, lv: ("GET", f"/v1/pupils/{PUPIL_OF[s]}/enrolments", None)
     ),
+    ("POST", "/v1/schools/{school_id}/register-complete"): case(
+        {SYSTEM},
+        lambda s, lv: (
+            "POST",
+            f"/v1/schools/{s}/register-complete",
+            {"date": MONDAY.isoformat(), "class_id": "7a"},
+        ),
+    ),
+    ("GET", "/v1/schools/{school_id}/completeness"): case(
+        {SYSTEM, STAFF, ADMIN},
+        lambda s, lv: ("GET", f"/v1/schools/{s}/completeness?from=2026-09-14&to=2026-09-25", None),
+    ),
     ("PUT", "/v1/municipalities/{municipality_id}/webhooks/{webhook_id}"): case(
         {ADMIN},
         lambda s, lv: ("PUT", f"/v1/municipalities/{MUNICIPALITY_OF[s]}/webhooks/sager", HOOK),

@@ -12,10 +12,12 @@ from typing import Any
 import httpx
 import pytest
 
+from opspor_shared.auth import Role
 from opspor_shared.devstack.mailbox import StoredMessage
 from opspor_shared.devstack.postgres import admin_url, drop_database
 from opspor_shared.devstack.stack import Stack
 from tests.auth import RouteAuth
+from tests.ops_names import WIRED_ELSEWHERE, exposed, names_used
 from tests.support import SCHOOL_YEAR, YEAR_BODY, registration, school_days
 
 pytestmark = pytest.mark.e2e
@@ -30,7 +32,12 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         var_dir=var_dir,
         database_name=name,
         recreate_database=True,
-        extra_env={"TICK_SECONDS": "1", "LOG_LEVEL": "INFO"},
+        extra_env={
+            "TICK_SECONDS": "1",
+            "LOG_LEVEL": "INFO",
+            "KAFKA_LAG_INTERVAL_SECONDS": "1",
+            "COMPLETENESS_INTERVAL_SECONDS": "1",
+        },
     ) as running:
         with httpx.Client(
             base_url=running.api_url, timeout=10, auth=RouteAuth(issuer=running.issuer)
@@ -152,3 +159,40 @@ def test_nothing_is_lost_while_the_worker_and_alerter_are_down(
     assert len(wait_for_mail(stack, about("e2e-2"))) == 1
     time.sleep(1.0)
     assert len(wait_for_mail(stack, about("e2e-2"), count=2, timeout=1)) == 1
+
+
+def test_after_one_registration_to_mail_every_metric_the_operator_queries_is_exposed(
+    stack: Stack, api: httpx.Client
+) -> None:
+    items = [registration("e2e-3", d) for d in school_days(MONDAY, 5)]
+    assert api.post("/v1/registrations/batch", json={"items": items}).status_code == 200
+    assert len(wait_for_mail(stack, about("e2e-3"))) == 1
+    ops = stack.headers(Role.OPERATIONS)
+    lag = 'opspor_kafka_consumer_lag_messages{group="opspor-alerter"'
+    texts: dict[str, str] = {}
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        for name, service in stack.services.items():
+            assert httpx.get(f"{service.url}/readyz", timeout=10).status_code == 200
+            r = httpx.get(f"{service.url}/metrics", headers=ops, timeout=10)
+            assert r.status_code == 200
+            texts[name] = r.text
+        if lag in texts["alerter"] and "opspor_school_silent_school_days{" in texts["api"]:
+            break
+        time.sleep(0.5)
+    exposed_names = set().union(*(exposed(t) for t in texts.values()))
+    assert names_used() - exposed_names - WIRED_ELSEWHERE == set()
+    # Values, not only names: the run left these series behind.
+    assert lag in texts["alerter"]
+    assert (
+        'opspor_kafka_consumer_lag_messages{group="opspor-threshold-worker"'
+        in texts["threshold-worker"]
+    )
+    assert 'opspor_registrations_accepted_total{result="stored"}' in texts["api"]
+    assert 'route="/v1/registrations/batch"' in texts["api"]
+    assert (
+        'opspor_alerter_delivery_attempts_total{channel="smtp",outcome="sent"}' in texts["alerter"]
+    )
+    assert 'opspor_ready{check="kafka"} 1.0' in texts["alerter"]
+    # No pupil id in any label.
+    assert not any("e2e-" in t for t in texts.values())

@@ -26,6 +26,12 @@ DELIVERY_ATTEMPTS = Counter(
     "opspor_alerter_delivery_attempts_total", "Delivery attempts", ["channel", "outcome"]
 )
 NOTICES_PENDING = Gauge("opspor_alerter_notices_pending", "Notices waiting to be delivered")
+# failed is the alerter's dead letter: given up on, needs a person.
+NOTICES = Gauge(
+    "opspor_alerter_notices",
+    "Notices held, by channel and status (pending, sent, failed, cancelled)",
+    ["channel", "status"],
+)
 UNROUTABLE = Counter(
     "opspor_alerter_unroutable_total",
     "Concerns with no mailbox for their level",

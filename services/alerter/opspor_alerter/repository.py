@@ -222,6 +222,14 @@ class NoticeRepository:
     async def record_attempt_only(self, notice_id: int, attempts: int, error: str) -> None:
         await self._update(notice_id, attempts=attempts, lease_until=None, last_error=error)
 
+    async def count_by_channel_and_status(self) -> dict[tuple[str, str], int]:
+        rows = await self._session.execute(
+            select(Notice.channel, Notice.status, func.count()).group_by(
+                Notice.channel, Notice.status
+            )
+        )
+        return {(channel, status): int(n) for channel, status, n in rows}
+
     async def count_pending(self) -> int:
         count = await self._session.scalar(
             select(func.count()).select_from(Notice).where(Notice.status == "pending")

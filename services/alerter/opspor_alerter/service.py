@@ -529,7 +529,15 @@ def _count(rec: Recorded) -> None:
 
 async def refresh_pending_gauge(sessionmaker: async_sessionmaker[AsyncSession]) -> None:
     async with unit_of_work(sessionmaker) as session:
-        metrics.NOTICES_PENDING.set(await NoticeRepository(session).count_pending())
+        repo = NoticeRepository(session)
+        metrics.NOTICES_PENDING.set(await repo.count_pending())
+        counts = await repo.count_by_channel_and_status()
+    # Every channel shows every status, zeros included, so rules see a series from the start.
+    channels = {"smtp", "webhook"} | {c for c, _ in counts}
+    statuses = {"pending", "sent", "failed", "cancelled"} | {s for _, s in counts}
+    for channel in channels:
+        for status in statuses:
+            metrics.NOTICES.labels(channel, status).set(counts.get((channel, status), 0))
 
 
 RECLAIM_EVERY_SECONDS = 30.0

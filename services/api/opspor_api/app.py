@@ -4,13 +4,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from typing import Any
 
 from fastapi import FastAPI
+from fastapi.routing import APIRoute
+from prometheus_client import Histogram
 from starlette.requests import Request
 
 from opspor_api.audit.endpoints import router as audit_router
+from opspor_api.completeness import service as completeness_service
+from opspor_api.completeness.endpoints import router as completeness_router
+from opspor_api.completeness.repository import CompletenessRepository
 from opspor_api.concerns import service as concerns_service
 from opspor_api.concerns.endpoints import router as concerns_router
 from opspor_api.concerns.repository import ConcernRepository
@@ -49,6 +55,7 @@ from opspor_shared.outage import Outage
 from opspor_shared.reference import CalendarCache, PackCache
 from opspor_shared.retention import retention_window
 from opspor_shared.runtime import run_consumer, run_purge, run_relay, shutdown
+from opspor_shared.stopping import sleep_or_stop
 
 log = get_logger(__name__)
 
@@ -101,6 +108,44 @@ class BodyLimitAndCorrelation:
             Request(scope),
         )
         await response(scope, receive, send)
+
+
+REQUEST_SECONDS = Histogram(
+    "opspor_http_request_duration_seconds",
+    "Time to answer an api request, by route template (never the raw path: it holds pupil ids)",
+    ["method", "route", "status"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0),
+)
+
+
+class MeasureRequests:
+    """Observes every answer, refusals by the authentication and rate-limit layers included
+    (their route is `unmatched`: they are answered before routing)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 500
+
+        async def send_status(message: MutableMapping[str, Any]) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = int(message["status"])
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_status)
+        finally:
+            route = scope.get("route")
+            template = route.path if isinstance(route, APIRoute) else "unmatched"
+            REQUEST_SECONDS.labels(scope["method"], template, f"{status // 100}xx").observe(
+                time.perf_counter() - started
+            )
 
 
 # The API description itself holds no data; integrators and the docs page need it unauthenticated.
@@ -162,8 +207,21 @@ def create_app(settings: ApiSettings, *, clock: Clock = system_clock) -> FastAPI
             async with unit_of_work(sessionmaker) as session:
                 return await concerns_service.project(ConcernRepository(session), batch, window)
 
+        async def watch_silent_schools(stop: asyncio.Event) -> None:
+            while not stop.is_set():
+                try:
+                    async with unit_of_work(sessionmaker) as session:
+                        found = await completeness_service.silent_school_days(
+                            CompletenessRepository(session), app.state.calendars, clock()
+                        )
+                    completeness_service.publish_silent(found)
+                except Exception as exc:
+                    log.exception("silent_school_check_failed", error=type(exc).__name__)
+                await sleep_or_stop(stop, settings.completeness_interval_seconds)
+
         stop = asyncio.Event()
         tasks = [
+            asyncio.create_task(watch_silent_schools(stop)),
             asyncio.create_task(
                 run_relay(
                     settings,
@@ -231,9 +289,11 @@ def create_app(settings: ApiSettings, *, clock: Clock = system_clock) -> FastAPI
     app.include_router(concerns_router)
     app.include_router(webhooks_router)
     app.include_router(audit_router)
+    app.include_router(completeness_router)
     require_access_rules(app, OPEN_PATHS)
     limiter = RateLimiter(settings.rate_limit_per_second, settings.rate_limit_burst)
     app.add_middleware(AuthenticateAndLimit, verifier=verifier, limiter=limiter)
     # Added last, so it runs first: the correlation id is set before anything is logged.
     app.add_middleware(BodyLimitAndCorrelation, max_body_bytes=settings.max_body_bytes)
+    app.add_middleware(MeasureRequests)
     return app

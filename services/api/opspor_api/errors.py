@@ -19,6 +19,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.exc import TimeoutError as SQLAlchemyTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from opspor_api.registrations.metrics import REFUSED
 from opspor_shared.access import AccessError
 from opspor_shared.logging import get_logger
 from opspor_shared.outage import Outage, is_database_outage
@@ -151,6 +152,8 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
         errors = [field_error(_location(tuple(e["loc"])), _message(e)) for e in exc.errors()]
+        if request.url.path.startswith("/v1/registrations"):
+            REFUSED.labels("invalid_field").inc(len(errors))
         fields = ", ".join(sorted({e.field for e in errors})[:20])
         return problem_response(
             422,

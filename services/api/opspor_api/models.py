@@ -192,3 +192,17 @@ class AuditEntry(Base):
 
 api_outbox = outbox_table("api_outbox", Base.metadata)
 api_purges = purge_log_table("api_purges", Base.metadata)
+
+
+class RegisterCompletion(Base):
+    """A school system's statement that a day's register was taken: for the whole school
+    (class_id '') or for one class. The first statement per (school, day, class) is kept."""
+
+    __tablename__ = "register_completions"
+
+    school_id: Mapped[str] = mapped_column(ForeignKey("schools.id"), primary_key=True)
+    date: Mapped[date] = mapped_column(primary_key=True)
+    # '' rather than NULL: the whole school is part of the key, and NULLs never collide.
+    class_id: Mapped[str] = mapped_column(Text, primary_key=True)
+    recorded_at: Mapped[datetime]
+    received_at: Mapped[datetime] = mapped_column(server_default=func.now())

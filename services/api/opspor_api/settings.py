@@ -15,3 +15,5 @@ class ApiSettings(ServiceSettings):
     # Per client (the token's azp/client_id, else its sub), per api process.
     rate_limit_per_second: float = Field(default=50.0, gt=0)
     rate_limit_burst: int = Field(default=200, ge=1)
+    # How often the api recomputes opspor_school_silent_school_days (register completeness).
+    completeness_interval_seconds: float = Field(default=300.0, gt=0)

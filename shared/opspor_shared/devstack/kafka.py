@@ -16,8 +16,15 @@ from opspor_shared.devstack.net import free_port, wait_for_port
 
 
 class EmbeddedBroker:
-    def __init__(self, log_file: Path | None = None, port: int | None = None) -> None:
+    def __init__(
+        self,
+        log_file: Path | None = None,
+        port: int | None = None,
+        advertised_port: int | None = None,
+    ) -> None:
         self.port = port or free_port()
+        # Clients connect to the advertised listener: behind a TLS terminator that is its port.
+        self.advertised_port = advertised_port or self.port
         self._log_file = log_file
         self._process: subprocess.Popen[bytes] | None = None
 
@@ -41,7 +48,7 @@ class EmbeddedBroker:
                     "--listener-url",
                     url,
                     "--advertised-listener-url",
-                    url,
+                    f"tcp://127.0.0.1:{self.advertised_port}",
                     "--storage-engine",
                     "memory://tansu/",
                 ],

@@ -9,6 +9,7 @@ from opspor_api.calendars import why_not_school_day
 from opspor_api.config.repository import ConfigRepository
 from opspor_api.errors import Conflict, FieldError, InvalidInput, field_error
 from opspor_api.models import RegistrationEvent
+from opspor_api.registrations.metrics import ACCEPTED, REFUSED
 from opspor_api.registrations.repository import RegistrationRepository
 from opspor_api.registrations.schemas import IngestResult, RegistrationIn, RetractionIn
 from opspor_api.settings import ApiSettings
@@ -60,9 +61,11 @@ async def _validate(
     cals = await reference.calendars({s: ref.country for s, ref in schools.items()}, calendars)
     for item, loc in zip(items, locs, strict=True):
         if item.school_id not in schools:
+            REFUSED.labels("unknown_school").inc()
             errors.append(field_error((*loc, "school_id"), f"unknown school {item.school_id!r}"))
         if item.date < window.cutoff:
             # Accepting it would only feed the purge; the worker would ignore it anyway.
+            REFUSED.labels("before_retention").inc()
             errors.append(
                 field_error(
                     (*loc, "date"),
@@ -77,6 +80,7 @@ async def _validate(
             and not cals[item.school_id].is_school_day(item.date)
         ):
             reason = why_not_school_day(cals[item.school_id], item.date)
+            REFUSED.labels("not_school_day").inc()
             errors.append(
                 field_error(
                     (*loc, "date"), f"{item.date} is not a school day at this school ({reason})"
@@ -116,6 +120,7 @@ async def ingest(
                 )
             )
     if errors:
+        REFUSED.labels("event_id_conflict").inc(len(errors))
         raise Conflict("event ids reused with different content; nothing was stored", errors)
 
     new_ids = await repo.insert_events([d.model_dump() for d, _ in by_id.values()])
@@ -129,6 +134,7 @@ async def ingest(
                     field_error((*loc, "event_id"), "was stored earlier with other content")
                 )
         if errors:
+            REFUSED.labels("event_id_conflict").inc(len(errors))
             raise Conflict("event ids reused with different content; nothing was stored", errors)
         dup_ids.extend(old_ids)
 
@@ -153,4 +159,6 @@ async def ingest(
             for d in fresh
         ]
     )
+    ACCEPTED.labels("stored").inc(len(fresh))
+    ACCEPTED.labels("duplicate").inc(len(dup_ids))
     return IngestResult(inserted=len(fresh), duplicates=len(dup_ids), duplicate_event_ids=dup_ids)
