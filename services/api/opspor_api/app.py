@@ -28,6 +28,7 @@ from opspor_api.purge import SERVICE as PURGE_SERVICE
 from opspor_api.purge import purge_once
 from opspor_api.ratelimit import RateLimiter
 from opspor_api.registrations.endpoints import router as registrations_router
+from opspor_api.reports.endpoints import router as reports_router
 from opspor_api.settings import ApiSettings
 from opspor_api.webhooks.endpoints import router as webhooks_router
 from opspor_shared.access import (
@@ -223,6 +224,7 @@ def create_app(settings: ApiSettings, *, clock: Clock = system_clock) -> FastAPI
     app.include_router(enrolments_router)
     app.include_router(concerns_router)
     app.include_router(webhooks_router)
+    app.include_router(reports_router)
     app.include_router(audit_router)
     require_access_rules(app, OPEN_PATHS)
     limiter = RateLimiter(settings.rate_limit_per_second, settings.rate_limit_burst)
