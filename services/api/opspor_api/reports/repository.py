@@ -10,11 +10,11 @@ from datetime import date
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, func, literal, null, or_, select, union_all
+from sqlalchemy import ColumnElement, and_, column, func, literal, or_, select, union_all
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql import Subquery
-from sqlalchemy.types import Date, Text
+from sqlalchemy.types import Date, SmallInteger, Text
 
 from opspor_api.models import ConcernView, Enrolment, Registration
 
@@ -62,8 +62,8 @@ class ReportRepository:
             select(
                 r.pupil_id,
                 r.school_id,
-                null().label("grade"),
-                null().label("class_name"),
+                literal(None, SmallInteger).label("grade"),
+                literal(None, Text).label("class_name"),
                 literal(None, Date).label("lo"),
                 literal(None, Date).label("hi"),
             )
@@ -95,8 +95,8 @@ class ReportRepository:
         days = [d for ds in school_days.values() for d in ds]
         return select(
             func.unnest(literal(schools, ARRAY(Text)), literal(days, ARRAY(Date)))
-            .table_valued("school_id", "day")
-            .render_derived(with_types=True)
+            .table_valued(column("school_id", Text), column("day", Date))
+            .render_derived()
         ).subquery("school_days")
 
     def _c(self, school_days: Mapping[str, Sequence[date]], first: date, last: date) -> Subquery:
