@@ -10,7 +10,17 @@ from datetime import date
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, column, func, literal, or_, select, union_all
+from sqlalchemy import (
+    ColumnElement,
+    and_,
+    column,
+    func,
+    literal,
+    or_,
+    select,
+    text,
+    union_all,
+)
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql import Subquery
@@ -130,10 +140,17 @@ class ReportRepository:
             or_(s.c.hi.is_(None), c.c.date <= s.c.hi),
         )
 
+    async def _roomy(self) -> None:
+        # The aggregates hash one row per pupil, day and category: a school year of a
+        # municipality is about a million of them, which the default 4 MB work_mem spills to
+        # disk. For this transaction only.
+        await self.session.execute(text("set local work_mem = '64MB'"))
+
     async def absence_by_group(
         self, school_days: Mapping[str, Sequence[date]], first: date, last: date
     ) -> list[tuple[str, int | None, str | None, str, Decimal]]:
         """Sum of c(d) per school, grade, class and category over the pupils' school days."""
+        await self._roomy()
         s = self._stays(list(school_days), first, last)
         c = self._c(school_days, first, last)
         query = (
@@ -148,6 +165,7 @@ class ReportRepository:
         self, school_days: Mapping[str, Sequence[date]], first: date, last: date
     ) -> list[tuple[date, str, Decimal]]:
         """Sum of c(d) per school day and category over the schools' pupils."""
+        await self._roomy()
         s = self._stays(list(school_days), first, last)
         c = self._c(school_days, first, last)
         query = (

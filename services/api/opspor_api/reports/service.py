@@ -421,14 +421,20 @@ def _near_crossings(
     out: list[NearCrossing] = []
     for p in pupils:
         extra = [Registration(d, f"simulated-{c}", c, _ONE) for d in next_days for c in CATEGORIES]
+        simulated = [
+            (owner, c)
+            for owner, c in evaluate_stays(p.stays, [*p.registrations, *extra], last)
+            if owner == school and c.date > horizon
+        ]
+        if not simulated:
+            continue  # most pupils: the baseline run is only needed to rule candidates out
         baseline = {
             (owner, c.pack_id, c.rule_id, c.rule_version, c.date)
             for owner, c in evaluate_stays(p.stays, p.registrations, last)
             if c.date > horizon
         }
-        for owner, c in evaluate_stays(p.stays, [*p.registrations, *extra], last):
-            key = (owner, c.pack_id, c.rule_id, c.rule_version, c.date)
-            if owner != school or c.date <= horizon or key in baseline:
+        for owner, c in simulated:
+            if (owner, c.pack_id, c.rule_id, c.rule_version, c.date) in baseline:
                 continue
             pack = next(s for s in p.stays if s.school_id == owner).packs
             rule = next(
