@@ -235,10 +235,10 @@ async def reports_phase(
 
             return run
 
-        async def school_scope(repo: ReportRepository) -> service.Scope_:
+        async def school_scope(repo: ReportRepository) -> service.Coverage:
             return await service.school_scope(repo, staff, school, calendars)
 
-        async def all_scope(repo: ReportRepository) -> service.Scope_:
+        async def all_scope(repo: ReportRepository) -> service.Coverage:
             return await service.municipality_scope(repo, MUNICIPALITY, calendars)
 
         async def absence_school(repo: ReportRepository) -> CsvReport:

@@ -68,22 +68,22 @@ class ReportRepository:
             e.enrolled_from.label("lo"),
             e.enrolled_until.label("hi"),
         ).where(e.school_id.in_(school_ids))
-        unenrolled = (
-            select(
-                r.pupil_id,
-                r.school_id,
-                literal(None, SmallInteger).label("grade"),
-                literal(None, Text).label("class_name"),
-                literal(None, Date).label("lo"),
-                literal(None, Date).label("hi"),
-            )
-            .where(
-                r.school_id.in_(school_ids),
-                r.date.between(first, last),
-                ~select(e.pupil_id).where(e.pupil_id == r.pupil_id).exists(),
-            )
+        # Distinct pupils first: a school's few thousand pupils are then probed against the
+        # enrolments' primary key, instead of hashing every enrolment of the municipality.
+        registered = (
+            select(r.pupil_id, r.school_id)
+            .where(r.school_id.in_(school_ids), r.date.between(first, last))
             .distinct()
+            .subquery("registered")
         )
+        unenrolled = select(
+            registered.c.pupil_id,
+            registered.c.school_id,
+            literal(None, SmallInteger).label("grade"),
+            literal(None, Text).label("class_name"),
+            literal(None, Date).label("lo"),
+            literal(None, Date).label("hi"),
+        ).where(~select(e.pupil_id).where(e.pupil_id == registered.c.pupil_id).exists())
         return union_all(enrolled, unenrolled).subquery("stays")
 
     async def stay_groups(
@@ -247,15 +247,21 @@ class ReportRepository:
         return list((await self.session.execute(query)).all())
 
     async def registrations_of(self, pupil_ids: Sequence[str]) -> list[Any]:
-        """Current registrations of the pupils (at any school: windows reach across moves)."""
+        """Current registrations of the pupils (at any school: windows reach across moves).
+
+        Rows, not objects: the engine reads date, slot, category and extent off them as they
+        are; on the connection, the ORM's row processing would cost more than the query."""
         r = Registration
         query = (
             select(r.pupil_id, r.date, r.slot, r.category, r.extent)
             .where(r.pupil_id.in_(pupil_ids), r.retracted.is_(False), r.category.is_not(None))
             .order_by(r.pupil_id, r.date, r.slot)
         )
-        return list((await self.session.execute(query)).all())
+        return list((await (await self.session.connection()).execute(query)).all())
 
-    async def enrolments_of(self, pupil_ids: Sequence[str]) -> list[Enrolment]:
-        query = select(Enrolment).where(Enrolment.pupil_id.in_(pupil_ids))
-        return list(await self.session.scalars(query))
+    async def enrolments_of(self, pupil_ids: Sequence[str]) -> list[Any]:
+        e = Enrolment
+        query = select(e.pupil_id, e.school_id, e.enrolled_from, e.enrolled_until).where(
+            e.pupil_id.in_(pupil_ids)
+        )
+        return list((await (await self.session.connection()).execute(query)).all())

@@ -26,10 +26,10 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from decimal import ROUND_HALF_EVEN, Decimal
+from typing import Any
 from zoneinfo import ZoneInfo
 
 from opspor_api.errors import InvalidInput, NotFound, field_error
-from opspor_api.models import Enrolment
 from opspor_api.reports.repository import ReportRepository, Stay, StayGroup
 from opspor_api.reports.schemas import (
     AbsenceReport,
@@ -49,7 +49,13 @@ from opspor_api.reports.schemas import (
 from opspor_api.tenancy import concern_visible, school_visible
 from opspor_shared.auth import Principal
 from opspor_shared.calendar import SchoolCalendar
-from opspor_shared.engine import CATEGORIES, DEFAULT_DAY_THRESHOLD, Registration, RulePack
+from opspor_shared.engine import (
+    CATEGORIES,
+    DEFAULT_DAY_THRESHOLD,
+    Registration,
+    RegistrationLike,
+    RulePack,
+)
 from opspor_shared.engine.timeline import Stay as EngineStay
 from opspor_shared.engine.timeline import evaluate_stays
 from opspor_shared.reference import CalendarCache, PackCache, ReferenceRepository, SchoolRef
@@ -94,7 +100,7 @@ def check_period(first: date, last: date) -> None:
 
 
 @dataclass(frozen=True)
-class Scope_:
+class Coverage:
     """The schools a report covers, with their calendars."""
 
     refs: dict[str, SchoolRef]
@@ -103,7 +109,7 @@ class Scope_:
 
 async def school_scope(
     repo: ReportRepository, principal: Principal, school_id: str, calendars: CalendarCache
-) -> Scope_:
+) -> Coverage:
     # Another tenant's school answers exactly like one that does not exist.
     if not await school_visible(repo.session, principal, school_id):
         raise NotFound(f"no school {school_id!r}")
@@ -112,17 +118,17 @@ async def school_scope(
 
 async def municipality_scope(
     repo: ReportRepository, municipality_id: str, calendars: CalendarCache
-) -> Scope_:
+) -> Coverage:
     refs = await ReferenceRepository(repo.session).schools()
     ids = sorted(s for s, r in refs.items() if r.municipality_id == municipality_id)
     return await _scope(repo, calendars, ids)
 
 
-async def _scope(repo: ReportRepository, cache: CalendarCache, ids: Sequence[str]) -> Scope_:
+async def _scope(repo: ReportRepository, cache: CalendarCache, ids: Sequence[str]) -> Coverage:
     reference = ReferenceRepository(repo.session)
     refs = await reference.schools(ids) if ids else {}
     built = await reference.calendars({s: r.country for s, r in refs.items()}, cache)
-    return Scope_(refs, built)
+    return Coverage(refs, built)
 
 
 def _share(days: Decimal, pupil_days: int) -> Decimal | None:
@@ -174,7 +180,7 @@ def _group_key(g: StayGroup) -> tuple[str, int | None, str | None]:
 
 
 async def absence(
-    repo: ReportRepository, scope: Scope_, first: date, last: date, municipal: bool
+    repo: ReportRepository, scope: Coverage, first: date, last: date, municipal: bool
 ) -> AbsenceReport:
     """Per class, grade and school (a school's report), or per school and municipality."""
     check_period(first, last)
@@ -216,7 +222,9 @@ async def absence(
     return AbsenceReport(period_from=first, period_to=last, rows=rows)
 
 
-async def patterns(repo: ReportRepository, scope: Scope_, first: date, last: date) -> PatternReport:
+async def patterns(
+    repo: ReportRepository, scope: Coverage, first: date, last: date
+) -> PatternReport:
     """Absence share per weekday and per month of one school's pupils."""
     check_period(first, last)
     (school,) = scope.refs
@@ -259,7 +267,7 @@ async def patterns(repo: ReportRepository, scope: Scope_, first: date, last: dat
 
 
 async def open_concerns(
-    repo: ReportRepository, principal: Principal, scope: Scope_
+    repo: ReportRepository, principal: Principal, scope: Coverage
 ) -> OpenConcernsReport:
     (school,) = scope.refs
     found = await repo.open_concerns([school], concern_visible(principal))
@@ -285,7 +293,7 @@ async def open_concerns(
 
 
 async def open_concern_counts(
-    repo: ReportRepository, principal: Principal, municipality_id: str, scope: Scope_
+    repo: ReportRepository, principal: Principal, municipality_id: str, scope: Coverage
 ) -> OpenConcernCounts:
     found = await repo.open_concerns(sorted(scope.refs), concern_visible(principal))
     per: dict[tuple[str, str], set[str]] = defaultdict(set)
@@ -307,7 +315,7 @@ def report_day(ref: SchoolRef, on: date | None, now: datetime) -> date:
 
 
 async def baerum(
-    repo: ReportRepository, scope: Scope_, on: date | None, now: datetime
+    repo: ReportRepository, scope: Coverage, on: date | None, now: datetime
 ) -> BaerumReport:
     """Per school and school level: pupils, and pupils completely absent; municipality rows
     sum the schools. Consulted/referred columns wait for cases (issue 14)."""
@@ -369,12 +377,12 @@ def with_municipal_rows(report: BaerumReport) -> BaerumReport:
 class _PupilFacts:
     stay: Stay
     stays: list[EngineStay]
-    registrations: list[Registration]
+    registrations: Sequence[RegistrationLike]
 
 
 def _engine_stays(
     pupil: Stay,
-    enrolments: Sequence[Enrolment],
+    enrolments: Sequence[Any],
     refs: dict[str, SchoolRef],
     calendars: dict[str, SchoolCalendar],
     packs: dict[tuple[str, str], RulePack],
@@ -466,7 +474,7 @@ def _near_crossings(
 
 async def close_to_limit(
     repo: ReportRepository,
-    scope: Scope_,
+    scope: Coverage,
     on: date | None,
     now: datetime,
     calendars: CalendarCache,
@@ -480,7 +488,7 @@ async def close_to_limit(
         return CloseToLimitReport(school_id=school, horizon=horizon, pupils=0, rows=[])
     stays = await repo.stays_on([school], horizon, horizon - UNENROLLED_LOOKBACK)
     ids = [s.pupil_id for s in stays]
-    enrolments: dict[str, list[Enrolment]] = defaultdict(list)
+    enrolments: dict[str, list[Any]] = defaultdict(list)
     for e in await repo.enrolments_of(ids):
         enrolments[e.pupil_id].append(e)
     registrations: dict[str, list[Registration]] = defaultdict(list)
