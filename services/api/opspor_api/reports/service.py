@@ -12,9 +12,10 @@ Definitions the domain leaves open, decided here:
   school (after a calendar change) are not counted.
 * Close to a limit: see `_near_crossings`.
 * Completely absent (Bærum): enrolled on the report date's horizon (the last school day on or
-  before it), at the school for at least the school's last 20 school days up to it, and absent
-  on each of them: the sum of extents over all categories >= 0.5, the default day threshold
-  (an absence day of a rule counting every category).
+  before it; a pupil without enrolment: registered at the school in those 20 days), at the
+  school for at least the school's last 20 school days up to it, and absent on each of them:
+  the sum of extents over all categories >= 0.5, the default day threshold (an absence day of
+  a rule counting every category).
 """
 
 from __future__ import annotations
@@ -339,7 +340,11 @@ async def baerum(
         if h is not None:
             by_horizon[h].append(s)
     for h, ids in by_horizon.items():
-        for stay in await repo.stays_on(ids, h, h - UNENROLLED_LOOKBACK):
+        # A pupil without enrolment counts when registered at the school within the window
+        # (the 20 school days, about four weeks): only such a pupil can be completely absent,
+        # and reading further back would scan the municipality's whole year.
+        since = min((windows[s][0] for s in ids if s in windows), default=h)
+        for stay in await repo.stays_on(ids, h, since):
             level = school_level(scope.refs[stay.school_id].country, stay.grade)
             cell = counts.setdefault((stay.school_id, level), [0, 0])
             cell[0] += 1
