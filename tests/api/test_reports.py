@@ -526,3 +526,36 @@ async def test_grade_and_class_are_validated_on_the_enrolment(client: httpx.Asyn
     assert {e["field"] for e in r.json()["errors"]} == {"grade", "class_name"}
     r = await client.get("/v1/pupils/p1/enrolments", headers=STAFF)
     assert r.status_code == 404  # nothing stored half-way
+
+
+async def test_a_day_closed_after_its_registrations_no_longer_counts(
+    client: httpx.AsyncClient,
+) -> None:
+    await configure(client)
+    await enrol(client, "p1", "2026-08-10", grade=4, class_name="4A")
+    await post(
+        client,
+        [
+            registration("p1", d("2026-09-07"), category="illness"),
+            registration("p1", d("2026-09-08")),
+        ],
+    )
+    # The school then makes 7 September a planning day: no school day, so neither the day
+    # nor its registration counts any more.
+    year = YEAR_BODY | {
+        "closures": [
+            *YEAR_BODY["closures"],
+            {"first_day": "2026-09-07", "last_day": "2026-09-07", "reason": "planlægningsdag"},
+        ]
+    }
+    r = await client.put(
+        f"/v1/schools/vestbjerg/school-years/{SCHOOL_YEAR}", json=year, headers=ADMIN
+    )
+    assert r.status_code == 200, r.text
+    r = await client.get("/v1/schools/vestbjerg/reports/absence", params=PERIOD, headers=STAFF)
+    school = row_of(r.json()["rows"], scope="school")
+    assert figures(school) == (1, 9, "0.0000", "0.0000", "0.1111")
+    assert (school["illness_days"], school["unauthorized_days"]) == ("0.0000", "1.0000")
+    r = await client.get("/v1/schools/vestbjerg/reports/patterns", params=PERIOD, headers=STAFF)
+    monday = [x for x in r.json()["rows"] if x["key"] == "1" and x["kind"] == "weekday"][0]
+    assert (monday["pupil_days"], monday["illness_share"]) == (1, "0.0000")

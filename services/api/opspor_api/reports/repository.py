@@ -19,6 +19,7 @@ from sqlalchemy import (
     or_,
     select,
     text,
+    true,
     union_all,
 )
 from sqlalchemy.dialects.postgresql import ARRAY
@@ -158,6 +159,44 @@ class ReportRepository:
             .select_from(c)
             .join(s, self._covered(s, c))
             .group_by(s.c.school_id, s.c.grade, s.c.class_name, c.c.category)
+        )
+        return [tuple(row) for row in (await self.session.execute(query)).all()]
+
+    async def absence_by_stay(
+        self, school_ids: Sequence[str], first: date, last: date
+    ) -> list[tuple[str, int | None, str | None, str, Decimal]]:
+        """Sum of c(d) per school, grade, class and category over each pupil's days in
+        [first, last] within their stay, school day or not (see `absence_by_group` for the
+        days that are not).
+
+        Per pupil (a lateral subquery over the registrations' primary key), so the pupil-day
+        rows are grouped a pupil at a time in memory, instead of hashing or sorting the
+        municipality's year of them in one piece."""
+        await self._roomy()
+        s = self._stays(school_ids, first, last)
+        y = Registration
+        per_day = (
+            select(y.category.label("category"), func.least(1, func.sum(y.extent)).label("c"))
+            .where(
+                y.pupil_id == s.c.pupil_id,
+                y.school_id == s.c.school_id,
+                y.date.between(
+                    func.greatest(func.coalesce(s.c.lo, first), first),
+                    func.least(func.coalesce(s.c.hi, last), last),
+                ),
+                y.retracted.is_(False),
+                y.category.is_not(None),
+            )
+            .group_by(y.date, y.category)
+            .lateral("per_day")
+        )
+        query = (
+            select(
+                s.c.school_id, s.c.grade, s.c.class_name, per_day.c.category, func.sum(per_day.c.c)
+            )
+            .select_from(s)
+            .join(per_day, true())
+            .group_by(s.c.school_id, s.c.grade, s.c.class_name, per_day.c.category)
         )
         return [tuple(row) for row in (await self.session.execute(query)).all()]
 

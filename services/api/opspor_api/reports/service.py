@@ -176,6 +176,14 @@ class _Tally:
         )
 
 
+def _days_off(calendar: SchoolCalendar, first: date, last: date) -> list[date]:
+    return [
+        day
+        for n in range((last - first).days + 1)
+        if not calendar.is_school_day(day := first + timedelta(days=n))
+    ]
+
+
 def _group_key(g: StayGroup) -> tuple[str, int | None, str | None]:
     return (g.school_id, g.grade, g.class_name)
 
@@ -194,10 +202,20 @@ async def absence(
                 t = tallies[_group_key(g)]
                 t.pupils += g.pupils
                 t.pupil_days += covered * g.pupils
-        for school, grade, class_name, category, total in await repo.absence_by_group(
-            days, first, last
+        # Every day of the stays, less the days that are no school day of the school (a
+        # registration there predates a calendar change): two cheap queries instead of one
+        # that joins every registration to the school days.
+        for school, grade, class_name, category, total in await repo.absence_by_stay(
+            sorted(scope.refs), first, last
         ):
             tallies[(school, grade, class_name)].sums[category] += total
+        off = {s: _days_off(scope.calendars[s], first, last) for s in scope.refs}
+        off = {s: o for s, o in off.items() if o}
+        if off:
+            for school, grade, class_name, category, total in await repo.absence_by_group(
+                off, first, last
+            ):
+                tallies[(school, grade, class_name)].sums[category] -= total
     rows: list[AbsenceRow] = []
     schools: dict[str, _Tally] = {s: _Tally() for s in sorted(scope.refs)}
     grades: dict[tuple[str, int | None], _Tally] = defaultdict(_Tally)
