@@ -73,6 +73,9 @@ class EnrolmentData(BaseModel):
     enrolled_from: date
     enrolled_until: date | None = None
     recorded_at: datetime
+    # For the api's reports only; the threshold-worker does not store them.
+    grade: int | None = None
+    class_name: str | None = None
 
 
 class ContributionData(BaseModel):

@@ -59,7 +59,8 @@ async def _upsert_newest(
     if not rows:
         return
     stmt = insert(table)
-    values = [row.model_dump() for row in rows]
+    # A table keeps the fields it has columns for: the worker's enrolments have no grade.
+    values = [{k: v for k, v in row.model_dump().items() if k in table.c} for row in rows]
     stmt = stmt.on_conflict_do_update(
         index_elements=[table.c[k] for k in keys],
         set_={c: stmt.excluded[c] for c in values[0] if c not in keys},

@@ -29,6 +29,7 @@ from tests.auth import bearer, local_issuer
 from tests.support import SCHOOL_YEAR, YEAR_BODY, registration
 
 MONDAY = date(2026, 9, 21)
+PERIOD = "from=2026-09-14&to=2026-09-25"
 MUNICIPALITY_OF = {"a1": "aalborg", "a2": "aalborg", "o1": "odense", "o2": "odense"}
 PUPIL_OF = {school: f"pupil-{school}" for school in MUNICIPALITY_OF}
 SCHOOL_BOUND = {Role.SCHOOL_SYSTEM, Role.SCHOOL_STAFF}
@@ -286,6 +287,43 @@ EXPECTED: dict[tuple[str, str], Case] = {
     ),
     ("GET", "/v1/municipalities/{municipality_id}/webhooks"): case(
         {ADMIN}, lambda s, lv: ("GET", f"/v1/municipalities/{MUNICIPALITY_OF[s]}/webhooks", None)
+    ),
+    # Reports: aggregates for the school's staff and the municipality's administrator;
+    # reports naming pupils for the school's staff only; roll-ups for the administrator.
+    ("GET", "/v1/schools/{school_id}/reports/absence"): case(
+        {STAFF, ADMIN}, lambda s, lv: ("GET", f"/v1/schools/{s}/reports/absence?{PERIOD}", None)
+    ),
+    ("GET", "/v1/schools/{school_id}/reports/patterns"): case(
+        {STAFF, ADMIN}, lambda s, lv: ("GET", f"/v1/schools/{s}/reports/patterns?{PERIOD}", None)
+    ),
+    ("GET", "/v1/schools/{school_id}/reports/baerum"): case(
+        {STAFF, ADMIN}, lambda s, lv: ("GET", f"/v1/schools/{s}/reports/baerum", None)
+    ),
+    ("GET", "/v1/schools/{school_id}/reports/open-concerns"): case(
+        {STAFF}, lambda s, lv: ("GET", f"/v1/schools/{s}/reports/open-concerns", None)
+    ),
+    ("GET", "/v1/schools/{school_id}/reports/close-to-limit"): case(
+        {STAFF}, lambda s, lv: ("GET", f"/v1/schools/{s}/reports/close-to-limit", None)
+    ),
+    ("GET", "/v1/municipalities/{municipality_id}/reports/absence"): case(
+        {ADMIN},
+        lambda s, lv: (
+            "GET",
+            f"/v1/municipalities/{MUNICIPALITY_OF[s]}/reports/absence?{PERIOD}",
+            None,
+        ),
+    ),
+    ("GET", "/v1/municipalities/{municipality_id}/reports/open-concerns"): case(
+        {ADMIN},
+        lambda s, lv: (
+            "GET",
+            f"/v1/municipalities/{MUNICIPALITY_OF[s]}/reports/open-concerns",
+            None,
+        ),
+    ),
+    ("GET", "/v1/municipalities/{municipality_id}/reports/baerum"): case(
+        {ADMIN},
+        lambda s, lv: ("GET", f"/v1/municipalities/{MUNICIPALITY_OF[s]}/reports/baerum", None),
     ),
     ("DELETE", "/v1/municipalities/{municipality_id}/webhooks/{webhook_id}"): case(
         {ADMIN},

@@ -259,6 +259,20 @@ async def test_enrolments_are_stored_published_and_validated(
     assert {key for key, _ in received} == {"elev-1"}
     types = {CloudEvent.from_bytes(v).type for _, v in received}
     assert types == {"dk.absence.enrolment.recorded"}
+    # Grade and class are optional; absent they are null in the answer and the event.
+    assert {CloudEvent.from_bytes(v).data["grade"] for _, v in received} == {None}
+    r = await client.put(
+        "/v1/schools/vestbjerg/enrolments/elev-1",
+        json=body
+        | {"event_id": "enr-2", "recorded_at": "2026-09-02T08:00:00+02:00"}
+        | {"grade": 4, "class_name": " 4B "},
+    )
+    assert (r.json()["grade"], r.json()["class_name"]) == (4, "4B")
+    received = await read_topic(settings, settings.registrations_topic, expect=3)
+    assert (4, "4B") in {
+        (e.data["grade"], e.data["class_name"])
+        for e in (CloudEvent.from_bytes(v) for _, v in received)
+    }
 
     r = await client.put(
         "/v1/schools/vestbjerg/enrolments/elev-1",

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from tests.bench.reports import reports_lines
+
 TARGET_INGEST = 10_000  # registrations per second
 TARGET_P95_MS = 2_000
 TARGET_REEVAL_SECONDS = 60
@@ -200,6 +202,8 @@ def format_report(results: dict[str, Any]) -> str:
             )
     if reeval := results.get("reeval"):
         lines += _reeval_lines(reeval)
+    if reports := results.get("reports"):
+        lines += reports_lines(reports)
     lines.append("=" * 100)
     return "\n".join(lines)
 

@@ -2,10 +2,12 @@
 
     .venv/bin/python -m tests.bench.run [--ingest-total 100000] [--latency-seconds 60] ...
     .venv/bin/python -m tests.bench.run --only reeval [--reeval-pupils 100000]
+    .venv/bin/python -m tests.bench.run --only reports [--reports-pupils 100000]
 
 The load generator runs in this process (asyncio + httpx), as does the TLS mailbox thread of
 the stack; they share the machine's cores with PostgreSQL, the broker and the three services.
-Phase (c), the full-year re-evaluation, runs after the stack has stopped, without it.
+Phase (c), the full-year re-evaluation, and phase (d), the reports, run after the stack has
+stopped, without it.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ from tests.bench.profile import Profiler
 from tests.bench.progress import Progress
 from tests.bench.reevaluate import reeval_phase
 from tests.bench.report import format_report
+from tests.bench.reports import reports_phase
 from tests.bench.system import CpuMeter, describe_machine
 from tests.bench.workload import (
     MUNICIPALITY,
@@ -45,7 +48,7 @@ from tests.bench.workload import (
 )
 
 ROOT = Path(__file__).resolve().parents[2]
-PHASES = ("ingest", "latency", "reeval")
+PHASES = ("ingest", "latency", "reeval", "reports")
 INGEST_SCHOOL = "bench-ingest"
 LATENCY_SCHOOL = "bench-latency"
 # Grown by the ingest; vacuumed between settings so autovacuum does not start mid-measurement.
@@ -91,6 +94,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--skip-ingest", action="store_true")
     p.add_argument("--skip-latency", action="store_true")
     p.add_argument("--skip-reeval", action="store_true")
+    p.add_argument("--skip-reports", action="store_true")
+    p.add_argument("--reports-pupils", type=int, default=100_000, help="pupils in phase (d)")
+    p.add_argument("--reports-schools", type=int, default=100)
+    p.add_argument("--reports-repeats", type=int, default=3, help="warm runs per report in (d)")
     p.add_argument(
         "--only", choices=PHASES, default=None, help="run this phase alone (reeval needs no stack)"
     )
@@ -449,6 +456,19 @@ def main(argv: Sequence[str] | None = None) -> int:
                     log=log,
                     enrolments=args.reeval_enrolments,
                     movers=args.reeval_movers,
+                )
+            )
+        if not args.skip_reports:
+            results["reports"] = asyncio.run(
+                reports_phase(
+                    database=f"{args.database}_reports",
+                    var_dir=args.var_dir,
+                    pupils=args.reports_pupils,
+                    schools=args.reports_schools,
+                    seed_value=args.reeval_seed,
+                    repeats=args.reports_repeats,
+                    keep_database=False,
+                    log=log,
                 )
             )
         results["total_seconds"] = round(time.monotonic() - t0, 1)

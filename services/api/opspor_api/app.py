@@ -35,6 +35,7 @@ from opspor_api.purge import purge_once
 from opspor_api.ratelimit import RateLimiter
 from opspor_api.registrations.endpoints import router as registrations_router
 from opspor_api.replay import replay_registrations
+from opspor_api.reports.endpoints import router as reports_router
 from opspor_api.settings import ApiSettings
 from opspor_api.webhooks.endpoints import router as webhooks_router
 from opspor_shared.access import (
@@ -288,6 +289,7 @@ def create_app(settings: ApiSettings, *, clock: Clock = system_clock) -> FastAPI
     app.include_router(enrolments_router)
     app.include_router(concerns_router)
     app.include_router(webhooks_router)
+    app.include_router(reports_router)
     app.include_router(audit_router)
     app.include_router(completeness_router)
     require_access_rules(app, OPEN_PATHS)

@@ -141,6 +141,11 @@ class Enrolment(EnrolmentColumns, Base):
     """A pupil's enrolment per school, as the school admin systems last reported it."""
 
     __tablename__ = "enrolments"
+    __table_args__ = (Index("ix_enrolments_school", "school_id"),)
+
+    # Grade and class group the reports (DOMAIN.md section 8); the worker has no use for them.
+    grade: Mapped[int | None] = mapped_column(SmallInteger)
+    class_name: Mapped[str | None] = mapped_column(Text)
 
 
 class ConcernView(Base):

@@ -1,10 +1,17 @@
 from __future__ import annotations
 
 from datetime import date, datetime
+from typing import Annotated
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
-from opspor_api.validation import EventId
+from opspor_api.validation import EventId, NoNationalId
+
+# Grades 0 (DK kindergarten class) to 13 cover the Nordic and English systems.
+Grade = Annotated[int, Field(ge=0, le=13)]
+ClassName = Annotated[
+    str, StringConstraints(min_length=1, max_length=32, strip_whitespace=True), NoNationalId
+]
 
 
 class EnrolmentIn(BaseModel):
@@ -14,6 +21,8 @@ class EnrolmentIn(BaseModel):
     enrolled_from: date = Field(description="The pupil's first school day at this school")
     enrolled_until: date | None = Field(None, description="The last day, when the pupil left")
     recorded_at: AwareDatetime = Field(description="When the source system recorded it")
+    grade: Grade | None = Field(None, description="School grade (DK 0-9, NO 1-10), for reports")
+    class_name: ClassName | None = Field(None, description='The class, e.g. "4B", for reports')
 
     @model_validator(mode="after")
     def _ordered(self) -> EnrolmentIn:
@@ -29,3 +38,5 @@ class EnrolmentOut(BaseModel):
     enrolled_until: date | None
     recorded_at: datetime
     event_id: str
+    grade: int | None
+    class_name: str | None
