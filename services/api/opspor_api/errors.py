@@ -6,6 +6,7 @@ reserved for our own bugs and never carries internal details.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -127,6 +128,19 @@ def _message(error: dict[str, Any]) -> str:
     return msg.removeprefix("Value error, ")
 
 
+def validation_errors(
+    errors: Sequence[Any], prefix: tuple[str | int, ...] = ()
+) -> list[FieldError]:
+    """Pydantic's errors as field errors, under `prefix` (e.g. ("items", 3))."""
+    out = []
+    for e in errors:
+        loc = _location(tuple(e["loc"]))
+        if prefix:
+            loc = prefix + (() if loc == ("body",) else loc)
+        out.append(field_error(loc, _message(e)))
+    return out
+
+
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ProblemError)
     async def _problem(request: Request, exc: ProblemError) -> JSONResponse:
@@ -138,7 +152,7 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
-        errors = [field_error(_location(tuple(e["loc"])), _message(e)) for e in exc.errors()]
+        errors = validation_errors(exc.errors())
         fields = ", ".join(sorted({e.field for e in errors})[:20])
         return problem_response(
             422,
