@@ -58,7 +58,7 @@ async def test_school_needs_a_known_municipality_and_a_real_time_zone(
     }
     r = await client.put("/v1/schools/vestbjerg", json=body)
     assert r.status_code == 422
-    assert fields(r) == {"timezone"}
+    assert fields(r) == {"timezone", "municipality_id"}  # both at once
     r = await client.put("/v1/schools/vestbjerg", json=body | {"timezone": "Europe/Copenhagen"})
     assert r.status_code == 422
     assert fields(r) == {"municipality_id"}
@@ -132,3 +132,28 @@ async def test_a_school_follows_later_changes_of_its_municipality(
     assert (await client.put("/v1/municipalities/aalborg", json=changed)).status_code == 200
     school = (await client.get("/v1/schools/vestbjerg")).json()
     assert (school["language"], school["effective_rule_packs"]) == ("en", ["dk-national"])
+
+
+async def test_configuration_names_schema_and_domain_errors_together(
+    client: httpx.AsyncClient,
+) -> None:
+    bad = MUNICIPALITY | {"country": "XX", "rule_packs": ["dk-national", "no-such-pack"]}
+    r = await client.put("/v1/municipalities/aalborg", json=bad)
+    assert r.status_code == 422
+    assert fields(r) == {"country", "rule_packs[1]"}
+    assert (await client.get("/v1/municipalities/aalborg")).status_code == 404
+    await configure(client)
+    school = {
+        "municipality_id": "aalborg",
+        "name": "Ny Skole",
+        "timezone": "Mars/Olympus",
+        "rule_packs": ["no-such-pack"],
+        "mailbox": "",
+    }
+    r = await client.put("/v1/schools/ny-skole", json=school)
+    assert r.status_code == 422
+    assert fields(r) == {"timezone", "rule_packs[0]", "mailbox"}
+    r = await client.put("/v1/schools/ny skole", json=school | {"municipality_id": "odense"})
+    assert r.status_code == 422
+    assert fields(r) == {"path.school_id", "timezone", "municipality_id", "mailbox"}
+    assert (await client.get("/v1/schools/ny-skole")).status_code == 404

@@ -312,3 +312,13 @@ async def test_enrolments_are_stored_published_and_validated(
     r = await client.put("/v1/schools/nowhere/enrolments/elev-1", json=body)
     assert r.status_code == 404
     assert (await client.get("/v1/pupils/elev-2/enrolments")).status_code == 404
+    # Path, body and school are judged together: every error in one answer, nothing stored.
+    r = await client.put(
+        "/v1/schools/nowhere/enrolments/0101901234", json=body | {"event_id": "not an id"}
+    )
+    assert r.status_code == 422
+    assert fields(r) == {"event_id", "path.pupil_id", "path.school_id"}
+    assert "0101901234" not in r.json()["detail"]
+    r = await client.put("/v1/schools/vestbjerg/enrolments/elev-9", json=body | {"event_id": "e 9"})
+    assert r.status_code == 422 and fields(r) == {"event_id"}
+    assert (await client.get("/v1/pupils/elev-9/enrolments")).status_code == 404

@@ -86,3 +86,15 @@ def refuse(errors: list[FieldError], what: str = "nothing was stored") -> None:
     if errors:
         errors = sorted(errors, key=_order)
         raise InvalidInput(f"{len(errors)} invalid field(s); {what}", errors)
+
+
+def path_value(
+    errors: list[FieldError], name: str, value: str, kind: TypeAdapter[str]
+) -> str | None:
+    """A path parameter declared with SkipValidation, checked like FastAPI would; its errors
+    join `errors` (as path.<name>)."""
+    try:
+        return kind.validate_python(value)
+    except ValidationError as exc:
+        errors += validation_errors(exc.errors(), ("path", name))
+        return None

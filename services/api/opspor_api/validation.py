@@ -8,7 +8,7 @@ from typing import Annotated
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from fastapi import Path
-from pydantic import AfterValidator, StringConstraints
+from pydantic import AfterValidator, SkipValidation, StringConstraints, TypeAdapter
 
 ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:-]*$"
 
@@ -64,6 +64,14 @@ NoNationalId = AfterValidator(_no_national_id)
 Identifier = Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=ID_PATTERN)]
 PupilId = Annotated[Identifier, NoNationalId]
 PupilPathId = Annotated[str, Path(min_length=1, max_length=64, pattern=ID_PATTERN), NoNationalId]
+# For routes that check their path and body together (opspor_api.bodies): the same rules,
+# applied in the route instead of before it.
+IdPathUnchecked = Annotated[
+    str, Path(min_length=1, max_length=64, pattern=ID_PATTERN), SkipValidation
+]
+PupilPathUnchecked = Annotated[PupilPathId, SkipValidation]
+IDENTIFIER: TypeAdapter[str] = TypeAdapter(Identifier)
+PUPIL_ID: TypeAdapter[str] = TypeAdapter(PupilId)
 EventId = Annotated[str, StringConstraints(min_length=1, max_length=128, pattern=ID_PATTERN)]
 Slot = Annotated[
     str, StringConstraints(min_length=1, max_length=16, pattern=r"^(day|am|pm|[1-9][0-9]?)$")
