@@ -157,3 +157,19 @@ async def test_configuration_names_schema_and_domain_errors_together(
     assert r.status_code == 422
     assert fields(r) == {"path.school_id", "timezone", "municipality_id", "mailbox"}
     assert (await client.get("/v1/schools/ny-skole")).status_code == 404
+
+
+async def test_a_method_the_path_lacks_is_a_405_whose_allow_lists_every_method_of_the_path(
+    client: httpx.AsyncClient,
+) -> None:
+    r = await client.request("OPTIONS", "/v1/schools/vestbjerg")
+    assert r.status_code == 405
+    assert r.headers["allow"] == "GET, PUT"
+    r = await client.delete("/v1/municipalities/aalborg/webhooks/w1")
+    assert r.status_code != 405
+    r = await client.post("/v1/municipalities/aalborg/webhooks/w1")
+    assert r.status_code == 405
+    assert r.headers["allow"] == "DELETE, GET, PUT"
+    document = (await client.get("/openapi.json")).json()
+    put_school = document["paths"]["/v1/schools/{school_id}"]["put"]
+    assert {"400", "405", "422"} <= set(put_school["responses"])

@@ -14,8 +14,9 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import compile_path
 
-from opspor_shared.access import AccessError
+from opspor_shared.access import AccessError, route_rules
 from opspor_shared.logging import get_logger
 
 log = get_logger(__name__)
@@ -141,6 +142,17 @@ def validation_errors(
     return out
 
 
+def allowed_methods(app: FastAPI, request: Request) -> list[str]:
+    path = request.scope["path"]
+    return sorted(
+        {
+            method
+            for method, template in route_rules(app)
+            if method != "*" and compile_path(template)[0].match(path)
+        }
+    )
+
+
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ProblemError)
     async def _problem(request: Request, exc: ProblemError) -> JSONResponse:
@@ -165,13 +177,18 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        headers = dict(getattr(exc, "headers", None) or {})
+        if exc.status_code == 405:
+            # FastAPI has a route per method, and Starlette's Allow names only the first
+            # route that matched the path: list every method the path supports.
+            headers["Allow"] = ", ".join(allowed_methods(app, request))
         return problem_response(
             exc.status_code,
             str(exc.detail),
             "about:blank",
             None,
             request,
-            headers=getattr(exc, "headers", None),
+            headers=headers or None,
         )
 
     @app.exception_handler(Exception)
@@ -189,12 +206,19 @@ def install_error_handlers(app: FastAPI) -> None:
 PROBLEM_RESPONSES: dict[int | str, dict[str, Any]] = {
     status: {"model": Problem, "content": {PROBLEM_JSON: {}}, "description": description}
     for status, description in (
+        (400, "The body is not JSON (malformed, or not UTF-8)"),
         (401, "No valid bearer token (see WWW-Authenticate)"),
         (403, "The token's role may not use this endpoint"),
         (404, "Not found (or outside the token's schools or municipality)"),
+        (405, "The path does not support this method; `Allow` lists the methods it does"),
         (409, "Conflict"),
         (413, "Request body too large"),
-        (422, "Invalid input; `errors` names every bad field"),
+        (
+            422,
+            "Invalid input; `errors` names every bad field, both against the schema and against "
+            "rules no schema can express (an unknown school, a date that is not a school day or "
+            "is older than the retention period, a national ID number as pupil id)",
+        ),
         (429, "Rate limit exceeded; retry after `Retry-After` seconds"),
         (503, "Token keys could not be fetched from the identity provider; retry later"),
     )

@@ -8,7 +8,13 @@ from typing import Annotated
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from fastapi import Path
-from pydantic import AfterValidator, SkipValidation, StringConstraints, TypeAdapter
+from pydantic import (
+    AfterValidator,
+    SkipValidation,
+    StringConstraints,
+    TypeAdapter,
+    WithJsonSchema,
+)
 
 ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:-]*$"
 
@@ -81,11 +87,13 @@ Name = Annotated[
 ]
 FreeText = Annotated[str, StringConstraints(max_length=200), NoNationalId]
 
-_MAILBOX = re.compile(r"^[^@\s<>\"]{1,64}@[A-Za-z0-9.-]{1,189}\.[A-Za-z]{2,63}$")
+# Written so that Python and ECMAScript (JSON Schema) read it alike: no \s, whose meaning differs.
+MAILBOX_PATTERN = r'^[^@ \t\n\r\f\v<>"]{1,64}@[A-Za-z0-9.-]{1,189}\.[A-Za-z]{2,63}$'
+_MAILBOX = re.compile(MAILBOX_PATTERN)
 
 
 def _mailbox(value: str) -> str:
-    if not _MAILBOX.match(value):
+    if not _MAILBOX.fullmatch(value):
         raise ValueError("must be an e-mail address such as skole@sikkerpost.aalborg.dk")
     return value
 
@@ -98,5 +106,13 @@ def _timezone(value: str) -> str:
     return value
 
 
-Mailbox = Annotated[str, StringConstraints(max_length=254), AfterValidator(_mailbox)]
+Mailbox = Annotated[
+    str,
+    StringConstraints(max_length=254),
+    AfterValidator(_mailbox),
+    WithJsonSchema(
+        {"type": "string", "minLength": 6, "maxLength": 254, "pattern": MAILBOX_PATTERN},
+        mode="validation",
+    ),
+]
 TimeZone = Annotated[str, StringConstraints(max_length=64), AfterValidator(_timezone)]
