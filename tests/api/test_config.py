@@ -173,3 +173,18 @@ async def test_a_method_the_path_lacks_is_a_405_whose_allow_lists_every_method_o
     document = (await client.get("/openapi.json")).json()
     put_school = document["paths"]["/v1/schools/{school_id}"]["put"]
     assert {"400", "405", "422"} <= set(put_school["responses"])
+
+
+async def test_a_school_year_names_label_and_body_errors_together(
+    client: httpx.AsyncClient,
+) -> None:
+    await configure(client)
+    bad = YEAR_BODY | {"first_day": "not a date", "extra_days": ["2027-13-01"]}
+    r = await client.put("/v1/schools/vestbjerg/school-years/2026-2028", json=bad)
+    assert r.status_code == 422
+    assert fields(r) == {"label", "first_day", "extra_days[0]"}
+    r = await client.put("/v1/schools/vestbjerg/school-years/26-27", json=bad)
+    assert r.status_code == 422
+    assert fields(r) == {"path.label", "first_day", "extra_days[0]"}
+    years = (await client.get("/v1/schools/vestbjerg/school-years")).json()
+    assert [y["label"] for y in years] == [SCHOOL_YEAR]  # only the one configure() stored

@@ -77,6 +77,15 @@ IdPathUnchecked = Annotated[
 ]
 PupilPathUnchecked = Annotated[PupilPathId, SkipValidation]
 IDENTIFIER: TypeAdapter[str] = TypeAdapter(Identifier)
+YEAR_LABEL_PATTERN = r"^\d{4}-\d{4}$"
+YearLabelPathUnchecked = Annotated[
+    str,
+    Path(min_length=9, max_length=9, pattern=YEAR_LABEL_PATTERN, examples=["2026-2027"]),
+    SkipValidation,
+]
+YEAR_LABEL: TypeAdapter[str] = TypeAdapter(
+    Annotated[str, StringConstraints(min_length=9, max_length=9, pattern=YEAR_LABEL_PATTERN)]
+)
 PUPIL_ID: TypeAdapter[str] = TypeAdapter(PupilId)
 EventId = Annotated[str, StringConstraints(min_length=1, max_length=128, pattern=ID_PATTERN)]
 Slot = Annotated[

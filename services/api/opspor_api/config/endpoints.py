@@ -17,7 +17,7 @@ from opspor_api.config.schemas import (
 )
 from opspor_api.deps import Session
 from opspor_api.errors import PROBLEM_RESPONSES
-from opspor_api.validation import ID_PATTERN, IdPathUnchecked
+from opspor_api.validation import ID_PATTERN, IdPathUnchecked, YearLabelPathUnchecked
 from opspor_shared.access import allow
 from opspor_shared.auth import Principal, Role
 
@@ -77,9 +77,9 @@ async def get_school(school_id: PathId, principal: Admin, session: Session) -> S
 
 @router.put("/schools/{school_id}/school-years/{label}", response_model=SchoolYearOut)
 async def put_school_year(
-    school_id: PathId,
-    label: YearLabel,
-    body: SchoolYearIn,
+    school_id: IdPathUnchecked,
+    label: YearLabelPathUnchecked,
+    body: Annotated[SchoolYearIn, SkipValidation],
     principal: Admin,
     session: Session,
     response: Response,

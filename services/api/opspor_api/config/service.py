@@ -19,7 +19,7 @@ from opspor_api.config.schemas import (
 )
 from opspor_api.errors import FieldError, InvalidInput, NotFound, field_error
 from opspor_api.models import Municipality, School, SchoolYearRow
-from opspor_api.validation import IDENTIFIER
+from opspor_api.validation import IDENTIFIER, YEAR_LABEL
 from opspor_shared.auth import Principal
 from opspor_shared.calendar import SchoolCalendar
 from opspor_shared.engine import builtin_packs
@@ -140,11 +140,15 @@ async def get_school(repo: ConfigRepository, principal: Principal, school_id: st
     return school_out(s.id, SchoolIn.model_validate(s, from_attributes=True), m)
 
 
-def _validate_year(label: str, data: SchoolYearIn, others: list[SchoolYearRow]) -> None:
-    errors = []
+def _label_errors(label: str) -> list[FieldError]:
     match = LABEL.match(label)
     if not match or int(match[2]) != int(match[1]) + 1:
-        errors.append(field_error(("label",), "must look like 2026-2027 (two consecutive years)"))
+        return [field_error(("label",), "must look like 2026-2027 (two consecutive years)")]
+    return []
+
+
+def _year_errors(label: str, data: SchoolYearIn, others: list[SchoolYearRow]) -> list[FieldError]:
+    errors = []
     if data.last_day < data.first_day:
         errors.append(field_error(("last_day",), "is before first_day"))
     elif (data.last_day - data.first_day).days > 400:
@@ -162,8 +166,7 @@ def _validate_year(label: str, data: SchoolYearIn, others: list[SchoolYearRow]) 
             and data.first_day <= other.last_day
         ):
             errors.append(field_error(("first_day",), f"overlaps the school year {other.label}"))
-    if errors:
-        raise InvalidInput(f"school year {label} is not valid", errors)
+    return errors
 
 
 def _year_out(label: str, row: SchoolYearRow, country: str) -> SchoolYearOut:
@@ -193,10 +196,20 @@ def _year_out(label: str, row: SchoolYearRow, country: str) -> SchoolYearOut:
 
 
 async def put_school_year(
-    repo: ConfigRepository, principal: Principal, school_id: str, label: str, data: SchoolYearIn
+    repo: ConfigRepository, principal: Principal, school_id: str, label: str, raw: object
 ) -> tuple[SchoolYearOut, bool]:
-    await _own_school(repo, principal, school_id)
-    _validate_year(label, data, await repo.school_years([school_id]))
+    errors: list[FieldError] = []
+    if path_value(errors, "school_id", school_id, IDENTIFIER) is not None:
+        await _own_school(repo, principal, school_id)
+    if path_value(errors, "label", label, YEAR_LABEL) is not None:
+        errors += _label_errors(label)
+    data, body_errors = parse(SchoolYearIn, raw)
+    errors += body_errors
+    if data is not None:
+        errors += _year_errors(label, data, await repo.school_years([school_id]))
+    if errors:
+        raise InvalidInput(f"school year {label} is not valid; nothing was changed", errors)
+    assert data is not None
     created = await repo.upsert_school_year(
         {
             "school_id": school_id,
