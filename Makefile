@@ -20,7 +20,7 @@ $(STAMP): pyproject.toml deploy/requirements.lock
 install: $(STAMP)
 
 run: $(STAMP)
-	$(BIN)/python -m opspor_shared.devstack.run
+	FRESH="$(FRESH)" $(BIN)/python -m opspor_shared.devstack.run
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q -p no:cacheprovider

@@ -137,6 +137,10 @@ class TokenVerifier:
         self._timeout = jwks_timeout
 
     async def verify(self, token: str) -> Principal:
+        # The docs page's Authorize adds "Bearer " itself: a pasted "Bearer eyJ..." arrives as
+        # "Bearer Bearer eyJ...". Say so rather than call the token malformed.
+        if token[:7].lower() == "bearer ":
+            raise Unauthenticated("the token starts with 'Bearer ': paste the token alone")
         try:
             header = jwt.get_unverified_header(token)
             unverified = jwt.decode(token, options={"verify_signature": False})

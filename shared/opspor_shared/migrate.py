@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import sys
 from pathlib import Path
 
 from alembic import command
@@ -27,7 +29,17 @@ async def upgrade_async(database_url: str) -> None:
     await asyncio.to_thread(upgrade, database_url)
 
 
-if __name__ == "__main__":
-    import os
+def main() -> None:
+    """`opspor-migrate`: brings the database at DATABASE_URL to the newest revision."""
+    url = os.environ.get("DATABASE_URL")
+    if not url:
+        sys.stderr.write(
+            "opspor-migrate: missing DATABASE_URL in the environment "
+            "(a PostgreSQL URL such as postgresql://opspor@db:5432/opspor)\n"
+        )
+        raise SystemExit(2)
+    upgrade(url)
 
-    upgrade(os.environ["DATABASE_URL"])
+
+if __name__ == "__main__":
+    main()

@@ -18,6 +18,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, Gauge, generate_latest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from opspor_shared.access import (
+    PROBLEM_JSON,
     PUBLIC_PATHS,
     allow,
     install_access_errors,
@@ -57,7 +58,11 @@ def ops_router(checks: Callable[[], Mapping[str, ReadinessCheck]]) -> APIRouter:
     async def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
-    @router.get("/readyz", summary="Dependencies (database, broker) are reachable")
+    @router.get(
+        "/readyz",
+        summary="Dependencies (database, broker) are reachable",
+        responses={503: {"description": "A dependency is not reachable (see `checks`)"}},
+    )
     async def readyz() -> JSONResponse:
         named = dict(checks())
         results = await asyncio.gather(*(check() for check in named.values()))
@@ -76,6 +81,16 @@ def ops_router(checks: Callable[[], Mapping[str, ReadinessCheck]]) -> APIRouter:
         "/metrics",
         summary="Prometheus metrics (operations role)",
         response_class=Response,
+        responses={
+            200: {
+                "description": "Prometheus text exposition format",
+                "content": {CONTENT_TYPE_LATEST.split(";")[0]: {"schema": {"type": "string"}}},
+            },
+            401: {"description": "No valid bearer token", "content": {PROBLEM_JSON: {}}},
+            403: {"description": "Not an operations token", "content": {PROBLEM_JSON: {}}},
+            429: {"description": "Rate limit exceeded (api only)", "content": {PROBLEM_JSON: {}}},
+            503: {"description": "Token keys could not be fetched", "content": {PROBLEM_JSON: {}}},
+        },
         dependencies=[allow(Role.OPERATIONS)],
     )
     async def metrics() -> Response:

@@ -58,7 +58,7 @@ from opspor_shared.clock import Clock, system_clock
 from opspor_shared.db import make_engine, make_sessionmaker, unit_of_work
 from opspor_shared.logging import configure_logging, get_logger
 from opspor_shared.retention import RetentionWindow, retention_window
-from opspor_shared.settings import ServiceSettings
+from opspor_shared.settings import ServiceSettings, load_settings
 
 log = get_logger(__name__)
 
@@ -304,9 +304,9 @@ def command(
     ],
     argv: Sequence[str] | None = None,
 ) -> int:
-    """`python -m opspor_<service>.purge [--dry-run]`: one run now, counts printed per table."""
+    """`opspor-<service>-purge [--dry-run]`: one run now, counts printed per table."""
     parser = argparse.ArgumentParser(
-        prog=f"python -m opspor_{service}.purge",
+        prog=f"opspor-{service}-purge",
         description=(
             f"Deletes the {service}'s data that is older than the retention settings "
             "(RETENTION_REGISTRATION_DAYS, RETENTION_CLOSED_CONCERN_DAYS) and records it in "
@@ -318,7 +318,7 @@ def command(
     )
     args = parser.parse_args(argv)
     configure_logging(f"{service}-purge", "WARNING")
-    settings = ServiceSettings()  # type: ignore[call-arg]  # read from the environment
+    settings = load_settings(ServiceSettings, f"opspor-{service}-purge")
 
     async def once() -> PurgeReport:
         engine = make_engine(settings.database_url, pool_size=2)

@@ -6,10 +6,11 @@ starts without knowing where its database or broker is must fail at once, not co
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
-from typing import Literal
+from typing import Literal, TypeVar
 
-from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from opspor_shared.auth import IssuerConfig
@@ -101,3 +102,38 @@ class ServiceSettings(BaseSettings):
         if not value.startswith("postgresql+asyncpg://"):
             raise ValueError("database_url must be a PostgreSQL URL (postgresql+asyncpg://...)")
         return value
+
+
+S = TypeVar("S", bound=BaseSettings)
+EXIT_SETTINGS = 2
+
+
+def settings_problem(command: str, exc: ValidationError) -> str:
+    """One line naming what is missing or wrong in the environment, never the values (they can
+    hold passwords)."""
+    missing: list[str] = []
+    invalid: list[str] = []
+    for e in exc.errors(include_input=False, include_url=False, include_context=False):
+        name = str(e["loc"][0]).upper() if e["loc"] else "(settings)"
+        if e["type"] == "missing":
+            missing.append(name)
+        else:
+            invalid.append(f"{name} ({e['msg'].removeprefix('Value error, ')})")
+    parts = []
+    if missing:
+        parts.append("missing " + ", ".join(dict.fromkeys(missing)))
+    if invalid:
+        parts.append("invalid " + "; ".join(dict.fromkeys(invalid)))
+    return (
+        f"{command}: {'; '.join(parts)} in the environment "
+        "(see the README's Settings; `make run` sets them all)"
+    )
+
+
+def load_settings(cls: type[S], command: str) -> S:
+    """The command's settings from the environment, or one line on stderr and exit code 2."""
+    try:
+        return cls()
+    except ValidationError as exc:
+        sys.stderr.write(settings_problem(command, exc).replace("\n", " ") + "\n")
+        raise SystemExit(EXIT_SETTINGS) from None

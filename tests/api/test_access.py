@@ -499,6 +499,23 @@ async def test_unauthenticated_error_bodies_never_carry_the_token_even_when_logg
     assert expired not in r.text and expired not in json.dumps(logs, default=str)
 
 
+async def test_a_token_pasted_with_its_bearer_prefix_is_refused_with_what_went_wrong(
+    client: httpx.AsyncClient,
+) -> None:
+    """The docs page's Authorize adds "Bearer " itself; a pasted "Bearer eyJ..." doubles it."""
+    header = bearer(STAFF)["Authorization"]
+    token_only = header.removeprefix("Bearer ")
+    for doubled in (f"Bearer {header}", f"Bearer bearer {token_only}"):
+        r = await client.get("/v1/rule-packs", headers={"Authorization": doubled})
+        assert r.status_code == 401
+        assert r.json()["detail"] == "the token starts with 'Bearer ': paste the token alone"
+        assert token_only not in r.text
+    # The same token sent once is accepted.
+    assert (
+        await client.get("/v1/rule-packs", headers={"Authorization": header})
+    ).status_code == 200
+
+
 def test_a_route_without_an_access_rule_makes_create_app_fail(
     settings: ApiSettings, monkeypatch: pytest.MonkeyPatch
 ) -> None:

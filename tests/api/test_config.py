@@ -58,7 +58,7 @@ async def test_school_needs_a_known_municipality_and_a_real_time_zone(
     }
     r = await client.put("/v1/schools/vestbjerg", json=body)
     assert r.status_code == 422
-    assert fields(r) == {"timezone"}
+    assert fields(r) == {"timezone", "municipality_id"}  # both at once
     r = await client.put("/v1/schools/vestbjerg", json=body | {"timezone": "Europe/Copenhagen"})
     assert r.status_code == 422
     assert fields(r) == {"municipality_id"}
@@ -168,3 +168,58 @@ async def test_names_that_could_break_a_mail_header_are_refused(
     assert fields(r) == {"closures[0].reason"}
     # Nothing changed: the school keeps the name it had.
     assert (await client.get("/v1/schools/vestbjerg")).json()["name"] == "Vestbjerg Skole"
+
+async def test_configuration_names_schema_and_domain_errors_together(
+    client: httpx.AsyncClient,
+) -> None:
+    bad = MUNICIPALITY | {"country": "XX", "rule_packs": ["dk-national", "no-such-pack"]}
+    r = await client.put("/v1/municipalities/aalborg", json=bad)
+    assert r.status_code == 422
+    assert fields(r) == {"country", "rule_packs[1]"}
+    assert (await client.get("/v1/municipalities/aalborg")).status_code == 404
+    await configure(client)
+    school = {
+        "municipality_id": "aalborg",
+        "name": "Ny Skole",
+        "timezone": "Mars/Olympus",
+        "rule_packs": ["no-such-pack"],
+        "mailbox": "",
+    }
+    r = await client.put("/v1/schools/ny-skole", json=school)
+    assert r.status_code == 422
+    assert fields(r) == {"timezone", "rule_packs[0]", "mailbox"}
+    r = await client.put("/v1/schools/ny skole", json=school | {"municipality_id": "odense"})
+    assert r.status_code == 422
+    assert fields(r) == {"path.school_id", "timezone", "municipality_id", "mailbox"}
+    assert (await client.get("/v1/schools/ny-skole")).status_code == 404
+
+
+async def test_a_method_the_path_lacks_is_a_405_whose_allow_lists_every_method_of_the_path(
+    client: httpx.AsyncClient,
+) -> None:
+    r = await client.request("OPTIONS", "/v1/schools/vestbjerg")
+    assert r.status_code == 405
+    assert r.headers["allow"] == "GET, PUT"
+    r = await client.delete("/v1/municipalities/aalborg/webhooks/w1")
+    assert r.status_code != 405
+    r = await client.post("/v1/municipalities/aalborg/webhooks/w1")
+    assert r.status_code == 405
+    assert r.headers["allow"] == "DELETE, GET, PUT"
+    document = (await client.get("/openapi.json")).json()
+    put_school = document["paths"]["/v1/schools/{school_id}"]["put"]
+    assert {"400", "405", "422"} <= set(put_school["responses"])
+
+
+async def test_a_school_year_names_label_and_body_errors_together(
+    client: httpx.AsyncClient,
+) -> None:
+    await configure(client)
+    bad = YEAR_BODY | {"first_day": "not a date", "extra_days": ["2027-13-01"]}
+    r = await client.put("/v1/schools/vestbjerg/school-years/2026-2028", json=bad)
+    assert r.status_code == 422
+    assert fields(r) == {"label", "first_day", "extra_days[0]"}
+    r = await client.put("/v1/schools/vestbjerg/school-years/26-27", json=bad)
+    assert r.status_code == 422
+    assert fields(r) == {"path.label", "first_day", "extra_days[0]"}
+    years = (await client.get("/v1/schools/vestbjerg/school-years")).json()
+    assert [y["label"] for y in years] == [SCHOOL_YEAR]  # only the one configure() stored

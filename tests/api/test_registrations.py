@@ -110,6 +110,50 @@ async def test_unknown_school_and_non_school_days_are_refused_with_the_reason(
     assert await count(sessionmaker, RegistrationEvent) == 0
 
 
+async def test_schema_and_domain_errors_come_back_together_in_request_order(
+    client: httpx.AsyncClient, sessionmaker: async_sessionmaker[AsyncSession]
+) -> None:
+    await configure(client)
+    saturday = date(2026, 9, 5)
+    items = [
+        registration("p0", MONDAY),
+        registration("p1", saturday),
+        registration("p2", MONDAY, extent="1.5"),
+        registration("p3", saturday, extent="2"),  # both kinds in one item
+        registration("0101901234", MONDAY, school="nowhere"),  # CPR number, unknown school
+        registration("p5", date(2020, 1, 6)),  # before the retention cutoff
+    ]
+    r = await client.post("/v1/registrations/batch", json={"items": items})
+    assert r.status_code == 422
+    errors = [(e["field"], e["detail"]) for e in r.json()["errors"]]
+    assert [f for f, _ in errors] == [
+        "items[1].date",
+        "items[2].extent",
+        "items[3].date",
+        "items[3].extent",
+        "items[4].pupil_id",
+        "items[4].school_id",
+        "items[5].date",
+    ]
+    detail = dict(errors)
+    assert "weekend" in detail["items[1].date"] and "weekend" in detail["items[3].date"]
+    assert "CPR" in detail["items[4].pupil_id"] and "unknown school" in detail["items[4].school_id"]
+    assert "retention" in detail["items[5].date"]
+    assert "0101901234" not in r.text
+    # One item alone, and a retraction: the same in one answer.
+    r = await client.post("/v1/registrations", json=registration("p3", saturday, extent="2"))
+    assert r.status_code == 422 and fields(r) == {"date", "extent"}
+    retraction = registration("p3", MONDAY, school="nowhere", slot="lunch")
+    del retraction["category"], retraction["extent"]
+    r = await client.post("/v1/registrations/retractions", json=retraction)
+    assert r.status_code == 422 and fields(r) == {"school_id", "slot"}
+    assert await count(sessionmaker, RegistrationEvent) == 0
+    # Fixing every named field is enough: nothing new turns up on the second try.
+    fixed = [registration(f"q{i}", MONDAY) for i in range(len(items))]
+    r = await client.post("/v1/registrations/batch", json={"items": fixed})
+    assert r.status_code == 200 and r.json()["inserted"] == len(items)
+
+
 async def test_oversize_batch_and_body_are_refused(client: httpx.AsyncClient) -> None:
     await configure(client)
     items = [registration(f"p{i}", MONDAY) for i in range(5001)]
@@ -282,3 +326,13 @@ async def test_enrolments_are_stored_published_and_validated(
     r = await client.put("/v1/schools/nowhere/enrolments/elev-1", json=body)
     assert r.status_code == 404
     assert (await client.get("/v1/pupils/elev-2/enrolments")).status_code == 404
+    # Path, body and school are judged together: every error in one answer, nothing stored.
+    r = await client.put(
+        "/v1/schools/nowhere/enrolments/0101901234", json=body | {"event_id": "not an id"}
+    )
+    assert r.status_code == 422
+    assert fields(r) == {"event_id", "path.pupil_id", "path.school_id"}
+    assert "0101901234" not in r.json()["detail"]
+    r = await client.put("/v1/schools/vestbjerg/enrolments/elev-9", json=body | {"event_id": "e 9"})
+    assert r.status_code == 422 and fields(r) == {"event_id"}
+    assert (await client.get("/v1/pupils/elev-9/enrolments")).status_code == 404

@@ -8,10 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import sys
 from collections.abc import Callable, Sequence
 
-from pydantic import ValidationError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from opspor_alerter.notify import ByChannel
@@ -29,6 +27,7 @@ from opspor_shared.kafka import BatchHandler, Delivered
 from opspor_shared.logging import configure_logging, get_logger
 from opspor_shared.ops import OpsServer, ops_app, readiness_checks
 from opspor_shared.runtime import run_consumer, run_purge, shutdown, stop_on_signals, tune_gc
+from opspor_shared.settings import load_settings
 
 log = get_logger(__name__)
 
@@ -123,19 +122,6 @@ async def run(
         log.info("alerter_stopped")
 
 
-def load_settings() -> AlerterSettings:
-    try:
-        return AlerterSettings()  # type: ignore[call-arg]
-    except ValidationError as exc:
-        # Without the input values: they can include the SMTP password.
-        problems = [
-            {"field": ".".join(map(str, e["loc"])) or "(settings)", "problem": e["msg"]}
-            for e in exc.errors(include_input=False, include_url=False, include_context=False)
-        ]
-        log.error("invalid_settings", problems=problems)
-        sys.exit(2)
-
-
 async def _serve(settings: AlerterSettings) -> None:
     stop = asyncio.Event()
     stop_on_signals(stop)
@@ -144,7 +130,7 @@ async def _serve(settings: AlerterSettings) -> None:
 
 def main() -> None:
     configure_logging("alerter")
-    settings = load_settings()
+    settings = load_settings(AlerterSettings, "opspor-alerter")
     configure_logging("alerter", settings.log_level)
     tune_gc()
     with contextlib.suppress(KeyboardInterrupt):

@@ -21,6 +21,7 @@ from opspor_api.concerns import service as concerns_service
 from opspor_api.concerns.endpoints import router as concerns_router
 from opspor_api.concerns.repository import ConcernRepository
 from opspor_api.config.endpoints import router as config_router
+from opspor_api.docs import ASSETS_URL, DOCS_URL, OAUTH2_REDIRECT_URL, REDOC_URL, install_docs
 from opspor_api.enrolments.endpoints import router as enrolments_router
 from opspor_api.errors import (
     PayloadTooLarge,
@@ -150,8 +151,12 @@ class MeasureRequests:
 
 
 # The API description itself holds no data; integrators and the docs page need it unauthenticated.
-DOCS_PATHS = frozenset({"/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc"})
+DOCS_PATHS = frozenset({"/openapi.json", DOCS_URL, OAUTH2_REDIRECT_URL, REDOC_URL, ASSETS_URL})
 OPEN_PATHS = PUBLIC_PATHS | DOCS_PATHS
+
+
+def is_open(path: str) -> bool:
+    return path in OPEN_PATHS or path.startswith(ASSETS_URL + "/")
 
 
 class AuthenticateAndLimit:
@@ -165,7 +170,7 @@ class AuthenticateAndLimit:
         self.limiter = limiter
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"] in OPEN_PATHS:
+        if scope["type"] != "http" or is_open(scope["path"]):
             await self.app(scope, receive, send)
             return
         try:
@@ -272,7 +277,10 @@ def create_app(settings: ApiSettings, *, clock: Clock = system_clock) -> FastAPI
             "documents. Concern events are documented in deploy/asyncapi.yaml."
         ),
         lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
     )
+    install_docs(app)
     verifier = token_verifier(settings)
     app.state.verifier = verifier
     app.state.database_outage = Outage("database", "api")

@@ -7,6 +7,7 @@ from typing import Annotated, Any
 
 from fastapi import Depends, Header, Request
 from fastapi.routing import APIRoute
+from pydantic import WithJsonSchema
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from opspor_api.audit.repository import AuditRepository
@@ -70,7 +71,10 @@ def audited(default: Purpose) -> Any:
         request: Request,
         session: Session,
         purpose: Annotated[
-            Purpose | None, Header(alias="X-Purpose", description=_PURPOSE_HELP)
+            Purpose | None,
+            Header(alias="X-Purpose", description=_PURPOSE_HELP),
+            # Optional, but never null: a header is absent or one of the purposes.
+            WithJsonSchema({"type": "string", "enum": list(PURPOSES)}),
         ] = None,
     ) -> Auditor:
         route = request.scope.get("route")

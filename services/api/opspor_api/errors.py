@@ -6,6 +6,7 @@ reserved for our own bugs and never carries internal details.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from aiokafka.errors import KafkaError
@@ -18,9 +19,10 @@ from pydantic import BaseModel, Field
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.exc import TimeoutError as SQLAlchemyTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import compile_path
 
 from opspor_api.registrations.metrics import REFUSED
-from opspor_shared.access import AccessError
+from opspor_shared.access import AccessError, route_rules
 from opspor_shared.logging import get_logger
 from opspor_shared.outage import Outage, is_database_outage
 
@@ -140,6 +142,30 @@ def _message(error: dict[str, Any]) -> str:
     return msg.removeprefix("Value error, ")
 
 
+def validation_errors(
+    errors: Sequence[Any], prefix: tuple[str | int, ...] = ()
+) -> list[FieldError]:
+    """Pydantic's errors as field errors, under `prefix` (e.g. ("items", 3))."""
+    out = []
+    for e in errors:
+        loc = _location(tuple(e["loc"]))
+        if prefix:
+            loc = prefix + (() if loc == ("body",) else loc)
+        out.append(field_error(loc, _message(e)))
+    return out
+
+
+def allowed_methods(app: FastAPI, request: Request) -> list[str]:
+    path = request.scope["path"]
+    return sorted(
+        {
+            method
+            for method, template in route_rules(app)
+            if method != "*" and compile_path(template)[0].match(path)
+        }
+    )
+
+
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ProblemError)
     async def _problem(request: Request, exc: ProblemError) -> JSONResponse:
@@ -151,7 +177,7 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
-        errors = [field_error(_location(tuple(e["loc"])), _message(e)) for e in exc.errors()]
+        errors = validation_errors(exc.errors())
         if request.url.path.startswith("/v1/registrations"):
             REFUSED.labels("invalid_field").inc(len(errors))
         fields = ", ".join(sorted({e.field for e in errors})[:20])
@@ -166,13 +192,18 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        headers = dict(getattr(exc, "headers", None) or {})
+        if exc.status_code == 405:
+            # FastAPI has a route per method, and Starlette's Allow names only the first
+            # route that matched the path: list every method the path supports.
+            headers["Allow"] = ", ".join(allowed_methods(app, request))
         return problem_response(
             exc.status_code,
             str(exc.detail),
             "about:blank",
             None,
             request,
-            headers=getattr(exc, "headers", None),
+            headers=headers or None,
         )
 
     # Handlers for these classes run inside the app (a handler for plain Exception runs in the
@@ -233,12 +264,19 @@ async def _maybe_unavailable(request: Request, exc: Exception) -> JSONResponse:
 PROBLEM_RESPONSES: dict[int | str, dict[str, Any]] = {
     status: {"model": Problem, "content": {PROBLEM_JSON: {}}, "description": description}
     for status, description in (
+        (400, "The body is not JSON (malformed, or not UTF-8)"),
         (401, "No valid bearer token (see WWW-Authenticate)"),
         (403, "The token's role may not use this endpoint"),
         (404, "Not found (or outside the token's schools or municipality)"),
+        (405, "The path does not support this method; `Allow` lists the methods it does"),
         (409, "Conflict"),
         (413, "Request body too large"),
-        (422, "Invalid input; `errors` names every bad field"),
+        (
+            422,
+            "Invalid input; `errors` names every bad field, both against the schema and against "
+            "rules no schema can express (an unknown school, a date that is not a school day or "
+            "is older than the retention period, a national ID number as pupil id)",
+        ),
         (429, "Rate limit exceeded; retry after `Retry-After` seconds"),
         (
             503,

@@ -6,10 +6,11 @@ from opspor_api.app import create_app
 from opspor_api.settings import ApiSettings
 from opspor_shared.logging import configure_logging
 from opspor_shared.runtime import tune_gc
+from opspor_shared.settings import load_settings
 
 
 def main() -> None:
-    settings = ApiSettings()  # type: ignore[call-arg]  # read from the environment
+    settings = load_settings(ApiSettings, "opspor-api")
     configure_logging("api", settings.log_level)
     tune_gc()
     uvicorn.run(

@@ -1,8 +1,7 @@
 """Local tokens for `make run`:
 
-    python -m opspor_api.tokens issue --role school_system --municipality aalborg \\
-        --school vestbjerg --ttl 3600
-    python -m opspor_api.tokens issuers     # the AUTH_ISSUERS value that trusts the local key
+    opspor-token issue --role school_system --municipality aalborg --school vestbjerg --ttl 3600
+    opspor-token issuers     # the AUTH_ISSUERS value that trusts the local key
 
 The ES256 key is generated on first use under var/auth/. Only a service whose AUTH_ISSUERS
 includes that key (the devstack's services do) accepts these tokens.
@@ -21,7 +20,7 @@ DEFAULT_DIR = Path("var") / "auth"
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m opspor_api.tokens", description=__doc__)
+    parser = argparse.ArgumentParser(prog="opspor-token", description=__doc__)
     parser.add_argument("--key-dir", type=Path, default=DEFAULT_DIR, help="default: var/auth")
     commands = parser.add_subparsers(dest="command", required=True)
     issue = commands.add_parser("issue", help="print a signed token")

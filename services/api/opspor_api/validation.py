@@ -8,7 +8,13 @@ from typing import Annotated
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from fastapi import Path
-from pydantic import AfterValidator, StringConstraints
+from pydantic import (
+    AfterValidator,
+    SkipValidation,
+    StringConstraints,
+    TypeAdapter,
+    WithJsonSchema,
+)
 
 from opspor_shared.text import control_problem
 
@@ -75,6 +81,23 @@ NoControl = AfterValidator(_no_control)
 Identifier = Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=ID_PATTERN)]
 PupilId = Annotated[Identifier, NoNationalId]
 PupilPathId = Annotated[str, Path(min_length=1, max_length=64, pattern=ID_PATTERN), NoNationalId]
+# For routes that check their path and body together (opspor_api.bodies): the same rules,
+# applied in the route instead of before it.
+IdPathUnchecked = Annotated[
+    str, Path(min_length=1, max_length=64, pattern=ID_PATTERN), SkipValidation
+]
+PupilPathUnchecked = Annotated[PupilPathId, SkipValidation]
+IDENTIFIER: TypeAdapter[str] = TypeAdapter(Identifier)
+YEAR_LABEL_PATTERN = r"^\d{4}-\d{4}$"
+YearLabelPathUnchecked = Annotated[
+    str,
+    Path(min_length=9, max_length=9, pattern=YEAR_LABEL_PATTERN, examples=["2026-2027"]),
+    SkipValidation,
+]
+YEAR_LABEL: TypeAdapter[str] = TypeAdapter(
+    Annotated[str, StringConstraints(min_length=9, max_length=9, pattern=YEAR_LABEL_PATTERN)]
+)
+PUPIL_ID: TypeAdapter[str] = TypeAdapter(PupilId)
 EventId = Annotated[str, StringConstraints(min_length=1, max_length=128, pattern=ID_PATTERN)]
 Slot = Annotated[
     str, StringConstraints(min_length=1, max_length=16, pattern=r"^(day|am|pm|[1-9][0-9]?)$")
@@ -87,11 +110,13 @@ Name = Annotated[
 ]
 FreeText = Annotated[str, StringConstraints(max_length=200), NoControl, NoNationalId]
 
-_MAILBOX = re.compile(r"^[^@\s<>\"]{1,64}@[A-Za-z0-9.-]{1,189}\.[A-Za-z]{2,63}$")
+# Written so that Python and ECMAScript (JSON Schema) read it alike: no \s, whose meaning differs.
+MAILBOX_PATTERN = r'^[^@ \t\n\r\f\v<>"]{1,64}@[A-Za-z0-9.-]{1,189}\.[A-Za-z]{2,63}$'
+_MAILBOX = re.compile(MAILBOX_PATTERN)
 
 
 def _mailbox(value: str) -> str:
-    if not _MAILBOX.match(value):
+    if not _MAILBOX.fullmatch(value):
         raise ValueError("must be an e-mail address such as skole@sikkerpost.aalborg.dk")
     return value
 
@@ -104,5 +129,13 @@ def _timezone(value: str) -> str:
     return value
 
 
-Mailbox = Annotated[str, StringConstraints(max_length=254), AfterValidator(_mailbox)]
+Mailbox = Annotated[
+    str,
+    StringConstraints(max_length=254),
+    AfterValidator(_mailbox),
+    WithJsonSchema(
+        {"type": "string", "minLength": 6, "maxLength": 254, "pattern": MAILBOX_PATTERN},
+        mode="validation",
+    ),
+]
 TimeZone = Annotated[str, StringConstraints(max_length=64), AfterValidator(_timezone)]

@@ -22,6 +22,7 @@ from opspor_shared.runtime import (
     stop_on_signals,
     tune_gc,
 )
+from opspor_shared.settings import load_settings
 from opspor_shared.stopping import sleep_or_stop
 from opspor_worker.metrics import TICK_SECONDS
 from opspor_worker.models import worker_outbox
@@ -106,7 +107,7 @@ async def run(settings: WorkerSettings, stop: asyncio.Event) -> None:
 
 
 def main() -> None:
-    settings = WorkerSettings()  # type: ignore[call-arg]  # read from the environment
+    settings = load_settings(WorkerSettings, "opspor-worker")
     configure_logging("threshold-worker", settings.log_level)
     tune_gc()
 

@@ -28,3 +28,22 @@ def port_open(host: str, port: int) -> bool:
     except OSError:
         return False
     return True
+
+
+def port_free(host: str, port: int) -> bool:
+    """Whether a server could listen on the port now (binding is the only honest check)."""
+    with socket.socket() as s:
+        try:
+            s.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def choose_port(preferred: int, host: str = "127.0.0.1", tries: int = 20) -> int:
+    """The preferred port if it is free, else the next free one above it (checked, not
+    assumed), else any free port the system hands out."""
+    for port in range(preferred, min(preferred + tries, 65536)):
+        if port_free(host, port):
+            return port
+    return free_port()

@@ -165,6 +165,19 @@ class Stack:
             env["NOTICE_LINK_BASE"] = f"http://127.0.0.1:{self.api_port}"
         return env | self.extra_env
 
+    def token(
+        self,
+        role: Role,
+        municipality: str | None = None,
+        schools: tuple[str, ...] = (),
+        ttl_seconds: int = 3600,
+    ) -> str:
+        """A bare token from the stack's local issuer (what the docs page's Authorize takes)."""
+        assert self.issuer is not None, "start the stack first"
+        return self.issuer.mint(
+            role, municipality=municipality, schools=schools, ttl_seconds=ttl_seconds
+        )
+
     def headers(
         self,
         role: Role,
@@ -173,11 +186,7 @@ class Stack:
         ttl_seconds: int = 3600,
     ) -> dict[str, str]:
         """An Authorization header with a token from the stack's local issuer."""
-        assert self.issuer is not None, "start the stack first"
-        token = self.issuer.mint(
-            role, municipality=municipality, schools=schools, ttl_seconds=ttl_seconds
-        )
-        return {"Authorization": f"Bearer {token}"}
+        return {"Authorization": f"Bearer {self.token(role, municipality, schools, ttl_seconds)}"}
 
     @property
     def api_url(self) -> str:

@@ -3,6 +3,7 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Path, Response
+from pydantic import SkipValidation
 
 from opspor_api.config import service
 from opspor_api.config.repository import ConfigRepository
@@ -16,7 +17,7 @@ from opspor_api.config.schemas import (
 )
 from opspor_api.deps import Session
 from opspor_api.errors import PROBLEM_RESPONSES
-from opspor_api.validation import ID_PATTERN
+from opspor_api.validation import ID_PATTERN, IdPathUnchecked, YearLabelPathUnchecked
 from opspor_shared.access import allow
 from opspor_shared.auth import Principal, Role
 
@@ -36,8 +37,8 @@ def _status(response: Response, created: bool) -> None:
 
 @router.put("/municipalities/{municipality_id}", response_model=MunicipalityOut)
 async def put_municipality(
-    municipality_id: PathId,
-    body: MunicipalityIn,
+    municipality_id: IdPathUnchecked,
+    body: Annotated[MunicipalityIn, SkipValidation],
     principal: Admin,
     session: Session,
     response: Response,
@@ -58,7 +59,11 @@ async def get_municipality(
 
 @router.put("/schools/{school_id}", response_model=SchoolOut)
 async def put_school(
-    school_id: PathId, body: SchoolIn, principal: Admin, session: Session, response: Response
+    school_id: IdPathUnchecked,
+    body: Annotated[SchoolIn, SkipValidation],
+    principal: Admin,
+    session: Session,
+    response: Response,
 ) -> SchoolOut:
     out, created = await service.put_school(ConfigRepository(session), principal, school_id, body)
     _status(response, created)
@@ -72,9 +77,9 @@ async def get_school(school_id: PathId, principal: Admin, session: Session) -> S
 
 @router.put("/schools/{school_id}/school-years/{label}", response_model=SchoolYearOut)
 async def put_school_year(
-    school_id: PathId,
-    label: YearLabel,
-    body: SchoolYearIn,
+    school_id: IdPathUnchecked,
+    label: YearLabelPathUnchecked,
+    body: Annotated[SchoolYearIn, SkipValidation],
     principal: Admin,
     session: Session,
     response: Response,

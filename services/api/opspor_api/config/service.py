@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from datetime import date
 
+from opspor_api.bodies import parse, path_value, refuse, valid_fields
 from opspor_api.config.repository import ConfigRepository
 from opspor_api.config.schemas import (
     ClosureIn,
@@ -16,8 +17,9 @@ from opspor_api.config.schemas import (
     SchoolYearIn,
     SchoolYearOut,
 )
-from opspor_api.errors import InvalidInput, NotFound, field_error
+from opspor_api.errors import FieldError, InvalidInput, NotFound, field_error
 from opspor_api.models import Municipality, School, SchoolYearRow
+from opspor_api.validation import IDENTIFIER, YEAR_LABEL
 from opspor_shared.auth import Principal
 from opspor_shared.calendar import SchoolCalendar
 from opspor_shared.engine import builtin_packs
@@ -28,10 +30,10 @@ LABEL = re.compile(r"^(\d{4})-(\d{4})$")
 
 async def _check_packs(
     repo: ConfigRepository, pack_ids: list[str] | None, municipality_id: str
-) -> None:
+) -> list[FieldError]:
     """Every pack must be shipped or stored by this municipality, and named once."""
     if pack_ids is None:
-        return
+        return []
     usable = set(builtin_packs()) | set(await repo.stored_pack_ids(municipality_id))
     errors = []
     for i, pack_id in enumerate(pack_ids):
@@ -40,8 +42,7 @@ async def _check_packs(
             errors.append(field_error(("rule_packs", i), f"unknown rule pack; known: {known}"))
         elif pack_id in pack_ids[:i]:
             errors.append(field_error(("rule_packs", i), "names a pack twice"))
-    if errors:
-        raise InvalidInput("rule_packs names packs that cannot be used", errors)
+    return errors
 
 
 def municipality_out(m: Municipality) -> MunicipalityOut:
@@ -61,10 +62,18 @@ async def _own_school(repo: ConfigRepository, principal: Principal, school_id: s
 
 
 async def put_municipality(
-    repo: ConfigRepository, principal: Principal, municipality_id: str, data: MunicipalityIn
+    repo: ConfigRepository, principal: Principal, municipality_id: str, raw: object
 ) -> tuple[MunicipalityOut, bool]:
+    errors: list[FieldError] = []
+    path_value(errors, "municipality_id", municipality_id, IDENTIFIER)
     _own_municipality(principal, municipality_id)
-    await _check_packs(repo, data.rule_packs, municipality_id)
+    data, body_errors = parse(MunicipalityIn, raw)
+    errors += body_errors
+    # The packs are judged even when other fields are wrong: every error in one answer.
+    fields = valid_fields(MunicipalityIn, raw, errors, (), ("rule_packs",))
+    errors += await _check_packs(repo, fields.get("rule_packs"), municipality_id)
+    refuse(errors, "nothing was changed")
+    assert data is not None
     created = await repo.upsert_municipality({"id": municipality_id, **data.model_dump()})
     return MunicipalityOut(id=municipality_id, **data.model_dump()), created
 
@@ -96,19 +105,28 @@ def school_out(school_id: str, s: SchoolIn, m: Municipality) -> SchoolOut:
 
 
 async def put_school(
-    repo: ConfigRepository, principal: Principal, school_id: str, data: SchoolIn
+    repo: ConfigRepository, principal: Principal, school_id: str, raw: object
 ) -> tuple[SchoolOut, bool]:
-    existing = await repo.school(school_id)
-    # School ids are global: another municipality's school cannot be taken over or probed.
-    if existing is not None and existing.municipality_id != principal.municipality:
-        raise NotFound(f"no school {school_id!r}")
-    m = await repo.municipality(data.municipality_id)
-    if m is None or m.id != principal.municipality:
-        raise InvalidInput(
-            f"no municipality {data.municipality_id!r}",
-            [field_error(("municipality_id",), "unknown municipality; create it first")],
-        )
-    await _check_packs(repo, data.rule_packs, data.municipality_id)
+    errors: list[FieldError] = []
+    if path_value(errors, "school_id", school_id, IDENTIFIER) is not None:
+        existing = await repo.school(school_id)
+        # School ids are global: another municipality's school cannot be taken over or probed.
+        if existing is not None and existing.municipality_id != principal.municipality:
+            raise NotFound(f"no school {school_id!r}")
+    data, body_errors = parse(SchoolIn, raw)
+    errors += body_errors
+    fields = valid_fields(SchoolIn, raw, errors, (), ("municipality_id", "rule_packs"))
+    m = None
+    if (municipality_id := fields.get("municipality_id")) is not None:
+        m = await repo.municipality(municipality_id)
+        if m is None or m.id != principal.municipality:
+            errors.append(
+                field_error(("municipality_id",), "unknown municipality; create it first")
+            )
+        else:
+            errors += await _check_packs(repo, fields.get("rule_packs"), municipality_id)
+    refuse(errors, "nothing was changed")
+    assert data is not None and m is not None
     created = await repo.upsert_school({"id": school_id, **data.model_dump()})
     if created is None:
         raise NotFound(f"no school {school_id!r}")
@@ -122,11 +140,15 @@ async def get_school(repo: ConfigRepository, principal: Principal, school_id: st
     return school_out(s.id, SchoolIn.model_validate(s, from_attributes=True), m)
 
 
-def _validate_year(label: str, data: SchoolYearIn, others: list[SchoolYearRow]) -> None:
-    errors = []
+def _label_errors(label: str) -> list[FieldError]:
     match = LABEL.match(label)
     if not match or int(match[2]) != int(match[1]) + 1:
-        errors.append(field_error(("label",), "must look like 2026-2027 (two consecutive years)"))
+        return [field_error(("label",), "must look like 2026-2027 (two consecutive years)")]
+    return []
+
+
+def _year_errors(label: str, data: SchoolYearIn, others: list[SchoolYearRow]) -> list[FieldError]:
+    errors = []
     if data.last_day < data.first_day:
         errors.append(field_error(("last_day",), "is before first_day"))
     elif (data.last_day - data.first_day).days > 400:
@@ -144,8 +166,7 @@ def _validate_year(label: str, data: SchoolYearIn, others: list[SchoolYearRow]) 
             and data.first_day <= other.last_day
         ):
             errors.append(field_error(("first_day",), f"overlaps the school year {other.label}"))
-    if errors:
-        raise InvalidInput(f"school year {label} is not valid", errors)
+    return errors
 
 
 def _year_out(label: str, row: SchoolYearRow, country: str) -> SchoolYearOut:
@@ -175,10 +196,20 @@ def _year_out(label: str, row: SchoolYearRow, country: str) -> SchoolYearOut:
 
 
 async def put_school_year(
-    repo: ConfigRepository, principal: Principal, school_id: str, label: str, data: SchoolYearIn
+    repo: ConfigRepository, principal: Principal, school_id: str, label: str, raw: object
 ) -> tuple[SchoolYearOut, bool]:
-    await _own_school(repo, principal, school_id)
-    _validate_year(label, data, await repo.school_years([school_id]))
+    errors: list[FieldError] = []
+    if path_value(errors, "school_id", school_id, IDENTIFIER) is not None:
+        await _own_school(repo, principal, school_id)
+    if path_value(errors, "label", label, YEAR_LABEL) is not None:
+        errors += _label_errors(label)
+    data, body_errors = parse(SchoolYearIn, raw)
+    errors += body_errors
+    if data is not None:
+        errors += _year_errors(label, data, await repo.school_years([school_id]))
+    if errors:
+        raise InvalidInput(f"school year {label} is not valid; nothing was changed", errors)
+    assert data is not None
     created = await repo.upsert_school_year(
         {
             "school_id": school_id,

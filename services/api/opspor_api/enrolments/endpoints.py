@@ -3,6 +3,7 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Path
+from pydantic import SkipValidation
 
 from opspor_api.audit.service import Auditor
 from opspor_api.deps import Session, Settings, audited
@@ -10,7 +11,12 @@ from opspor_api.enrolments import service
 from opspor_api.enrolments.repository import EnrolmentRepository
 from opspor_api.enrolments.schemas import EnrolmentIn, EnrolmentOut
 from opspor_api.errors import PROBLEM_RESPONSES
-from opspor_api.validation import ID_PATTERN, PupilPathId
+from opspor_api.validation import (
+    ID_PATTERN,
+    IdPathUnchecked,
+    PupilPathId,
+    PupilPathUnchecked,
+)
 from opspor_shared.access import allow
 from opspor_shared.auth import Principal, Role
 
@@ -25,9 +31,9 @@ PathId = Annotated[str, Path(min_length=1, max_length=64, pattern=ID_PATTERN)]
     summary="Report a pupil's enrolment at the school (the newest report wins)",
 )
 async def put_enrolment(
-    school_id: PathId,
-    pupil_id: PupilPathId,
-    body: EnrolmentIn,
+    school_id: IdPathUnchecked,
+    pupil_id: PupilPathUnchecked,
+    body: Annotated[EnrolmentIn, SkipValidation],
     principal: Annotated[Principal, allow(Role.SCHOOL_SYSTEM)],
     session: Session,
     settings: Settings,

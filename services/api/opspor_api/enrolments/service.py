@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from opspor_api.bodies import parse, path_value, refuse
 from opspor_api.enrolments.repository import EnrolmentRepository
 from opspor_api.enrolments.schemas import EnrolmentIn, EnrolmentOut
-from opspor_api.errors import NotFound
+from opspor_api.errors import FieldError, NotFound, field_error
 from opspor_api.settings import ApiSettings
 from opspor_api.tenancy import pupil_visible, school_visible, visible_schools
+from opspor_api.validation import IDENTIFIER, PUPIL_ID
 from opspor_shared.auth import Principal
 from opspor_shared.events import ENROLMENT_RECORDED, CloudEvent, EnrolmentData
 from opspor_shared.logging import correlation_id
@@ -19,11 +21,21 @@ async def put(
     principal: Principal,
     school_id: str,
     pupil_id: str,
-    body: EnrolmentIn,
+    raw: object,
 ) -> EnrolmentOut:
+    """Checks the path, the body and the school together (every error in one answer)."""
+    errors: list[FieldError] = []
+    school = path_value(errors, "school_id", school_id, IDENTIFIER)
+    pupil = path_value(errors, "pupil_id", pupil_id, PUPIL_ID)
+    body, body_errors = parse(EnrolmentIn, raw)
+    errors += body_errors
     # Another tenant's school answers exactly like one that does not exist.
-    if not await school_visible(repo.session, principal, school_id):
-        raise NotFound(f"no school {school_id!r}")
+    if school is not None and not await school_visible(repo.session, principal, school):
+        if not errors:
+            raise NotFound(f"no school {school_id!r}")
+        errors.append(field_error(("path", "school_id"), f"unknown school {school_id!r}"))
+    refuse(errors)
+    assert body is not None and school is not None and pupil is not None
     data = EnrolmentData(pupil_id=pupil_id, school_id=school_id, **body.model_dump())
     # The newest report per (pupil, school) wins here and in the worker alike, so repeats
     # and late arrivals change nothing; every report is published and the worker decides.

@@ -3,6 +3,7 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Response
+from pydantic import SkipValidation
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from opspor_api.audit.service import Auditor
@@ -38,28 +39,39 @@ ONE_ITEM_RESPONSES: dict[int | str, dict[str, object]] = {
 }
 
 
-async def _ingest_one(
-    item: RegistrationIn | RetractionIn,
+# The bodies are checked in the route (see opspor_api.bodies), so schema and domain errors
+# come back together; the OpenAPI document still shows the models.
+RegistrationBody = Annotated[RegistrationIn, SkipValidation]
+RetractionBody = Annotated[RetractionIn, SkipValidation]
+BatchBody = Annotated[BatchIn, SkipValidation]
+
+
+async def _ingest(
+    raw: object,
+    model: type[RegistrationIn | RetractionIn],
+    batch: bool,
     principal: Principal,
     session: AsyncSession,
     calendars: CalendarCache,
     settings: ApiSettings,
     clock: Clock,
-    response: Response,
     audit: Auditor,
+    response: Response,
 ) -> IngestResult:
-    result = await service.ingest(
+    result, items = await service.ingest_body(
         RegistrationRepository(session),
         ConfigRepository(session),
         calendars,
         settings,
         retention_window(settings, clock()),
         principal,
-        [item],
-        [()],
+        raw,
+        model,
+        batch=batch,
     )
-    response.status_code = 201 if result.inserted else 200
-    await audit.record([(item.pupil_id, item.school_id)], response.status_code)
+    if not batch:
+        response.status_code = 201 if result.inserted else 200
+    await audit.record(((i.pupil_id, i.school_id) for i in items), response.status_code or 200)
     return result
 
 
@@ -71,7 +83,7 @@ async def _ingest_one(
     summary="Record one absence registration (or a correction of an earlier one)",
 )
 async def post_registration(
-    body: RegistrationIn,
+    body: RegistrationBody,
     principal: Writer,
     session: Session,
     calendars: Calendars,
@@ -80,7 +92,9 @@ async def post_registration(
     response: Response,
     audit: Audit,
 ) -> IngestResult:
-    return await _ingest_one(body, principal, session, calendars, settings, clock, response, audit)
+    return await _ingest(
+        body, RegistrationIn, False, principal, session, calendars, settings, clock, audit, response
+    )
 
 
 @router.post(
@@ -89,26 +103,18 @@ async def post_registration(
     summary="Record up to 5,000 registrations; all or nothing",
 )
 async def post_batch(
-    body: BatchIn,
+    body: BatchBody,
     principal: Writer,
     session: Session,
     calendars: Calendars,
     settings: Settings,
     clock: AppClock,
+    response: Response,
     audit: Audit,
 ) -> IngestResult:
-    result = await service.ingest(
-        RegistrationRepository(session),
-        ConfigRepository(session),
-        calendars,
-        settings,
-        retention_window(settings, clock()),
-        principal,
-        body.items,
-        [("items", i) for i in range(len(body.items))],
+    return await _ingest(
+        body, RegistrationIn, True, principal, session, calendars, settings, clock, audit, response
     )
-    await audit.record(((i.pupil_id, i.school_id) for i in body.items), 200)
-    return result
 
 
 @router.post(
@@ -119,7 +125,7 @@ async def post_batch(
     summary="Retract the registration for (pupil, date, slot) as of recorded_at",
 )
 async def post_retraction(
-    body: RetractionIn,
+    body: RetractionBody,
     principal: Writer,
     session: Session,
     calendars: Calendars,
@@ -128,7 +134,9 @@ async def post_retraction(
     response: Response,
     audit: Audit,
 ) -> IngestResult:
-    return await _ingest_one(body, principal, session, calendars, settings, clock, response, audit)
+    return await _ingest(
+        body, RetractionIn, False, principal, session, calendars, settings, clock, audit, response
+    )
 
 
 @router.get(

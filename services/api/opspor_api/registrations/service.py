@@ -4,14 +4,17 @@ outbox rows in the caller's transaction. A request with any bad item stores noth
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import date
 
+from opspor_api.bodies import bad_fields, parse, refuse, valid_fields
 from opspor_api.calendars import why_not_school_day
 from opspor_api.config.repository import ConfigRepository
-from opspor_api.errors import Conflict, FieldError, InvalidInput, field_error
+from opspor_api.errors import Conflict, FieldError, field_error
 from opspor_api.models import RegistrationEvent
 from opspor_api.registrations.metrics import ACCEPTED, REFUSED
 from opspor_api.registrations.repository import RegistrationRepository
-from opspor_api.registrations.schemas import IngestResult, RegistrationIn, RetractionIn
+from opspor_api.registrations.schemas import BatchIn, IngestResult, RegistrationIn, RetractionIn
 from opspor_api.settings import ApiSettings
 from opspor_api.tenancy import may_use_school
 from opspor_shared.auth import Principal
@@ -41,17 +44,33 @@ def _same(stored: RegistrationEvent, new: RegistrationData) -> bool:
     return RegistrationData.model_validate(stored, from_attributes=True) == new
 
 
-async def _validate(
+@dataclass(frozen=True)
+class Facts:
+    """What the domain checks need of one item; None where the schema refused the field."""
+
+    loc: Loc
+    school_id: str | None
+    date: date | None
+    registration: bool  # a retraction needs a known school but not a school day
+
+
+def facts_of(
+    model: type[Item], raw: object, schema_errors: Sequence[FieldError], loc: Loc
+) -> Facts:
+    fields = valid_fields(model, raw, schema_errors, loc, ("school_id", "date"))
+    return Facts(loc, fields.get("school_id"), fields.get("date"), model is RegistrationIn)
+
+
+async def domain_errors(
     config: ConfigRepository,
     calendars: CalendarCache,
     window: RetentionWindow,
     principal: Principal,
-    items: Sequence[Item],
-    locs: Sequence[Loc],
-) -> None:
+    facts: Sequence[Facts],
+) -> list[FieldError]:
     errors: list[FieldError] = []
     reference = ReferenceRepository(config.session)
-    found = await reference.schools(sorted({i.school_id for i in items}))
+    found = await reference.schools(sorted({f.school_id for f in facts if f.school_id}))
     # Another tenant's school is refused exactly like a school that does not exist.
     schools = {
         sid: ref
@@ -59,48 +78,88 @@ async def _validate(
         if may_use_school(principal, sid, ref.municipality_id)
     }
     cals = await reference.calendars({s: ref.country for s, ref in schools.items()}, calendars)
-    for item, loc in zip(items, locs, strict=True):
-        if item.school_id not in schools:
+    for f in facts:
+        loc = f.loc
+        if f.school_id is not None and f.school_id not in schools:
             REFUSED.labels("unknown_school").inc()
-            errors.append(field_error((*loc, "school_id"), f"unknown school {item.school_id!r}"))
-        if item.date < window.cutoff:
+            errors.append(field_error((*loc, "school_id"), f"unknown school {f.school_id!r}"))
+        if f.date is None:
+            continue
+        if f.date < window.cutoff:
             # Accepting it would only feed the purge; the worker would ignore it anyway.
             REFUSED.labels("before_retention").inc()
             errors.append(
                 field_error(
                     (*loc, "date"),
-                    f"{item.date} is older than the retention period of "
+                    f"{f.date} is older than the retention period of "
                     f"{window.registration_days} days (the earliest accepted date is "
                     f"{window.cutoff})",
                 )
             )
         elif (
-            item.school_id in schools
-            and isinstance(item, RegistrationIn)
-            and not cals[item.school_id].is_school_day(item.date)
+            f.school_id in schools
+            and f.registration
+            and not cals[f.school_id].is_school_day(f.date)
         ):
-            reason = why_not_school_day(cals[item.school_id], item.date)
+            reason = why_not_school_day(cals[f.school_id], f.date)
             REFUSED.labels("not_school_day").inc()
             errors.append(
                 field_error(
-                    (*loc, "date"), f"{item.date} is not a school day at this school ({reason})"
+                    (*loc, "date"), f"{f.date} is not a school day at this school ({reason})"
                 )
             )
-    if errors:
-        raise InvalidInput(f"{len(errors)} invalid field(s); nothing was stored", errors)
+    return errors
 
 
-async def ingest(
+async def ingest_body(
     repo: RegistrationRepository,
     config: ConfigRepository,
     calendars: CalendarCache,
     settings: ApiSettings,
     window: RetentionWindow,
     principal: Principal,
+    raw: object,
+    model: type[Item],
+    *,
+    batch: bool,
+) -> tuple[IngestResult, list[Item]]:
+    """Checks a request body (one item, or {"items": [...]}) against the schema and the domain
+    at once, then stores it; any error stores nothing and every error is named."""
+    items: list[Item] = []
+    locs: list[Loc] = []
+    facts: list[Facts] = []
+    if batch:
+        body, errors = parse(BatchIn, raw)
+        raw_items = raw.get("items") if isinstance(raw, dict) else None
+        # A wrong list (missing, too long, not a list) has no items worth judging one by one.
+        if body is not None:
+            items = list(body.items)
+            locs = [("items", i) for i in range(len(items))]
+        elif isinstance(raw_items, list) and bad_fields(errors, ("items",)) is not None:
+            for i, raw_item in enumerate(raw_items):
+                facts.append(facts_of(model, raw_item, errors, ("items", i)))
+    else:
+        one, errors = parse(model, raw)
+        if one is not None:
+            items, locs = [one], [()]
+        else:
+            facts.append(facts_of(model, raw, errors, ()))
+    facts += [
+        Facts(loc, i.school_id, i.date, isinstance(i, RegistrationIn))
+        for i, loc in zip(items, locs, strict=True)
+    ]
+    if errors:
+        REFUSED.labels("invalid_field").inc(len(errors))
+    refuse(errors + await domain_errors(config, calendars, window, principal, facts))
+    return await _store(repo, settings, items, locs), items
+
+
+async def _store(
+    repo: RegistrationRepository,
+    settings: ApiSettings,
     items: Sequence[Item],
     locs: Sequence[Loc],
 ) -> IngestResult:
-    await _validate(config, calendars, window, principal, items, locs)
 
     # The same event id twice in one request: identical copies are duplicates, anything else
     # is a producer bug we must not guess about.
