@@ -25,9 +25,9 @@ from opspor_shared.kafka import (
     make_consumer,
     make_producer,
 )
+from opspor_shared.kafka_security import client_kwargs
 from opspor_shared.lag import watch_lag
 from opspor_shared.logging import get_logger
-from opspor_shared.kafka_security import client_kwargs
 from opspor_shared.outage import Outage
 from opspor_shared.outbox import OutboxRelay, TopicLostHandler, peek_oldest
 from opspor_shared.purge import PurgeReport

@@ -169,6 +169,7 @@ async def test_names_that_could_break_a_mail_header_are_refused(
     # Nothing changed: the school keeps the name it had.
     assert (await client.get("/v1/schools/vestbjerg")).json()["name"] == "Vestbjerg Skole"
 
+
 async def test_configuration_names_schema_and_domain_errors_together(
     client: httpx.AsyncClient,
 ) -> None:
