@@ -61,20 +61,22 @@ async def run_relay(
 async def run_consumer(
     settings: ServiceSettings,
     group_id: str,
-    topic: str,
+    topic: str | Sequence[str],
     handle: BatchHandler,
     stop: asyncio.Event,
 ) -> None:
+    """Consume `topic` (or several topics in one group; a batch never mixes partitions)."""
+    topics = [topic] if isinstance(topic, str) else list(topic)
     backoff = 0.5
     while not stop.is_set():
         consumer = make_consumer(settings, group_id)
         producer = make_producer(settings, f"{group_id}-dlq")
         try:
-            await ensure_topics(settings, [topic, dlq_topic(topic)])
+            await ensure_topics(settings, [*topics, *map(dlq_topic, topics)])
             await producer.start()
-            consumer.subscribe([topic], listener=LoggingRebalanceListener(group_id))
+            consumer.subscribe(topics, listener=LoggingRebalanceListener(group_id))
             await consumer.start()
-            log.info("consumer_started", group=group_id, topic=topic)
+            log.info("consumer_started", group=group_id, topics=topics)
             backoff = 0.5
             await consume_forever(consumer, producer, group_id, handle, stop)
         except Exception as exc:

@@ -235,6 +235,7 @@ def build_email(
         msg["In-Reply-To"] = content.replaces_message_id
         msg["References"] = content.replaces_message_id
     msg["Auto-Submitted"] = "auto-generated"
-    msg["Content-Language"] = rendered.language
     msg.set_content(rendered.body, charset="utf-8", cte="quoted-printable")
+    # After set_content, which clears every Content-* header set before it.
+    msg["Content-Language"] = rendered.language
     return msg

@@ -25,6 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from opspor_alerter import metrics
 from opspor_alerter.models import Notice
 from opspor_alerter.notify import DeliveryResult, Notifier
+from opspor_alerter.reminders import CASE_EVENT_PREFIX, ReminderOutcome, record_case_event
 from opspor_alerter.render import NoticeContent, message_id
 from opspor_alerter.repository import NoticeRepository
 from opspor_alerter.routing import Route, Unroutable, route, webhook_routes
@@ -76,7 +77,10 @@ async def record_concern_events(
     *,
     clock: Clock = system_clock,
 ) -> RecordOutcome:
-    """Apply concern events in order. Stale and repeated revisions change nothing.
+    """Apply concern and case events in order. Stale and repeated revisions change nothing.
+
+    Case events (the cases topic) are handed to opspor_alerter.reminders: an overdue case is
+    recorded as a reminder notice; the other case types are ignored, not dead-lettered.
 
     Neither do events that can only be replays of a concern the purge has removed (see
     RetentionWindow.event_outlived): without its notices the alerter would mail it again.
@@ -84,7 +88,19 @@ async def record_concern_events(
     outcome = RecordOutcome()
     repo = NoticeRepository(session)
     window = retention_window(settings, clock())
+    reminders = ReminderOutcome(outcome.recorded, outcome.unroutable)
     for event in events:
+        if event.type.startswith(CASE_EVENT_PREFIX):
+            result = await record_case_event(session, event, settings, reminders)
+            if result == "rejected":
+                outcome.rejected.append(event)
+            elif result == "duplicate":
+                outcome.stale += 1
+            elif result == "applied":
+                outcome.applied += 1
+            else:
+                outcome.ignored += 1
+            continue
         if event.type not in (CONCERN_RAISED, CONCERN_WITHDRAWN):
             outcome.ignored += 1
             continue

@@ -27,6 +27,7 @@ from pydantic import ValidationError
 
 from opspor_alerter.models import Notice
 from opspor_alerter.notify import DeliveryResult, Scrubber
+from opspor_alerter.reminders import REMINDER, ReminderContent, build_reminder_email
 from opspor_alerter.render import NoticeContent, build_email
 from opspor_alerter.settings import AlerterSettings, is_plain_address
 
@@ -106,21 +107,35 @@ class SmtpNotifier:
 
     async def notify(self, notice: Notice) -> DeliveryResult:
         try:
-            mail = build_email(
-                kind="withdrawn" if notice.kind == "withdrawn" else "raised",
-                content=NoticeContent.model_validate(notice.payload),
-                language=notice.language,
-                sender=self._settings.smtp_from,
-                recipient=notice.recipient,
-                message_id=notice.message_id,
-                created_at=notice.created_at,
-                link_base=self._settings.notice_link_base,
-            )
+            mail = self._build(notice)
         except (ValidationError, ValueError, TypeError) as exc:
             # The message header constructor rejects malformed addresses with ValueError.
             detail = f"notice cannot be rendered: {type(exc).__name__}"
             return DeliveryResult("permanent", None, detail)
         return await self.send(notice.recipient, mail)
+
+    def _build(self, notice: Notice) -> EmailMessage:
+        if notice.kind == REMINDER:
+            return build_reminder_email(
+                content=ReminderContent.model_validate(notice.payload),
+                language=notice.language,
+                role=notice.recipient_role,
+                sender=self._settings.smtp_from,
+                recipient=notice.recipient,
+                message_id=notice.message_id,
+                created_at=notice.created_at,
+                web_base_url=self._settings.web_base_url,
+            )
+        return build_email(
+            kind="withdrawn" if notice.kind == "withdrawn" else "raised",
+            content=NoticeContent.model_validate(notice.payload),
+            language=notice.language,
+            sender=self._settings.smtp_from,
+            recipient=notice.recipient,
+            message_id=notice.message_id,
+            created_at=notice.created_at,
+            link_base=self._settings.notice_link_base,
+        )
 
     async def send(self, recipient: str, message: EmailMessage) -> DeliveryResult:
         scrub = self.scrubber(recipient)
