@@ -80,6 +80,14 @@ class NoticeRepository:
         )
         return (await self._session.execute(stmt)).scalar_one_or_none()
 
+    async def set_payload(self, notice_id: int, payload: dict[str, Any]) -> None:
+        await self._session.execute(
+            update(Notice)
+            .where(Notice.id == notice_id, Notice.status == "pending")
+            .values(payload=payload)
+            .execution_options(synchronize_session=False)
+        )
+
     async def cancel_pending(self, notice_id: int) -> bool:
         stmt = (
             update(Notice)

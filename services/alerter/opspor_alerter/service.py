@@ -33,7 +33,13 @@ from opspor_alerter.settings import AlerterSettings
 from opspor_alerter.webhook import webhook_message_id
 from opspor_shared.clock import Clock, system_clock
 from opspor_shared.db import unit_of_work
-from opspor_shared.events import CONCERN_RAISED, CONCERN_WITHDRAWN, CloudEvent, ConcernData
+from opspor_shared.events import (
+    CONCERN_RAISED,
+    CONCERN_UPDATED,
+    CONCERN_WITHDRAWN,
+    CloudEvent,
+    ConcernData,
+)
 from opspor_shared.logging import get_logger
 from opspor_shared.reference import ReferenceRepository
 from opspor_shared.retention import retention_window
@@ -101,10 +107,10 @@ async def record_concern_events(
             else:
                 outcome.ignored += 1
             continue
-        if event.type not in (CONCERN_RAISED, CONCERN_WITHDRAWN):
+        if event.type not in (CONCERN_RAISED, CONCERN_UPDATED, CONCERN_WITHDRAWN):
             outcome.ignored += 1
             continue
-        expected = "active" if event.type == CONCERN_RAISED else "withdrawn"
+        expected = "withdrawn" if event.type == CONCERN_WITHDRAWN else "active"
         try:
             concern = ConcernData.model_validate(event.data)
             concern_uuid = uuid.UUID(concern.concern_id)
@@ -130,7 +136,9 @@ async def record_concern_events(
             outcome.stale += 1
             continue
         outcome.applied += 1
-        if concern.status == "active":
+        if event.type == CONCERN_UPDATED:
+            await _update(session, repo, concern, concern_uuid, settings, outcome)
+        elif concern.status == "active":
             await _raise(session, repo, concern, concern_uuid, settings, outcome)
         else:
             await _withdraw(repo, concern, concern_uuid, settings, outcome)
@@ -188,6 +196,33 @@ async def _raise(
             content=content,
         ):
             outcome.recorded.append((target.channel, "raised", target.role))
+
+
+async def _update(
+    session: AsyncSession,
+    repo: NoticeRepository,
+    concern: ConcernData,
+    concern_uuid: uuid.UUID,
+    settings: AlerterSettings,
+    outcome: RecordOutcome,
+) -> None:
+    """A revised explanation of an active concern: no new notice (DOMAIN.md section 5).
+
+    A notice still pending carries the current explanation when it goes out (same Message-ID).
+    Only when the alerter holds no notice of the concern at all (the raised event was never
+    applied: it arrived later, or was lost to a replay of a partial topic) is the update
+    treated as the raise it implies, so an active concern always reaches its recipients.
+    """
+    notices = await repo.notices_of_concern(concern_uuid)
+    if not notices:
+        await _raise(session, repo, concern, concern_uuid, settings, outcome)
+        return
+    for notice in _latest_by_recipient(notices).values():
+        if notice.kind == "raised" and notice.status == "pending":
+            held = NoticeContent.model_validate(notice.payload)
+            fresh = NoticeContent.from_concern(concern, held.school_name)
+            await repo.set_payload(notice.id, fresh.model_dump(mode="json"))
+    log.info("concern_explanation_revised", concern_id=concern.concern_id)
 
 
 async def _withdraw(
