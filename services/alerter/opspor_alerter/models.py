@@ -31,6 +31,7 @@ class Notice(TimestampMixin, Base):
             "case_id", "reason", "reminder_day", "recipient", name="uq_notices_reminder"
         ),
         Index("ix_notices_due", "status", "next_attempt_at"),
+        Index("ix_notices_group", "group_key"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -56,6 +57,9 @@ class Notice(TimestampMixin, Base):
     payload: Mapped[dict[str, Any]] = mapped_column(JSONB)
     sent_at: Mapped[datetime | None]
     last_error: Mapped[str | None] = mapped_column(Text)
+    # Mail notices of concerns raised (or withdrawn) by the same evaluation share a group key and
+    # go out as one mail per recipient: see opspor_alerter.service.group_key.
+    group_key: Mapped[str | None] = mapped_column(Text)
     # Set for reminders only (NULL for concern notices, which the reminder constraint ignores).
     case_id: Mapped[uuid.UUID | None]
     reason: Mapped[str | None] = mapped_column(Text)

@@ -136,13 +136,26 @@ async def record_concern_events(
             outcome.stale += 1
             continue
         outcome.applied += 1
+        group = group_key(concern, event)
         if event.type == CONCERN_UPDATED:
-            await _update(session, repo, concern, concern_uuid, settings, outcome)
+            await _update(session, repo, concern, concern_uuid, settings, outcome, group)
         elif concern.status == "active":
-            await _raise(session, repo, concern, concern_uuid, settings, outcome)
+            await _raise(session, repo, concern, concern_uuid, settings, outcome, group)
         else:
-            await _withdraw(repo, concern, concern_uuid, settings, outcome)
+            await _withdraw(repo, concern, concern_uuid, settings, outcome, group)
     return outcome
+
+
+def group_key(concern: ConcernData, event: CloudEvent) -> str:
+    """Which mail a concern's notice joins: the concerns of one pupil from one evaluation.
+
+    The threshold-worker evaluates a pupil in one transaction and stamps every event it decides
+    there with the same `time` (its clock reading for that evaluation), and that time is stored
+    in its outbox, so a replay carries it again. (pupil, event time) therefore names one
+    evaluation, whatever batches the events arrive in; the notice kind and the recipient are
+    added where the key is used, so raises and withdrawals never share a mail.
+    """
+    return f"{concern.pupil_id}|{event.time.isoformat()}"
 
 
 async def _raise(
@@ -152,6 +165,7 @@ async def _raise(
     concern_uuid: uuid.UUID,
     settings: AlerterSettings,
     outcome: RecordOutcome,
+    group: str | None,
 ) -> None:
     reference = ReferenceRepository(session)
     school = await reference.school(concern.school_id)
@@ -194,6 +208,7 @@ async def _raise(
             school_id=concern.school_id,
             language=school.language,
             content=content,
+            group=group,
         ):
             outcome.recorded.append((target.channel, "raised", target.role))
 
@@ -205,6 +220,7 @@ async def _update(
     concern_uuid: uuid.UUID,
     settings: AlerterSettings,
     outcome: RecordOutcome,
+    group: str,
 ) -> None:
     """A revised explanation of an active concern: no new notice (DOMAIN.md section 5).
 
@@ -215,7 +231,7 @@ async def _update(
     """
     notices = await repo.notices_of_concern(concern_uuid)
     if not notices:
-        await _raise(session, repo, concern, concern_uuid, settings, outcome)
+        await _raise(session, repo, concern, concern_uuid, settings, outcome, group)
         return
     for notice in _latest_by_recipient(notices).values():
         if notice.kind == "raised" and notice.status == "pending":
@@ -231,6 +247,7 @@ async def _withdraw(
     concern_uuid: uuid.UUID,
     settings: AlerterSettings,
     outcome: RecordOutcome,
+    group: str | None,
 ) -> None:
     """Whoever got the notice gets a withdrawal; a notice that never went out is cancelled."""
     for notice in _latest_by_recipient(await repo.notices_of_concern(concern_uuid)).values():
@@ -239,7 +256,7 @@ async def _withdraw(
         if notice.status == "sent":
             content = NoticeContent.model_validate(notice.payload)
             fresh = NoticeContent.from_concern(concern, content.school_name)
-            if await _insert_withdrawal(repo, notice, fresh, concern.revision, settings):
+            if await _insert_withdrawal(repo, notice, fresh, concern.revision, settings, group):
                 outcome.recorded.append((notice.channel, "withdrawn", notice.recipient_role))
         elif notice.status == "pending" and await repo.cancel_pending(notice.id):
             outcome.cancelled += 1
@@ -253,6 +270,7 @@ async def _insert_withdrawal(
     content: NoticeContent,
     revision: int,
     settings: AlerterSettings,
+    group: str | None,
 ) -> bool:
     return await _record_notice(
         repo,
@@ -266,6 +284,7 @@ async def _insert_withdrawal(
         school_id=raised.school_id,
         language=raised.language,
         content=content.model_copy(update={"replaces_message_id": raised.message_id}),
+        group=group,
     )
 
 
@@ -282,10 +301,25 @@ async def _record_notice(
     school_id: str,
     language: str,
     content: NoticeContent,
+    group: str | None,
 ) -> bool:
-    """Writes one notice to the log; False when the same one is there already."""
+    """Writes one notice to the log; False when the same one is there already.
+
+    A mail notice with a group shares its Message-ID with the group's other notices to the same
+    recipient: they are one mail. A notice whose group has already gone out (its evaluation's
+    events came in two batches, the first already mailed) gets a group of its own, so a mail
+    with other content never reuses a Message-ID.
+    """
+    if channel == "webhook":
+        group = None  # integrations get one event per concern
+    elif group is not None and await repo.group_has_gone_out(group, recipient, kind):
+        group = f"{group}|{concern_id}"
     if channel == "webhook":
         notice_message_id = webhook_message_id(str(concern_id), recipient, kind, revision)
+    elif group is not None:
+        notice_message_id = message_id(
+            f"group:{group}", recipient, kind, 0, settings.message_id_domain
+        )
     else:
         notice_message_id = message_id(
             str(concern_id), recipient, kind, revision, settings.message_id_domain
@@ -301,6 +335,7 @@ async def _record_notice(
         language=language,
         message_id=notice_message_id,
         payload=content.model_dump(mode="json"),
+        group_key=group,
     )
     if notice_id is None:
         return False
@@ -350,10 +385,13 @@ class Recorded:
 
 
 async def send_notice(
-    notice: Notice, notifier: Notifier, settings: AlerterSettings
+    notice: Notice,
+    notifier: Notifier,
+    settings: AlerterSettings,
+    together: Sequence[Notice] = (),
 ) -> DeliveryResult:
     try:
-        return await notifier.notify(notice)
+        return await notifier.notify(notice, together)
     except Exception as exc:
         # A notifier bug must not take the round (and the other notices' results) with it.
         return DeliveryResult("transient", None, f"unexpected error: {type(exc).__name__}")
@@ -422,7 +460,7 @@ async def _sent_after_cancel(
         return
     content = NoticeContent.model_validate(notice.payload)
     if state.status == "withdrawn":
-        await _insert_withdrawal(repo, notice, content, state.revision, settings)
+        await _insert_withdrawal(repo, notice, content, state.revision, settings, None)
         return
     # Raised again since: the recipient now holds a valid notice, so a newer one is redundant.
     for other in await repo.notices_of_concern(notice.concern_id):
@@ -447,12 +485,14 @@ async def deliver_due(
         return 0
     limit = asyncio.Semaphore(settings.delivery_concurrency)
 
-    async def one(notice: Notice) -> DeliveryResult:
+    async def one(unit: list[Notice]) -> DeliveryResult:
         async with limit:
-            return await send_notice(notice, notifier, settings)
+            return await send_notice(unit[0], notifier, settings, unit[1:])
 
-    results = await asyncio.gather(*(one(n) for n in claimed))
-    pairs = list(zip(claimed, results, strict=True))
+    units = mail_units(claimed)
+    results = await asyncio.gather(*(one(u) for u in units))
+    # Every notice of a mail shares its result: one attempt each, one mail.
+    pairs = [(n, result) for unit, result in zip(units, results, strict=True) for n in unit]
     recorded = await _record_with_retry(sessionmaker, pairs, settings)
     sent = {notice.id: (notice, result) for notice, result in pairs}
     for rec in recorded:
@@ -473,6 +513,19 @@ async def deliver_due(
             transition=rec.transition,
         )
     return len(claimed)
+
+
+def mail_units(claimed: Sequence[Notice]) -> list[list[Notice]]:
+    """The sends of a round: each group's notices to one recipient together, others alone."""
+    units: dict[object, list[Notice]] = {}
+    for notice in claimed:
+        key: object = (
+            (notice.group_key, notice.recipient, notice.kind)
+            if notice.group_key is not None and notice.channel == "smtp"
+            else notice.id
+        )
+        units.setdefault(key, []).append(notice)
+    return list(units.values())
 
 
 async def _record_with_retry(

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import socket
 import ssl
+from collections.abc import Sequence
 from contextlib import suppress
 from email.message import EmailMessage
 
@@ -105,16 +106,16 @@ class SmtpNotifier:
     def scrubber(self, recipient: str) -> Scrubber:
         return Scrubber((*self._secrets, recipient))
 
-    async def notify(self, notice: Notice) -> DeliveryResult:
+    async def notify(self, notice: Notice, together: Sequence[Notice] = ()) -> DeliveryResult:
         try:
-            mail = self._build(notice)
+            mail = self._build(notice, together)
         except (ValidationError, ValueError, TypeError) as exc:
             # The message header constructor rejects malformed addresses with ValueError.
             detail = f"notice cannot be rendered: {type(exc).__name__}"
             return DeliveryResult("permanent", None, detail)
         return await self.send(notice.recipient, mail)
 
-    def _build(self, notice: Notice) -> EmailMessage:
+    def _build(self, notice: Notice, together: Sequence[Notice]) -> EmailMessage:
         if notice.kind == REMINDER:
             return build_reminder_email(
                 content=ReminderContent.model_validate(notice.payload),
@@ -128,13 +129,13 @@ class SmtpNotifier:
             )
         return build_email(
             kind="withdrawn" if notice.kind == "withdrawn" else "raised",
-            content=NoticeContent.model_validate(notice.payload),
+            content=[NoticeContent.model_validate(n.payload) for n in (notice, *together)],
             language=notice.language,
             sender=self._settings.smtp_from,
             recipient=notice.recipient,
             message_id=notice.message_id,
             created_at=notice.created_at,
-            link_base=self._settings.notice_link_base,
+            link_base=self._settings.web_base_url,
         )
 
     async def send(self, recipient: str, message: EmailMessage) -> DeliveryResult:
