@@ -28,6 +28,7 @@ from opspor_alerter.settings import AlerterSettings
 from opspor_shared.events import CloudEvent
 from opspor_shared.logging import get_logger
 from opspor_shared.reference import ReferenceRepository
+from opspor_shared.retention import RetentionWindow
 
 log = get_logger(__name__)
 
@@ -68,6 +69,11 @@ class CaseOverdueData(BaseModel):
         return self
 
 
+def reminder_cutoff(window: RetentionWindow) -> date:
+    """Reminders of days before this are purged, and overdue events for them are skipped."""
+    return window.closed_before.date()
+
+
 def reminder_id(case_id: uuid.UUID, reason: str, day: date) -> uuid.UUID:
     return uuid.uuid5(_REMINDER_NAMESPACE, f"{case_id}:overdue:{reason}:{day.isoformat()}")
 
@@ -105,7 +111,8 @@ async def record_case_event(
     event: CloudEvent,
     settings: AlerterSettings,
     outcome: ReminderOutcome,
-) -> Literal["applied", "ignored", "rejected", "duplicate"]:
+    window: RetentionWindow,
+) -> Literal["applied", "ignored", "rejected", "duplicate", "past_retention"]:
     """Decide what one case event means for the notification log; never sends anything."""
     if event.type != CASE_OVERDUE:
         return "ignored"
@@ -118,6 +125,9 @@ async def record_case_event(
         # The id is the dedup contract with the api; a different one means a different producer.
         log.warning("case_event_rejected", event_id=event.id, reason="id or subject mismatch")
         return "rejected"
+    if data.day < reminder_cutoff(window):
+        log.info("case_event_past_retention", event_id=event.id)
+        return "past_retention"
     school = await ReferenceRepository(session).school(data.school_id)
     target = mailbox_route(data.responsible_party, school)
     if isinstance(target, Unroutable):

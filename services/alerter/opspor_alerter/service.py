@@ -97,9 +97,11 @@ async def record_concern_events(
     reminders = ReminderOutcome(outcome.recorded, outcome.unroutable)
     for event in events:
         if event.type.startswith(CASE_EVENT_PREFIX):
-            result = await record_case_event(session, event, settings, reminders)
+            result = await record_case_event(session, event, settings, reminders, window)
             if result == "rejected":
                 outcome.rejected.append(event)
+            elif result == "past_retention":
+                outcome.past_retention += 1
             elif result == "duplicate":
                 outcome.stale += 1
             elif result == "applied":
