@@ -6,9 +6,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import date, timedelta
+from pathlib import Path
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from opspor_shared.devstack.certs import ensure_certs
+from opspor_shared.devstack.mailbox import Mailbox
 from opspor_shared.events import (
     CONCERN_RAISED,
     CONCERN_UPDATED,
@@ -17,6 +20,7 @@ from opspor_shared.events import (
     ConcernData,
 )
 from opspor_worker.service import Context
+from tests.alerter.conftest import deliver_until, make_settings, record, settled
 from tests.support import school_days
 from tests.worker.test_pack_change import use_packs
 from tests.worker.test_worker import concerns, feed, outbox, reg
@@ -78,3 +82,56 @@ async def test_14_aug_authorized_keeps_the_quarter_concerns_and_revises_their_ex
     await feed(sessionmaker, ctx, [correction])
     await feed(sessionmaker, ctx, [reg("p1", date(2026, 11, 2), category="illness")])
     assert len(await outbox(sessionmaker)) == count
+
+
+async def test_the_correction_through_the_alerter_mails_only_the_withdrawal(
+    ctx: Context,
+    sessionmaker: async_sessionmaker[AsyncSession],
+    database_url: str,
+    var_dir: Path,
+    tmp_path: Path,
+) -> None:
+    """The worker's own events fed to the alerter (real mailbox): the first evaluation makes one
+    grouped mail to the school and one to the municipal unit; the 14 Aug correction mails only
+    the withdrawal of consecutive-5, never the revised quarter concerns."""
+    await use_packs(sessionmaker, ["dk-aalborg-2018", "dk-national"])
+    certs = ensure_certs(var_dir / "certs")
+    with Mailbox(tmp_path / "mail", certs) as box:
+        settings = make_settings(database_url, box.port, certs.ca_file)
+        days = school_days(QUARTER_START, 5)
+        await feed(sessionmaker, ctx, [reg("p1", d, event_id=f"r-{d}") for d in days])
+        first = await outbox(sessionmaker)
+        await record(sessionmaker, settings, *first)
+        await deliver_until(sessionmaker, settings, settled)
+        assert sorted(m.envelope_to[0] for m in box.messages()) == [
+            "boern@sikkerpost.aalborg.dk",  # notify-municipality: the 15% rule
+            "vestbjerg@sikkerpost.aalborg.dk",  # consecutive-5 and the 10% rule, one mail
+        ]
+        school_mail = next(m for m in box.messages() if m.envelope_to[0].startswith("vest"))
+        assert "2 regler" in school_mail.message["Subject"]
+
+        correction = reg(
+            "p1",
+            AUG_14,
+            category="authorized",
+            event_id="r-14-corrected",
+            recorded_at=reg("p1", AUG_14).event.time + timedelta(days=3),
+        )
+        await feed(sessionmaker, ctx, [correction])
+        later = (await outbox(sessionmaker))[len(first) :]
+        assert sorted(e.type for e in later) == [
+            CONCERN_UPDATED,
+            CONCERN_UPDATED,
+            CONCERN_WITHDRAWN,
+        ]
+        await record(sessionmaker, settings, *later)
+        await deliver_until(sessionmaker, settings, settled)
+
+        assert len(box.messages()) == 3
+        withdrawal = box.messages()[2]
+        assert withdrawal.message["Subject"].startswith("Tilbagekaldt")
+        subject = str(withdrawal.message["Subject"])
+        assert subject.endswith("(dk-aalborg-2018)") and "regler" not in subject
+        body = withdrawal.message.get_content()
+        assert "consecutive-5" in body and "share-10-quarter" not in body
+        assert withdrawal.message["In-Reply-To"] == school_mail.message["Message-ID"]
