@@ -123,18 +123,20 @@ class NoticeRepository:
         withdrawal never overtakes the notice it withdraws.
         """
         earlier = aliased(Notice)
+        # A withdrawal never overtakes the notice it withdraws (nor a raise its withdrawal).
+        no_earlier_pending = ~exists().where(
+            earlier.concern_id == Notice.concern_id,
+            earlier.recipient == Notice.recipient,
+            earlier.status == "pending",
+            earlier.revision < Notice.revision,
+        )
         due = (
             select(Notice.id)
             .where(
                 Notice.status == "pending",
                 Notice.next_attempt_at <= func.now(),
                 or_(Notice.lease_until.is_(None), Notice.lease_until < func.now()),
-                ~exists().where(
-                    earlier.concern_id == Notice.concern_id,
-                    earlier.recipient == Notice.recipient,
-                    earlier.status == "pending",
-                    earlier.revision < Notice.revision,
-                ),
+                no_earlier_pending,
             )
             .order_by(Notice.next_attempt_at, Notice.id)
             .limit(limit)
@@ -154,6 +156,7 @@ class NoticeRepository:
                 Notice.id.not_in(ids),
                 or_(Notice.lease_until.is_(None), Notice.lease_until < func.now()),
                 tuple_(Notice.group_key, Notice.recipient, Notice.kind).in_(groups),
+                no_earlier_pending,
             )
             .order_by(Notice.id)
             .with_for_update(skip_locked=True)
