@@ -1,7 +1,7 @@
 """notices record a send in flight and the process that holds them
 
 Revision ID: 0006
-Revises: 0002
+Revises: 0004
 
 `send_started_at` is written (and committed) just before a notice is handed to the mailbox or
 webhook and cleared with the answer: a notice found with it set was in flight when its process
@@ -15,7 +15,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0006"
-down_revision: str | None = "0002"
+down_revision: str | None = "0004"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

@@ -18,6 +18,8 @@ REGISTRATION_RETRACTED = "dk.absence.registration.retracted"
 ENROLMENT_RECORDED = "dk.absence.enrolment.recorded"
 CONCERN_RAISED = "dk.absence.concern.raised"
 CONCERN_WITHDRAWN = "dk.absence.concern.withdrawn"
+# A new revision of an active concern whose explanation changed (still active, no new notice).
+CONCERN_UPDATED = "dk.absence.concern.updated"
 
 
 class CloudEvent(BaseModel):
@@ -102,10 +104,11 @@ class ExplanationData(BaseModel):
 
 
 class ConcernData(BaseModel):
-    """Data of concern.raised and concern.withdrawn.
+    """Data of concern.raised, concern.updated and concern.withdrawn.
 
-    `revision` grows by one each time the concern changes status, so consumers can ignore
-    stale or repeated events: apply an event only if its revision is higher than the one held.
+    `revision` grows by one each time the concern changes status or explanation, so consumers
+    can ignore stale or repeated events: apply an event only if its revision is higher than the
+    one held. An updated event has status `active` and carries the whole current explanation.
     """
 
     model_config = ConfigDict(frozen=True)

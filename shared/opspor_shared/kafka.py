@@ -302,6 +302,21 @@ class LostDataWatch:
                 log.warning("topic_data_reread", topic=self._topic, group=self._group)
 
 
+class LostDataWatches:
+    """One LostDataWatch per topic of a consumer that reads several (the alerter's)."""
+
+    def __init__(self, watches: Sequence[LostDataWatch]) -> None:
+        self._watches = list(watches)
+
+    async def check(self) -> None:
+        for watch in self._watches:
+            await watch.check()
+
+    async def close(self) -> None:
+        for watch in self._watches:
+            await watch.close()
+
+
 async def consume_forever(
     consumer: AIOKafkaConsumer,
     producer: AIOKafkaProducer,
@@ -310,7 +325,7 @@ async def consume_forever(
     stop: asyncio.Event,
     *,
     max_backoff: float = 10.0,
-    watch: LostDataWatch | None = None,
+    watch: LostDataWatch | LostDataWatches | None = None,
     check_seconds: float = 5.0,
     outage: Outage | None = None,
 ) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Sequence
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from prometheus_client import Gauge
@@ -31,7 +32,7 @@ DEAD_LETTERS = Gauge(
 
 
 async def measure_once(
-    consumer: AIOKafkaConsumer, group: str, dlq: str, previous: set[TopicPartition]
+    consumer: AIOKafkaConsumer, group: str, dlq: str | Sequence[str], previous: set[TopicPartition]
 ) -> set[TopicPartition]:
     assigned = set(consumer.assignment())
     for tp in previous - assigned:
@@ -47,18 +48,19 @@ async def measure_once(
             done = starts[tp] if committed is None else max(committed, starts[tp])
             CONSUMER_LAG.labels(group, tp.topic, str(tp.partition)).set(max(ends[tp] - done, 0))
     # Dead-letter topics are created with one partition (opspor_shared.kafka).
-    dead = TopicPartition(dlq, 0)
-    with contextlib.suppress(Exception):
-        end = (await consumer.end_offsets([dead]))[dead]
-        start = (await consumer.beginning_offsets([dead]))[dead]
-        DEAD_LETTERS.labels(dlq).set(max(end - start, 0))
+    for name in [dlq] if isinstance(dlq, str) else dlq:
+        dead = TopicPartition(name, 0)
+        with contextlib.suppress(Exception):
+            end = (await consumer.end_offsets([dead]))[dead]
+            start = (await consumer.beginning_offsets([dead]))[dead]
+            DEAD_LETTERS.labels(name).set(max(end - start, 0))
     return assigned
 
 
 async def watch_lag(
     consumer: AIOKafkaConsumer,
     group: str,
-    dlq: str,
+    dlq: str | Sequence[str],
     stop: asyncio.Event,
     every_seconds: float = 15.0,
 ) -> None:

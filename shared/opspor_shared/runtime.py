@@ -18,6 +18,7 @@ from opspor_shared.kafka import (
     BatchHandler,
     LoggingRebalanceListener,
     LostDataWatch,
+    LostDataWatches,
     TopicChanged,
     consume_forever,
     dlq_topic,
@@ -87,27 +88,34 @@ async def run_relay(
 async def run_consumer(
     settings: ServiceSettings,
     group_id: str,
-    topic: str,
+    topic: str | Sequence[str],
     handle: BatchHandler,
     stop: asyncio.Event,
 ) -> None:
+    """Consume `topic` (or several topics in one group; a batch never mixes partitions)."""
+    topics = [topic] if isinstance(topic, str) else list(topic)
     backoff = 0.5
     outage = Outage("kafka", f"consumer:{group_id}")
     while not stop.is_set():
         consumer = make_consumer(settings, group_id)
         producer = make_producer(settings, f"{group_id}-dlq")
-        watch: LostDataWatch | None = None
+        watch: LostDataWatches | None = None
         try:
-            await ensure_topics(settings, [topic, dlq_topic(topic)])
+            await ensure_topics(settings, [*topics, *map(dlq_topic, topics)])
             await producer.start()
-            consumer.subscribe([topic], listener=LoggingRebalanceListener(group_id))
+            consumer.subscribe(topics, listener=LoggingRebalanceListener(group_id))
             await consumer.start()
-            log.info("consumer_started", group=group_id, topic=topic)
+            log.info("consumer_started", group=group_id, topics=topics)
             backoff = 0.5
-            watch = LostDataWatch(consumer, group_id, topic, client_kwargs(settings))
+            connect = client_kwargs(settings)
+            watch = LostDataWatches([LostDataWatch(consumer, group_id, t, connect) for t in topics])
             lag = asyncio.create_task(
                 watch_lag(
-                    consumer, group_id, dlq_topic(topic), stop, settings.kafka_lag_interval_seconds
+                    consumer,
+                    group_id,
+                    [dlq_topic(t) for t in topics],
+                    stop,
+                    settings.kafka_lag_interval_seconds,
                 )
             )
             try:

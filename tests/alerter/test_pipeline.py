@@ -41,7 +41,7 @@ async def test_raised_event_sends_one_danish_mail_over_starttls(
     mailbox: Mailbox,
     settings_for: Callable[..., AlerterSettings],
 ) -> None:
-    settings = settings_for(mailbox, notice_link_base="https://opspor.aalborg.example/")
+    settings = settings_for(mailbox, web_base_url="https://opspor.aalborg.example/")
     await seed_school(clean_db, language="da")
     event = concern_event()
 
@@ -55,7 +55,11 @@ async def test_raised_event_sends_one_danish_mail_over_starttls(
     assert mail.envelope_to == (SCHOOL_MAILBOX,)
     assert mail.tls is not None and mail.tls.startswith("TLSv1.")
     assert mail.message["Message-ID"] == notices[0].message_id
-    assert mail.message["Subject"] == "Bekymrende fravær: elev pupil-4711 på Vestbjerg Skole"
+    assert mail.message["Subject"] == (
+        "Bekymrende fravær: pupil-4711, Vestbjerg Skole \u2013 "
+        "7 absence days within 20 school days (dk-aalborg-2018)"
+    )
+    assert mail.message["Content-Language"] == "da"
     body = _body(mailbox)
     concern_id = event.data["concern_id"]
     for expected in (
@@ -68,7 +72,9 @@ async def test_raised_event_sends_one_danish_mail_over_starttls(
         "2026-02-12 til 2026-03-12",
         "2026-02-16, 2026-02-17, 2026-02-24",
         concern_id,
-        f"https://opspor.aalborg.example/v1/concerns/{concern_id}",
+        "Regelsæt:",
+        "dk-aalborg-2018 (count-7-of-20 v1)",
+        f"https://opspor.aalborg.example/ui/concerns/{concern_id}",
     ):
         assert expected in body, expected
     [attempt] = await all_attempts(sessionmaker)
@@ -88,11 +94,17 @@ async def test_english_school_gets_english_text(
     await deliver_until(sessionmaker, settings, settled)
 
     [mail] = mailbox.messages()
-    assert mail.message["Subject"] == "Concerning absence: pupil pupil-4711 at Riverside Primary"
+    assert mail.message["Subject"] == (
+        "Concerning absence: pupil-4711, Riverside Primary \u2013 "
+        "7 absence days within 20 school days (dk-aalborg-2018)"
+    )
     body = _body(mailbox)
     assert "Pupil reference:" in body and "2026-02-12 to 2026-03-12" in body
     assert "Elevreference" not in body
-    assert "/v1/concerns/" not in body  # no link configured
+    # No web page configured: no link (the API answers 401 in a browser), but where to look.
+    assert "/v1/concerns/" not in body and "/ui/" not in body
+    assert "Where to look:" in body
+    assert "in Opspor among the school's concerns for the pupil" in " ".join(body.split())
 
 
 async def test_mail_carries_no_category_extent_or_health_words(

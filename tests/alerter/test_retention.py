@@ -18,6 +18,7 @@ from opspor_shared.db import unit_of_work
 from opspor_shared.devstack.mailbox import Mailbox
 from opspor_shared.events import CloudEvent
 from tests.alerter.conftest import all_notices, concern_event, deliver_until, seed_school, withdrawn
+from tests.alerter.test_reminders import case_event
 
 SessionMaker = async_sessionmaker[AsyncSession]
 
@@ -155,5 +156,41 @@ async def test_a_replayed_event_of_a_purged_concern_sends_nothing(
 
     notices = await all_notices(sessionmaker)
     assert [str(n.concern_id) for n in notices] == [late.data["concern_id"]]
+    await deliver_until(sessionmaker, settings, lambda ns: all(n.status == "sent" for n in ns))
+    assert len(mailbox.messages()) == 2
+
+
+async def test_old_case_reminders_are_purged_and_a_replay_of_them_sends_nothing(
+    clean_db: AsyncEngine,
+    sessionmaker: SessionMaker,
+    engine: AsyncEngine,
+    mailbox: Mailbox,
+    settings_for: Callable[..., AlerterSettings],
+) -> None:
+    settings = settings_for(
+        mailbox, retention_registration_days=400, retention_closed_concern_days=30
+    )
+    await seed_school(clean_db)
+    # Reminders before 2 May 2027 (PURGE_AT - 30 days) are past retention.
+    old = case_event(day="2027-04-20")
+    recent = case_event(day="2027-05-20")
+    await record_at(sessionmaker, settings, day(2027, 4, 20), old)
+    await record_at(sessionmaker, settings, day(2027, 5, 20), recent)
+    await deliver_until(sessionmaker, settings, lambda ns: all(n.status == "sent" for n in ns))
+    assert len(mailbox.messages()) == 2
+
+    report = await purge_once(engine, sessionmaker, settings, lambda: PURGE_AT)
+
+    assert (report.deleted["notices"], report.deleted["delivery_attempts"]) == (1, 1)
+    assert [str(n.case_id) for n in await all_notices(sessionmaker)] == [recent.data["case_id"]]
+    async with sessionmaker() as session:
+        logged = (await session.execute(select(alerter_purges))).all()
+    assert sorted((r.table_name, r.rows_deleted) for r in logged if r.rows_deleted) == [
+        ("delivery_attempts", 1),
+        ("notices", 1),
+    ]
+    # A replay of the cases topic from the start: the purged reminder is not sent again.
+    assert await record_at(sessionmaker, settings, PURGE_AT, old, recent) == 1
+    assert len(await all_notices(sessionmaker)) == 1
     await deliver_until(sessionmaker, settings, lambda ns: all(n.status == "sent" for n in ns))
     assert len(mailbox.messages()) == 2

@@ -147,20 +147,46 @@ def test_content_keeps_dates_only() -> None:
 @pytest.mark.parametrize(
     ("language", "subject", "label"),
     [
-        ("da", "Tilbagekaldt: bekymrende fravær for elev pupil-4711 på Vestbjerg Skole", "Sag:"),
-        ("en", "Withdrawn: concerning absence of pupil pupil-4711 at Vestbjerg Skole", "Case:"),
-        (
-            "nb",
-            "Trukket tilbake: bekymringsfullt fravær for elev pupil-4711 ved Vestbjerg Skole",
-            "Sak:",
-        ),
-        ("sv", "Withdrawn: concerning absence of pupil pupil-4711 at Vestbjerg Skole", "Case:"),
+        ("da", "Tilbagekaldt: bekymrende fravær for pupil-4711, Vestbjerg Skole", "Se:"),
+        ("en", "Withdrawn: concerning absence of pupil-4711, Vestbjerg Skole", "Where to look:"),
+        ("nb", "Trukket tilbake: bekymringsfullt fravær for pupil-4711, Vestbjerg Skole", "Se:"),
+        ("sv", "Withdrawn: concerning absence of pupil-4711, Vestbjerg Skole", "Where to look:"),
     ],
 )
 def test_withdrawal_text_per_language(language: str, subject: str, label: str) -> None:
-    rendered = render("withdrawn", _content(), language, "https://opspor.example")
-    assert rendered.subject == subject
-    assert label in rendered.body and "https://opspor.example/v1/concerns/" in rendered.body
+    content = _content()
+    rendered = render("withdrawn", content, language, "https://opspor.example")
+    assert rendered.subject == f"{subject} \u2013 {content.rule} ({content.pack_id})"
+    link = f"{label} https://opspor.example/ui/concerns/{content.concern_id}"
+    assert link in " ".join(rendered.body.split())
+
+
+def test_concerns_of_one_evaluation_render_as_one_notice_naming_each_pack_and_rule() -> None:
+    first = _content()
+    second = first.model_copy(
+        update={
+            "concern_id": "c-quarter",
+            "pack_id": "dk-national",
+            "rule_id": "share-15-quarter",
+            "rule": "absence share at least 15% over the quarter (unauthorized)",
+            "summary": "25.0% absence over 20 school days, limit 15%",
+        }
+    )
+
+    rendered = render("raised", [second, first], "da", None)
+
+    assert rendered.subject == (
+        "Bekymrende fravær: pupil-4711, Vestbjerg Skole \u2013 2 regler: "
+        f"{first.pack_id}/{first.rule_id}, dk-national/share-15-quarter"
+    )
+    body = " ".join(rendered.body.split())
+    assert "har opfyldt 2 regler" in body
+    # Each concern in its own numbered section, with its pack, rule, finding and id.
+    one, two = body.split(" 1. ")[1].split(" 2. ")
+    assert first.concern_id in one and first.summary in one and first.pack_id in one
+    assert "c-quarter" in two and "dk-national (share-15-quarter v1)" in two
+    assert "25.0% absence over 20 school days, limit 15%" in two
+    assert "skolens bekymringer" in two  # no web page configured: where to look
 
 
 def test_message_id_is_deterministic_per_concern_recipient_kind_revision() -> None:

@@ -13,7 +13,7 @@ from aiokafka import AIOKafkaProducer
 
 from opspor_api.settings import ApiSettings
 from opspor_shared.auth import Role
-from opspor_shared.events import CONCERN_RAISED, CONCERN_WITHDRAWN, CloudEvent
+from opspor_shared.events import CONCERN_RAISED, CONCERN_UPDATED, CONCERN_WITHDRAWN, CloudEvent
 from tests.auth import bearer
 from tests.support import configure, read_topic
 
@@ -158,3 +158,34 @@ async def test_a_concern_event_with_invalid_data_goes_to_the_dead_letter_topic(
     await eventually(client, "/v1/pupils/p10/concerns", lambda b: len(b) == 1)
     [(key, value)] = await read_topic(settings, settings.concerns_topic + ".dlq", expect=1)
     assert (key, CloudEvent.from_bytes(value).id) == ("p9", bad.id)
+
+
+async def test_an_updated_event_revises_the_explanation_the_api_serves(
+    client: httpx.AsyncClient, settings: ApiSettings
+) -> None:
+    await configure(client)
+    raised = concern_event("p11", FIRST, revision=1)
+    cid = raised.data["concern_id"]
+    revised_data = {
+        **raised.data,
+        "revision": 2,
+        "explanation": {
+            **raised.data["explanation"],
+            "value": "0.2",
+            "summary": "20.0% absence in the quarter, limit 15%",
+        },
+    }
+    updated = raised.model_copy(
+        update={"id": f"{cid}:2", "type": CONCERN_UPDATED, "data": revised_data}
+    )
+    # The update first, then a late copy of the raise: revision 2 must stay.
+    await publish(settings, [updated, raised])
+    body = await eventually(
+        client, f"/v1/concerns/{cid}", lambda b: b.get("revision") == 2, wait=30.0
+    )
+    assert body["status"] == "active"
+    assert body["explanation"]["summary"] == "20.0% absence in the quarter, limit 15%"
+    await publish(settings, [raised])
+    await eventually(client, "/v1/pupils/p11/concerns", lambda b: len(b) == 1)
+    again = (await client.get(f"/v1/concerns/{cid}")).json()
+    assert (again["revision"], again["explanation"]["value"]) == (2, "0.2")

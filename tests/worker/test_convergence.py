@@ -2,7 +2,9 @@
 
 Random registrations, corrections, retractions and duplicates, delivered in random order and
 random batches, must leave exactly the concerns that a from-scratch evaluation of the final
-registrations gives.
+registrations gives, each with the explanation a from-scratch evaluation gives (a correction
+that keeps a crossing but changes its facts revises the explanation: issue 13 item 4), and the
+last event published for each active concern carries that explanation.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import random
 import uuid
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from typing import Any
 
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
@@ -19,10 +22,11 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from opspor_shared.calendar import Closure, SchoolCalendar, SchoolYear
 from opspor_shared.engine import Registration, builtin_packs, concern_id, evaluate
+from opspor_shared.events import ConcernData
 from opspor_worker.models import Concern
-from opspor_worker.service import Context
+from opspor_worker.service import Context, explanation_of
 from tests.support import YEAR_BODY, school_days
-from tests.worker.test_worker import FIRST, NOW, feed, reg
+from tests.worker.test_worker import FIRST, NOW, feed, outbox, reg
 
 # Few days and slots, so that keys collide (corrections) and crossings are common.
 DAYS = school_days(FIRST, 8)
@@ -53,7 +57,9 @@ def calendar() -> SchoolCalendar:
     return SchoolCalendar("DK", [SchoolYear(first, last, closures)])
 
 
-def expected(events: list[tuple[str, int, str, str, str, int, str]]) -> set[uuid.UUID]:
+def expected(
+    events: list[tuple[str, int, str, str, str, int, str]],
+) -> dict[uuid.UUID, dict[str, Any]]:
     """Last writer wins per key, by (recorded_at, event id), computed independently."""
     final: dict[tuple[str, int, str], tuple[int, str, str, str]] = {}
     for pupil, day, slot, category, extent, hours, event_id in events:
@@ -64,7 +70,7 @@ def expected(events: list[tuple[str, int, str, str, str, int, str]]) -> set[uuid
     cal = calendar()
     horizon = cal.last_school_day_on_or_before(NOW.date())
     assert horizon is not None
-    out: set[uuid.UUID] = set()
+    out: dict[uuid.UUID, dict[str, Any]] = {}
     for pupil in PUPILS:
         regs = [
             Registration(DAYS[day], slot, category, Decimal(extent))  # type: ignore[arg-type]
@@ -72,7 +78,19 @@ def expected(events: list[tuple[str, int, str, str, str, int, str]]) -> set[uuid
             if p == pupil and category != "retract"
         ]
         for c in evaluate(cal, regs, pack, horizon):
-            out.add(concern_id(pupil, c.pack_id, c.rule_id, c.rule_version, c.date))
+            cid = concern_id(pupil, c.pack_id, c.rule_id, c.rule_version, c.date)
+            out[cid] = comparable(explanation_of(c, pack).model_dump(mode="json"))
+    return out
+
+
+def comparable(explanation: dict[str, Any]) -> dict[str, Any]:
+    """Numbers as Decimals: stored extents read back as '1.0000' where the reference has '1'."""
+    out = dict(explanation)
+    for key in ("value", "threshold"):
+        out[key] = Decimal(out[key])
+    out["contributing"] = [
+        {**c, "extent": Decimal(c["extent"])} for c in explanation["contributing"]
+    ]
     return out
 
 
@@ -117,9 +135,18 @@ async def test_any_order_any_duplicates_converges_to_from_scratch(
         i += size
 
     async with sessionmaker() as session:
-        active = set(
-            await session.scalars(select(Concern.concern_id).where(Concern.status == "active"))
-        )
+        active = {
+            c.concern_id: comparable(c.explanation)
+            for c in await session.scalars(select(Concern).where(Concern.status == "active"))
+        }
     wanted = expected(events)
     assert active == wanted
+    published: dict[uuid.UUID, tuple[int, str, dict[str, Any]]] = {}
+    for e in await outbox(sessionmaker):
+        data = ConcernData.model_validate(e.data)
+        cid = uuid.UUID(data.concern_id)
+        if cid not in published or published[cid][0] < data.revision:
+            explanation = comparable(data.explanation.model_dump(mode="json"))
+            published[cid] = (data.revision, data.status, explanation)
+    assert {c: x for c, (_, status, x) in published.items() if status == "active"} == wanted
     event("concerns expected: " + ("some" if wanted else "none"))

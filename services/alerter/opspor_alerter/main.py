@@ -95,7 +95,7 @@ async def run(
             run_consumer(
                 settings,
                 settings.consumer_group,
-                settings.concerns_topic,
+                [settings.concerns_topic, settings.cases_topic],
                 make_handler(sessionmaker, settings, wake, clock),
                 stop,
             )

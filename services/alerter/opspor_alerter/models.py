@@ -17,18 +17,26 @@ from opspor_shared.purge import purge_log_table
 class Notice(TimestampMixin, Base):
     """One notice per (concern, recipient, kind, concern revision): the notification log.
 
-    The unique constraint is what makes a repeated concern event send nothing new.
+    The unique constraint is what makes a repeated concern event send nothing new. A case
+    reminder (kind `reminder`) is a notice too, so it shares the delivery loop, attempts and
+    retries: its `concern_id` holds the reminder's own id (opspor_alerter.reminders.reminder_id,
+    derived from case, reason and day) and `uq_notices_reminder` keeps one per (case, reason,
+    day, recipient).
     """
 
     __tablename__ = "notices"
     __table_args__ = (
         UniqueConstraint("concern_id", "recipient", "kind", "revision", name="uq_notices_identity"),
+        UniqueConstraint(
+            "case_id", "reason", "reminder_day", "recipient", name="uq_notices_reminder"
+        ),
         Index("ix_notices_due", "status", "next_attempt_at"),
+        Index("ix_notices_group", "group_key"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     concern_id: Mapped[uuid.UUID]
-    kind: Mapped[str] = mapped_column(Text)  # raised | withdrawn
+    kind: Mapped[str] = mapped_column(Text)  # raised | withdrawn | reminder
     revision: Mapped[int]
     channel: Mapped[str] = mapped_column(Text)  # smtp | webhook
     # smtp: the mailbox address. webhook: webhook:<municipality id>/<webhook id>, never the URL
@@ -54,6 +62,13 @@ class Notice(TimestampMixin, Base):
     payload: Mapped[dict[str, Any]] = mapped_column(JSONB)
     sent_at: Mapped[datetime | None]
     last_error: Mapped[str | None] = mapped_column(Text)
+    # Mail notices of concerns raised (or withdrawn) by the same evaluation share a group key and
+    # go out as one mail per recipient: see opspor_alerter.service.group_key.
+    group_key: Mapped[str | None] = mapped_column(Text)
+    # Set for reminders only (NULL for concern notices, which the reminder constraint ignores).
+    case_id: Mapped[uuid.UUID | None]
+    reason: Mapped[str | None] = mapped_column(Text)
+    reminder_day: Mapped[date | None]
 
 
 class DeliveryAttempt(Base):

@@ -9,7 +9,7 @@ messages can echo recipient addresses, URLs or credentials, so every detail pass
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
@@ -37,7 +37,9 @@ class DeliveryResult:
 
 
 class Notifier(Protocol):
-    async def notify(self, notice: Notice) -> DeliveryResult: ...
+    # `together`: other notices that go out in the same message (a mail group), if the channel
+    # groups; a channel that does not is never handed any.
+    async def notify(self, notice: Notice, together: Sequence[Notice] = ()) -> DeliveryResult: ...
 
 
 @dataclass(frozen=True)
@@ -60,8 +62,8 @@ class ByChannel:
     def __init__(self, notifiers: Mapping[str, Notifier]) -> None:
         self._notifiers = dict(notifiers)
 
-    async def notify(self, notice: Notice) -> DeliveryResult:
+    async def notify(self, notice: Notice, together: Sequence[Notice] = ()) -> DeliveryResult:
         notifier = self._notifiers.get(notice.channel)
         if notifier is None:
             return DeliveryResult("permanent", None, f"no notifier for channel {notice.channel!r}")
-        return await notifier.notify(notice)
+        return await notifier.notify(notice, together)

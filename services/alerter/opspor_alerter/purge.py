@@ -16,6 +16,7 @@ from sqlalchemy import ColumnElement, and_, delete, exists, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from opspor_alerter.models import AlerterConcern, DeliveryAttempt, Notice, alerter_purges
+from opspor_alerter.reminders import REMINDER, reminder_cutoff
 from opspor_shared.purge import (
     Chunk,
     PurgeStep,
@@ -99,8 +100,62 @@ def steps(window: RetentionWindow) -> Sequence[PurgeStep]:
             },
             chunk,
             count,
-        )
+        ),
+        _reminder_step(window),
     ]
+
+
+def _reminder_step(window: RetentionWindow) -> PurgeStep:
+    """Case reminders have no concern row: they go RETENTION_CLOSED_CONCERN_DAYS after their
+    day (never while pending or in flight). opspor_alerter.reminders skips a replayed overdue
+    event that old, so a purged reminder is not sent again."""
+    notices = table_of(Notice)
+    attempts = table_of(DeliveryAttempt)
+    due: ColumnElement[bool] = and_(
+        notices.c.kind == REMINDER,
+        notices.c.reminder_day < reminder_cutoff(window),
+        notices.c.status != "pending",
+        or_(notices.c.lease_until.is_(None), notices.c.lease_until <= func.now()),
+    )
+
+    async def chunk(session: AsyncSession, limit: int) -> Chunk:
+        wanted = max(1, limit // 4)
+        ids = list(
+            await session.scalars(
+                select(notices.c.id)
+                .where(due)
+                .order_by(notices.c.id)
+                .limit(wanted)
+                .with_for_update(skip_locked=True)
+            )
+        )
+        if not ids:
+            return Chunk({notices.name: 0}, more=False)
+        deleted_attempts = rowcount(
+            await session.execute(delete(attempts).where(attempts.c.notice_id.in_(ids)))
+        )
+        deleted = rowcount(await session.execute(delete(notices).where(notices.c.id.in_(ids))))
+        return Chunk(
+            {notices.name: deleted, attempts.name: deleted_attempts}, more=len(ids) == wanted
+        )
+
+    async def count(session: AsyncSession) -> dict[str, int]:
+        return {
+            notices.name: await count_rows(session, notices, due),
+            attempts.name: await count_rows(
+                session, attempts, attempts.c.notice_id.in_(select(notices.c.id).where(due))
+            ),
+        }
+
+    return PurgeStep(
+        {
+            notices.name: "case reminders whose day is before "
+            f"{reminder_cutoff(window).isoformat()}, not pending or leased",
+            attempts.name: f"of the purged {notices.name}",
+        },
+        chunk,
+        count,
+    )
 
 
 purge_once = ServicePurge(SERVICE, alerter_purges, steps)

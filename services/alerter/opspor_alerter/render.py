@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import textwrap
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
 from email.message import EmailMessage
@@ -87,14 +88,22 @@ def notice_language(language: str) -> Language:
     return "en"
 
 
-def concern_link(link_base: str | None, concern_id: str) -> str | None:
-    return f"{link_base}/v1/concerns/{concern_id}" if link_base else None
+def concern_link(web_base_url: str | None, concern_id: str) -> str | None:
+    """The concern's page on the resource team's web page, once it exists (WEB_BASE_URL)."""
+    return f"{web_base_url}/ui/concerns/{concern_id}" if web_base_url else None
 
 
 _TEXT: dict[Language, dict[str, str]] = {
     "da": {
-        "subject_raised": "Bekymrende fravær: elev {pupil} på {school}",
-        "subject_withdrawn": "Tilbagekaldt: bekymrende fravær for elev {pupil} på {school}",
+        "subject_raised": "Bekymrende fravær: {pupil}, {school} \u2013 {rules}",
+        "subject_withdrawn": "Tilbagekaldt: bekymrende fravær for {pupil}, {school} \u2013 {rules}",
+        "n_rules": "{n} regler",
+        "intro_group": (
+            "Samme registrering af fraværet har opfyldt {n} regler; de står nedenfor, hver med "
+            "det regelsæt (kommunens valg) og den regel den kommer fra."
+        ),
+        "pack": "Regelsæt",
+        "where_text": "i Opspor under skolens bekymringer for eleven (bekymrings-id ovenfor)",
         "intro_raised": "Opspor har registreret bekymrende fravær for en elev på {school}.",
         "intro_withdrawn": (
             "Bekymringen nedenfor er trukket tilbage: rettede fraværsregistreringer betyder, "
@@ -110,17 +119,24 @@ _TEXT: dict[Language, dict[str, str]] = {
         "window_value": "{first} til {last}",
         "dates": "Fraværsdage",
         "concern": "Bekymrings-id",
-        "link": "Sag",
+        "link": "Se",
         "footer": (
             "Meddelelsen indeholder kun det nødvendige for opfølgning; detaljer om fraværet "
             "findes i skolens system. Sendt automatisk af Opspor - svar ikke på denne mail."
         ),
     },
     "nb": {
-        "subject_raised": "Bekymringsfullt fravær: elev {pupil} ved {school}",
+        "subject_raised": "Bekymringsfullt fravær: {pupil}, {school} \u2013 {rules}",
         "subject_withdrawn": (
-            "Trukket tilbake: bekymringsfullt fravær for elev {pupil} ved {school}"
+            "Trukket tilbake: bekymringsfullt fravær for {pupil}, {school} \u2013 {rules}"
         ),
+        "n_rules": "{n} regler",
+        "intro_group": (
+            "Den samme fraværsføringen har oppfylt {n} regler; de står nedenfor, hver med "
+            "regelsettet (kommunens valg) og regelen den kommer fra."
+        ),
+        "pack": "Regelsett",
+        "where_text": "i Opspor under skolens bekymringer for eleven (bekymrings-id ovenfor)",
         "intro_raised": "Opspor har registrert bekymringsfullt fravær for en elev ved {school}.",
         "intro_withdrawn": (
             "Bekymringen nedenfor er trukket tilbake: rettede fraværsføringer betyr at regelen "
@@ -136,15 +152,22 @@ _TEXT: dict[Language, dict[str, str]] = {
         "window_value": "{first} til {last}",
         "dates": "Fraværsdager",
         "concern": "Bekymrings-id",
-        "link": "Sak",
+        "link": "Se",
         "footer": (
             "Meldingen inneholder bare det som trengs for oppfølging; detaljer om fraværet "
             "finnes i skolens system. Sendt automatisk av Opspor - ikke svar på denne e-posten."
         ),
     },
     "en": {
-        "subject_raised": "Concerning absence: pupil {pupil} at {school}",
-        "subject_withdrawn": "Withdrawn: concerning absence of pupil {pupil} at {school}",
+        "subject_raised": "Concerning absence: {pupil}, {school} \u2013 {rules}",
+        "subject_withdrawn": "Withdrawn: concerning absence of {pupil}, {school} \u2013 {rules}",
+        "n_rules": "{n} rules",
+        "intro_group": (
+            "The same absence registrations met {n} rules; each is listed below with the rule "
+            "pack (the municipality's choice) and the rule it comes from."
+        ),
+        "pack": "Rule pack",
+        "where_text": "in Opspor among the school's concerns for the pupil (concern id above)",
         "intro_raised": "Opspor has registered concerning absence for a pupil at {school}.",
         "intro_withdrawn": (
             "The concern below has been withdrawn: corrected absence registrations mean the "
@@ -160,7 +183,7 @@ _TEXT: dict[Language, dict[str, str]] = {
         "window_value": "{first} to {last}",
         "dates": "Absence days",
         "concern": "Concern id",
-        "link": "Case",
+        "link": "Where to look",
         "footer": (
             "This notice carries only what is needed for follow-up; details of the absence are "
             "in the school's system. Sent automatically by Opspor - do not reply to this mail."
@@ -169,17 +192,25 @@ _TEXT: dict[Language, dict[str, str]] = {
 }
 
 
-def render(kind: Kind, content: NoticeContent, language: str, link_base: str | None) -> Rendered:
-    lang = notice_language(language)
-    t = _TEXT[lang]
-    fmt = {"pupil": content.pupil_id, "school": content.school_name}
-    fields = [
-        (t["school"], content.school_name),
-        (t["pupil"], content.pupil_id),
-        (
-            t["rule"],
-            f"{content.rule} ({content.pack_id}/{content.rule_id} v{content.rule_version})",
-        ),
+def _rule_name(content: NoticeContent) -> str:
+    return f"{content.rule} ({content.pack_id})"
+
+
+def subject_rules(contents: Sequence[NoticeContent], t: dict[str, str]) -> str:
+    """One rule: its description and pack; several: how many and which pack/rule each."""
+    if len(contents) == 1:
+        return _rule_name(contents[0])
+    names = ", ".join(f"{c.pack_id}/{c.rule_id}" for c in contents)
+    return f"{t['n_rules'].format(n=len(contents))}: {names}"
+
+
+def _concern_fields(
+    content: NoticeContent, t: dict[str, str], web_base_url: str | None
+) -> list[tuple[str, str]]:
+    link = concern_link(web_base_url, content.concern_id)
+    return [
+        (t["rule"], content.rule),
+        (t["pack"], f"{content.pack_id} ({content.rule_id} v{content.rule_version})"),
         (t["finding"], content.summary),
         (t["level"], content.level),
         (t["crossing"], content.crossing_date.isoformat()),
@@ -191,23 +222,55 @@ def render(kind: Kind, content: NoticeContent, language: str, link_base: str | N
         ),
         (t["dates"], ", ".join(d.isoformat() for d in content.contributing_dates)),
         (t["concern"], content.concern_id),
+        (t["link"], link or t["where_text"]),
     ]
-    link = concern_link(link_base, content.concern_id)
-    if link:
-        fields.append((t["link"], link))
-    width = max(len(label) for label, _ in fields) + 2
+
+
+def _fill(label: str, value: str, width: int, indent: str = "") -> str:
+    return textwrap.fill(
+        value,
+        76,
+        initial_indent=indent + f"{label}:".ljust(width),
+        subsequent_indent=" " * (len(indent) + width),
+        break_long_words=False,
+        break_on_hyphens=False,
+    )
+
+
+def render(
+    kind: Kind,
+    content: NoticeContent | Sequence[NoticeContent],
+    language: str,
+    web_base_url: str | None,
+) -> Rendered:
+    """One notice, listing every concern it carries (the concerns of one evaluation)."""
+    contents = sorted(
+        [content] if isinstance(content, NoticeContent) else content,
+        key=lambda c: (c.pack_id, c.rule_id, c.crossing_date, c.concern_id),
+    )
+    lang = notice_language(language)
+    t = _TEXT[lang]
+    first = contents[0]
+    fmt = {
+        "pupil": first.pupil_id,
+        "school": first.school_name,
+        "rules": subject_rules(contents, t),
+    }
     lines = [textwrap.fill(t[f"intro_{kind}"].format(**fmt), 76), ""]
-    for label, value in fields:
-        lines.append(
-            textwrap.fill(
-                value,
-                76,
-                initial_indent=f"{label}:".ljust(width),
-                subsequent_indent=" " * width,
-                break_long_words=False,
-                break_on_hyphens=False,
-            )
-        )
+    if len(contents) == 1:
+        fields = [(t["school"], first.school_name), (t["pupil"], first.pupil_id)]
+        fields += _concern_fields(first, t, web_base_url)
+        width = max(len(label) for label, _ in fields) + 2
+        lines += [_fill(label, value, width) for label, value in fields]
+    else:
+        lines += [textwrap.fill(t["intro_group"].format(n=len(contents)), 76), ""]
+        head = [(t["school"], first.school_name), (t["pupil"], first.pupil_id)]
+        sections = [_concern_fields(c, t, web_base_url) for c in contents]
+        width = max(len(label) for label, _ in head + sections[0]) + 2
+        lines += [_fill(label, value, width) for label, value in head]
+        for number, fields in enumerate(sections, start=1):
+            lines += ["", f"{number}."]
+            lines += [_fill(label, value, width, "   ") for label, value in fields]
     lines += ["", textwrap.fill(t["footer"], 76), ""]
     return Rendered(t[f"subject_{kind}"].format(**fmt), "\n".join(lines), lang)
 
@@ -215,7 +278,7 @@ def render(kind: Kind, content: NoticeContent, language: str, link_base: str | N
 def build_email(
     *,
     kind: Kind,
-    content: NoticeContent,
+    content: NoticeContent | Sequence[NoticeContent],
     language: str,
     sender: str,
     recipient: str,
@@ -224,6 +287,9 @@ def build_email(
     link_base: str | None,
 ) -> EmailMessage:
     rendered = render(kind, content, language, link_base)
+    contents = [content] if isinstance(content, NoticeContent) else list(content)
+    # A withdrawal answers the mail(s) it withdraws, so mail clients thread them.
+    replaced = list(dict.fromkeys(c.replaces_message_id for c in contents if c.replaces_message_id))
     msg = EmailMessage()
     msg["From"] = sender
     msg["To"] = recipient
@@ -231,10 +297,11 @@ def build_email(
     # The notice's creation time, not the send time: a resend is byte-for-byte the same mail.
     msg["Date"] = format_datetime(created_at)
     msg["Message-ID"] = message_id
-    if content.replaces_message_id:
-        msg["In-Reply-To"] = content.replaces_message_id
-        msg["References"] = content.replaces_message_id
+    if replaced:
+        msg["In-Reply-To"] = replaced[0]
+        msg["References"] = " ".join(replaced)
     msg["Auto-Submitted"] = "auto-generated"
-    msg["Content-Language"] = rendered.language
     msg.set_content(rendered.body, charset="utf-8", cte="quoted-printable")
+    # After set_content, which clears every Content-* header set before it.
+    msg["Content-Language"] = rendered.language
     return msg

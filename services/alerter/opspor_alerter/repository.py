@@ -9,7 +9,7 @@ import uuid
 from datetime import date, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import exists, func, or_, select, update
+from sqlalchemy import exists, func, or_, select, tuple_, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
@@ -80,6 +80,32 @@ class NoticeRepository:
         )
         return (await self._session.execute(stmt)).scalar_one_or_none()
 
+    async def set_payload(self, notice_id: int, payload: dict[str, Any]) -> None:
+        await self._session.execute(
+            update(Notice)
+            .where(Notice.id == notice_id, Notice.status == "pending")
+            .values(payload=payload)
+            .execution_options(synchronize_session=False)
+        )
+
+    async def group_has_gone_out(self, group_key: str, recipient: str, kind: str) -> bool:
+        """True when a mail of this group to this recipient is sent, failed or being sent."""
+        return bool(
+            await self._session.scalar(
+                select(
+                    exists().where(
+                        Notice.group_key == group_key,
+                        Notice.recipient == recipient,
+                        Notice.kind == kind,
+                        or_(
+                            Notice.status.in_(("sent", "failed")),
+                            Notice.lease_until >= func.now(),
+                        ),
+                    )
+                )
+            )
+        )
+
     async def cancel_pending(self, notice_id: int) -> bool:
         stmt = (
             update(Notice)
@@ -99,18 +125,20 @@ class NoticeRepository:
         withdrawal never overtakes the notice it withdraws.
         """
         earlier = aliased(Notice)
+        # A withdrawal never overtakes the notice it withdraws (nor a raise its withdrawal).
+        no_earlier_pending = ~exists().where(
+            earlier.concern_id == Notice.concern_id,
+            earlier.recipient == Notice.recipient,
+            earlier.status == "pending",
+            earlier.revision < Notice.revision,
+        )
         due = (
             select(Notice.id)
             .where(
                 Notice.status == "pending",
                 Notice.next_attempt_at <= func.now(),
                 or_(Notice.lease_until.is_(None), Notice.lease_until < func.now()),
-                ~exists().where(
-                    earlier.concern_id == Notice.concern_id,
-                    earlier.recipient == Notice.recipient,
-                    earlier.status == "pending",
-                    earlier.revision < Notice.revision,
-                ),
+                no_earlier_pending,
             )
             .order_by(Notice.next_attempt_at, Notice.id)
             .limit(limit)
@@ -119,6 +147,23 @@ class NoticeRepository:
         ids = list(await self._session.scalars(due))
         if not ids:
             return []
+        # A mail group goes out whole: its other pending members come along (one mail).
+        groups = select(Notice.group_key, Notice.recipient, Notice.kind).where(
+            Notice.id.in_(ids), Notice.group_key.is_not(None)
+        )
+        members = (
+            select(Notice.id)
+            .where(
+                Notice.status == "pending",
+                Notice.id.not_in(ids),
+                or_(Notice.lease_until.is_(None), Notice.lease_until < func.now()),
+                tuple_(Notice.group_key, Notice.recipient, Notice.kind).in_(groups),
+                no_earlier_pending,
+            )
+            .order_by(Notice.id)
+            .with_for_update(skip_locked=True)
+        )
+        ids += list(await self._session.scalars(members))
         rows = await self._session.scalars(
             update(Notice)
             .where(Notice.id.in_(ids))

@@ -43,7 +43,11 @@ def role_for_level(level: str) -> MailRole:
 
 
 def route(level: str, school: SchoolRef | None) -> Route | Unroutable:
-    role = role_for_level(level)
+    return mailbox_route(role_for_level(level), school)
+
+
+def mailbox_route(role: MailRole, school: SchoolRef | None) -> Route | Unroutable:
+    """The mailbox of a role at a school: the school's own, or its municipality's PPR or unit."""
     if school is None:
         return Unroutable(role, "unknown_school")
     mailbox = {

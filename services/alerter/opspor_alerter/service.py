@@ -28,6 +28,7 @@ from opspor_alerter import metrics
 from opspor_alerter.claims import Instance, dead_owners
 from opspor_alerter.models import Notice
 from opspor_alerter.notify import DeliveryResult, Notifier
+from opspor_alerter.reminders import CASE_EVENT_PREFIX, ReminderOutcome, record_case_event
 from opspor_alerter.render import NoticeContent, message_id
 from opspor_alerter.repository import NoticeRepository
 from opspor_alerter.routing import Route, Unroutable, route, webhook_routes
@@ -35,7 +36,13 @@ from opspor_alerter.settings import AlerterSettings
 from opspor_alerter.webhook import webhook_message_id
 from opspor_shared.clock import Clock, system_clock
 from opspor_shared.db import unit_of_work
-from opspor_shared.events import CONCERN_RAISED, CONCERN_WITHDRAWN, CloudEvent, ConcernData
+from opspor_shared.events import (
+    CONCERN_RAISED,
+    CONCERN_UPDATED,
+    CONCERN_WITHDRAWN,
+    CloudEvent,
+    ConcernData,
+)
 from opspor_shared.faults import fault_point
 from opspor_shared.logging import get_logger
 from opspor_shared.outage import Outage
@@ -81,7 +88,10 @@ async def record_concern_events(
     *,
     clock: Clock = system_clock,
 ) -> RecordOutcome:
-    """Apply concern events in order. Stale and repeated revisions change nothing.
+    """Apply concern and case events in order. Stale and repeated revisions change nothing.
+
+    Case events (the cases topic) are handed to opspor_alerter.reminders: an overdue case is
+    recorded as a reminder notice; the other case types are ignored, not dead-lettered.
 
     Neither do events that can only be replays of a concern the purge has removed (see
     RetentionWindow.event_outlived): without its notices the alerter would mail it again.
@@ -89,11 +99,25 @@ async def record_concern_events(
     outcome = RecordOutcome()
     repo = NoticeRepository(session)
     window = retention_window(settings, clock())
+    reminders = ReminderOutcome(outcome.recorded, outcome.unroutable)
     for event in events:
-        if event.type not in (CONCERN_RAISED, CONCERN_WITHDRAWN):
+        if event.type.startswith(CASE_EVENT_PREFIX):
+            result = await record_case_event(session, event, settings, reminders, window)
+            if result == "rejected":
+                outcome.rejected.append(event)
+            elif result == "past_retention":
+                outcome.past_retention += 1
+            elif result == "duplicate":
+                outcome.stale += 1
+            elif result == "applied":
+                outcome.applied += 1
+            else:
+                outcome.ignored += 1
+            continue
+        if event.type not in (CONCERN_RAISED, CONCERN_UPDATED, CONCERN_WITHDRAWN):
             outcome.ignored += 1
             continue
-        expected = "active" if event.type == CONCERN_RAISED else "withdrawn"
+        expected = "withdrawn" if event.type == CONCERN_WITHDRAWN else "active"
         try:
             concern = ConcernData.model_validate(event.data)
             concern_uuid = uuid.UUID(concern.concern_id)
@@ -119,11 +143,26 @@ async def record_concern_events(
             outcome.stale += 1
             continue
         outcome.applied += 1
-        if concern.status == "active":
-            await _raise(session, repo, concern, concern_uuid, settings, outcome)
+        group = group_key(concern, event)
+        if event.type == CONCERN_UPDATED:
+            await _update(session, repo, concern, concern_uuid, settings, outcome, group)
+        elif concern.status == "active":
+            await _raise(session, repo, concern, concern_uuid, settings, outcome, group)
         else:
-            await _withdraw(repo, concern, concern_uuid, settings, outcome)
+            await _withdraw(repo, concern, concern_uuid, settings, outcome, group)
     return outcome
+
+
+def group_key(concern: ConcernData, event: CloudEvent) -> str:
+    """Which mail a concern's notice joins: the concerns of one pupil from one evaluation.
+
+    The threshold-worker evaluates a pupil in one transaction and stamps every event it decides
+    there with the same `time` (its clock reading for that evaluation), and that time is stored
+    in its outbox, so a replay carries it again. (pupil, event time) therefore names one
+    evaluation, whatever batches the events arrive in; the notice kind and the recipient are
+    added where the key is used, so raises and withdrawals never share a mail.
+    """
+    return f"{concern.pupil_id}|{event.time.isoformat()}"
 
 
 async def _raise(
@@ -133,6 +172,7 @@ async def _raise(
     concern_uuid: uuid.UUID,
     settings: AlerterSettings,
     outcome: RecordOutcome,
+    group: str | None,
 ) -> None:
     reference = ReferenceRepository(session)
     school = await reference.school(concern.school_id)
@@ -175,8 +215,37 @@ async def _raise(
             school_id=concern.school_id,
             language=school.language,
             content=content,
+            group=group,
         ):
             outcome.recorded.append((target.channel, "raised", target.role))
+
+
+async def _update(
+    session: AsyncSession,
+    repo: NoticeRepository,
+    concern: ConcernData,
+    concern_uuid: uuid.UUID,
+    settings: AlerterSettings,
+    outcome: RecordOutcome,
+    group: str,
+) -> None:
+    """A revised explanation of an active concern: no new notice (DOMAIN.md section 5).
+
+    A notice still pending carries the current explanation when it goes out (same Message-ID).
+    Only when the alerter holds no notice of the concern at all (the raised event was never
+    applied: it arrived later, or was lost to a replay of a partial topic) is the update
+    treated as the raise it implies, so an active concern always reaches its recipients.
+    """
+    notices = await repo.notices_of_concern(concern_uuid)
+    if not notices:
+        await _raise(session, repo, concern, concern_uuid, settings, outcome, group)
+        return
+    for notice in _latest_by_recipient(notices).values():
+        if notice.kind == "raised" and notice.status == "pending":
+            held = NoticeContent.model_validate(notice.payload)
+            fresh = NoticeContent.from_concern(concern, held.school_name)
+            await repo.set_payload(notice.id, fresh.model_dump(mode="json"))
+    log.info("concern_explanation_revised", concern_id=concern.concern_id)
 
 
 async def _withdraw(
@@ -185,6 +254,7 @@ async def _withdraw(
     concern_uuid: uuid.UUID,
     settings: AlerterSettings,
     outcome: RecordOutcome,
+    group: str | None,
 ) -> None:
     """Whoever got the notice gets a withdrawal; a notice that never went out is cancelled."""
     for notice in _latest_by_recipient(await repo.notices_of_concern(concern_uuid)).values():
@@ -193,7 +263,7 @@ async def _withdraw(
         if notice.status == "sent":
             content = NoticeContent.model_validate(notice.payload)
             fresh = NoticeContent.from_concern(concern, content.school_name)
-            if await _insert_withdrawal(repo, notice, fresh, concern.revision, settings):
+            if await _insert_withdrawal(repo, notice, fresh, concern.revision, settings, group):
                 outcome.recorded.append((notice.channel, "withdrawn", notice.recipient_role))
         elif notice.status == "pending" and await repo.cancel_pending(notice.id):
             outcome.cancelled += 1
@@ -207,6 +277,7 @@ async def _insert_withdrawal(
     content: NoticeContent,
     revision: int,
     settings: AlerterSettings,
+    group: str | None,
 ) -> bool:
     return await _record_notice(
         repo,
@@ -220,6 +291,7 @@ async def _insert_withdrawal(
         school_id=raised.school_id,
         language=raised.language,
         content=content.model_copy(update={"replaces_message_id": raised.message_id}),
+        group=group,
     )
 
 
@@ -236,10 +308,25 @@ async def _record_notice(
     school_id: str,
     language: str,
     content: NoticeContent,
+    group: str | None,
 ) -> bool:
-    """Writes one notice to the log; False when the same one is there already."""
+    """Writes one notice to the log; False when the same one is there already.
+
+    A mail notice with a group shares its Message-ID with the group's other notices to the same
+    recipient: they are one mail. A notice whose group has already gone out (its evaluation's
+    events came in two batches, the first already mailed) gets a group of its own, so a mail
+    with other content never reuses a Message-ID.
+    """
+    if channel == "webhook":
+        group = None  # integrations get one event per concern
+    elif group is not None and await repo.group_has_gone_out(group, recipient, kind):
+        group = f"{group}|{concern_id}"
     if channel == "webhook":
         notice_message_id = webhook_message_id(str(concern_id), recipient, kind, revision)
+    elif group is not None:
+        notice_message_id = message_id(
+            f"group:{group}", recipient, kind, 0, settings.message_id_domain
+        )
     else:
         notice_message_id = message_id(
             str(concern_id), recipient, kind, revision, settings.message_id_domain
@@ -255,6 +342,7 @@ async def _record_notice(
         language=language,
         message_id=notice_message_id,
         payload=content.model_dump(mode="json"),
+        group_key=group,
     )
     if notice_id is None:
         return False
@@ -304,10 +392,13 @@ class Recorded:
 
 
 async def send_notice(
-    notice: Notice, notifier: Notifier, settings: AlerterSettings
+    notice: Notice,
+    notifier: Notifier,
+    settings: AlerterSettings,
+    together: Sequence[Notice] = (),
 ) -> DeliveryResult:
     try:
-        return await notifier.notify(notice)
+        return await notifier.notify(notice, together)
     except Exception as exc:
         # A notifier bug must not take the round (and the other notices' results) with it.
         return DeliveryResult("transient", None, f"unexpected error: {type(exc).__name__}")
@@ -377,7 +468,7 @@ async def _sent_after_cancel(
         return
     content = NoticeContent.model_validate(notice.payload)
     if state.status == "withdrawn":
-        await _insert_withdrawal(repo, notice, content, state.revision, settings)
+        await _insert_withdrawal(repo, notice, content, state.revision, settings, None)
         return
     # Raised again since: the recipient now holds a valid notice, so a newer one is redundant.
     for other in await repo.notices_of_concern(notice.concern_id):
@@ -410,9 +501,25 @@ async def deliver_due(
     if not claimed:
         return 0
     await asyncio.gather(
-        *(deliver_one(sessionmaker, notifier, settings, n, owner) for n in claimed)
+        *(
+            deliver_one(sessionmaker, notifier, settings, unit, owner)
+            for unit in mail_units(claimed)
+        )
     )
     return len(claimed)
+
+
+def mail_units(claimed: Sequence[Notice]) -> list[list[Notice]]:
+    """The sends of a round: each group's notices to one recipient together, others alone."""
+    units: dict[object, list[Notice]] = {}
+    for notice in claimed:
+        key: object = (
+            (notice.group_key, notice.recipient, notice.kind)
+            if notice.group_key is not None and notice.channel == "smtp"
+            else notice.id
+        )
+        units.setdefault(key, []).append(notice)
+    return list(units.values())
 
 
 INTERRUPTED_DETAIL = (
@@ -424,37 +531,46 @@ async def deliver_one(
     sessionmaker: async_sessionmaker[AsyncSession],
     notifier: Notifier,
     settings: AlerterSettings,
-    claimed: Notice,
+    unit: Sequence[Notice],
     owner: str | None,
 ) -> None:
-    """Record "send starting" (commit), send, record the answer (commit): a crash leaves at most
-    this notice to be sent again, and the next send of it is recorded as a resend."""
+    """One send: a notice alone, or a group's notices to one recipient in one mail.
+
+    Record "send starting" for each (commit), send, record the answer for each (commit): a
+    crash leaves at most this send to be made again, and the next send of it is recorded as a
+    resend. Every notice of a mail shares its result: one attempt each, one mail.
+    """
+    resent: list[Notice] = []
+    sending: list[Notice] = []
     async with unit_of_work(sessionmaker) as session:
         repo = NoticeRepository(session)
-        before = await repo.start_send(claimed.id, owner)
-        if before is None:
-            return  # the claim was lost (lease ran out and another loop took it)
-        resend = before.send_started_at is not None
-        if resend:
-            await repo.record_interrupted(claimed.id, INTERRUPTED_DETAIL)
-    if resend:
-        metrics.RESENDS.labels(claimed.channel).inc()
+        for notice in unit:
+            before = await repo.start_send(notice.id, owner)
+            if before is None:
+                continue  # the claim was lost (lease ran out and another loop took it)
+            sending.append(notice)
+            if before.send_started_at is not None:
+                await repo.record_interrupted(notice.id, INTERRUPTED_DETAIL)
+                resent.append(notice)
+    if not sending:
+        return
+    for notice in resent:
+        metrics.RESENDS.labels(notice.channel).inc()
         log.warning(
             "notice_resend",
-            notice_id=claimed.id,
-            concern_id=str(claimed.concern_id),
-            channel=claimed.channel,
+            notice_id=notice.id,
+            concern_id=str(notice.concern_id),
+            channel=notice.channel,
             reason="the previous send was interrupted",
         )
-    result = await send_notice(claimed, notifier, settings)
+    result = await send_notice(sending[0], notifier, settings, sending[1:])
     if result.outcome == "sent":
         fault_point("alerter_after_accept_before_record")
-    recorded = await _record_with_retry(sessionmaker, [(claimed, result)], settings)
-    if not recorded:
-        return  # the notice is gone (purged) since it was claimed
-    rec = recorded[0]
-    _count(rec)
-    _log_attempt(claimed, result, rec)
+    recorded = await _record_with_retry(sessionmaker, [(n, result) for n in sending], settings)
+    by_id = {n.id: n for n in sending}
+    for rec in recorded:  # notices purged since they were claimed are not recorded
+        _count(rec)
+        _log_attempt(by_id[rec.notice_id], result, rec)
 
 
 def reason_class(result: DeliveryResult) -> str:

@@ -44,6 +44,14 @@ class AlerterSettings(ServiceSettings):
     notice_link_base: str | None = Field(
         default=None, description="If set, notices link to {base}/v1/concerns/{concern_id}"
     )
+    web_base_url: str | None = Field(
+        default=None,
+        description=(
+            "The resource team's web page; if set, mail links {base}/ui/concerns/{concern_id} "
+            "(and {base}/ui/cases/{case_id} in reminders), else says where to look in Opspor"
+        ),
+    )
+    cases_topic: str = Field(default="absence.cases.v1", min_length=1)
     retry_base_seconds: float = Field(default=5.0, gt=0)
     retry_max_seconds: float = Field(default=3600.0, gt=0)
     max_attempts: int = Field(default=10, ge=1, le=100)
@@ -88,17 +96,19 @@ class AlerterSettings(ServiceSettings):
             raise ValueError("message_id_domain must be a DNS name such as opspor.example.org")
         return value
 
-    @field_validator("notice_link_base")
+    @field_validator("notice_link_base", "web_base_url")
     @classmethod
-    def _link_base(cls, value: str | None) -> str | None:
+    def _link_base(cls, value: str | None, info: ValidationInfo) -> str | None:
         if value is None or value == "":
             return None
         parts = urlsplit(value)
         local = parts.hostname in _LOCAL_HOSTS
         if parts.scheme != "https" and not (parts.scheme == "http" and local):
-            raise ValueError("notice_link_base must be an https:// URL (http only for localhost)")
+            raise ValueError(f"{info.field_name} must be an https:// URL (http only for localhost)")
         if not parts.hostname or parts.query or parts.fragment or parts.username:
-            raise ValueError("notice_link_base must be a plain base URL without query or userinfo")
+            raise ValueError(
+                f"{info.field_name} must be a plain base URL without query or userinfo"
+            )
         return value.rstrip("/")
 
     @model_validator(mode="after")

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import socket
 import ssl
+from collections.abc import Sequence
 from contextlib import suppress
 from email.message import EmailMessage
 
@@ -27,6 +28,7 @@ from pydantic import ValidationError
 
 from opspor_alerter.models import Notice
 from opspor_alerter.notify import DeliveryResult, Scrubber
+from opspor_alerter.reminders import REMINDER, ReminderContent, build_reminder_email
 from opspor_alerter.render import NoticeContent, build_email
 from opspor_alerter.settings import AlerterSettings, is_plain_address
 
@@ -104,23 +106,37 @@ class SmtpNotifier:
     def scrubber(self, recipient: str) -> Scrubber:
         return Scrubber((*self._secrets, recipient))
 
-    async def notify(self, notice: Notice) -> DeliveryResult:
+    async def notify(self, notice: Notice, together: Sequence[Notice] = ()) -> DeliveryResult:
         try:
-            mail = build_email(
-                kind="withdrawn" if notice.kind == "withdrawn" else "raised",
-                content=NoticeContent.model_validate(notice.payload),
-                language=notice.language,
-                sender=self._settings.smtp_from,
-                recipient=notice.recipient,
-                message_id=notice.message_id,
-                created_at=notice.created_at,
-                link_base=self._settings.notice_link_base,
-            )
+            mail = self._build(notice, together)
         except (ValidationError, ValueError, TypeError) as exc:
             # The message header constructor rejects malformed addresses with ValueError.
             detail = f"notice cannot be rendered: {type(exc).__name__}"
             return DeliveryResult("permanent", None, detail)
         return await self.send(notice.recipient, mail)
+
+    def _build(self, notice: Notice, together: Sequence[Notice]) -> EmailMessage:
+        if notice.kind == REMINDER:
+            return build_reminder_email(
+                content=ReminderContent.model_validate(notice.payload),
+                language=notice.language,
+                role=notice.recipient_role,
+                sender=self._settings.smtp_from,
+                recipient=notice.recipient,
+                message_id=notice.message_id,
+                created_at=notice.created_at,
+                web_base_url=self._settings.web_base_url,
+            )
+        return build_email(
+            kind="withdrawn" if notice.kind == "withdrawn" else "raised",
+            content=[NoticeContent.model_validate(n.payload) for n in (notice, *together)],
+            language=notice.language,
+            sender=self._settings.smtp_from,
+            recipient=notice.recipient,
+            message_id=notice.message_id,
+            created_at=notice.created_at,
+            link_base=self._settings.web_base_url,
+        )
 
     async def send(self, recipient: str, message: EmailMessage) -> DeliveryResult:
         scrub = self.scrubber(recipient)

@@ -20,7 +20,7 @@ import json
 import math
 import ssl
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from typing import Any
@@ -35,7 +35,7 @@ from standardwebhooks.webhooks import EmptyWebhookSecretError
 
 from opspor_alerter.models import Notice
 from opspor_alerter.notify import DeliveryResult, Scrubber
-from opspor_alerter.render import NoticeContent, concern_link
+from opspor_alerter.render import NoticeContent
 from opspor_alerter.routing import parse_webhook_recipient
 from opspor_alerter.settings import AlerterSettings
 from opspor_shared.netguard import IPAddress, address_allowed
@@ -69,7 +69,8 @@ def payload(notice: Notice, content: NoticeContent, link_base: str | None) -> st
         "crossing_date": content.crossing_date.isoformat(),
         "window_first": content.window_first.isoformat(),
         "window_last": content.window_last.isoformat(),
-        "link": concern_link(link_base, content.concern_id),
+        # For integrations: the API resource (NOTICE_LINK_BASE), not the web page mails link to.
+        "link": f"{link_base}/v1/concerns/{content.concern_id}" if link_base else None,
     }
     if notice.kind == "withdrawn":
         data["withdraws"] = content.replaces_message_id
@@ -222,7 +223,7 @@ class WebhookNotifier:
         async with self._sessionmaker() as session:
             return await ReferenceRepository(session).webhook_endpoint(*key)
 
-    async def notify(self, notice: Notice) -> DeliveryResult:
+    async def notify(self, notice: Notice, together: Sequence[Notice] = ()) -> DeliveryResult:
         try:
             endpoint = await self.endpoint(notice.recipient)
         except Exception as exc:

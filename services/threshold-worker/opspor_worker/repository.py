@@ -193,10 +193,18 @@ class WorkerRepository:
     def add_concern(self, concern: Concern) -> None:
         self.session.add(concern)
 
-    async def set_status(self, concern: Concern, status: str, at: datetime) -> None:
+    async def set_status(
+        self,
+        concern: Concern,
+        status: str,
+        at: datetime,
+        explanation: dict[str, Any] | None = None,
+    ) -> None:
         concern.status = status
         concern.revision += 1
         concern.withdrawn_at = at if status == "withdrawn" else None
+        if explanation is not None:
+            concern.explanation = explanation
         await self.session.execute(
             update(Concern)
             .where(Concern.concern_id == concern.concern_id)
@@ -204,8 +212,19 @@ class WorkerRepository:
                 status=status,
                 revision=concern.revision,
                 withdrawn_at=concern.withdrawn_at,
+                explanation=concern.explanation,
                 updated_at=func.now(),
             )
+        )
+
+    async def revise(self, concern: Concern, explanation: dict[str, Any]) -> None:
+        """A new revision of an active concern whose explanation changed."""
+        concern.revision += 1
+        concern.explanation = explanation
+        await self.session.execute(
+            update(Concern)
+            .where(Concern.concern_id == concern.concern_id)
+            .values(revision=concern.revision, explanation=explanation, updated_at=func.now())
         )
 
     async def horizons(self) -> dict[str, SchoolHorizon]:

@@ -23,6 +23,7 @@ from opspor_shared.engine import Crossing, RulePack, concern_id
 from opspor_shared.engine.timeline import Stay, evaluate_stays
 from opspor_shared.events import (
     CONCERN_RAISED,
+    CONCERN_UPDATED,
     CONCERN_WITHDRAWN,
     ENROLMENT_RECORDED,
     CloudEvent,
@@ -68,7 +69,7 @@ def _pupil_school(rows: Sequence[RegistrationRow]) -> str | None:
     return latest.school_id
 
 
-def _explanation(crossing: Crossing, pack: RulePack) -> ExplanationData:
+def explanation_of(crossing: Crossing, pack: RulePack) -> ExplanationData:
     version = next(v for v in pack.versions if v.version == crossing.rule_version)
     rule = version.rule(crossing.rule_id)
     return ExplanationData(
@@ -91,12 +92,18 @@ def _explanation(crossing: Crossing, pack: RulePack) -> ExplanationData:
     )
 
 
-def _event(concern: Concern, settings: WorkerSettings, now: datetime) -> OutboxMessage:
-    return concern_message(concern, settings.concerns_topic, now)
+def _event(
+    concern: Concern, settings: WorkerSettings, now: datetime, *, updated: bool = False
+) -> OutboxMessage:
+    return concern_message(concern, settings.concerns_topic, now, updated=updated)
 
 
-def concern_message(concern: Concern, topic: str, now: datetime) -> OutboxMessage:
-    """The concern event of the concern's current revision (also used by opspor-replay)."""
+def concern_message(
+    concern: Concern, topic: str, now: datetime, *, updated: bool = False
+) -> OutboxMessage:
+    """The concern event of the concern's current revision (also used by opspor-replay, which
+    sends an active concern's current revision as `raised`: a consumer that holds that
+    revision ignores it, one that lost it learns of the concern)."""
     data = ConcernData(
         concern_id=str(concern.concern_id),
         status=concern.status,  # type: ignore[arg-type]
@@ -115,7 +122,13 @@ def concern_message(concern: Concern, topic: str, now: datetime) -> OutboxMessag
             # Deterministic: replaying the same facts yields the same event id.
             id=f"{concern.concern_id}:{concern.revision}",
             source="/opspor/threshold-worker",
-            type=CONCERN_RAISED if concern.status == "active" else CONCERN_WITHDRAWN,
+            type=(
+                CONCERN_UPDATED
+                if updated
+                else CONCERN_RAISED
+                if concern.status == "active"
+                else CONCERN_WITHDRAWN
+            ),
             # The withdrawn_at every service records: the same instant everywhere.
             time=now,
             subject=concern.pupil_id,
@@ -173,7 +186,7 @@ def split_at_horizon(
 async def evaluate_pupils(repo: WorkerRepository, ctx: Context, pupil_ids: Sequence[str]) -> int:
     """Re-evaluates pupils from scratch and records + publishes the concern diff.
 
-    Returns the number of concern changes (raised + withdrawn).
+    Returns the number of concern changes (raised + withdrawn + updated).
 
     Retention: only school days from the cutoff C on are evaluated, and concerns crossing
     before the settle date S are final (opspor_shared.retention): never raised, withdrawn or
@@ -234,13 +247,24 @@ async def evaluate_pupils(repo: WorkerRepository, ctx: Context, pupil_ids: Seque
                     crossing_date=crossing.date,
                     status="active",
                     revision=1,
-                    explanation=_explanation(crossing, pack).model_dump(mode="json"),
+                    explanation=explanation_of(crossing, pack).model_dump(mode="json"),
                 )
                 repo.add_concern(concern)
-            elif concern.status == "withdrawn":
-                await repo.set_status(concern, "active", now)
             else:
-                continue
+                stay = next(s for s in stays if s.school_id == school_id)
+                pack = next(p for p in stay.packs if p.id == crossing.pack_id)
+                explanation = explanation_of(crossing, pack).model_dump(mode="json")
+                if concern.status == "withdrawn":
+                    # Raised again: with the explanation of today's registrations.
+                    await repo.set_status(concern, "active", now, explanation)
+                elif concern.explanation != explanation:
+                    # Same crossing, changed facts (window, contributing dates, value): a new
+                    # revision of the same concern, published as concern.updated, no new notice.
+                    await repo.revise(concern, explanation)
+                    messages.append(_event(concern, ctx.settings, now, updated=True))
+                    continue
+                else:
+                    continue
             messages.append(_event(concern, ctx.settings, now))
         for cid, concern in mine.items():
             if (

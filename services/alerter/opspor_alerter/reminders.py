@@ -1,0 +1,344 @@
+"""Case reminders (issue 14, DOMAIN.md sections 6 and 7): an overdue case reminds the mailbox of
+the party responsible for its phase, through the same notification log and delivery loop as
+concern notices.
+
+The api publishes case events on `absence.cases.v1`; the alerter acts on
+`dk.absence.case.overdue` only and ignores the other case types. One reminder is recorded per
+(case, reason, day, recipient): the api judges overdue each day, and a repeated event for the same
+day (a replay, a redelivery) meets the unique constraint and sends nothing.
+"""
+
+from __future__ import annotations
+
+import textwrap
+import uuid
+from dataclasses import dataclass
+from datetime import date, datetime
+from email.message import EmailMessage
+from email.utils import format_datetime
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from opspor_alerter.render import Language, message_id, notice_language
+from opspor_alerter.repository import NoticeRepository
+from opspor_alerter.routing import MailRole, Unroutable, mailbox_route
+from opspor_alerter.settings import AlerterSettings
+from opspor_shared.events import CloudEvent
+from opspor_shared.logging import get_logger
+from opspor_shared.reference import ReferenceRepository
+from opspor_shared.retention import RetentionWindow
+
+log = get_logger(__name__)
+
+CASE_EVENT_PREFIX = "dk.absence.case."
+CASE_OVERDUE = "dk.absence.case.overdue"
+REMINDER = "reminder"
+
+Reason = Literal["evaluation-overdue", "planned-end-passed", "ppr-referral-missing"]
+# Derives a reminder's id (stored as the notice's concern_id) from its case, reason and day.
+_REMINDER_NAMESPACE = uuid.UUID("0b7c2f5e-1d7a-5b4e-8f3c-6a1e9d2c4b70")
+
+
+class CaseOverdueData(BaseModel):
+    """Data of dk.absence.case.overdue as the api publishes it (deploy/asyncapi.yaml).
+
+    Ids, roles, phase and dates only: case events never carry free text.
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    case_id: uuid.UUID
+    pupil_id: str
+    school_id: str
+    municipality_id: str
+    model_id: str
+    phase: str
+    responsible_role: str
+    responsible_party: MailRole
+    reason: Reason
+    day: date
+    due_date: date | None
+    opened_on: date
+
+    @model_validator(mode="after")
+    def _ids(self) -> CaseOverdueData:
+        if not (self.pupil_id and self.school_id and self.municipality_id):
+            raise ValueError("pupil_id, school_id and municipality_id must not be empty")
+        return self
+
+
+def reminder_cutoff(window: RetentionWindow) -> date:
+    """Reminders of days before this are purged, and overdue events for them are skipped."""
+    return window.closed_before.date()
+
+
+def reminder_id(case_id: uuid.UUID, reason: str, day: date) -> uuid.UUID:
+    return uuid.uuid5(_REMINDER_NAMESPACE, f"{case_id}:overdue:{reason}:{day.isoformat()}")
+
+
+def expected_event_id(data: CaseOverdueData) -> str:
+    return f"{data.case_id}:overdue:{data.reason}:{data.day.isoformat()}"
+
+
+class ReminderContent(BaseModel):
+    """All a reminder stores for rendering: no free text of the case ever reaches the alerter."""
+
+    model_config = ConfigDict(frozen=True)
+
+    case_id: str
+    pupil_id: str
+    school_id: str
+    school_name: str
+    model_id: str
+    phase: str
+    responsible_role: str
+    reason: Reason
+    day: date
+    due_date: date | None
+    opened_on: date
+
+
+@dataclass
+class ReminderOutcome:
+    recorded: list[tuple[str, str, str]]  # (channel, kind, role)
+    unroutable: list[tuple[str, str]]  # (role, reason)
+
+
+async def record_case_event(
+    session: AsyncSession,
+    event: CloudEvent,
+    settings: AlerterSettings,
+    outcome: ReminderOutcome,
+    window: RetentionWindow,
+) -> Literal["applied", "ignored", "rejected", "duplicate", "past_retention"]:
+    """Decide what one case event means for the notification log; never sends anything."""
+    if event.type != CASE_OVERDUE:
+        return "ignored"
+    try:
+        data = CaseOverdueData.model_validate(event.data)
+    except ValidationError:
+        log.warning("case_event_rejected", event_id=event.id, reason="invalid data")
+        return "rejected"
+    if event.id != expected_event_id(data) or event.subject != str(data.case_id):
+        # The id is the dedup contract with the api; a different one means a different producer.
+        log.warning("case_event_rejected", event_id=event.id, reason="id or subject mismatch")
+        return "rejected"
+    if data.day < reminder_cutoff(window):
+        log.info("case_event_past_retention", event_id=event.id)
+        return "past_retention"
+    school = await ReferenceRepository(session).school(data.school_id)
+    target = mailbox_route(data.responsible_party, school)
+    if isinstance(target, Unroutable):
+        log.warning(
+            "reminder_unroutable",
+            case_id=str(data.case_id),
+            school_id=data.school_id,
+            role=target.role,
+            reason=target.reason,
+        )
+        outcome.unroutable.append((target.role, target.reason))
+        return "applied"
+    assert school is not None  # a routable target has a school
+    content = ReminderContent(
+        case_id=str(data.case_id),
+        pupil_id=data.pupil_id,
+        school_id=data.school_id,
+        school_name=school.name,
+        model_id=data.model_id,
+        phase=data.phase,
+        responsible_role=data.responsible_role,
+        reason=data.reason,
+        day=data.day,
+        due_date=data.due_date,
+        opened_on=data.opened_on,
+    )
+    rid = reminder_id(data.case_id, data.reason, data.day)
+    notice_id = await NoticeRepository(session).insert_notice(
+        concern_id=rid,
+        kind=REMINDER,
+        revision=0,
+        channel="smtp",
+        recipient=target.recipient,
+        recipient_role=target.role,
+        school_id=data.school_id,
+        language=school.language,
+        message_id=message_id(str(rid), target.recipient, REMINDER, 0, settings.message_id_domain),
+        payload=content.model_dump(mode="json"),
+        case_id=data.case_id,
+        reason=data.reason,
+        reminder_day=data.day,
+    )
+    if notice_id is None:
+        log.info("reminder_already_recorded", case_id=str(data.case_id), reason=data.reason)
+        return "duplicate"
+    log.info(
+        "notice_recorded",
+        notice_id=notice_id,
+        case_id=str(data.case_id),
+        kind=REMINDER,
+        channel="smtp",
+        role=target.role,
+    )
+    outcome.recorded.append(("smtp", REMINDER, target.role))
+    return "applied"
+
+
+# --- rendering ---------------------------------------------------------------------------------
+
+_TEXT: dict[Language, dict[str, str]] = {
+    "da": {
+        "subject": "Påmindelse: sag for elev {pupil} på {school} - {reason}",
+        "intro": (
+            "En opfølgningssag i Opspor er overskredet og venter på handling fra {role}. "
+            "Påmindelsen sendes højst én gang om dagen pr. årsag."
+        ),
+        "evaluation-overdue": "evalueringen er ikke gennemført til tiden",
+        "planned-end-passed": "sagens planlagte slutdato er passeret",
+        "ppr-referral-missing": "PPR er ikke inddraget, selvom fraværet kræver det",
+        "school": "Skole",
+        "pupil": "Elevreference",
+        "reason": "Årsag",
+        "due": "Frist",
+        "day": "Overskredet pr.",
+        "phase": "Fase",
+        "opened": "Sagen åbnet",
+        "case": "Sags-id",
+        "where": "Se sagen",
+        "where_text": "i Opspor under skolens sager, sags-id {case}",
+        "none": "-",
+        "roles": "skolen|PPR|kommunen",
+        "footer": (
+            "Påmindelsen indeholder kun det nødvendige for opfølgning; sagens noter findes i "
+            "Opspor. Sendt automatisk af Opspor - svar ikke på denne mail."
+        ),
+    },
+    "nb": {
+        "subject": "Påminnelse: sak for elev {pupil} ved {school} - {reason}",
+        "intro": (
+            "En oppfølgingssak i Opspor har passert fristen og venter på handling fra {role}. "
+            "Påminnelsen sendes høyst én gang om dagen per årsak."
+        ),
+        "evaluation-overdue": "evalueringen er ikke gjennomført i tide",
+        "planned-end-passed": "sakens planlagte sluttdato er passert",
+        "ppr-referral-missing": "PPT er ikke involvert, selv om fraværet krever det",
+        "school": "Skole",
+        "pupil": "Elevreferanse",
+        "reason": "Årsak",
+        "due": "Frist",
+        "day": "Over fristen per",
+        "phase": "Fase",
+        "opened": "Saken åpnet",
+        "case": "Saks-id",
+        "where": "Se saken",
+        "where_text": "i Opspor under skolens saker, saks-id {case}",
+        "none": "-",
+        "roles": "skolen|PPT|kommunen",
+        "footer": (
+            "Påminnelsen inneholder bare det som trengs for oppfølging; sakens notater finnes i "
+            "Opspor. Sendt automatisk av Opspor - ikke svar på denne e-posten."
+        ),
+    },
+    "en": {
+        "subject": "Reminder: case of pupil {pupil} at {school} - {reason}",
+        "intro": (
+            "A follow-up case in Opspor is overdue and waits for action by {role}. "
+            "This reminder is sent at most once a day per reason."
+        ),
+        "evaluation-overdue": "the evaluation was not done on time",
+        "planned-end-passed": "the case's planned end date has passed",
+        "ppr-referral-missing": "PPR has not been involved although the absence requires it",
+        "school": "School",
+        "pupil": "Pupil reference",
+        "reason": "Reason",
+        "due": "Due date",
+        "day": "Overdue as of",
+        "phase": "Phase",
+        "opened": "Case opened",
+        "case": "Case id",
+        "where": "Where to look",
+        "where_text": "in Opspor among the school's cases, case id {case}",
+        "none": "-",
+        "roles": "the school|PPR|the municipality",
+        "footer": (
+            "This reminder carries only what is needed for follow-up; the case's notes are in "
+            "Opspor. Sent automatically by Opspor - do not reply to this mail."
+        ),
+    },
+}
+
+_PARTIES = ("school", "ppr", "municipality")
+
+
+@dataclass(frozen=True)
+class RenderedReminder:
+    subject: str
+    body: str
+    language: Language
+
+
+def case_link(web_base_url: str | None, case_id: str) -> str | None:
+    return f"{web_base_url}/ui/cases/{case_id}" if web_base_url else None
+
+
+def render_reminder(
+    content: ReminderContent, language: str, role: str, web_base_url: str | None
+) -> RenderedReminder:
+    lang = notice_language(language)
+    t = _TEXT[lang]
+    roles = dict(zip(_PARTIES, t["roles"].split("|"), strict=True))
+    reason = t[content.reason]
+    link = case_link(web_base_url, content.case_id)
+    fields = [
+        (t["school"], content.school_name),
+        (t["pupil"], content.pupil_id),
+        (t["reason"], reason),
+        (t["due"], content.due_date.isoformat() if content.due_date else t["none"]),
+        (t["day"], content.day.isoformat()),
+        (t["phase"], f"{content.phase} ({content.model_id})"),
+        (t["opened"], content.opened_on.isoformat()),
+        (t["case"], content.case_id),
+        (t["where"], link or t["where_text"].format(case=content.case_id)),
+    ]
+    width = max(len(label) for label, _ in fields) + 2
+    lines = [textwrap.fill(t["intro"].format(role=roles.get(role, role)), 76), ""]
+    for label, value in fields:
+        lines.append(
+            textwrap.fill(
+                value,
+                76,
+                initial_indent=f"{label}:".ljust(width),
+                subsequent_indent=" " * width,
+                break_long_words=False,
+                break_on_hyphens=False,
+            )
+        )
+    lines += ["", textwrap.fill(t["footer"], 76), ""]
+    subject = t["subject"].format(pupil=content.pupil_id, school=content.school_name, reason=reason)
+    return RenderedReminder(subject, "\n".join(lines), lang)
+
+
+def build_reminder_email(
+    *,
+    content: ReminderContent,
+    language: str,
+    role: str,
+    sender: str,
+    recipient: str,
+    message_id: str,
+    created_at: datetime,
+    web_base_url: str | None,
+) -> EmailMessage:
+    rendered = render_reminder(content, language, role, web_base_url)
+    msg = EmailMessage()
+    msg["From"] = sender
+    msg["To"] = recipient
+    msg["Subject"] = rendered.subject
+    msg["Date"] = format_datetime(created_at)  # creation time: a resend is the same mail
+    msg["Message-ID"] = message_id
+    msg["Auto-Submitted"] = "auto-generated"
+    msg.set_content(rendered.body, charset="utf-8", cte="quoted-printable")
+    # After set_content, which clears every Content-* header set before it.
+    msg["Content-Language"] = rendered.language
+    return msg
