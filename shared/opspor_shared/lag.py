@@ -65,6 +65,8 @@ async def watch_lag(
     every_seconds: float = 15.0,
 ) -> None:
     previous: set[TopicPartition] = set()
+    # The first round after one interval: right after the start nothing is assigned yet.
+    await sleep_or_stop(stop, every_seconds)
     while not stop.is_set():
         try:
             previous = await measure_once(consumer, group, dlq, previous)
