@@ -94,17 +94,30 @@ async def ensure_topics(settings: ServiceSettings, topics: Sequence[str]) -> dic
         for t in topics:
             wanted = _partitions(settings, t)
             if existing[t] < wanted:
-                PARTITION_MISMATCH.labels(t).inc()
-                log.error("topic_partitions_wrong", topic=t, found=existing[t], configured=wanted)
                 try:
                     await admin.create_partitions({t: NewPartitions(wanted)})
+                    log.error("topic_partitions_grown", topic=t, found=existing[t], now=wanted)
                     existing[t] = wanted
                 except Exception as exc:  # not every broker can grow a topic
-                    log.error("topic_partitions_not_grown", topic=t, error=type(exc).__name__)
+                    # Checked on every reconnect and every topic_check_seconds: say it once.
+                    if (t, existing[t]) not in _REPORTED_PARTITIONS:
+                        _REPORTED_PARTITIONS.add((t, existing[t]))
+                        PARTITION_MISMATCH.labels(t).inc()
+                        log.error(
+                            "topic_partitions_wrong",
+                            topic=t,
+                            found=existing[t],
+                            configured=wanted,
+                            grown=False,
+                            error=type(exc).__name__,
+                        )
         await check_topics(admin, {t: _expected(settings, t) for t in found})
         return {t: existing[t] for t in topics}
     finally:
         await admin.close()
+
+
+_REPORTED_PARTITIONS: set[tuple[str, int]] = set()
 
 
 def topic_configs(settings: ServiceSettings) -> dict[str, str]:
