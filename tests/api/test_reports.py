@@ -557,5 +557,5 @@ async def test_a_day_closed_after_its_registrations_no_longer_counts(
     assert figures(school) == (1, 9, "0.0000", "0.0000", "0.1111")
     assert (school["illness_days"], school["unauthorized_days"]) == ("0.0000", "1.0000")
     r = await client.get("/v1/schools/vestbjerg/reports/patterns", params=PERIOD, headers=STAFF)
-    monday = [x for x in r.json()["rows"] if x["key"] == "1" and x["kind"] == "weekday"][0]
+    monday = next(x for x in r.json()["rows"] if x["key"] == "1" and x["kind"] == "weekday")
     assert (monday["pupil_days"], monday["illness_share"]) == (1, "0.0000")

@@ -120,9 +120,12 @@ async def school_scope(
 async def municipality_scope(
     repo: ReportRepository, municipality_id: str, calendars: CalendarCache
 ) -> Coverage:
-    refs = await ReferenceRepository(repo.session).schools()
-    ids = sorted(s for s, r in refs.items() if r.municipality_id == municipality_id)
-    return await _scope(repo, calendars, ids)
+    reference = ReferenceRepository(repo.session)
+    refs = {
+        s: r for s, r in (await reference.schools()).items() if r.municipality_id == municipality_id
+    }
+    built = await reference.calendars({s: r.country for s, r in refs.items()}, calendars)
+    return Coverage(refs, built)
 
 
 async def _scope(repo: ReportRepository, cache: CalendarCache, ids: Sequence[str]) -> Coverage:
