@@ -102,7 +102,7 @@ async def test_make_run_prints_bare_tokens_that_verify_and_says_where_they_go(
     stack = Stack(var_dir=tmp_path)
     stack.issuer = LocalIssuer(tmp_path / "auth")
     text = _tokens(stack)
-    assert "Authorize" in text and 'Authorization: Bearer $TOKEN' in text
+    assert "Authorize" in text and "Authorization: Bearer $TOKEN" in text
     printed = [line.split()[-1] for line in text.splitlines() if " of aalborg" in line]
     assert len(printed) == 2
     verifier = TokenVerifier([stack.issuer.config], leeway_seconds=0, jwks_timeout=1)
