@@ -12,10 +12,10 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from opspor_shared.devstack.net import choose_port, free_port, port_free
-from opspor_shared.devstack.postgres import admin_url, create_database, drop_database
 from opspor_shared.auth import Role, TokenVerifier
 from opspor_shared.devstack.issuer import LocalIssuer
+from opspor_shared.devstack.net import choose_port, free_port, port_free
+from opspor_shared.devstack.postgres import admin_url, create_database, drop_database
 from opspor_shared.devstack.run import FRESH_DIRS, _tokens, fresh_start
 from opspor_shared.devstack.stack import Stack
 
