@@ -78,7 +78,7 @@ async def test_schemathesis_all_phases_and_checks_find_no_failure(
             f"--report-dir={tmp_path / 'report'}",
             "--report=har",
             f"--report-har-path={tmp_path / 'requests.har'}",
-            cwd=ROOT,
+            cwd=tmp_path,  # schemathesis keeps a cache in its working directory
             env={
                 **os.environ,
                 "SCHEMATHESIS_HOOKS": "tests.api.fuzz_hooks",

@@ -336,3 +336,13 @@ async def test_enrolments_are_stored_published_and_validated(
     r = await client.put("/v1/schools/vestbjerg/enrolments/elev-9", json=body | {"event_id": "e 9"})
     assert r.status_code == 422 and fields(r) == {"event_id"}
     assert (await client.get("/v1/pupils/elev-9/enrolments")).status_code == 404
+
+
+async def test_an_undecodable_body_is_a_documented_400_problem(client: httpx.AsyncClient) -> None:
+    r = await client.post(
+        "/v1/registrations", content=b"\xff\xfe{", headers={"content-type": "application/json"}
+    )
+    assert r.status_code == 400
+    assert r.headers["content-type"] == "application/problem+json"
+    documented = (await client.get("/openapi.json")).json()["paths"]["/v1/registrations"]["post"]
+    assert "400" in documented["responses"]

@@ -12,9 +12,12 @@ from pathlib import Path
 import asyncpg
 import pytest
 
+from opspor_shared.auth import Role, TokenVerifier
+from opspor_shared.devstack.issuer import LocalIssuer
 from opspor_shared.devstack.net import choose_port, free_port, port_free
 from opspor_shared.devstack.postgres import admin_url, create_database, drop_database
-from opspor_shared.devstack.run import FRESH_DIRS, fresh_start
+from opspor_shared.devstack.run import FRESH_DIRS, _tokens, fresh_start
+from opspor_shared.devstack.stack import Stack
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -91,3 +94,20 @@ async def test_recreating_the_dev_database_empties_it() -> None:
         await conn.close()
     finally:
         await drop_database(admin, name)
+
+
+async def test_make_run_prints_bare_tokens_that_verify_and_says_where_they_go(
+    tmp_path: Path,
+) -> None:
+    stack = Stack(var_dir=tmp_path)
+    stack.issuer = LocalIssuer(tmp_path / "auth")
+    text = _tokens(stack)
+    assert "Authorize" in text and "Authorization: Bearer $TOKEN" in text
+    printed = [line.split()[-1] for line in text.splitlines() if " of aalborg" in line]
+    assert len(printed) == 2
+    verifier = TokenVerifier([stack.issuer.config], leeway_seconds=0, jwks_timeout=1)
+    roles = set()
+    for token in printed:
+        assert not token.lower().startswith("bearer")
+        roles.add((await verifier.verify(token)).role)
+    assert roles == {Role.MUNICIPALITY_ADMIN, Role.SCHOOL_SYSTEM}

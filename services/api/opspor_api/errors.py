@@ -264,7 +264,7 @@ async def _maybe_unavailable(request: Request, exc: Exception) -> JSONResponse:
 PROBLEM_RESPONSES: dict[int | str, dict[str, Any]] = {
     status: {"model": Problem, "content": {PROBLEM_JSON: {}}, "description": description}
     for status, description in (
-        (400, "The body is not JSON (malformed, or not UTF-8)"),
+        (400, "The body could not be decoded at all (not UTF-8); malformed JSON is a 422"),
         (401, "No valid bearer token (see WWW-Authenticate)"),
         (403, "The token's role may not use this endpoint"),
         (404, "Not found (or outside the token's schools or municipality)"),
