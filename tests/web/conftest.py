@@ -4,6 +4,7 @@ isolation matrix (tests/api/test_access.py)."""
 
 from __future__ import annotations
 
+import asyncio
 import re
 from collections.abc import AsyncIterator, Iterator
 from html import unescape
@@ -11,6 +12,7 @@ from typing import Any
 
 import httpx
 import pytest
+import uvicorn
 from fastapi import FastAPI
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
@@ -108,3 +110,22 @@ def csrf_of(html: str) -> str:
     found = re.search(r'name="csrf_token" value="([^"]+)"', html)
     assert found, "the page has no form with a CSRF token"
     return unescape(found.group(1))
+
+
+@pytest.fixture
+async def served(web_app: FastAPI, web_port: int) -> AsyncIterator[str]:
+    """The api on a real loopback port (its lifespan already runs in web_app), for Chromium."""
+    config = uvicorn.Config(
+        web_app, host="127.0.0.1", port=web_port, lifespan="off", log_level="warning"
+    )
+    server = uvicorn.Server(config)
+    task = asyncio.create_task(server.serve())
+    try:
+        async with asyncio.timeout(10):
+            while not server.started:
+                await asyncio.sleep(0.05)
+        yield f"http://127.0.0.1:{web_port}"
+    finally:
+        server.should_exit = True
+        async with asyncio.timeout(10):
+            await task
