@@ -121,9 +121,11 @@ async def served(web_app: FastAPI, web_port: int) -> AsyncIterator[str]:
     server = uvicorn.Server(config)
     task = asyncio.create_task(server.serve())
     try:
-        async with asyncio.timeout(10):
-            while not server.started:
-                await asyncio.sleep(0.05)
+        for _ in range(200):  # at most 10 s
+            if server.started or task.done():
+                break
+            await asyncio.sleep(0.05)
+        assert server.started, "uvicorn did not start"
         yield f"http://127.0.0.1:{web_port}"
     finally:
         server.should_exit = True
