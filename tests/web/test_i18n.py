@@ -34,7 +34,7 @@ def _messages(path: Path, mo: bool) -> dict[object, object]:
 
 
 def used_messages() -> set[str]:
-    env = jinja2.Environment(extensions=["jinja2.ext.i18n"])
+    env = jinja2.Environment(extensions=["jinja2.ext.i18n"], autoescape=True)
     found: set[str] = set()
     for template in (WEB / "templates").glob("*.html"):
         tree = env.parse(template.read_text())
