@@ -10,6 +10,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import httpx
 import pytest
+from authlib.oauth2.rfc7636 import create_s256_code_challenge
 from fastapi import FastAPI
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -37,6 +38,12 @@ async def test_sign_in_maps_the_providers_claims_to_the_apis_roles_and_tenancy(
     # Authorization code with PKCE (S256), state and nonce.
     assert query["response_type"] == ["code"] and query["code_challenge_method"] == ["S256"]
     assert len(query["code_challenge"][0]) == 43 and query["state"] and query["nonce"]
+    async with sessionmaker() as session:
+        pending = (await session.scalars(select(WebSession))).one()
+    # The challenge is the S256 of the verifier kept server-side for the token request.
+    assert pending.code_verifier is not None and pending.role is None
+    assert create_s256_code_challenge(pending.code_verifier) == query["code_challenge"][0]
+    assert (pending.login_state, pending.nonce) == (query["state"][0], query["nonce"][0])
 
     r = await sign_in(web, "staff-a1", "/ui/schools/a1")
     assert r.status_code == 303 and r.headers["location"] == "/ui/schools/a1"

@@ -56,10 +56,10 @@ class LocalOidcProvider:
     _thread: threading.Thread | None = None
 
     def start(self) -> LocalOidcProvider:
-        # A dev dependency, imported only where the mock runs. It still imports authlib.jose,
-        # which authlib marks deprecated; that is the mock's business, not a fault of ours.
+        # A dev dependency, imported only where the mock runs. It still imports authlib modules
+        # that authlib marks deprecated; that is the mock's business, not a fault of ours.
         with warnings.catch_warnings():
-            warnings.simplefilter("ignore", DeprecationWarning)
+            warnings.simplefilter("ignore")
             import oidc_provider_mock
 
         app = oidc_provider_mock.app(
