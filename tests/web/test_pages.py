@@ -273,3 +273,22 @@ def test_over_https_the_cookie_is_secure_and_host_prefixed(web_settings: ApiSett
     https = web_settings.model_copy(update={"web_base_url": "https://opspor.aalborg.dk"})
     assert cookie_name(https) == SECURE_COOKIE and secure_cookies(https)
     assert cookie_name(web_settings) == PLAIN_COOKIE and not secure_cookies(web_settings)
+
+
+async def test_page_views_share_the_apis_rate_limit_per_person(
+    web_settings: ApiSettings,
+) -> None:
+    limited = web_settings.model_copy(update={"rate_limit_per_second": 0.01, "rate_limit_burst": 4})
+    app = create_app(limited)
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+        async with httpx.AsyncClient(
+            transport=transport, base_url=limited.web_base_url or ""
+        ) as web:
+            await sign_in(web, "staff-a1", "/ui/schools/a1")
+            statuses = [(await web.get("/ui/schools/a1")).status_code for _ in range(5)]
+            assert statuses == [200, 200, 200, 200, 429]
+            other = httpx.AsyncClient(transport=transport, base_url=limited.web_base_url or "")
+            async with other:
+                await sign_in(other, "staff-a2", "/ui/schools/a2")
+                assert (await other.get("/ui/schools/a2")).status_code == 200

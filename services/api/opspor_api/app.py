@@ -230,6 +230,7 @@ def create_app(settings: ApiSettings, *, clock: Clock = system_clock) -> FastAPI
     web_public = install_web(app, settings)
     require_access_rules(app, OPEN_PATHS | web_public)
     limiter = RateLimiter(settings.rate_limit_per_second, settings.rate_limit_burst)
+    app.state.limiter = limiter
     app.add_middleware(AuthenticateAndLimit, verifier=verifier, limiter=limiter)
     app.add_middleware(SecurityHeaders)
     # Added last, so it runs first: the correlation id is set before anything is logged.

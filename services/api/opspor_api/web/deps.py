@@ -15,6 +15,7 @@ from fastapi.routing import APIRoute
 from opspor_api.audit.repository import AuditRepository
 from opspor_api.audit.service import Auditor
 from opspor_api.deps import Session
+from opspor_api.ratelimit import RateLimiter
 from opspor_api.settings import ApiSettings
 from opspor_api.web import service
 from opspor_api.web.i18n import Formatter, negotiate
@@ -98,6 +99,10 @@ def page_allow(*roles: Role) -> Any:
             raise LoginRequired(service.safe_return_to(target))
         if principal.role not in allowed:
             raise PageError(403, "Your role may not see this page.")
+        # The API's limit, per signed-in person (the pages skip the bearer middleware).
+        limiter: RateLimiter | None = getattr(request.app.state, "limiter", None)
+        if limiter is not None and limiter.acquire(f"web|{principal.issuer}|{principal.subject}"):
+            raise PageError(429, "Too many requests. Wait a moment and try again.")
         return WebUser(principal, row, language_of(request, row))
 
     declare_roles(dependency, allowed)
