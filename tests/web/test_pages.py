@@ -292,3 +292,19 @@ async def test_page_views_share_the_apis_rate_limit_per_person(
             async with other:
                 await sign_in(other, "staff-a2", "/ui/schools/a2")
                 assert (await other.get("/ui/schools/a2")).status_code == 200
+
+
+async def test_without_an_identity_provider_the_pages_say_so_and_the_api_is_unchanged(
+    web_settings: ApiSettings,
+) -> None:
+    bare = web_settings.model_copy(update={"oidc_issuer": None})
+    app = create_app(bare)
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+        async with httpx.AsyncClient(transport=transport, base_url="http://api") as web:
+            r = await web.get("/ui/schools/a1")
+            assert r.status_code == 303
+            r = await web.get(r.headers["location"])
+            assert r.status_code == 503 and "OIDC_ISSUER" in r.text
+            assert r.headers["content-type"].startswith("text/html")
+            assert (await web.get("/v1/rule-packs")).status_code == 401
