@@ -198,6 +198,9 @@ async def test_a_form_without_this_sessions_token_is_refused_and_changes_nothing
     r = await web.post("/ui/logout", data={"csrf_token": csrf_of(page.text)})
     assert r.status_code == 303 and r.headers["location"] == "/ui/signed-out"
     assert (await web.get("/ui/schools/a1")).status_code == 303
+    # A form posted after the session ended leads to sign-in, and from there to the start page.
+    r = await web.post("/ui/language", data={"csrf_token": csrf_of(page.text), "choice": "en"})
+    assert r.status_code == 303 and r.headers["location"] == "/ui/login?next=%2Fui%2F"
 
 
 async def test_language_by_choice_or_browser(web: httpx.AsyncClient) -> None:

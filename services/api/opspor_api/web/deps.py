@@ -96,7 +96,10 @@ def page_allow(*roles: Role) -> Any:
         principal = row.principal if row is not None else None
         if row is None or principal is None:
             target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
-            raise LoginRequired(service.safe_return_to(target))
+            # After signing in, the browser comes back with a GET: a form's address would not do.
+            raise LoginRequired(
+                service.safe_return_to(target) if request.method == "GET" else "/ui/"
+            )
         if principal.role not in allowed:
             raise PageError(403, "Your role may not see this page.")
         # The API's limit, per signed-in person (the pages skip the bearer middleware).
