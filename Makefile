@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml deploy/requirements.lock | sha1sum | cut -c1-12)
 
-.PHONY: install run test lint format bench faults clean
+.PHONY: install run test lint format bench faults clean browser
 
 $(STAMP): pyproject.toml deploy/requirements.lock
 	@command -v $(PYTHON) >/dev/null || { echo "Opspor needs $(PYTHON) on PATH"; exit 1; }
@@ -22,7 +22,17 @@ install: $(STAMP)
 run: $(STAMP)
 	FRESH="$(FRESH)" $(BIN)/python -m opspor_shared.devstack.run
 
-test: $(STAMP)
+# The browser tests (tests/web/test_browser.py) drive Debian's chromium; Playwright's own browser
+# download cannot work behind municipal proxies or in CI without internet. Installed when missing.
+CHROMIUM := /usr/bin/chromium
+
+browser:
+	@test -x $(CHROMIUM) || { \
+		[ "$$(id -u)" = 0 ] || { echo "the browser tests need Debian's chromium: sudo apt-get install -y chromium"; exit 1; }; \
+		echo "installing chromium for the browser tests"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
+
+test: $(STAMP) browser
 	$(BIN)/python -m pytest -q -p no:cacheprovider
 
 lint: $(STAMP)

@@ -7,7 +7,7 @@ added later cannot be left open by accident.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, MutableMapping
+from collections.abc import Callable, Iterable, Mapping, MutableMapping
 from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, Request
@@ -147,6 +147,15 @@ def allow(*roles: Role) -> Any:
 
     setattr(dependency, _ROLES_ATTRIBUTE, allowed)
     return Depends(dependency)
+
+
+def declare_roles(dependency: Callable[..., Any], roles: Iterable[Role]) -> None:
+    """Marks `dependency` as a route's access rule, for routes that authenticate another way
+    (the web page's session cookie) but must still say which roles may use them."""
+    allowed = frozenset(roles)
+    if not allowed:
+        raise ValueError("declare_roles() needs at least one role")
+    setattr(dependency, _ROLES_ATTRIBUTE, allowed)
 
 
 def _declared_roles(dependant: Dependant) -> frozenset[Role] | None:

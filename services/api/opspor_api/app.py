@@ -38,6 +38,8 @@ from opspor_api.registrations.endpoints import router as registrations_router
 from opspor_api.replay import replay_registrations
 from opspor_api.reports.endpoints import router as reports_router
 from opspor_api.settings import ApiSettings
+from opspor_api.web.endpoints import install_web
+from opspor_api.web.security import SecurityHeaders, is_ui
 from opspor_api.webhooks.endpoints import router as webhooks_router
 from opspor_shared.access import (
     PUBLIC_PATHS,
@@ -170,7 +172,8 @@ class AuthenticateAndLimit:
         self.limiter = limiter
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or is_open(scope["path"]):
+        # The web page (/ui) authenticates by its session cookie, page by page (opspor_api.web).
+        if scope["type"] != "http" or is_open(scope["path"]) or is_ui(scope["path"]):
             await self.app(scope, receive, send)
             return
         try:
@@ -300,9 +303,12 @@ def create_app(settings: ApiSettings, *, clock: Clock = system_clock) -> FastAPI
     app.include_router(reports_router)
     app.include_router(audit_router)
     app.include_router(completeness_router)
-    require_access_rules(app, OPEN_PATHS)
+    web_public = install_web(app, settings)
+    require_access_rules(app, OPEN_PATHS | web_public)
     limiter = RateLimiter(settings.rate_limit_per_second, settings.rate_limit_burst)
+    app.state.limiter = limiter
     app.add_middleware(AuthenticateAndLimit, verifier=verifier, limiter=limiter)
+    app.add_middleware(SecurityHeaders)
     # Added last, so it runs first: the correlation id is set before anything is logged.
     app.add_middleware(BodyLimitAndCorrelation, max_body_bytes=settings.max_body_bytes)
     app.add_middleware(MeasureRequests)

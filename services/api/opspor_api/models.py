@@ -211,3 +211,28 @@ class RegisterCompletion(Base):
     class_id: Mapped[str] = mapped_column(Text, primary_key=True)
     recorded_at: Mapped[datetime]
     received_at: Mapped[datetime] = mapped_column(server_default=func.now())
+
+
+class WebSession(Base):
+    """A browser session of the web page (/ui). The cookie carries a random id; only its SHA-256
+    is stored, so a copy of this table cannot be replayed as cookies. A row without a role is a
+    sign-in in progress (state, PKCE verifier and nonce waiting for the provider's answer)."""
+
+    __tablename__ = "web_sessions"
+
+    id_hash: Mapped[str] = mapped_column(Text, primary_key=True)
+    created_at: Mapped[datetime] = mapped_column(server_default=func.now())
+    last_seen_at: Mapped[datetime]
+    expires_at: Mapped[datetime] = mapped_column(index=True)
+    csrf_token: Mapped[str] = mapped_column(Text)
+    language: Mapped[str | None] = mapped_column(Text)
+    login_state: Mapped[str | None] = mapped_column(Text)
+    code_verifier: Mapped[str | None] = mapped_column(Text)
+    nonce: Mapped[str | None] = mapped_column(Text)
+    return_to: Mapped[str | None] = mapped_column(Text)
+    subject: Mapped[str | None] = mapped_column(Text)
+    role: Mapped[str | None] = mapped_column(Text)
+    issuer: Mapped[str | None] = mapped_column(Text)
+    municipality: Mapped[str | None] = mapped_column(Text)
+    schools: Mapped[list[str]] = mapped_column(ARRAY(Text), default=list)
+    client: Mapped[str | None] = mapped_column(Text)

@@ -50,6 +50,20 @@ def _tokens(stack: Stack) -> str:
     )
 
 
+def _web(stack: Stack) -> str:
+    if stack.oidc is None:
+        return f"  Web page:  {stack.api_url}/ui/  (sign-in through OIDC_ISSUER)\n"
+    users = "\n".join(
+        f"               {sub:<18} {claims}" for sub, claims in stack.oidc.users.items()
+    )
+    return (
+        f"  Web page:  {stack.api_url}/ui/\n"
+        f"  Sign-in:   local OpenID Connect provider {stack.oidc.issuer} (oidc-provider-mock);\n"
+        "             pick a user on its page (one per role):\n"
+        f"{users}\n"
+    )
+
+
 def main() -> None:
     wanted = int(os.environ.get("API_PORT", "8000"))
     api_port = choose_port(wanted)
@@ -81,7 +95,8 @@ def main() -> None:
         print(
             "\nOpspor is running.\n"
             f"  API docs:  {stack.api_url}/docs   (OpenAPI: {stack.api_url}/openapi.json)\n"
-            f"  Mailbox:   {mailbox}\n"
+            + _web(stack)
+            + f"  Mailbox:   {mailbox}\n"
             f"  Database:  {stack.database_url.split('@')[-1]}\n"
             f"  Kafka:     {stack.bootstrap_servers}\n"
             f"  Ops:       "

@@ -23,6 +23,7 @@ from opspor_shared.devstack.issuer import LocalIssuer
 from opspor_shared.devstack.kafka import EmbeddedBroker
 from opspor_shared.devstack.mailbox import Mailbox
 from opspor_shared.devstack.net import free_port
+from opspor_shared.devstack.oidc import LocalOidcProvider
 from opspor_shared.devstack.postgres import ensure_database
 from opspor_shared.migrate import upgrade
 
@@ -97,6 +98,7 @@ class Stack:
     mailbox: Mailbox | None = None
     broker: EmbeddedBroker | None = None
     issuer: LocalIssuer | None = None
+    oidc: LocalOidcProvider | None = None
 
     def start(self) -> Stack:
         self.var_dir.mkdir(parents=True, exist_ok=True)
@@ -110,6 +112,8 @@ class Stack:
                 service_env = env | (
                     {"PORT": str(port)} if name == "api" else {"OPS_PORT": str(port)}
                 )
+                if name == "api" and self.oidc is not None and "OIDC_ISSUER" not in env:
+                    service_env |= self.oidc.env(f"http://127.0.0.1:{port}")
                 self.services[name] = Service(name, module, port, service_env, logs / f"{name}.log")
             for service in self.services.values():
                 service.start()
@@ -134,6 +138,9 @@ class Stack:
         # The local issuer is trusted next to any issuers given in AUTH_ISSUERS, so make run,
         # the end-to-end tests and the benchmark can mint tokens.
         self.issuer = LocalIssuer(self.var_dir / "auth")
+        # The web page's sign-in; a real provider given through OIDC_ISSUER replaces it.
+        if not os.environ.get("OIDC_ISSUER"):
+            self.oidc = LocalOidcProvider().start()
         if not os.environ.get("SMTP_HOST"):
             certs = ensure_certs(self.var_dir / "certs")
             self.mailbox = Mailbox(self.var_dir / "mailbox", certs, port=self.mailbox_port).start()
@@ -205,6 +212,8 @@ class Stack:
             self.mailbox.stop()
         if self.broker is not None:
             self.broker.stop()
+        if self.oidc is not None:
+            self.oidc.stop()
 
     def __enter__(self) -> Stack:
         return self.start()

@@ -5,7 +5,7 @@ from collections.abc import Sequence
 from datetime import date
 from typing import Any
 
-from sqlalchemy import ColumnElement, select, tuple_
+from sqlalchemy import ColumnElement, func, select, tuple_
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -64,3 +64,12 @@ class ConcernRepository:
             ConcernView.crossing_date.desc(), ConcernView.concern_id.desc()
         ).limit(limit)
         return list(await self.session.scalars(query))
+
+    async def active_counts(self, visible: ColumnElement[bool]) -> list[tuple[str, str, int]]:
+        """(school, level, active concerns) over the visible concerns."""
+        rows = await self.session.execute(
+            select(ConcernView.school_id, ConcernView.level, func.count())
+            .where(ConcernView.status == "active", visible)
+            .group_by(ConcernView.school_id, ConcernView.level)
+        )
+        return [(s, lv, n) for s, lv, n in rows]

@@ -65,6 +65,14 @@ async def school_page(
     )
 
 
+async def active_counts(repo: ConcernRepository, principal: Principal) -> dict[str, dict[str, int]]:
+    """Active concerns per visible school and level: numbers only, no pupil data."""
+    counts: dict[str, dict[str, int]] = {}
+    for school_id, level, n in await repo.active_counts(concern_visible(principal)):
+        counts.setdefault(school_id, {})[level] = n
+    return counts
+
+
 async def get_concern(
     repo: ConcernRepository, principal: Principal, concern_id: uuid.UUID
 ) -> ConcernOut:

@@ -9,7 +9,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from opspor_api.audit.service import Auditor
 from opspor_api.config.repository import ConfigRepository
 from opspor_api.deps import AppClock, Calendars, Session, Settings, audited
-from opspor_api.errors import PROBLEM_RESPONSES, NotFound
+from opspor_api.errors import PROBLEM_RESPONSES
 from opspor_api.registrations import service
 from opspor_api.registrations.repository import RegistrationRepository
 from opspor_api.registrations.schemas import (
@@ -20,7 +20,6 @@ from opspor_api.registrations.schemas import (
     RetractionIn,
 )
 from opspor_api.settings import ApiSettings
-from opspor_api.tenancy import pupil_visible, registration_visible
 from opspor_api.validation import PupilPathId
 from opspor_shared.access import allow
 from opspor_shared.auth import Principal, Role
@@ -150,11 +149,6 @@ async def get_pupil_registrations(
     session: Session,
     audit: Audit,
 ) -> list[RegistrationOut]:
-    if not await pupil_visible(session, principal, pupil_id):
-        raise NotFound(f"no pupil {pupil_id!r}")
-    rows = await RegistrationRepository(session).current_for_pupil(
-        pupil_id, registration_visible(principal)
-    )
-    out = [RegistrationOut.model_validate(r, from_attributes=True) for r in rows if not r.retracted]
+    out = await service.pupil_registrations(RegistrationRepository(session), principal, pupil_id)
     await audit.record([(pupil_id, r.school_id) for r in out] or [(pupil_id, None)], 200)
     return out

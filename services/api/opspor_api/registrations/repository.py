@@ -1,9 +1,11 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import date
+from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import ColumnElement, select
+from sqlalchemy import ColumnElement, Date, cast, func, select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -45,6 +47,24 @@ class RegistrationRepository:
             .order_by(Registration.date, Registration.slot)
         )
         return list(rows)
+
+    async def absence_by_month(
+        self, school_id: str, first: date, last: date
+    ) -> list[tuple[date, str, Decimal]]:
+        month = cast(func.date_trunc("month", Registration.date), Date)
+        rows = await self.session.execute(
+            select(month, Registration.category, func.sum(Registration.extent))
+            .where(
+                Registration.school_id == school_id,
+                Registration.date.between(first, last),
+                Registration.retracted.is_(False),
+                Registration.category.is_not(None),
+            )
+            .group_by(month, Registration.category)
+            .order_by(month, Registration.category)
+        )
+        # Rows with a category always have an extent (a retraction has neither).
+        return [(m, str(c), d or Decimal(0)) for m, c, d in rows]
 
     async def publish(self, messages: Sequence[OutboxMessage]) -> None:
         await enqueue(self.session, api_outbox, messages)

@@ -93,3 +93,9 @@ class RegistrationOut(BaseModel):
     recorded_at: datetime
     event_id: str
     retracted: bool
+
+
+class MonthAbsence(BaseModel):
+    month: date = Field(description="First day of the month")
+    category: str
+    days: Decimal = Field(description="Sum of the extents of current registrations")

@@ -10,13 +10,20 @@ from datetime import date
 from opspor_api.bodies import bad_fields, parse, refuse, valid_fields
 from opspor_api.calendars import why_not_school_day
 from opspor_api.config.repository import ConfigRepository
-from opspor_api.errors import Conflict, FieldError, field_error
+from opspor_api.errors import Conflict, FieldError, InvalidInput, NotFound, field_error
 from opspor_api.models import RegistrationEvent
 from opspor_api.registrations.metrics import ACCEPTED, REFUSED
 from opspor_api.registrations.repository import RegistrationRepository
-from opspor_api.registrations.schemas import BatchIn, IngestResult, RegistrationIn, RetractionIn
+from opspor_api.registrations.schemas import (
+    BatchIn,
+    IngestResult,
+    MonthAbsence,
+    RegistrationIn,
+    RegistrationOut,
+    RetractionIn,
+)
 from opspor_api.settings import ApiSettings
-from opspor_api.tenancy import may_use_school
+from opspor_api.tenancy import may_use_school, pupil_visible, registration_visible, school_visible
 from opspor_shared.auth import Principal
 from opspor_shared.events import (
     REGISTRATION_RECORDED,
@@ -221,3 +228,27 @@ async def _store(
     ACCEPTED.labels("stored").inc(len(fresh))
     ACCEPTED.labels("duplicate").inc(len(dup_ids))
     return IngestResult(inserted=len(fresh), duplicates=len(dup_ids), duplicate_event_ids=dup_ids)
+
+
+async def pupil_registrations(
+    repo: RegistrationRepository, principal: Principal, pupil_id: str
+) -> list[RegistrationOut]:
+    """A pupil's current registrations at the principal's schools (retracted ones left out)."""
+    if not await pupil_visible(repo.session, principal, pupil_id):
+        raise NotFound(f"no pupil {pupil_id!r}")
+    rows = await repo.current_for_pupil(pupil_id, registration_visible(principal))
+    return [
+        RegistrationOut.model_validate(r, from_attributes=True) for r in rows if not r.retracted
+    ]
+
+
+async def school_absence_by_month(
+    repo: RegistrationRepository, principal: Principal, school_id: str, first: date, last: date
+) -> list[MonthAbsence]:
+    """Absence days (sum of extents) per month and category at a school; no pupil ids."""
+    if not await school_visible(repo.session, principal, school_id):
+        raise NotFound(f"no school {school_id!r}")
+    return [
+        MonthAbsence(month=month, category=category, days=days)
+        for month, category, days in await repo.absence_by_month(school_id, first, last)
+    ]

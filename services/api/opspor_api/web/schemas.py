@@ -1,0 +1,87 @@
+"""What the pages show, assembled by service.py and rendered by the templates."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import date
+from decimal import Decimal
+
+from opspor_api.concerns.schemas import ConcernOut
+from opspor_shared.reference import SchoolRef
+
+CATEGORIES = ("illness", "authorized", "unauthorized")
+
+
+@dataclass(frozen=True)
+class LevelGroup:
+    level: str
+    concerns: list[ConcernOut]
+
+
+@dataclass(frozen=True)
+class MonthBar:
+    month: date
+    days: dict[str, Decimal]  # category -> absence days (sum of extents)
+
+
+@dataclass(frozen=True)
+class SchoolView:
+    school: SchoolRef
+    groups: list[LevelGroup]  # the level that needs action first comes first
+    truncated: bool
+    months: list[MonthBar]
+    period: tuple[date, date]
+
+    @property
+    def open_count(self) -> int:
+        return sum(len(g.concerns) for g in self.groups)
+
+    @property
+    def pupils(self) -> list[str]:
+        return sorted({c.pupil_id for g in self.groups for c in g.concerns})
+
+
+@dataclass(frozen=True)
+class Day:
+    date: date
+    school_day: bool
+    closed_reason: str | None
+    absence: dict[str, Decimal] = field(default_factory=dict)  # category -> extent
+
+    @property
+    def main_category(self) -> str | None:
+        return max(self.absence, key=lambda c: self.absence[c]) if self.absence else None
+
+
+@dataclass(frozen=True)
+class Month:
+    first: date
+    weeks: list[list[Day | None]]  # Monday..Friday rows; None pads days of other months
+
+
+@dataclass(frozen=True)
+class PupilView:
+    pupil_id: str
+    school: SchoolRef | None
+    concerns: list[ConcernOut]
+    months: list[Month]
+    shows_absence: bool
+    totals: dict[str, Decimal]
+
+
+@dataclass(frozen=True)
+class SchoolCount:
+    school: SchoolRef
+    by_level: dict[str, int]
+
+    @property
+    def total(self) -> int:
+        return sum(self.by_level.values())
+
+
+@dataclass(frozen=True)
+class MunicipalityView:
+    municipality_id: str
+    name: str
+    schools: list[SchoolCount]
+    levels: list[str]

@@ -1,0 +1,313 @@
+"""The web page over HTTP: sign-in through the local OpenID Connect provider, sessions, CSRF,
+tenancy, audit, languages and headers. The browser tests (test_browser.py) repeat the main path
+in a real Chromium."""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import UTC, datetime, timedelta
+from urllib.parse import parse_qs, urlsplit
+
+import httpx
+import pytest
+from authlib.oauth2.rfc7636 import create_s256_code_challenge
+from fastapi import FastAPI
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from opspor_api.app import create_app
+from opspor_api.models import AuditEntry, WebSession
+from opspor_api.settings import ApiSettings
+from opspor_api.web.deps import PLAIN_COOKIE, SECURE_COOKIE
+from opspor_api.web.security import CONTENT_SECURITY_POLICY
+from opspor_shared.access import route_rules
+from opspor_shared.auth import Role
+from tests.api.test_access import PUPIL_OF
+from tests.web.conftest import csrf_of, sign_in
+
+pytestmark = pytest.mark.usefixtures("seeded")
+
+
+async def test_sign_in_maps_the_providers_claims_to_the_apis_roles_and_tenancy(
+    web: httpx.AsyncClient, sessionmaker: async_sessionmaker[AsyncSession]
+) -> None:
+    r = await web.get("/ui/schools/a1")
+    assert r.status_code == 303 and r.headers["location"] == "/ui/login?next=%2Fui%2Fschools%2Fa1"
+    login = await web.get(r.headers["location"])
+    query = parse_qs(urlsplit(login.headers["location"]).query)
+    # Authorization code with PKCE (S256), state and nonce.
+    assert query["response_type"] == ["code"] and query["code_challenge_method"] == ["S256"]
+    assert len(query["code_challenge"][0]) == 43 and query["state"] and query["nonce"]
+    async with sessionmaker() as session:
+        pending = (await session.scalars(select(WebSession))).one()
+    # The challenge is the S256 of the verifier kept server-side for the token request.
+    assert pending.code_verifier is not None and pending.role is None
+    assert create_s256_code_challenge(pending.code_verifier) == query["code_challenge"][0]
+    assert (pending.login_state, pending.nonce) == (query["state"][0], query["nonce"][0])
+
+    r = await sign_in(web, "staff-a1", "/ui/schools/a1")
+    assert r.status_code == 303 and r.headers["location"] == "/ui/schools/a1"
+    cookie = r.headers["set-cookie"]
+    assert cookie.startswith(f"{PLAIN_COOKIE}=")
+    assert "HttpOnly" in cookie and "SameSite=lax" in cookie and "Path=/" in cookie
+    page = await web.get("/ui/schools/a1")
+    assert page.status_code == 200
+    assert "Skole a1" in page.text and PUPIL_OF["a1"] in page.text
+    # Only the hash of the cookie's id is stored, with the principal the claims gave.
+    raw = web.cookies[PLAIN_COOKIE]
+    async with sessionmaker() as session:
+        rows = (await session.scalars(select(WebSession))).all()
+    assert [r.id_hash for r in rows] == [hashlib.sha256(raw.encode()).hexdigest()]
+    assert (rows[0].role, rows[0].municipality, rows[0].schools) == (
+        "school_staff",
+        "aalborg",
+        ["a1"],
+    )
+    assert all(raw not in (r.csrf_token, r.id_hash) for r in rows)
+
+
+async def test_a_session_id_from_before_sign_in_is_worthless_afterwards(
+    web: httpx.AsyncClient,
+) -> None:
+    await web.get("/ui/login")
+    planted = web.cookies[PLAIN_COOKIE]
+    await sign_in(web, "staff-a1")
+    assert web.cookies[PLAIN_COOKIE] != planted
+    web.cookies.clear()
+    web.cookies.set(PLAIN_COOKIE, planted)
+    assert (await web.get("/ui/schools/a1")).status_code == 303
+
+
+async def test_a_callback_with_a_foreign_state_or_missing_claims_signs_nobody_in(
+    web: httpx.AsyncClient,
+) -> None:
+    await web.get("/ui/login")
+    r = await web.get("/ui/callback?code=abc&state=forged")
+    assert r.status_code == 400 and "set-cookie" not in r.headers
+    r = await sign_in(web, "staff-without-schools")
+    assert r.status_code == 403
+    assert (await web.get("/ui/schools/a1")).status_code == 303
+
+
+async def test_one_schools_staff_cannot_reach_another_schools_pupil_or_school(
+    web: httpx.AsyncClient,
+) -> None:
+    await sign_in(web, "staff-a1")
+    own = await web.get(f"/ui/pupils/{PUPIL_OF['a1']}")
+    assert own.status_code == 200 and "secret explanation of a1" in own.text
+    unknown = await web.get("/ui/pupils/pupil-zz")
+    for target in (
+        f"/ui/pupils/{PUPIL_OF['a2']}",
+        f"/ui/pupils/{PUPIL_OF['o1']}",
+        "/ui/schools/a2",
+        "/ui/schools/o1",
+    ):
+        r = await web.get(target)
+        assert r.status_code == 404, target
+        assert "Skole a2" not in r.text and "secret explanation" not in r.text
+        # Exactly what an unknown pupil gets: nothing tells a foreign pupil exists.
+        assert r.text.replace(target, "") == unknown.text.replace("/ui/pupils/pupil-zz", "")
+    assert (await web.get("/ui/pupils/bad id!")).status_code == 404
+
+
+async def test_ppr_sees_only_ppr_level_concerns_and_no_absence_record(
+    web: httpx.AsyncClient,
+) -> None:
+    await sign_in(web, "ppr-aalborg")
+    pupil = await web.get(f"/ui/pupils/{PUPIL_OF['a1']}")
+    assert pupil.status_code == 200
+    assert "rule-ppr-may" in pupil.text and "rule-concern" not in pupil.text
+    assert 'class="calendar"' not in pupil.text
+    # a2's pupil has no PPR-level concern: invisible to PPR.
+    assert (await web.get(f"/ui/pupils/{PUPIL_OF['a2']}")).status_code == 404
+    municipality = await web.get("/ui/municipality")
+    assert municipality.status_code == 200
+    assert "Skole a1" in municipality.text and "Skole o1" not in municipality.text
+
+
+async def test_each_page_admits_only_the_roles_of_its_api_routes(
+    web_app: FastAPI, web: httpx.AsyncClient
+) -> None:
+    expected = {
+        ("GET", "/ui/"): set(Role),
+        ("POST", "/ui/logout"): set(Role),
+        ("POST", "/ui/language"): set(Role),
+        ("GET", "/ui/schools/{school_id}"): {Role.SCHOOL_STAFF, Role.PPR},
+        ("GET", "/ui/pupils/{pupil_id}"): {Role.SCHOOL_STAFF, Role.PPR},
+        ("GET", "/ui/municipality"): {Role.MUNICIPALITY_ADMIN, Role.PPR},
+    }
+    public = {"/ui/login", "/ui/callback", "/ui/signed-out", "/ui/static"}
+    declared = {k: v for k, v in route_rules(web_app).items() if k[1].startswith("/ui")}
+    assert {k for k, v in declared.items() if v is None and k[1] not in public} == set()
+    assert {k: set(v) for k, v in declared.items() if v is not None} == expected
+    pages = {
+        "/ui/schools/{school_id}": "/ui/schools/a1",
+        "/ui/pupils/{pupil_id}": f"/ui/pupils/{PUPIL_OF['a1']}",
+        "/ui/municipality": "/ui/municipality",
+    }
+    users = {
+        Role.SCHOOL_STAFF: "staff-a1",
+        Role.PPR: "ppr-aalborg",
+        Role.MUNICIPALITY_ADMIN: "admin-aalborg",
+        Role.SCHOOL_SYSTEM: "system-vestbjerg",
+        Role.OPERATIONS: "operations",
+    }
+    failures = []
+    for role, sub in users.items():
+        web.cookies.clear()
+        await sign_in(web, sub)
+        for template, url in pages.items():
+            status = (await web.get(url)).status_code
+            want = 200 if role in expected[("GET", template)] else 403
+            if status != want:
+                failures.append(f"{role} {url}: {status}, expected {want}")
+    assert not failures, failures
+
+
+async def test_every_pupil_page_view_is_audited_like_an_api_read(
+    web: httpx.AsyncClient, sessionmaker: async_sessionmaker[AsyncSession]
+) -> None:
+    await sign_in(web, "staff-a1")
+    assert (await web.get(f"/ui/pupils/{PUPIL_OF['a1']}")).status_code == 200
+    assert (await web.get("/ui/schools/a1")).status_code == 200
+    assert (await web.get(f"/ui/pupils/{PUPIL_OF['a2']}")).status_code == 404
+    async with sessionmaker() as session:
+        rows = (
+            await session.scalars(
+                select(AuditEntry).where(AuditEntry.endpoint.like("/ui/%")).order_by(AuditEntry.id)
+            )
+        ).all()
+    assert [(r.endpoint, r.pupil_id, r.school_id, r.subject, r.role) for r in rows] == [
+        ("/ui/pupils/{pupil_id}", PUPIL_OF["a1"], "a1", "staff-a1", "school_staff"),
+        ("/ui/schools/{school_id}", PUPIL_OF["a1"], "a1", "staff-a1", "school_staff"),
+    ]
+
+
+async def test_a_form_without_this_sessions_token_is_refused_and_changes_nothing(
+    web: httpx.AsyncClient,
+) -> None:
+    page = await sign_in(web, "staff-a1")
+    page = await web.get("/ui/schools/a1")
+    for forged in ({}, {"csrf_token": "guess"}):
+        r = await web.post("/ui/logout", data=forged)
+        assert r.status_code == 403
+        r = await web.post("/ui/language", data={**forged, "choice": "en"})
+        assert r.status_code == 403
+    still = await web.get("/ui/schools/a1")
+    assert still.status_code == 200 and 'lang="da"' in still.text
+    r = await web.post("/ui/logout", data={"csrf_token": csrf_of(page.text)})
+    assert r.status_code == 303 and r.headers["location"] == "/ui/signed-out"
+    assert (await web.get("/ui/schools/a1")).status_code == 303
+    # A form posted after the session ended leads to sign-in, and from there to the start page.
+    r = await web.post("/ui/language", data={"csrf_token": csrf_of(page.text), "choice": "en"})
+    assert r.status_code == 303 and r.headers["location"] == "/ui/login?next=%2Fui%2F"
+
+
+async def test_language_by_choice_or_browser(web: httpx.AsyncClient) -> None:
+    await sign_in(web, "staff-a1")
+    nb = await web.get("/ui/schools/a1", headers={"Accept-Language": "nb-NO,nb;q=0.9,en;q=0.5"})
+    assert 'lang="nb"' in nb.text and "Åpne bekymringer" in nb.text
+    en = await web.get("/ui/schools/a1", headers={"Accept-Language": "en-GB,en;q=0.8"})
+    assert 'lang="en"' in en.text and "Open concerns" in en.text
+    da = await web.get("/ui/schools/a1", headers={"Accept-Language": "fr"})
+    assert 'lang="da"' in da.text and "Åbne bekymringer" in da.text
+    r = await web.post(
+        "/ui/language",
+        data={"csrf_token": csrf_of(da.text), "choice": "en", "return_to": "/ui/schools/a1"},
+    )
+    assert r.status_code == 303 and r.headers["location"] == "/ui/schools/a1"
+    chosen = await web.get("/ui/schools/a1", headers={"Accept-Language": "da"})
+    assert 'lang="en"' in chosen.text
+    # Dates in the chosen language: the crossing date of the seeded concerns (2026-09-21).
+    assert "Sep 21, 2026" in chosen.text
+    assert "21. sep. 2026" in da.text
+
+
+async def test_pages_carry_a_strict_csp_and_security_headers(web: httpx.AsyncClient) -> None:
+    await sign_in(web, "staff-a1")
+    for url in ("/ui/schools/a1", "/ui/pupils/pupil-zz", "/ui/static/css/app.css"):
+        r = await web.get(url)
+        assert r.headers["content-security-policy"] == CONTENT_SECURITY_POLICY
+        assert "default-src 'self'" in CONTENT_SECURITY_POLICY
+        assert "frame-ancestors 'none'" in CONTENT_SECURITY_POLICY
+        assert "unsafe-inline" not in CONTENT_SECURITY_POLICY
+        assert r.headers["x-content-type-options"] == "nosniff"
+        assert r.headers["referrer-policy"] == "no-referrer"
+    page = await web.get("/ui/schools/a1")
+    assert page.headers["cache-control"] == "no-store"
+    assert "<script>" not in page.text and " style=" not in page.text
+    assert "http://" not in page.text.replace("http://127.0.0.1", "")
+    # The API is untouched: JSON routes still need a bearer token, whatever the cookie.
+    assert (await web.get("/v1/rule-packs")).status_code == 401
+
+
+async def test_a_session_expires_when_idle_and_after_its_maximum_age(
+    web_settings: ApiSettings, sessionmaker: async_sessionmaker[AsyncSession]
+) -> None:
+    now = [datetime.now(UTC)]
+    app = create_app(web_settings, clock=lambda: now[0])
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+        async with httpx.AsyncClient(
+            transport=transport, base_url=web_settings.web_base_url or ""
+        ) as web:
+            await sign_in(web, "staff-a1")
+            now[0] += timedelta(minutes=web_settings.web_session_idle_minutes - 1)
+            assert (await web.get("/ui/schools/a1")).status_code == 200
+            now[0] += timedelta(minutes=web_settings.web_session_idle_minutes + 1)
+            assert (await web.get("/ui/schools/a1")).status_code == 303
+            await sign_in(web, "staff-a1")
+            for _ in range(web_settings.web_session_max_hours * 3):
+                now[0] += timedelta(minutes=20)
+                r = await web.get("/ui/schools/a1")
+                if r.status_code == 303:
+                    break
+            assert r.status_code == 303
+            # Expired rows are deleted by the next sign-in: only the new session is left.
+            await sign_in(web, "staff-a1")
+    async with sessionmaker() as session:
+        left = await session.scalar(select(func.count()).select_from(WebSession))
+    assert left == 1
+
+
+def test_over_https_the_cookie_is_secure_and_host_prefixed(web_settings: ApiSettings) -> None:
+    from opspor_api.web.deps import cookie_name, secure_cookies
+
+    https = web_settings.model_copy(update={"web_base_url": "https://opspor.aalborg.dk"})
+    assert cookie_name(https) == SECURE_COOKIE and secure_cookies(https)
+    assert cookie_name(web_settings) == PLAIN_COOKIE and not secure_cookies(web_settings)
+
+
+async def test_page_views_share_the_apis_rate_limit_per_person(
+    web_settings: ApiSettings,
+) -> None:
+    limited = web_settings.model_copy(update={"rate_limit_per_second": 0.01, "rate_limit_burst": 4})
+    app = create_app(limited)
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+        async with httpx.AsyncClient(
+            transport=transport, base_url=limited.web_base_url or ""
+        ) as web:
+            await sign_in(web, "staff-a1", "/ui/schools/a1")
+            statuses = [(await web.get("/ui/schools/a1")).status_code for _ in range(5)]
+            assert statuses == [200, 200, 200, 200, 429]
+            other = httpx.AsyncClient(transport=transport, base_url=limited.web_base_url or "")
+            async with other:
+                await sign_in(other, "staff-a2", "/ui/schools/a2")
+                assert (await other.get("/ui/schools/a2")).status_code == 200
+
+
+async def test_without_an_identity_provider_the_pages_say_so_and_the_api_is_unchanged(
+    web_settings: ApiSettings,
+) -> None:
+    bare = web_settings.model_copy(update={"oidc_issuer": None})
+    app = create_app(bare)
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+        async with httpx.AsyncClient(transport=transport, base_url="http://api") as web:
+            r = await web.get("/ui/schools/a1")
+            assert r.status_code == 303
+            r = await web.get(r.headers["location"])
+            assert r.status_code == 503 and "OIDC_ISSUER" in r.text
+            assert r.headers["content-type"].startswith("text/html")
+            assert (await web.get("/v1/rule-packs")).status_code == 401
