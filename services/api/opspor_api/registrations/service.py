@@ -10,7 +10,7 @@ from datetime import date
 from opspor_api.bodies import bad_fields, parse, refuse, valid_fields
 from opspor_api.calendars import why_not_school_day
 from opspor_api.config.repository import ConfigRepository
-from opspor_api.errors import Conflict, FieldError, InvalidInput, NotFound, field_error
+from opspor_api.errors import Conflict, FieldError, NotFound, field_error
 from opspor_api.models import RegistrationEvent
 from opspor_api.registrations.metrics import ACCEPTED, REFUSED
 from opspor_api.registrations.repository import RegistrationRepository
