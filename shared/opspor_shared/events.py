@@ -20,6 +20,14 @@ CONCERN_RAISED = "dk.absence.concern.raised"
 CONCERN_WITHDRAWN = "dk.absence.concern.withdrawn"
 # A new revision of an active concern whose explanation changed (still active, no new notice).
 CONCERN_UPDATED = "dk.absence.concern.updated"
+# Case events (topic absence.cases.v1, published by the api): ids, phases, dates, roles and
+# codes only, never free text (DOMAIN.md s.9).
+CASE_OPENED = "dk.absence.case.opened"
+CASE_PHASE_CHANGED = "dk.absence.case.phase-changed"
+CASE_EVALUATION_DUE = "dk.absence.case.evaluation-due"
+CASE_OVERDUE = "dk.absence.case.overdue"
+CASE_REFERRED = "dk.absence.case.referred"
+CASE_CLOSED = "dk.absence.case.closed"
 
 
 class CloudEvent(BaseModel):

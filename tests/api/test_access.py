@@ -112,6 +112,24 @@ async def seed(client: httpx.AsyncClient, sessionmaker: async_sessionmaker[Async
             )
     async with sessionmaker() as session, session.begin():
         await ConcernRepository(session).apply(rows)
+    # A case per school, opened by its staff; the first school's is referred to PPR.
+    for school, m in MUNICIPALITY_OF.items():
+        staff = token(STAFF, m, school)
+        r = await client.post(
+            f"/v1/schools/{school}/cases",
+            json={"pupil_id": PUPIL_OF[school], "source": "absence-data"},
+            headers=staff,
+        )
+        assert r.status_code == 201, r.text
+        CASE_OF[school] = r.json()["id"]
+        if school.endswith("1"):
+            referral = {"kind": "referral", "to": "ppr", "type": "consulted", "on": "2026-09-21"}
+            r = await client.post(
+                f"/v1/cases/{CASE_OF[school]}/entries",
+                json=referral,
+                headers=staff | {"If-Match": r.headers["etag"]},
+            )
+            assert r.status_code == 201, r.text
 
 
 PACK: dict[str, Any] = {
@@ -138,7 +156,10 @@ HOOK = {
     "secret": "whsec_" + base64.b64encode(b"0123456789abcdef0123456789abcdef").decode(),
 }
 
-Request = tuple[str, str, Any]
+# (method, url, body) or (method, url, body, extra headers)
+Request = tuple[str, str, Any] | tuple[str, str, Any, dict[str, str]]
+CASE_OF: dict[str, str] = {}
+ANY_VERSION = {"If-Match": "*"}
 Build = Callable[[str, str], Request]  # (school, level) -> (method, url, body)
 
 
@@ -325,6 +346,49 @@ EXPECTED: dict[tuple[str, str], Case] = {
         {ADMIN},
         lambda s, lv: ("GET", f"/v1/municipalities/{MUNICIPALITY_OF[s]}/reports/baerum", None),
     ),
+    # Cases: staff work them at their schools, PPR those referred or brought for consultation
+    # to it (a1's case), the municipality reads metadata.
+    ("GET", "/v1/case-models"): case(
+        {ADMIN, STAFF, PPR}, lambda s, lv: ("GET", "/v1/case-models", None), None
+    ),
+    ("GET", "/v1/case-models/{model_id}"): case(
+        {ADMIN, STAFF, PPR}, lambda s, lv: ("GET", "/v1/case-models/baerum", None), None
+    ),
+    ("POST", "/v1/schools/{school_id}/cases"): case(
+        {STAFF},
+        lambda s, lv: (
+            "POST",
+            f"/v1/schools/{s}/cases",
+            {"pupil_id": f"new-{s}", "source": "team"},
+        ),
+    ),
+    ("GET", "/v1/cases/{case_id}"): case(
+        {STAFF, PPR, ADMIN}, lambda s, lv: ("GET", f"/v1/cases/{CASE_OF[s]}", None)
+    ),
+    ("POST", "/v1/cases/{case_id}/entries"): case(
+        {STAFF, PPR},
+        lambda s, lv: (
+            "POST",
+            f"/v1/cases/{CASE_OF[s]}/entries",
+            {"kind": "cause", "category": "school"},
+            ANY_VERSION,
+        ),
+    ),
+    ("POST", "/v1/cases/{case_id}/transitions"): case(
+        {STAFF},
+        lambda s, lv: (
+            "POST",
+            f"/v1/cases/{CASE_OF[s]}/transitions",
+            {"to": "resource-team"},
+            ANY_VERSION,
+        ),
+    ),
+    ("GET", "/v1/pupils/{pupil_id}/cases"): case(
+        {STAFF, PPR, ADMIN}, lambda s, lv: ("GET", f"/v1/pupils/{PUPIL_OF[s]}/cases", None)
+    ),
+    ("GET", "/v1/schools/{school_id}/cases"): case(
+        {STAFF, PPR, ADMIN}, lambda s, lv: ("GET", f"/v1/schools/{s}/cases", None)
+    ),
     ("DELETE", "/v1/municipalities/{municipality_id}/webhooks/{webhook_id}"): case(
         {ADMIN},
         lambda s, lv: ("DELETE", f"/v1/municipalities/{MUNICIPALITY_OF[s]}/webhooks/sager", None),
@@ -383,8 +447,9 @@ async def test_every_route_admits_only_its_roles_and_no_cross_tenant_request_suc
     for route, expectation in EXPECTED.items():
         for role in Role:
             own = expectation.build("a1", "ppr-may" if role is PPR else "concern")
-            method, url, body = own
-            r = await client.request(method, url, json=body, headers=token(role))
+            method, url, body, *extra = own
+            headers = token(role) | (extra[0] if extra else {})
+            r = await client.request(method, url, json=body, headers=headers)
             allowed = role in expectation.roles
             if allowed and not 200 <= r.status_code < 300:
                 failures.append(f"{role} {method} {url}: {r.status_code} {r.text[:200]}")
@@ -396,8 +461,9 @@ async def test_every_route_admits_only_its_roles_and_no_cross_tenant_request_suc
             if not allowed or expectation.foreign_status is None:
                 continue
             for school, level in foreign_targets(role, route):
-                method, url, body = expectation.build(school, level)
-                r = await client.request(method, url, json=body, headers=token(role))
+                method, url, body, *extra = expectation.build(school, level)
+                headers = token(role) | (extra[0] if extra else {})
+                r = await client.request(method, url, json=body, headers=headers)
                 if r.status_code != expectation.foreign_status:
                     failures.append(
                         f"{role} {method} {url} (foreign {school}/{level}): "

@@ -14,6 +14,9 @@ from prometheus_client import Histogram
 from starlette.requests import Request
 
 from opspor_api.audit.endpoints import router as audit_router
+from opspor_api.cases import service as cases_service
+from opspor_api.cases.endpoints import router as cases_router
+from opspor_api.cases.repository import CaseRepository
 from opspor_api.completeness import service as completeness_service
 from opspor_api.completeness.endpoints import router as completeness_router
 from opspor_api.completeness.repository import CompletenessRepository
@@ -214,7 +217,35 @@ def create_app(settings: ApiSettings, *, clock: Clock = system_clock) -> FastAPI
         async def handle_concerns(batch: list[Delivered]) -> list[CloudEvent]:
             window = retention_window(settings, clock())
             async with unit_of_work(sessionmaker) as session:
-                return await concerns_service.project(ConcernRepository(session), batch, window)
+                refused, applied = await concerns_service.project(
+                    ConcernRepository(session), batch, window
+                )
+                # Cases open and follow in the same transaction as the read model.
+                await cases_service.on_concerns(
+                    CaseRepository(session, settings.cases_topic), applied, clock()
+                )
+                return refused
+
+        async def check_cases(stop: asyncio.Event) -> None:
+            """Judges overdue cases when the day changes, not only on writes."""
+            while not stop.is_set():
+                try:
+                    async with unit_of_work(sessionmaker) as session:
+                        await cases_service.check_overdue(
+                            CaseRepository(session, settings.cases_topic), clock()
+                        )
+                except Exception as exc:
+                    log.warning("case_check_failed", error=type(exc).__name__)
+                await sleep_or_stop(stop, settings.case_check_seconds)
+
+        async def replay_lost(topic: str) -> int:
+            # The registrations topic lost events this relay published (the outbox rows are
+            # gone once published): queue every stored registration event again; the worker
+            # applies them newest-wins, so nothing changes twice. Case events are not replayed:
+            # overdue reminders come again from check_cases, the rest is read through the API.
+            if topic == settings.registrations_topic:
+                return await replay_registrations(sessionmaker, topic)
+            return 0
 
         async def watch_silent_schools(stop: asyncio.Event) -> None:
             while not stop.is_set():
@@ -231,18 +262,16 @@ def create_app(settings: ApiSettings, *, clock: Clock = system_clock) -> FastAPI
         stop = asyncio.Event()
         tasks = [
             asyncio.create_task(watch_silent_schools(stop)),
+            asyncio.create_task(check_cases(stop)),
             asyncio.create_task(
                 run_relay(
                     settings,
                     sessionmaker,
                     api_outbox,
-                    [settings.registrations_topic],
+                    [settings.registrations_topic, settings.cases_topic],
                     stop,
                     "api-relay",
-                    # The registrations topic lost events this relay published (the outbox
-                    # rows are gone once published): queue every stored registration event
-                    # again; the worker applies them newest-wins, so nothing changes twice.
-                    on_topic_lost=lambda topic: replay_registrations(sessionmaker, topic),
+                    on_topic_lost=replay_lost,
                 )
             ),
             asyncio.create_task(
@@ -303,6 +332,7 @@ def create_app(settings: ApiSettings, *, clock: Clock = system_clock) -> FastAPI
     app.include_router(reports_router)
     app.include_router(audit_router)
     app.include_router(completeness_router)
+    app.include_router(cases_router)
     web_public = install_web(app, settings)
     require_access_rules(app, OPEN_PATHS | web_public)
     limiter = RateLimiter(settings.rate_limit_per_second, settings.rate_limit_burst)

@@ -156,14 +156,16 @@ def validation_errors(
 
 
 def allowed_methods(app: FastAPI, request: Request) -> list[str]:
+    """The methods of the most specific path templates matching the path: as in OpenAPI, a
+    concrete segment (`/rule-packs/dry-run`) wins over a template (`/rule-packs/{pack_id}`)."""
     path = request.scope["path"]
-    return sorted(
-        {
-            method
-            for method, template in route_rules(app)
-            if method != "*" and compile_path(template)[0].match(path)
-        }
-    )
+    matching = [
+        (method, template)
+        for method, template in route_rules(app)
+        if method != "*" and compile_path(template)[0].match(path)
+    ]
+    fewest = min((t.count("{") for _, t in matching), default=0)
+    return sorted({method for method, template in matching if template.count("{") == fewest})
 
 
 def install_error_handlers(app: FastAPI) -> None:

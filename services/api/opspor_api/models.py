@@ -11,12 +11,14 @@ from sqlalchemy import (
     BigInteger,
     CheckConstraint,
     ForeignKey,
+    Identity,
     Index,
     Numeric,
     SmallInteger,
     Text,
     UniqueConstraint,
     func,
+    text,
 )
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 from sqlalchemy.orm import Mapped, mapped_column
@@ -38,6 +40,10 @@ class Municipality(TimestampMixin, Base):
     rule_packs: Mapped[list[str]] = mapped_column(ARRAY(Text))
     ppr_mailbox: Mapped[str | None] = mapped_column(Text)
     unit_mailbox: Mapped[str | None] = mapped_column(Text)
+    # NULL: the country's default case model (opspor_shared.casemodels.default_model_id).
+    case_model: Mapped[str | None] = mapped_column(Text)
+    # Concern levels that open a case; NULL: the model's opening levels.
+    case_opening_levels: Mapped[list[str] | None] = mapped_column(ARRAY(Text))
     updated_at: Mapped[datetime] = mapped_column(server_default=func.now(), onupdate=func.now())
 
 
@@ -52,6 +58,8 @@ class School(TimestampMixin, Base):
     language: Mapped[str | None] = mapped_column(Text)
     rule_packs: Mapped[list[str] | None] = mapped_column(ARRAY(Text))
     mailbox: Mapped[str] = mapped_column(Text)
+    # NULL: the municipality's case model applies.
+    case_model: Mapped[str | None] = mapped_column(Text)
     updated_at: Mapped[datetime] = mapped_column(server_default=func.now(), onupdate=func.now())
 
 
@@ -236,3 +244,86 @@ class WebSession(Base):
     municipality: Mapped[str | None] = mapped_column(Text)
     schools: Mapped[list[str]] = mapped_column(ARRAY(Text), default=list)
     client: Mapped[str | None] = mapped_column(Text)
+
+
+class Case(Base):
+    """One pupil's follow-up at one school (DOMAIN.md s.7). Structured fields only: free text
+    lives in case_texts, so that a query for metadata can never carry it."""
+
+    __tablename__ = "cases"
+    __table_args__ = (
+        Index("ix_cases_school", "school_id", "opened_on", "id"),
+        Index("ix_cases_pupil", "pupil_id"),
+        # At most one open case per pupil and school.
+        Index(
+            "uq_cases_open",
+            "pupil_id",
+            "school_id",
+            unique=True,
+            postgresql_where=text("status = 'open'"),
+        ),
+    )
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
+    pupil_id: Mapped[str] = mapped_column(Text)
+    school_id: Mapped[str] = mapped_column(ForeignKey("schools.id"))
+    municipality_id: Mapped[str] = mapped_column(Text)
+    model_id: Mapped[str] = mapped_column(Text)
+    model_version: Mapped[str] = mapped_column(Text)
+    phase: Mapped[str] = mapped_column(Text)
+    status: Mapped[str] = mapped_column(Text)  # open | closed
+    source: Mapped[str] = mapped_column(Text)  # pupil | parents | team | absence-data
+    coordinator: Mapped[str | None] = mapped_column(Text)
+    leader: Mapped[str | None] = mapped_column(Text)
+    opened_on: Mapped[date]
+    opened_by: Mapped[str] = mapped_column(Text)
+    planned_end: Mapped[date | None]
+    next_evaluation_due: Mapped[date | None]
+    outcome: Mapped[str | None] = mapped_column(Text)
+    closed_on: Mapped[date | None]
+    closed_at: Mapped[datetime | None]
+    overdue_reasons: Mapped[list[str]] = mapped_column(ARRAY(Text), server_default="{}")
+    # Per overdue reason, the day its last reminder event was published.
+    reminded: Mapped[dict[str, Any]] = mapped_column(JSONB, server_default="{}")
+    # Optimistic concurrency: the ETag; every change adds one.
+    version: Mapped[int]
+    updated_at: Mapped[datetime] = mapped_column(server_default=func.now(), onupdate=func.now())
+
+
+class CaseEntry(Base):
+    """Something recorded on a case: a phase change, goal, intervention, cause, contact,
+    evaluation, referral, eligibility decision, approval or a triggering concern. `data` holds
+    codes, dates, statuses and staff ids only."""
+
+    __tablename__ = "case_entries"
+    __table_args__ = (
+        Index("ix_case_entries_case", "case_id", "id"),
+        # A concern is attached to a case once, however often its events come.
+        Index(
+            "uq_case_entries_concern",
+            "case_id",
+            "concern_id",
+            unique=True,
+            postgresql_where=text("concern_id is not null"),
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
+    case_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("cases.id", ondelete="CASCADE"))
+    kind: Mapped[str] = mapped_column(Text)
+    data: Mapped[dict[str, Any]] = mapped_column(JSONB)
+    concern_id: Mapped[uuid.UUID | None]
+    at: Mapped[datetime] = mapped_column(server_default=func.now())
+    by: Mapped[str] = mapped_column(Text)
+
+
+class CaseText(Base):
+    """The free text of an entry (a note, a goal's text, a contact's outcome, a reason): the
+    most sensitive part of a case, kept apart, never in an event, notice or log line."""
+
+    __tablename__ = "case_texts"
+
+    entry_id: Mapped[int] = mapped_column(
+        BigInteger, ForeignKey("case_entries.id", ondelete="CASCADE"), primary_key=True
+    )
+    text: Mapped[str] = mapped_column(Text)

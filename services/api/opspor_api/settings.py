@@ -19,6 +19,9 @@ class ApiSettings(ServiceSettings):
     # Per client (the token's azp/client_id, else its sub), per api process.
     rate_limit_per_second: float = Field(default=50.0, gt=0)
     rate_limit_burst: int = Field(default=200, ge=1)
+    # Case events (README "Cases"); how often open cases are judged overdue.
+    cases_topic: str = Field(default="absence.cases.v1", min_length=1)
+    case_check_seconds: float = Field(default=60.0, gt=0)
     # How often the api recomputes opspor_school_silent_school_days (register completeness).
     completeness_interval_seconds: float = Field(default=300.0, gt=0)
 

@@ -102,15 +102,16 @@ def _row(data: ConcernData, event: CloudEvent) -> dict[str, object]:
 
 async def project(
     repo: ConcernRepository, batch: list[Delivered], window: RetentionWindow
-) -> list[CloudEvent]:
+) -> tuple[list[CloudEvent], list[tuple[ConcernData, str]]]:
     """Applies concern events to the api's read model (idempotent, order-insensitive).
 
     Skips events that can only be replays of concerns the purge has removed (see
     RetentionWindow.event_outlived). Returns the events whose data is not a concern, for the
-    dead-letter topic.
+    dead-letter topic, and each valid event's data with its type, in order, for the cases.
     """
     latest: dict[str, tuple[ConcernData, CloudEvent]] = {}
     refused: list[CloudEvent] = []
+    applied: list[tuple[ConcernData, str]] = []
     for delivered in batch:
         try:
             data = ConcernData.model_validate(delivered.event.data)
@@ -121,9 +122,10 @@ async def project(
         if window.event_outlived(data.crossing_date, delivered.event.time):
             log.info("concern_event_past_retention", event_id=delivered.event.id)
             continue
+        applied.append((data, delivered.event.type))
         held = latest.get(data.concern_id)
         if held is None or held[0].revision < data.revision:
             latest[data.concern_id] = (data, delivered.event)
     if latest:
         await repo.apply([_row(d, e) for d, e in latest.values()])
-    return refused
+    return refused, applied

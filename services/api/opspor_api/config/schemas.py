@@ -3,13 +3,16 @@ from __future__ import annotations
 from datetime import date
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
 from opspor_api.validation import FreeText, Identifier, Mailbox, Name, TimeZone
 
 Country = Literal["DK", "NO", "GB", "US", "SE"]
 Language = Literal["da", "en", "nb"]
 RulePackIds = Annotated[list[Identifier], Field(min_length=1, max_length=8)]
+# The shipped case models (opspor_shared/casemodels; a test keeps this list equal to them).
+CaseModelId = Literal["baerum", "dk-ladder", "ros-herning"]
+Level = Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=r"^[a-z0-9-]+$")]
 
 
 class _Strict(BaseModel):
@@ -26,6 +29,14 @@ class MunicipalityIn(_Strict):
     )
     ppr_mailbox: Mailbox | None = Field(None, description="Receives ppr-may / ppr-must notices")
     unit_mailbox: Mailbox | None = Field(None, description="Receives notify-municipality notices")
+    case_model: CaseModelId | None = Field(
+        None, description="The follow-up model of its cases; default dk-ladder (DK), baerum (NO)"
+    )
+    case_opening_levels: list[Level] | None = Field(
+        None,
+        max_length=10,
+        description="Concern levels that open a case; default the model's (`concern`)",
+    )
 
 
 class MunicipalityOut(MunicipalityIn):
@@ -41,6 +52,7 @@ class SchoolIn(_Strict):
         None, description="Overrides the municipality's packs for this school"
     )
     mailbox: Mailbox = Field(description="The school's secure mailbox")
+    case_model: CaseModelId | None = Field(None, description="Overrides the municipality's")
 
 
 class SchoolOut(_Strict):
@@ -53,6 +65,8 @@ class SchoolOut(_Strict):
     rule_packs: list[str] | None
     effective_rule_packs: list[str]
     mailbox: str
+    case_model: str | None = None
+    effective_case_model: str
 
 
 class ClosureIn(_Strict):

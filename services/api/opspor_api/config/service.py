@@ -22,6 +22,7 @@ from opspor_api.models import Municipality, School, SchoolYearRow
 from opspor_api.validation import IDENTIFIER, YEAR_LABEL
 from opspor_shared.auth import Principal
 from opspor_shared.calendar import SchoolCalendar
+from opspor_shared.casemodels import default_model_id
 from opspor_shared.engine import builtin_packs
 from opspor_shared.reference import school_year_from_row
 
@@ -100,6 +101,10 @@ def school_out(school_id: str, s: SchoolIn, m: Municipality) -> SchoolOut:
             "rule_packs": s.rule_packs,
             "effective_rule_packs": s.rule_packs or m.rule_packs,
             "mailbox": s.mailbox,
+            "case_model": s.case_model,
+            "effective_case_model": s.case_model
+            or m.case_model
+            or default_model_id(m.country),
         }
     )
 

@@ -1,0 +1,815 @@
+"""Cases: the follow-up after a concern (DOMAIN.md s.7), by the municipality's case model.
+
+A case is opened by a concern of an opening level (the api's concern consumer calls
+`on_concerns`) or by hand. Everything recorded on it is an entry; a phase is left only when the
+model's requirements are recorded, checked here against the entries. Every change bumps the
+case's version (its ETag) and publishes a case event through the api's outbox. `check_overdue`
+judges the clocks when the school's day changes.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from sqlalchemy import ColumnElement, and_, exists, false, func
+
+from opspor_api.cases.repository import CaseRepository
+from opspor_api.cases.schemas import (
+    Approval,
+    Assignment,
+    CaseOpen,
+    CaseOut,
+    CasePage,
+    CaseSummary,
+    Contact,
+    Eligibility,
+    EntryIn,
+    EntryOut,
+    Evaluation,
+    Goal,
+    InterventionIn,
+    Referral,
+    Transition,
+)
+from opspor_api.cursors import decode_cursor, encode_cursor
+from opspor_api.errors import (
+    Conflict,
+    FieldError,
+    InvalidInput,
+    NotFound,
+    ProblemError,
+    field_error,
+)
+from opspor_api.models import Case, CaseEntry, Municipality, School
+from opspor_api.tenancy import may_use_school
+from opspor_shared.auth import Principal, Role
+from opspor_shared.casemodels import (
+    LEFT,
+    NO_CONCERN_AFTER_CONTACT,
+    NO_CONTACT,
+    NOT_ELIGIBLE,
+    REQUIREMENTS,
+    CaseModel,
+    builtin_models,
+    default_model_id,
+)
+from opspor_shared.events import (
+    CASE_CLOSED,
+    CASE_EVALUATION_DUE,
+    CASE_OPENED,
+    CASE_OVERDUE,
+    CASE_PHASE_CHANGED,
+    CASE_REFERRED,
+    CloudEvent,
+    ConcernData,
+)
+from opspor_shared.logging import correlation_id, get_logger
+from opspor_shared.outbox import OutboxMessage
+
+log = get_logger(__name__)
+
+# Overdue reminders repeat while a reason lasts, but not daily: a week apart.
+REMIND_EVERY = timedelta(days=7)
+FAILED_CONTACTS_FOR_NO_CONTACT = 3
+
+
+class PreconditionRequired(ProblemError):
+    status = 428
+    title = "If-Match required"
+    type = "urn:opspor:problem:precondition-required"
+
+
+class PreconditionFailed(ProblemError):
+    status = 412
+    title = "The case changed since you read it"
+    type = "urn:opspor:problem:precondition-failed"
+
+
+def etag(case: Case) -> str:
+    return f'"{case.version}"'
+
+
+def model_for(school: School, municipality: Municipality) -> CaseModel:
+    chosen = school.case_model or municipality.case_model or default_model_id(municipality.country)
+    return builtin_models()[chosen]
+
+
+def today_at(school: School, now: datetime) -> date:
+    return now.astimezone(ZoneInfo(school.timezone)).date()
+
+
+def summary(case: Case, model: CaseModel) -> CaseSummary:
+    phase = model.phase(case.phase)
+    return CaseSummary(
+        id=case.id,
+        pupil_id=case.pupil_id,
+        school_id=case.school_id,
+        municipality_id=case.municipality_id,
+        model_id=case.model_id,
+        phase=case.phase,
+        responsible_role=phase.responsible if phase else "school-leader",
+        status=case.status,  # type: ignore[arg-type]
+        source=case.source,
+        coordinator=case.coordinator,
+        leader=case.leader,
+        opened_on=case.opened_on,
+        planned_end=case.planned_end,
+        next_evaluation_due=case.next_evaluation_due,
+        overdue_reasons=list(case.overdue_reasons),
+        outcome=case.outcome,
+        closed_on=case.closed_on,
+        version=case.version,
+    )
+
+
+def _ppr_involved(entries: Sequence[CaseEntry]) -> bool:
+    return any(e.kind == "referral" and e.data.get("to") == "ppr" for e in entries)
+
+
+def sees_case(principal: Principal, case: Case, entries: Sequence[CaseEntry]) -> bool:
+    """Staff: cases of their schools. PPR: cases referred or brought for consultation to PPR.
+    The municipality's administrator: every case of the municipality, metadata only."""
+    if principal.municipality != case.municipality_id:
+        return False
+    if principal.role is Role.SCHOOL_STAFF:
+        return may_use_school(principal, case.school_id, case.municipality_id)
+    if principal.role is Role.PPR:
+        return _ppr_involved(entries)
+    return principal.role is Role.MUNICIPALITY_ADMIN
+
+
+def full_text_reader(principal: Principal) -> bool:
+    return principal.role in (Role.SCHOOL_STAFF, Role.PPR)
+
+
+@dataclass
+class Loaded:
+    case: Case
+    model: CaseModel
+    school: School
+    entries: list[CaseEntry]
+
+
+async def load(
+    repo: CaseRepository, principal: Principal, case_id: uuid.UUID, *, lock: bool = False
+) -> Loaded:
+    case = await repo.get(case_id, lock=lock)
+    entries = await repo.entries(case_id) if case is not None else []
+    if case is None or not sees_case(principal, case, entries):
+        raise NotFound(f"no case {case_id}")
+    found = await repo.school(case.school_id)
+    assert found is not None  # a case's school is a foreign key
+    return Loaded(case, builtin_models()[case.model_id], found[0], entries)
+
+
+async def case_out(repo: CaseRepository, loaded: Loaded, with_text: bool) -> CaseOut:
+    texts = await repo.texts([e.id for e in loaded.entries]) if with_text else {}
+    return CaseOut(
+        **summary(loaded.case, loaded.model).model_dump(),
+        entries=[
+            EntryOut(
+                id=e.id,
+                kind=e.kind,
+                data=e.data,
+                concern_id=e.concern_id,
+                at=e.at,
+                by=e.by,
+                text=texts.get(e.id),
+            )
+            for e in loaded.entries
+        ],
+    )
+
+
+def _message(
+    topic: str, case: Case, event_type: str, event_id: str, now: datetime, **data: Any
+) -> OutboxMessage:
+    payload: dict[str, Any] = {
+        "case_id": str(case.id),
+        "pupil_id": case.pupil_id,
+        "school_id": case.school_id,
+        "municipality_id": case.municipality_id,
+        "model_id": case.model_id,
+        "phase": case.phase,
+        "status": case.status,
+        "opened_on": case.opened_on.isoformat(),
+        "version": case.version,
+    } | data
+    return OutboxMessage(
+        topic=topic,
+        key=case.pupil_id,
+        event=CloudEvent(
+            id=event_id,
+            source="/opspor/api/cases",
+            type=event_type,
+            time=now,
+            subject=str(case.id),
+            data=payload,
+        ),
+        correlation_id=correlation_id.get(),
+    )
+
+
+def _version_event(
+    repo: CaseRepository, case: Case, event_type: str, now: datetime, **data: Any
+) -> OutboxMessage:
+    # Deterministic per change: the same version of a case is the same event.
+    return _message(
+        repo.topic, case, event_type, f"{case.id}:{case.version}:{event_type}", now, **data
+    )
+
+
+def _check_if_match(case: Case, if_match: str | None) -> None:
+    if if_match is None:
+        raise PreconditionRequired(
+            "send If-Match with the ETag of the case as you read it; two people editing one "
+            "case must not overwrite each other"
+        )
+    if if_match.strip() not in (etag(case), f"W/{etag(case)}", "*"):
+        raise PreconditionFailed(
+            f"the case is at version {case.version}; read it again and repeat your change"
+        )
+
+
+def _schedule(model: CaseModel, case: Case, from_day: date) -> None:
+    if model.evaluation_days:
+        case.next_evaluation_due = from_day + timedelta(days=model.evaluation_days)
+
+
+async def _new_case(
+    repo: CaseRepository,
+    school: School,
+    municipality: Municipality,
+    pupil_id: str,
+    source: str,
+    by: str,
+    now: datetime,
+    coordinator: str | None = None,
+) -> Case | None:
+    model = model_for(school, municipality)
+    today = today_at(school, now)
+    case_id = uuid.uuid4()
+    values: dict[str, Any] = {
+        "id": case_id,
+        "pupil_id": pupil_id,
+        "school_id": school.id,
+        "municipality_id": municipality.id,
+        "model_id": model.id,
+        "model_version": model.version,
+        "phase": model.phases[0].id,
+        "status": "open",
+        "source": source,
+        "coordinator": coordinator,
+        "opened_on": today,
+        "opened_by": by,
+        "version": 1,
+        "next_evaluation_due": (
+            today + timedelta(days=model.evaluation_days) if model.evaluation_days else None
+        ),
+    }
+    if not await repo.insert_case(values):
+        return None
+    case = await repo.get(case_id)
+    assert case is not None
+    await repo.add_entry(case_id, "phase-change", {"from": None, "to": case.phase}, by)
+    messages = [_version_event(repo, case, CASE_OPENED, now, source=source)]
+    if case.next_evaluation_due is not None:
+        messages.append(
+            _version_event(
+                repo, case, CASE_EVALUATION_DUE, now, due_date=case.next_evaluation_due.isoformat()
+            )
+        )
+    await repo.publish(messages)
+    return case
+
+
+async def open_by_hand(
+    repo: CaseRepository, principal: Principal, school_id: str, body: CaseOpen, now: datetime
+) -> Loaded:
+    found = await repo.school(school_id)
+    if found is None or not may_use_school(principal, school_id, found[0].municipality_id):
+        raise NotFound(f"no school {school_id!r}")
+    school, municipality = found
+    if await repo.open_case(body.pupil_id, school_id) is not None:
+        raise Conflict(
+            "the pupil already has an open case at this school; record on that case",
+            [field_error(("pupil_id",), "has an open case at this school")],
+        )
+    case = await _new_case(
+        repo,
+        school,
+        municipality,
+        body.pupil_id,
+        body.source,
+        principal.subject,
+        now,
+        body.coordinator,
+    )
+    if case is None:
+        raise Conflict("the pupil already has an open case at this school")
+    if body.note:
+        await repo.add_entry(case.id, "note", {}, principal.subject, body.note)
+    return await load(repo, principal, case.id)
+
+
+# --- requirements -------------------------------------------------------------------------
+
+
+def _latest_goals(entries: Sequence[CaseEntry]) -> dict[int, str]:
+    """Each goal's current status: a follow-up entry replaces the status of the goal it names."""
+    status: dict[int, str] = {}
+    for e in entries:
+        if e.kind == "goal":
+            target = e.data.get("goal_entry") or e.id
+            status[int(target)] = str(e.data.get("status", "open"))
+    return status
+
+
+def _met(requirement: str, case: Case, entries: Sequence[CaseEntry]) -> bool:
+    kinds = [e.kind for e in entries]
+    if requirement == "eligibility-decision":
+        return any(e.kind == "eligibility" and e.data.get("eligible") for e in entries)
+    if requirement == "meeting":
+        return any(
+            e.kind == "contact" and e.data.get("form") == "meeting" and e.data.get("reached")
+            for e in entries
+        )
+    if requirement == "action-plan":
+        return "action-plan" in kinds
+    if requirement == "goal":
+        return "goal" in kinds
+    if requirement == "contact":
+        return any(e.kind == "contact" and e.data.get("reached") for e in entries)
+    if requirement == "causes":
+        return "cause" in kinds
+    if requirement == "goals-followed-up":
+        goals = _latest_goals(entries)
+        return bool(goals) and all(s != "open" for s in goals.values())
+    if requirement in ("agreement", "cooperation-agreement"):
+        return "agreement" in kinds
+    if requirement == "leader":
+        return case.leader is not None
+    if requirement == "coordinator":
+        return case.coordinator is not None
+    if requirement == "follow-up-date":
+        return case.next_evaluation_due is not None or any(
+            e.kind == "evaluation" and e.data.get("due") for e in entries
+        )
+    if requirement == "sparring":
+        return any(e.kind == "contact" and e.data.get("form") == "sparring" for e in entries)
+    if requirement == "intervention":
+        return "intervention" in kinds
+    if requirement == "evaluation-escalate":
+        return any(e.kind == "evaluation" and e.data.get("result") == "escalate" for e in entries)
+    raise AssertionError(f"unknown requirement {requirement}")  # the model parser refuses it
+
+
+def missing(model: CaseModel, case: Case, entries: Sequence[CaseEntry]) -> list[str]:
+    phase = model.phase(case.phase)
+    assert phase is not None
+    return [r for r in phase.requires if not _met(r, case, entries)]
+
+
+def _failed_contact_days(entries: Sequence[CaseEntry]) -> set[str]:
+    return {str(e.data["on"]) for e in entries if e.kind == "contact" and not e.data.get("reached")}
+
+
+def close_missing(
+    model: CaseModel, case: Case, entries: Sequence[CaseEntry], outcome: str
+) -> list[str]:
+    """What closing with this outcome still needs (DOMAIN.md s.7)."""
+    if outcome == NO_CONTACT:
+        needs = []
+        days = len(_failed_contact_days(entries))
+        if days < FAILED_CONTACTS_FOR_NO_CONTACT:
+            needs.append(
+                f"failed contact attempts on {FAILED_CONTACTS_FOR_NO_CONTACT} different days "
+                f"({days} recorded)"
+            )
+        if not any(e.kind == "approval" and e.data.get("of") == NO_CONTACT for e in entries):
+            needs.append("a leader's approval of closing without contact")
+        return needs
+    if outcome == NOT_ELIGIBLE:
+        decided = any(e.kind == "eligibility" and not e.data.get("eligible") for e in entries)
+        return [] if decided else ["an eligibility decision of not eligible, with its reason"]
+    if outcome == NO_CONCERN_AFTER_CONTACT:
+        return [] if _met("contact", case, entries) else [REQUIREMENTS["contact"]]
+    if outcome in LEFT:
+        return []
+    needs = [REQUIREMENTS[r] for r in missing(model, case, entries)]
+    if model.evaluation_days and not any(
+        e.kind == "evaluation" and e.data.get("result") == "resolved" for e in entries
+    ):
+        needs.append("an evaluation that found the problem resolved")
+    return needs
+
+
+# --- changes -------------------------------------------------------------------------------
+
+
+def _entry_data(body: EntryIn) -> tuple[dict[str, Any], str | None]:
+    """(structured data, free text) of an entry."""
+    raw = body.model_dump(mode="json", by_alias=True, exclude_none=True)
+    raw.pop("kind")
+    text_field = (
+        "text" if isinstance(body, Goal) else "outcome" if isinstance(body, Contact) else "note"
+    )
+    text = raw.pop(text_field, None)
+    return raw, text
+
+
+def _entry_errors(model: CaseModel, loaded: Loaded, body: EntryIn) -> list[FieldError]:
+    errors: list[FieldError] = []
+    if isinstance(body, InterventionIn):
+        codes = {i.code for i in model.interventions} | {"other"}
+        if body.type not in codes:
+            errors.append(
+                field_error(
+                    ("type",), f"not in the {model.id} catalogue: {', '.join(sorted(codes))}"
+                )
+            )
+        if body.end is not None and body.end < body.start:
+            errors.append(field_error(("end",), "is before start"))
+    if (
+        isinstance(body, Goal)
+        and body.goal_entry is not None
+        and not any(e.id == body.goal_entry and e.kind == "goal" for e in loaded.entries)
+    ):
+        errors.append(field_error(("goal_entry",), "is not a goal of this case"))
+    if isinstance(body, Evaluation) and body.done is None and body.due is None:
+        errors.append(field_error(("due",), "give a due date (a follow-up agreed) or done"))
+    if isinstance(body, Evaluation) and body.done is None and body.result is not None:
+        errors.append(field_error(("done",), "a result needs the day the evaluation was done"))
+    if isinstance(body, Eligibility):
+        for i, code in enumerate(body.exclusions):
+            if code not in model.exclusions:
+                errors.append(
+                    field_error(
+                        ("exclusions", i),
+                        f"not an exclusion reason of {model.id}: "
+                        + (", ".join(model.exclusions) or "the model has none"),
+                    )
+                )
+    return errors
+
+
+async def add_entry(
+    repo: CaseRepository,
+    principal: Principal,
+    case_id: uuid.UUID,
+    if_match: str | None,
+    body: EntryIn,
+    now: datetime,
+) -> Loaded:
+    loaded = await load(repo, principal, case_id, lock=True)
+    case, model = loaded.case, loaded.model
+    _check_if_match(case, if_match)
+    if case.status != "open":
+        raise Conflict("the case is closed; open a new case if the worry comes back")
+    if errors := _entry_errors(model, loaded, body):
+        raise InvalidInput("the entry cannot be recorded", errors)
+    data, text = _entry_data(body)
+    await repo.add_entry(case.id, body.kind, data, principal.subject, text)
+    case.version += 1
+    messages: list[OutboxMessage] = []
+    if isinstance(body, Assignment):
+        case.coordinator = body.coordinator or case.coordinator
+        case.leader = body.leader or case.leader
+    if isinstance(body, Approval):
+        case.leader = case.leader or body.leader
+    if isinstance(body, Evaluation):
+        if body.done is not None:
+            case.next_evaluation_due = None
+            if body.result in ("continue", "new-plan"):
+                # Bærum: a new three-week plan, evaluated again after the model's interval.
+                _schedule(model, case, body.done)
+        if body.due is not None and body.done is None:
+            case.next_evaluation_due = body.due
+        if case.next_evaluation_due is not None:
+            messages.append(
+                _version_event(
+                    repo,
+                    case,
+                    CASE_EVALUATION_DUE,
+                    now,
+                    due_date=case.next_evaluation_due.isoformat(),
+                )
+            )
+    if isinstance(body, Referral):
+        messages.append(
+            _version_event(
+                repo, case, CASE_REFERRED, now, to=body.to, referral=body.type, status=body.status
+            )
+        )
+    # A recorded evaluation or referral ends its reason at once, not at the next check.
+    current = _reasons(
+        case, await repo.entries(case.id), today_at(loaded.school, now), ppr_must=True
+    )
+    case.overdue_reasons = [r for r in case.overdue_reasons if r in current]
+    await repo.publish(messages)
+    await repo.session.flush()
+    return await load(repo, principal, case.id)
+
+
+async def transition(
+    repo: CaseRepository,
+    principal: Principal,
+    case_id: uuid.UUID,
+    if_match: str | None,
+    body: Transition,
+    now: datetime,
+) -> Loaded:
+    if (body.to is None) == (body.close is None):
+        raise InvalidInput(
+            "say where the case goes: `to` (the next phase) or `close` (an outcome)",
+            [field_error(("to",), "give `to` or `close`, not both")],
+        )
+    loaded = await load(repo, principal, case_id, lock=True)
+    case, model, entries = loaded.case, loaded.model, loaded.entries
+    _check_if_match(case, if_match)
+    if case.status != "open":
+        raise Conflict("the case is closed")
+    today = today_at(loaded.school, now)
+    previous = case.phase
+    if body.close is not None:
+        if body.close not in model.outcomes:
+            raise InvalidInput(
+                "not an outcome of this model",
+                [field_error(("close",), f"expected one of {', '.join(model.outcomes)}")],
+            )
+        needs = close_missing(model, case, entries, body.close)
+        if needs:
+            raise Conflict(
+                f"the case cannot close as {body.close!r} yet",
+                [field_error(("close",), f"missing: {need}") for need in needs],
+            )
+        case.phase = model.closed.id
+        case.status = "closed"
+        case.outcome = body.close
+        case.closed_on = today
+        case.closed_at = now
+        case.next_evaluation_due = None
+        case.overdue_reasons = []
+    else:
+        target = model.phase(str(body.to))
+        following = model.next_phase(case.phase)
+        if (
+            target is None
+            or following is None
+            or target.id != following.id
+            or target == model.closed
+        ):
+            expected = following.id if following and following != model.closed else None
+            raise InvalidInput(
+                "a case moves to the next phase of its model (or closes with an outcome)",
+                [
+                    field_error(
+                        ("to",),
+                        f"the next phase is {expected!r}" if expected else "close the case instead",
+                    )
+                ],
+            )
+        needs = missing(model, case, entries)
+        if needs:
+            raise Conflict(
+                f"phase {case.phase!r} cannot be left yet",
+                [field_error(("to",), f"missing: {REQUIREMENTS[n]}") for n in needs],
+            )
+        if previous == model.phases[0].id and model.default_length_days:
+            # R.O.S.: the course runs its default length from the end of intake.
+            case.planned_end = today + timedelta(days=model.default_length_days)
+        case.phase = target.id
+        if model.evaluation_days and case.next_evaluation_due is None:
+            _schedule(model, case, today)
+    case.version += 1
+    await repo.add_entry(
+        case.id,
+        "phase-change",
+        {"from": previous, "to": case.phase} | ({"outcome": case.outcome} if case.outcome else {}),
+        principal.subject,
+        body.reason,
+    )
+    event = (
+        _version_event(
+            repo, case, CASE_CLOSED, now, outcome=case.outcome, closed_on=today.isoformat()
+        )
+        if case.status == "closed"
+        else _version_event(
+            repo,
+            case,
+            CASE_PHASE_CHANGED,
+            now,
+            previous_phase=previous,
+            responsible_role=model.phase(case.phase).responsible,  # type: ignore[union-attr]
+            planned_end=case.planned_end.isoformat() if case.planned_end else None,
+        )
+    )
+    await repo.publish([event])
+    await repo.session.flush()
+    return await load(repo, principal, case.id)
+
+
+# --- from concerns -------------------------------------------------------------------------
+
+
+async def on_concerns(
+    repo: CaseRepository, concerns: Sequence[tuple[ConcernData, str]], now: datetime
+) -> int:
+    """Opens and updates cases from concern events (type, data), idempotently: a concern is
+    attached once; a raised concern of an opening level opens a case when the pupil has none
+    open at the school and the concern was never attached to a case (so a replay after the
+    case closed opens nothing); a withdrawal marks the attached entry withdrawn."""
+    if not concerns:
+        return 0
+    schools = await repo.schools([d.school_id for d, _ in concerns])
+    opened = 0
+    for data, event_type in concerns:
+        concern_id = uuid.UUID(data.concern_id)
+        withdrawn = data.status == "withdrawn"
+        if await repo.concern_attached(concern_id):
+            # Newer revisions only: a replayed old event never undoes a later withdrawal.
+            await repo.set_concern_state(concern_id, withdrawn, data.revision)
+            continue
+        found = schools.get(data.school_id)
+        if found is None or withdrawn:
+            continue
+        school, municipality = found
+        case = await repo.open_case(data.pupil_id, data.school_id)
+        if case is None:
+            model = model_for(school, municipality)
+            levels = municipality.case_opening_levels or list(model.opening_levels)
+            if not event_type.endswith(".raised") or data.level not in levels:
+                continue
+            case = await _new_case(
+                repo, school, municipality, data.pupil_id, "absence-data", "opspor", now
+            )
+            if case is None:
+                continue
+            opened += 1
+        entry = {
+            "level": data.level,
+            "pack_id": data.explanation.pack_id,
+            "rule_id": data.explanation.rule_id,
+            "crossing_date": data.crossing_date.isoformat(),
+            "revision": data.revision,
+            "withdrawn": False,
+        }
+        await repo.add_entry(case.id, "concern", entry, "opspor", None, concern_id)
+    return opened
+
+
+# --- clocks --------------------------------------------------------------------------------
+
+
+def _reasons(case: Case, entries: Sequence[CaseEntry], today: date, *, ppr_must: bool) -> list[str]:
+    reasons = []
+    if case.next_evaluation_due is not None and case.next_evaluation_due < today:
+        reasons.append("evaluation-overdue")
+    if case.planned_end is not None and case.planned_end < today:
+        reasons.append("planned-end-passed")
+    if ppr_must and not _ppr_involved(entries):
+        reasons.append("ppr-referral-missing")
+    return reasons
+
+
+def _due_date(reason: str, case: Case) -> date | None:
+    if reason == "evaluation-overdue":
+        return case.next_evaluation_due
+    if reason == "planned-end-passed":
+        return case.planned_end
+    return None
+
+
+async def check_overdue(repo: CaseRepository, now: datetime) -> int:
+    """Judges every open case on the school's current day; publishes `case.overdue` when a
+    reason first appears and again every REMIND_EVERY while it lasts (the alerter turns each
+    into one reminder per case, reason and day). Returns the events published."""
+    cases = await repo.open_cases()
+    if not cases:
+        return 0
+    schools = await repo.schools([c.school_id for c in cases])
+    ppr_must = await repo.ppr_must_pupils([(c.pupil_id, c.school_id) for c in cases])
+    messages: list[OutboxMessage] = []
+    for case in cases:
+        school, _ = schools[case.school_id]
+        today = today_at(school, now)
+        entries = await repo.entries(case.id)
+        reasons = _reasons(
+            case, entries, today, ppr_must=(case.pupil_id, case.school_id) in ppr_must
+        )
+        reminded = dict(case.reminded)
+        model = builtin_models()[case.model_id]
+        phase = model.phase(case.phase)
+        assert phase is not None
+        for reason in reasons:
+            last = reminded.get(reason)
+            if last is not None and today - date.fromisoformat(last) < REMIND_EVERY:
+                continue
+            due = _due_date(reason, case)
+            messages.append(
+                _message(
+                    repo.topic,
+                    case,
+                    CASE_OVERDUE,
+                    f"{case.id}:overdue:{reason}:{today.isoformat()}",
+                    now,
+                    responsible_role=phase.responsible,
+                    responsible_party=phase.party,
+                    reason=reason,
+                    day=today.isoformat(),
+                    due_date=due.isoformat() if due else None,
+                )
+            )
+            reminded[reason] = today.isoformat()
+        reminded = {r: d for r, d in reminded.items() if r in reasons}
+        if reasons != list(case.overdue_reasons) or reminded != case.reminded:
+            case.overdue_reasons = reasons
+            case.reminded = reminded
+    await repo.publish(messages)
+    return len(messages)
+
+
+# --- reads ---------------------------------------------------------------------------------
+
+
+def visible_cases(principal: Principal) -> ColumnElement[bool]:
+    """The cases a principal may list (sees_case as SQL)."""
+    if principal.municipality is None:
+        return false()
+    condition: ColumnElement[bool] = Case.municipality_id == principal.municipality
+    if principal.role is Role.SCHOOL_STAFF:
+        return and_(condition, Case.school_id.in_(sorted(principal.schools)))
+    if principal.role is Role.PPR:
+        referred = exists().where(
+            CaseEntry.case_id == Case.id,
+            CaseEntry.kind == "referral",
+            CaseEntry.data["to"].as_string() == "ppr",
+        )
+        return and_(condition, referred)
+    if principal.role is Role.MUNICIPALITY_ADMIN:
+        return condition
+    return false()
+
+
+def _page_key(text: str) -> tuple[date, uuid.UUID]:
+    day, case_id = text.split("|")
+    return date.fromisoformat(day), uuid.UUID(case_id)
+
+
+async def school_cases(
+    repo: CaseRepository,
+    principal: Principal,
+    school_id: str,
+    filters: dict[str, Any],
+    cursor: str | None,
+    limit: int,
+) -> CasePage:
+    found = await repo.school(school_id)
+    if (
+        found is None
+        or found[0].municipality_id != principal.municipality
+        or (principal.role is Role.SCHOOL_STAFF and school_id not in principal.schools)
+    ):
+        raise NotFound(f"no school {school_id!r}")
+    where = and_(visible_cases(principal), Case.school_id == school_id)
+    if filters.get("phase"):
+        where = and_(where, Case.phase == filters["phase"])
+    if filters.get("status"):
+        where = and_(where, Case.status == filters["status"])
+    if filters.get("coordinator"):
+        where = and_(where, Case.coordinator == filters["coordinator"])
+    if filters.get("overdue") is not None:
+        has = func.cardinality(Case.overdue_reasons) > 0
+        where = and_(where, has if filters["overdue"] else ~has)
+    after = decode_cursor(cursor, _page_key) if cursor else None
+    rows = await repo.page(where, after, limit + 1)
+    more = len(rows) > limit
+    rows = rows[:limit]
+    items = [summary(c, builtin_models()[c.model_id]) for c in rows]
+    next_cursor = (
+        encode_cursor(f"{rows[-1].opened_on.isoformat()}|{rows[-1].id}") if more and rows else None
+    )
+    return CasePage(items=items, next_cursor=next_cursor)
+
+
+async def pupil_cases(
+    repo: CaseRepository, principal: Principal, pupil_id: str
+) -> list[CaseSummary]:
+    rows = await repo.page(and_(visible_cases(principal), Case.pupil_id == pupil_id), None, 500)
+    if not rows:
+        raise NotFound(f"no pupil {pupil_id!r}")
+    return [summary(c, builtin_models()[c.model_id]) for c in rows]
+
+
+async def read_case(repo: CaseRepository, principal: Principal, case_id: uuid.UUID) -> CaseOut:
+    loaded = await load(repo, principal, case_id)
+    if full_text_reader(principal):
+        return await case_out(repo, loaded, with_text=True)
+    # The municipality sees metadata: the phase history, no free text, no other entries.
+    loaded.entries = [e for e in loaded.entries if e.kind == "phase-change"]
+    return await case_out(repo, loaded, with_text=False)
