@@ -57,9 +57,8 @@ def natural_role(method: str, path: str) -> Role:
         or re.fullmatch(r"/v1/schools/[^/]+/(register-complete|completeness)", path)
     ):
         return Role.SCHOOL_SYSTEM
-    if (
-        path.endswith(("/concerns", "/cases"))
-        or path.startswith(("/v1/concerns/", "/v1/cases/", "/v1/case-models"))
+    if path.endswith(("/concerns", "/cases")) or path.startswith(
+        ("/v1/concerns/", "/v1/cases/", "/v1/case-models")
     ):
         return Role.SCHOOL_STAFF
     return Role.MUNICIPALITY_ADMIN

@@ -21,7 +21,7 @@ def test_send_operations_list_every_message_of_their_channel() -> None:
             sent.setdefault(channel, set()).update(
                 m["$ref"].rsplit("/", 1)[-1] for m in operation["messages"]
             )
-    for name in ("registrations", "concerns"):
+    for name in ("registrations", "concerns", "cases"):
         carried = set(doc["channels"][name]["messages"])
         assert carried == sent[name], name
     assert "enrolmentRecorded" in sent["registrations"]

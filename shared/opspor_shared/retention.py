@@ -37,6 +37,8 @@ class RetentionWindow:
     settle: date  # S: concerns crossing before it are final
     closed_before: datetime  # withdrawn before this instant: closed long enough to purge
     active_crossing_before: date  # active and crossing before this date: closed long enough
+    # Cases closed before this instant are purged with their entries and free text.
+    closed_case_before: datetime
 
     def is_final(self, crossing_date: date) -> bool:
         return crossing_date < self.settle
@@ -76,4 +78,5 @@ def retention_window(settings: ServiceSettings, now: datetime) -> RetentionWindo
         settle=settle,
         closed_before=now - timedelta(days=closed_days),
         active_crossing_before=settle - timedelta(days=closed_days),
+        closed_case_before=now - timedelta(days=settings.retention_closed_case_days),
     )

@@ -55,6 +55,9 @@ class ServiceSettings(BaseSettings):
     # after the cutoff, and a crossing needs its whole window inside the retained days.
     retention_registration_days: int = Field(default=1095, ge=400, le=36_500)
     retention_closed_concern_days: int = Field(default=365, ge=0, le=36_500)
+    # A closed case (with its entries and free text) is kept this long after it closed. At least
+    # as long as closed concerns are kept, so a replayed concern event never finds its case gone.
+    retention_closed_case_days: int = Field(default=1095, ge=0, le=36_500)
     purge_interval_seconds: float = Field(default=21_600, ge=60)
     # Rows per delete statement (and per transaction), so a big purge never holds long locks.
     purge_chunk_rows: int = Field(default=10_000, ge=1, le=100_000)

@@ -10,13 +10,15 @@ from typing import Any
 
 import httpx
 import pytest
+from prometheus_client import REGISTRY
 from sqlalchemy import func, select
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from opspor_api.cases import service as cases_service
 from opspor_api.cases.repository import CaseRepository
 from opspor_api.config.schemas import CaseModelId
-from opspor_api.models import AuditEntry, Case, CaseEntry
+from opspor_api.models import AuditEntry, Case, CaseEntry, CaseText, api_purges
+from opspor_api.purge import purge_once
 from opspor_api.settings import ApiSettings
 from opspor_shared.auth import Role
 from opspor_shared.casemodels import CaseModelError, builtin_models, parse_model
@@ -505,6 +507,10 @@ async def test_an_overdue_case_is_published_once_a_week_per_reason(
         "due_date": due.isoformat(),
     }
     assert await check(due + timedelta(days=2)) == []  # once, not every day
+    gauge = REGISTRY.get_sample_value(
+        "opspor_cases_overdue", {"municipality": "aalborg", "reason": "evaluation-overdue"}
+    )
+    assert gauge == 1
     listed = await client.get("/v1/schools/vestbjerg/cases?overdue=true", headers=STAFF)
     assert listed.json()["items"][0]["overdue_reasons"] == ["evaluation-overdue"]
     assert [e.id.rsplit(":", 1)[1] for e in await check(due + timedelta(days=8))] == [
@@ -517,3 +523,35 @@ async def test_an_overdue_case_is_published_once_a_week_per_reason(
                             "result": "continue"})).json()  # fmt: skip
     assert done["overdue_reasons"] == []
     assert await check(due + timedelta(days=9)) == []
+
+
+async def test_closed_cases_are_purged_with_their_text_after_the_retention_period(
+    client: httpx.AsyncClient,
+    settings: ApiSettings,
+    engine: AsyncEngine,
+    sessionmaker: async_sessionmaker[AsyncSession],
+) -> None:
+    await use_model(client, "dk-ladder")
+    closing = Worker(client, await open_case(client, note="Flyttet til Odense"))
+    await closing.close("moved-away")
+    r = await client.post(
+        "/v1/schools/vestbjerg/cases",
+        json={"pupil_id": "still-open", "source": "team", "note": "Åben"},
+        headers=STAFF,
+    )
+    assert r.status_code == 201
+    days = settings.retention_closed_case_days
+    soon = datetime.now(UTC) + timedelta(days=days - 1)
+    assert (await purge_once(engine, sessionmaker, settings, lambda: soon)).deleted["cases"] == 0
+    later = datetime.now(UTC) + timedelta(days=days + 1)
+    report = await purge_once(engine, sessionmaker, settings, lambda: later)
+    assert report.deleted["cases"] == 1
+    async with sessionmaker() as session:
+        left = list(await session.scalars(select(Case.pupil_id)))
+        texts = list(await session.scalars(select(CaseText.text)))
+        logged = (
+            await session.execute(select(api_purges).where(api_purges.c.table_name == "cases"))
+        ).all()
+    assert left == ["still-open"]
+    assert texts == ["Åben"]  # the closed case's note went with it
+    assert [r.rows_deleted for r in logged] == [1]

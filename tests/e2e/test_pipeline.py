@@ -6,8 +6,9 @@ import asyncio
 import os
 import time
 from collections.abc import Iterator
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import httpx
 import pytest
@@ -37,6 +38,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
             "LOG_LEVEL": "INFO",
             "KAFKA_LAG_INTERVAL_SECONDS": "1",
             "COMPLETENESS_INTERVAL_SECONDS": "1",
+            "CASE_CHECK_SECONDS": "1",
         },
     ) as running:
         with httpx.Client(
@@ -140,6 +142,51 @@ def test_a_registration_travels_from_http_to_the_secure_mailbox(
             break
         time.sleep(0.2)
     assert concerns[0]["status"] == "withdrawn"
+
+
+def test_a_concern_opens_a_case_whose_missed_follow_up_reminds_the_school(
+    stack: Stack, api: httpx.Client
+) -> None:
+    days = school_days(date(2026, 10, 5), 5)
+    items = [registration("e2e-case", d) for d in days]
+    assert api.post("/v1/registrations/batch", json={"items": items}).json()["inserted"] == 5
+    # The api's concern consumer opens the case (the municipality's model: dk-ladder).
+    deadline = time.monotonic() + 30
+    cases = api.get("/v1/pupils/e2e-case/cases")
+    while cases.status_code == 404 and time.monotonic() < deadline:
+        time.sleep(0.2)
+        cases = api.get("/v1/pupils/e2e-case/cases")
+    [case] = cases.json()
+    assert (case["model_id"], case["phase"], case["source"]) == (
+        "dk-ladder",
+        "class-team",
+        "absence-data",
+    )
+    full = api.get(f"/v1/cases/{case['id']}")
+    [concern] = [e for e in full.json()["entries"] if e["kind"] == "concern"]
+    assert concern["data"]["rule_id"] == "consecutive-5"
+    # The class team agreed a follow-up for yesterday and has not held it: the next check of
+    # the clocks finds the case overdue, and the alerter reminds the school's mailbox.
+    yesterday = datetime.now(ZoneInfo("Europe/Copenhagen")).date() - timedelta(days=1)
+    r = api.post(
+        f"/v1/cases/{case['id']}/entries",
+        json={"kind": "evaluation", "due": yesterday.isoformat()},
+        headers={"If-Match": full.headers["etag"]},
+    )
+    assert r.status_code == 201, r.text
+    [reminder] = wait_for_mail(stack, lambda m: case["id"] in m.message.get_content())
+    assert reminder.tls
+    assert list(reminder.envelope_to) == ["vestbjerg@sikkerpost.aalborg.dk"]
+    assert yesterday.isoformat() in reminder.message.get_content()
+    deadline = time.monotonic() + 30
+    overdue: list[dict[str, Any]] = []
+    while not overdue and time.monotonic() < deadline:
+        overdue = api.get("/v1/schools/vestbjerg/cases?overdue=true").json()["items"]
+        time.sleep(0.2)
+    assert [c["overdue_reasons"] for c in overdue] == [["evaluation-overdue"]]
+    # Once per case, reason and day: the checks every second send nothing more.
+    time.sleep(3)
+    assert len(wait_for_mail(stack, lambda m: case["id"] in m.message.get_content(), 2, 1)) == 1
 
 
 def test_nothing_is_lost_while_the_worker_and_alerter_are_down(

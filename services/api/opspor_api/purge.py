@@ -2,8 +2,10 @@
 
     python -m opspor_api.purge [--dry-run]
 
-Deletes registration events and current registrations dated before the cutoff, and closed
-concerns of the read model past their retention, logging each deletion in api_purges.
+Deletes registration events and current registrations dated before the cutoff, closed
+concerns of the read model past their retention, and cases closed longer than
+RETENTION_CLOSED_CASE_DAYS (with their entries and free text), logging each deletion in
+api_purges.
 Registrations dated before the cutoff are refused at the door, so no writer competes for them.
 """
 
@@ -11,10 +13,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from sqlalchemy import ColumnElement, Table
+from sqlalchemy import ColumnElement, Table, and_
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from opspor_api.models import ConcernView, Registration, RegistrationEvent, api_purges
+from opspor_api.models import Case, ConcernView, Registration, RegistrationEvent, api_purges
 from opspor_shared.purge import (
     Chunk,
     PurgeStep,
@@ -45,12 +47,19 @@ def steps(window: RetentionWindow) -> Sequence[PurgeStep]:
     events = table_of(RegistrationEvent)
     current = table_of(Registration)
     concerns = table_of(ConcernView)
+    cases = table_of(Case)
     old = f"date < {window.cutoff}"
     return [
         _step(events, events.c.date < window.cutoff, old),
         _step(current, current.c.date < window.cutoff, old),
         _step(
             concerns, closed_concern_condition(concerns, window), closed_concern_criteria(window)
+        ),
+        # Entries and free text go with their case (on delete cascade).
+        _step(
+            cases,
+            and_(cases.c.status == "closed", cases.c.closed_at < window.closed_case_before),
+            f"closed before {window.closed_case_before.isoformat(timespec='seconds')}",
         ),
     ]
 

@@ -18,6 +18,7 @@ from zoneinfo import ZoneInfo
 
 from sqlalchemy import ColumnElement, and_, exists, false, func
 
+from opspor_api.cases.metrics import OVERDUE
 from opspor_api.cases.repository import CaseRepository
 from opspor_api.cases.schemas import (
     Approval,
@@ -691,6 +692,7 @@ async def check_overdue(repo: CaseRepository, now: datetime) -> int:
     into one reminder per case, reason and day). Returns the events published."""
     cases = await repo.open_cases()
     if not cases:
+        OVERDUE.clear()
         return 0
     schools = await repo.schools([c.school_id for c in cases])
     ppr_must = await repo.ppr_must_pupils([(c.pupil_id, c.school_id) for c in cases])
@@ -731,6 +733,14 @@ async def check_overdue(repo: CaseRepository, now: datetime) -> int:
             case.overdue_reasons = reasons
             case.reminded = reminded
     await repo.publish(messages)
+    counts: dict[tuple[str, str], int] = {}
+    for case in cases:
+        for reason in case.overdue_reasons:
+            key = (case.municipality_id, reason)
+            counts[key] = counts.get(key, 0) + 1
+    OVERDUE.clear()
+    for (municipality_id, reason), n in counts.items():
+        OVERDUE.labels(municipality_id, reason).set(n)
     return len(messages)
 
 

@@ -102,9 +102,7 @@ def school_out(school_id: str, s: SchoolIn, m: Municipality) -> SchoolOut:
             "effective_rule_packs": s.rule_packs or m.rule_packs,
             "mailbox": s.mailbox,
             "case_model": s.case_model,
-            "effective_case_model": s.case_model
-            or m.case_model
-            or default_model_id(m.country),
+            "effective_case_model": s.case_model or m.case_model or default_model_id(m.country),
         }
     )
 
