@@ -19,6 +19,24 @@ depends_on: str | Sequence[str] | None = None
 
 def upgrade() -> None:
     op.create_table(
+        "case_models",
+        sa.Column("municipality_id", sa.Text(), nullable=False),
+        sa.Column("id", sa.Text(), nullable=False),
+        sa.Column("document", postgresql.JSONB(astext_type=sa.Text()), nullable=False),
+        sa.Column(
+            "created_at",
+            sa.DateTime(timezone=True),
+            server_default=sa.text("now()"),
+            nullable=False,
+        ),
+        sa.ForeignKeyConstraint(
+            ["municipality_id"],
+            ["municipalities.id"],
+            name=op.f("fk_case_models_municipality_id_municipalities"),
+        ),
+        sa.PrimaryKeyConstraint("municipality_id", "id", name=op.f("pk_case_models")),
+    )
+    op.create_table(
         "cases",
         sa.Column("id", sa.Uuid(), nullable=False),
         sa.Column("pupil_id", sa.Text(), nullable=False),
@@ -113,6 +131,7 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    op.drop_table("case_models")
     op.drop_column("schools", "case_model")
     op.drop_column("municipalities", "case_opening_levels")
     op.drop_column("municipalities", "case_model")

@@ -159,6 +159,16 @@ HOOK = {
 # (method, url, body) or (method, url, body, extra headers)
 Request = tuple[str, str, Any] | tuple[str, str, Any, dict[str, str]]
 CASE_OF: dict[str, str] = {}
+CASE_MODEL: dict[str, Any] = {
+    "version": "1",
+    "source": "test",
+    "name": {"da": "Egen", "nb": "Egen", "en": "Own"},
+    "outcomes": ["back-in-class"],
+    "phases": [
+        {"id": "a", "name": {"da": "a", "nb": "a", "en": "a"}, "responsible": "class-team"},
+        {"id": "z", "name": {"da": "z", "nb": "z", "en": "z"}, "responsible": "school-leader"},
+    ],
+}
 ANY_VERSION = {"If-Match": "*"}
 Build = Callable[[str, str], Request]  # (school, level) -> (method, url, body)
 
@@ -353,6 +363,17 @@ EXPECTED: dict[tuple[str, str], Case] = {
     ),
     ("GET", "/v1/case-models/{model_id}"): case(
         {ADMIN, STAFF, PPR}, lambda s, lv: ("GET", "/v1/case-models/baerum", None), None
+    ),
+    ("PUT", "/v1/municipalities/{municipality_id}/case-models/{model_id}"): case(
+        {ADMIN},
+        lambda s, lv: (
+            "PUT",
+            f"/v1/municipalities/{MUNICIPALITY_OF[s]}/case-models/own",
+            CASE_MODEL,
+        ),
+    ),
+    ("GET", "/v1/municipalities/{municipality_id}/case-models"): case(
+        {ADMIN}, lambda s, lv: ("GET", f"/v1/municipalities/{MUNICIPALITY_OF[s]}/case-models", None)
     ),
     ("POST", "/v1/schools/{school_id}/cases"): case(
         {STAFF},

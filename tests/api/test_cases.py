@@ -16,12 +16,11 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from opspor_api.cases import service as cases_service
 from opspor_api.cases.repository import CaseRepository
-from opspor_api.config.schemas import CaseModelId
 from opspor_api.models import AuditEntry, Case, CaseEntry, CaseText, api_purges
 from opspor_api.purge import purge_once
 from opspor_api.settings import ApiSettings
 from opspor_shared.auth import Role
-from opspor_shared.casemodels import CaseModelError, builtin_models, parse_model
+from opspor_shared.casemodels import CaseModelError, parse_model
 from opspor_shared.events import CloudEvent, ConcernData
 from tests.api.test_concerns import concern_event
 from tests.auth import bearer
@@ -92,7 +91,6 @@ TODAY = date.today()
 async def test_the_shipped_models_are_served_with_their_phases(client: httpx.AsyncClient) -> None:
     r = await client.get("/v1/case-models", headers=STAFF)
     assert [m["id"] for m in r.json()] == ["baerum", "dk-ladder", "ros-herning"]
-    assert set(builtin_models()) == set(CaseModelId.__args__)  # type: ignore[attr-defined]
     ros = (await client.get("/v1/case-models/ros-herning", headers=STAFF)).json()
     assert [p["id"] for p in ros["phases"]] == [
         "intake", "preparatory", "relational", "investigative", "handover", "closed",
@@ -132,6 +130,117 @@ def test_a_model_document_names_every_mistake_by_its_place() -> None:
         "phases[1].id",
         "phases[1].name.da",
     }
+
+
+OWN_MODEL: dict[str, Any] = {
+    "version": "1",
+    "source": "Aalborg ressourceteam 2026",
+    "name": {"da": "Aalborg-modellen", "nb": "Aalborg-modellen", "en": "Aalborg model"},
+    "evaluation_days": 10,
+    "outcomes": ["back-in-class", "moved-away"],
+    "interventions": [{"code": "mentor", "da": "Mentor", "nb": "Mentor", "en": "Mentor"}],
+    "phases": [
+        {"id": "team", "name": {"da": "Team", "nb": "Team", "en": "Team"},
+         "responsible": "class-team", "requires": ["contact", "intervention"]},
+        {"id": "done", "name": {"da": "Slut", "nb": "Slutt", "en": "Done"},
+         "responsible": "school-leader", "requires": []},
+    ],
+}  # fmt: skip
+
+
+async def test_a_municipality_stores_its_own_model_and_its_cases_follow_it(
+    client: httpx.AsyncClient,
+) -> None:
+    await configure(client)
+    path = "/v1/municipalities/aalborg/case-models/aalborg-team"
+    bad = OWN_MODEL | {
+        "phases": [OWN_MODEL["phases"][0] | {"requires": ["contact", "luck"], "responsible": "x"}]
+    }
+    r = await client.put(path, json=bad, headers=ADMIN)
+    assert r.status_code == 422
+    # One phase is too few, and being the last it would be the closed phase, which requires
+    # nothing: every mistake is named at once.
+    assert {e["field"] for e in r.json()["errors"]} == {
+        "phases",
+        "phases[0].responsible",
+        "phases[0].requires[1]",
+        "phases[0].requires",
+    }
+    shipped = await client.put(
+        "/v1/municipalities/aalborg/case-models/baerum", json=OWN_MODEL, headers=ADMIN
+    )
+    assert shipped.status_code == 409
+    assert (await client.put(path, json=OWN_MODEL, headers=ADMIN)).status_code == 201
+    assert (await client.put(path, json=OWN_MODEL, headers=ADMIN)).status_code == 200
+    changed = await client.put(path, json=OWN_MODEL | {"evaluation_days": 5}, headers=ADMIN)
+    assert changed.status_code == 409
+    listed = await client.get("/v1/municipalities/aalborg/case-models", headers=ADMIN)
+    assert "aalborg-team" in [m["id"] for m in listed.json()]
+    # Another municipality neither sees nor can pick it.
+    odense = bearer(Role.MUNICIPALITY_ADMIN, "odense")
+    assert (
+        await client.get("/v1/municipalities/aalborg/case-models", headers=odense)
+    ).status_code == 404
+    unknown = await client.put(
+        "/v1/municipalities/aalborg", json=MUNICIPALITY | {"case_model": "nope"}
+    )
+    assert [e["field"] for e in unknown.json()["errors"]] == ["case_model"]
+    r = await client.put(
+        "/v1/municipalities/aalborg", json=MUNICIPALITY | {"case_model": "aalborg-team"}
+    )
+    assert r.status_code == 200, r.text
+    w = Worker(client, await open_case(client))
+    assert missing(await w.close("back-in-class", 409)) == [
+        "missing: a contact with the home that reached someone, with its outcome",
+        "missing: at least one intervention",
+        "missing: an evaluation that found the problem resolved",
+    ]
+    await w.record(
+        {"kind": "intervention", "type": "mentor", "owner": "x", "start": TODAY.isoformat()}
+    )
+    await w.record(
+        {
+            "kind": "contact",
+            "form": "call",
+            "with": ["parents"],
+            "on": TODAY.isoformat(),
+            "reached": True,
+        }
+    )
+    await w.record({"kind": "evaluation", "done": TODAY.isoformat(), "result": "resolved"})
+    assert (await w.close("back-in-class")).json()["model_id"] == "aalborg-team"
+
+
+async def test_a_ladder_case_climbs_to_external_help_and_back_to_class(
+    client: httpx.AsyncClient,
+) -> None:
+    await use_model(client, "dk-ladder")
+    w = Worker(client, await open_case(client))
+    await w.move("resource-team")
+    assert missing(await w.move("plan", 409)) == ["missing: sparring given by the resource team"]
+    await w.record(
+        {"kind": "contact", "form": "sparring", "with": ["resource-team"], "on": TODAY.isoformat(),
+         "reached": True}
+    )  # fmt: skip
+    await w.move("plan")
+    assert missing(await w.move("external", 409)) == [
+        "missing: at least one intervention",
+        "missing: a named coordinator (tovholder)",
+    ]
+    await w.record(
+        {"kind": "intervention", "type": "support-in-class", "owner": "laerer",
+         "start": TODAY.isoformat()}
+    )  # fmt: skip
+    await w.record({"kind": "assignment", "coordinator": "tovholder-1"})
+    await w.move("external")
+    await w.record(
+        {"kind": "referral", "to": "child-psychiatry", "type": "referred", "on": TODAY.isoformat()}
+    )
+    await w.record({"kind": "evaluation", "done": TODAY.isoformat(), "result": "resolved"})
+    closed = (await w.close("back-in-class")).json()
+    assert [e["data"]["to"] for e in closed["entries"] if e["kind"] == "phase-change"] == [
+        "class-team", "resource-team", "plan", "external", "closed",
+    ]  # fmt: skip
 
 
 async def test_a_ros_case_from_intake_to_handover(client: httpx.AsyncClient) -> None:

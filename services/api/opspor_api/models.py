@@ -246,6 +246,18 @@ class WebSession(Base):
     client: Mapped[str | None] = mapped_column(Text)
 
 
+class CaseModelRow(Base):
+    """A case model a municipality stored (the shipped ones are files). Never changed once
+    stored: cases that follow it keep meaning what they meant."""
+
+    __tablename__ = "case_models"
+
+    municipality_id: Mapped[str] = mapped_column(ForeignKey("municipalities.id"), primary_key=True)
+    id: Mapped[str] = mapped_column(Text, primary_key=True)
+    document: Mapped[dict[str, Any]] = mapped_column(JSONB)
+    created_at: Mapped[datetime] = mapped_column(server_default=func.now())
+
+
 class Case(Base):
     """One pupil's follow-up at one school (DOMAIN.md s.7). Structured fields only: free text
     lives in case_texts, so that a query for metadata can never carry it."""

@@ -3,7 +3,7 @@ from __future__ import annotations
 import uuid
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Header, Path, Query, Response
+from fastapi import APIRouter, Body, Header, Path, Query, Response
 from pydantic import RootModel, SkipValidation, TypeAdapter, ValidationError
 
 from opspor_api.audit.service import Auditor
@@ -107,6 +107,46 @@ def parse_entry(raw: object) -> Any:
         ]
         refuse(validation_errors(errors), "nothing was recorded")
         raise
+
+
+Admin = Annotated[Principal, allow(Role.MUNICIPALITY_ADMIN)]
+
+
+@router.put(
+    "/municipalities/{municipality_id}/case-models/{model_id}",
+    response_model=CaseModelOut,
+    summary="Store the municipality's own case model (never changed once stored)",
+    responses={409: {"description": "A shipped id, or a stored model with other content"}},
+)
+async def put_model(
+    municipality_id: PathId,
+    model_id: Annotated[str, Path(min_length=1, max_length=64, pattern=r"^[a-z0-9-]+$")],
+    body: Annotated[
+        dict[str, Any], Body(description="A case model document (see GET /v1/case-models)")
+    ],
+    principal: Admin,
+    session: Session,
+    response: Response,
+) -> CaseModelOut:
+    model, created = await service.put_model(
+        CaseRepository(session), principal, municipality_id, model_id, body
+    )
+    response.status_code = 201 if created else 200
+    return _model_out(model)
+
+
+@router.get(
+    "/municipalities/{municipality_id}/case-models",
+    response_model=list[CaseModelOut],
+    summary="The case models the municipality can pick: shipped and its own",
+)
+async def municipality_models(
+    municipality_id: PathId, principal: Admin, session: Session
+) -> list[CaseModelOut]:
+    if municipality_id != principal.municipality:
+        raise NotFound(f"no municipality {municipality_id!r}")
+    models = await service.models_of(CaseRepository(session), municipality_id)
+    return [_model_out(m) for _, m in sorted(models.items())]
 
 
 def _answer(response: Response, case: CaseOut) -> CaseOut:

@@ -14,6 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from opspor_api.models import (
     Case,
     CaseEntry,
+    CaseModelRow,
     CaseText,
     ConcernView,
     Municipality,
@@ -169,6 +170,23 @@ class CaseRepository:
             .where(School.id.in_(sorted(set(school_ids))))
         )
         return {r[0].id: (r[0], r[1]) for r in rows}
+
+    async def stored_models(self, municipality_id: str) -> list[CaseModelRow]:
+        return list(
+            await self.session.scalars(
+                select(CaseModelRow).where(CaseModelRow.municipality_id == municipality_id)
+            )
+        )
+
+    async def insert_model(self, municipality_id: str, model_id: str, document: Any) -> bool:
+        """False when the municipality already stored a model with this id."""
+        stmt = (
+            insert(CaseModelRow)
+            .values(municipality_id=municipality_id, id=model_id, document=document)
+            .on_conflict_do_nothing()
+            .returning(CaseModelRow.id)
+        )
+        return (await self.session.scalar(stmt)) is not None
 
     async def publish(self, messages: Sequence[OutboxMessage]) -> None:
         await enqueue(self.session, api_outbox, messages)

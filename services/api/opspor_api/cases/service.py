@@ -47,6 +47,7 @@ from opspor_api.errors import (
     field_error,
 )
 from opspor_api.models import Case, CaseEntry, Municipality, School
+from opspor_api.packs.service import pack_location
 from opspor_api.tenancy import may_use_school
 from opspor_shared.auth import Principal, Role
 from opspor_shared.casemodels import (
@@ -56,8 +57,10 @@ from opspor_shared.casemodels import (
     NOT_ELIGIBLE,
     REQUIREMENTS,
     CaseModel,
+    CaseModelError,
     builtin_models,
     default_model_id,
+    parse_model,
 )
 from opspor_shared.events import (
     CASE_CLOSED,
@@ -95,9 +98,53 @@ def etag(case: Case) -> str:
     return f'"{case.version}"'
 
 
-def model_for(school: School, municipality: Municipality) -> CaseModel:
+async def models_of(repo: CaseRepository, municipality_id: str) -> dict[str, CaseModel]:
+    """The models a municipality can use: the shipped ones and those it stored."""
+    models = dict(builtin_models())
+    for row in await repo.stored_models(municipality_id):
+        models[row.id] = parse_model(row.document)
+    return models
+
+
+async def model_for(repo: CaseRepository, school: School, municipality: Municipality) -> CaseModel:
     chosen = school.case_model or municipality.case_model or default_model_id(municipality.country)
-    return builtin_models()[chosen]
+    return (await models_of(repo, municipality.id))[chosen]
+
+
+async def put_model(
+    repo: CaseRepository, principal: Principal, municipality_id: str, model_id: str, raw: object
+) -> tuple[CaseModel, bool]:
+    """Stores a municipality's own model: every mistake named by its place; a shipped id or a
+    different document under a stored id is refused (stored models never change)."""
+    if municipality_id != principal.municipality:
+        raise NotFound(f"no municipality {municipality_id!r}")
+    if not isinstance(raw, dict):
+        raise InvalidInput(
+            "the model must be a JSON object", [field_error(("body",), "not an object")]
+        )
+    document = dict(raw) | {"id": model_id}
+    if model_id in builtin_models():
+        raise Conflict(
+            f"{model_id!r} is a shipped model; store yours under another id",
+            [field_error(("path", "model_id"), "names a shipped model")],
+        )
+    try:
+        model = parse_model(document)
+    except CaseModelError as exc:
+        raise InvalidInput(
+            f"{len(exc.problems)} mistake(s) in the model; nothing was stored",
+            [field_error(pack_location(where), what) for where, what in exc.problems],
+        ) from None
+    stored = {row.id: row.document for row in await repo.stored_models(municipality_id)}
+    if model_id in stored:
+        if stored[model_id] != document:
+            raise Conflict(
+                f"the model {model_id!r} is stored already and never changes (cases follow it); "
+                "store a changed model under a new id and pick that"
+            )
+        return model, False
+    await repo.insert_model(municipality_id, model_id, document)
+    return model, True
 
 
 def today_at(school: School, now: datetime) -> date:
@@ -165,7 +212,8 @@ async def load(
         raise NotFound(f"no case {case_id}")
     found = await repo.school(case.school_id)
     assert found is not None  # a case's school is a foreign key
-    return Loaded(case, builtin_models()[case.model_id], found[0], entries)
+    models = await models_of(repo, case.municipality_id)
+    return Loaded(case, models[case.model_id], found[0], entries)
 
 
 async def case_out(repo: CaseRepository, loaded: Loaded, with_text: bool) -> CaseOut:
@@ -252,7 +300,7 @@ async def _new_case(
     now: datetime,
     coordinator: str | None = None,
 ) -> Case | None:
-    model = model_for(school, municipality)
+    model = await model_for(repo, school, municipality)
     today = today_at(school, now)
     case_id = uuid.uuid4()
     values: dict[str, Any] = {
@@ -642,7 +690,7 @@ async def on_concerns(
         school, municipality = found
         case = await repo.open_case(data.pupil_id, data.school_id)
         if case is None:
-            model = model_for(school, municipality)
+            model = await model_for(repo, school, municipality)
             levels = municipality.case_opening_levels or list(model.opening_levels)
             if not event_type.endswith(".raised") or data.level not in levels:
                 continue
@@ -696,6 +744,7 @@ async def check_overdue(repo: CaseRepository, now: datetime) -> int:
         return 0
     schools = await repo.schools([c.school_id for c in cases])
     ppr_must = await repo.ppr_must_pupils([(c.pupil_id, c.school_id) for c in cases])
+    models: dict[str, dict[str, CaseModel]] = {}
     messages: list[OutboxMessage] = []
     for case in cases:
         school, _ = schools[case.school_id]
@@ -705,7 +754,9 @@ async def check_overdue(repo: CaseRepository, now: datetime) -> int:
             case, entries, today, ppr_must=(case.pupil_id, case.school_id) in ppr_must
         )
         reminded = dict(case.reminded)
-        model = builtin_models()[case.model_id]
+        if case.municipality_id not in models:
+            models[case.municipality_id] = await models_of(repo, case.municipality_id)
+        model = models[case.municipality_id][case.model_id]
         phase = model.phase(case.phase)
         assert phase is not None
         for reason in reasons:
@@ -800,7 +851,8 @@ async def school_cases(
     rows = await repo.page(where, after, limit + 1)
     more = len(rows) > limit
     rows = rows[:limit]
-    items = [summary(c, builtin_models()[c.model_id]) for c in rows]
+    models = await models_of(repo, found[0].municipality_id)
+    items = [summary(c, models[c.model_id]) for c in rows]
     next_cursor = (
         encode_cursor(f"{rows[-1].opened_on.isoformat()}|{rows[-1].id}") if more and rows else None
     )
@@ -813,7 +865,8 @@ async def pupil_cases(
     rows = await repo.page(and_(visible_cases(principal), Case.pupil_id == pupil_id), None, 500)
     if not rows:
         raise NotFound(f"no pupil {pupil_id!r}")
-    return [summary(c, builtin_models()[c.model_id]) for c in rows]
+    models = await models_of(repo, rows[0].municipality_id)
+    return [summary(c, models[c.model_id]) for c in rows]
 
 
 async def read_case(repo: CaseRepository, principal: Principal, case_id: uuid.UUID) -> CaseOut:

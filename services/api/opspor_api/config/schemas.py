@@ -10,8 +10,10 @@ from opspor_api.validation import FreeText, Identifier, Mailbox, Name, TimeZone
 Country = Literal["DK", "NO", "GB", "US", "SE"]
 Language = Literal["da", "en", "nb"]
 RulePackIds = Annotated[list[Identifier], Field(min_length=1, max_length=8)]
-# The shipped case models (opspor_shared/casemodels; a test keeps this list equal to them).
-CaseModelId = Literal["baerum", "dk-ladder", "ros-herning"]
+# A shipped case model (baerum, dk-ladder, ros-herning) or one the municipality stored.
+CaseModelId = Annotated[
+    str, StringConstraints(min_length=1, max_length=64, pattern=r"^[a-z0-9-]+$")
+]
 Level = Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=r"^[a-z0-9-]+$")]
 
 

@@ -6,6 +6,8 @@ import re
 from datetime import date
 
 from opspor_api.bodies import parse, path_value, refuse, valid_fields
+from opspor_api.cases.repository import CaseRepository
+from opspor_api.cases.service import models_of
 from opspor_api.config.repository import ConfigRepository
 from opspor_api.config.schemas import (
     ClosureIn,
@@ -46,6 +48,17 @@ async def _check_packs(
     return errors
 
 
+async def _check_case_model(
+    repo: ConfigRepository, model_id: str | None, municipality_id: str
+) -> list[FieldError]:
+    if model_id is None:
+        return []
+    known = await models_of(CaseRepository(repo.session), municipality_id)
+    if model_id in known:
+        return []
+    return [field_error(("case_model",), f"unknown case model; known: {', '.join(sorted(known))}")]
+
+
 def municipality_out(m: Municipality) -> MunicipalityOut:
     return MunicipalityOut.model_validate(m, from_attributes=True)
 
@@ -71,8 +84,9 @@ async def put_municipality(
     data, body_errors = parse(MunicipalityIn, raw)
     errors += body_errors
     # The packs are judged even when other fields are wrong: every error in one answer.
-    fields = valid_fields(MunicipalityIn, raw, errors, (), ("rule_packs",))
+    fields = valid_fields(MunicipalityIn, raw, errors, (), ("rule_packs", "case_model"))
     errors += await _check_packs(repo, fields.get("rule_packs"), municipality_id)
+    errors += await _check_case_model(repo, fields.get("case_model"), municipality_id)
     refuse(errors, "nothing was changed")
     assert data is not None
     created = await repo.upsert_municipality({"id": municipality_id, **data.model_dump()})
@@ -118,7 +132,9 @@ async def put_school(
             raise NotFound(f"no school {school_id!r}")
     data, body_errors = parse(SchoolIn, raw)
     errors += body_errors
-    fields = valid_fields(SchoolIn, raw, errors, (), ("municipality_id", "rule_packs"))
+    fields = valid_fields(
+        SchoolIn, raw, errors, (), ("municipality_id", "rule_packs", "case_model")
+    )
     m = None
     if (municipality_id := fields.get("municipality_id")) is not None:
         m = await repo.municipality(municipality_id)
@@ -128,6 +144,7 @@ async def put_school(
             )
         else:
             errors += await _check_packs(repo, fields.get("rule_packs"), municipality_id)
+            errors += await _check_case_model(repo, fields.get("case_model"), municipality_id)
     refuse(errors, "nothing was changed")
     assert data is not None and m is not None
     created = await repo.upsert_school({"id": school_id, **data.model_dump()})
