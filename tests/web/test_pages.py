@@ -5,6 +5,7 @@ in a real Chromium."""
 from __future__ import annotations
 
 import hashlib
+import uuid
 from datetime import UTC, datetime, timedelta
 from urllib.parse import parse_qs, urlsplit
 
@@ -22,7 +23,7 @@ from opspor_api.web.deps import PLAIN_COOKIE, SECURE_COOKIE
 from opspor_api.web.security import CONTENT_SECURITY_POLICY
 from opspor_shared.access import route_rules
 from opspor_shared.auth import Role
-from tests.api.test_access import PUPIL_OF
+from tests.api.test_access import PUPIL_OF, concern_id
 from tests.web.conftest import csrf_of, sign_in
 
 pytestmark = pytest.mark.usefixtures("seeded")
@@ -135,6 +136,8 @@ async def test_each_page_admits_only_the_roles_of_its_api_routes(
         ("GET", "/ui/schools/{school_id}"): {Role.SCHOOL_STAFF, Role.PPR},
         ("GET", "/ui/pupils/{pupil_id}"): {Role.SCHOOL_STAFF, Role.PPR},
         ("GET", "/ui/municipality"): {Role.MUNICIPALITY_ADMIN, Role.PPR},
+        ("GET", "/ui/concerns/{concern_id}"): {Role.SCHOOL_STAFF, Role.PPR},
+        ("GET", "/ui/cases/{case_id}"): {Role.SCHOOL_STAFF, Role.PPR},
     }
     public = {"/ui/login", "/ui/callback", "/ui/signed-out", "/ui/static"}
     declared = {k: v for k, v in route_rules(web_app).items() if k[1].startswith("/ui")}
@@ -311,3 +314,18 @@ async def test_without_an_identity_provider_the_pages_say_so_and_the_api_is_unch
             assert r.status_code == 503 and "OIDC_ISSUER" in r.text
             assert r.headers["content-type"].startswith("text/html")
             assert (await web.get("/v1/rule-packs")).status_code == 401
+
+
+async def test_a_notice_link_leads_to_the_pupil_page_and_never_across_schools(
+    web: httpx.AsyncClient,
+) -> None:
+    await sign_in(web, "staff-a1")
+    own = concern_id("a1", "concern")
+    r = await web.get(f"/ui/concerns/{own}")
+    assert (r.status_code, r.headers["location"]) == (
+        303,
+        f"/ui/pupils/{PUPIL_OF['a1']}#concern-{own}",
+    )
+    for other in (concern_id("a2", "concern"), concern_id("o1", "concern"), "not-a-uuid"):
+        assert (await web.get(f"/ui/concerns/{other}")).status_code == 404
+    assert (await web.get(f"/ui/cases/{uuid.uuid4()}")).status_code == 404

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+import uuid
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -13,6 +14,10 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 
+from opspor_api.cases import service as cases_service
+from opspor_api.cases.repository import CaseRepository
+from opspor_api.concerns import service as concerns_service
+from opspor_api.concerns.repository import ConcernRepository
 from opspor_api.deps import Calendars, Session
 from opspor_api.errors import NotFound
 from opspor_api.settings import ApiSettings
@@ -279,6 +284,30 @@ async def pupil_page(
     )
     fmt = formatter(user, view.school.timezone if view.school else None)
     return render(request, "pupil.html", fmt, user, view=view, categories=CATEGORIES)
+
+
+@router.get("/concerns/{concern_id}")
+async def concern_link(concern_id: str, user: ConcernReader, session: Session) -> Response:
+    """Where a notice's link leads (README "Notices"): the pupil's page, at the concern."""
+    try:
+        found = await concerns_service.get_concern(
+            ConcernRepository(session), user.principal, uuid.UUID(concern_id)
+        )
+    except (ValueError, NotFound):
+        raise PageError(404, "Page not found.") from None
+    return RedirectResponse(f"/ui/pupils/{found.pupil_id}#concern-{found.concern_id}", 303)
+
+
+@router.get("/cases/{case_id}")
+async def case_link(case_id: str, user: ConcernReader, session: Session) -> Response:
+    """Where a case reminder's link leads: the pupil's page (the case page is still to come)."""
+    try:
+        case = await cases_service.read_case(
+            CaseRepository(session), user.principal, uuid.UUID(case_id)
+        )
+    except (ValueError, NotFound):
+        raise PageError(404, "Page not found.") from None
+    return RedirectResponse(f"/ui/pupils/{case.pupil_id}", 303)
 
 
 @router.get("/municipality")
