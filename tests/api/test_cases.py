@@ -11,7 +11,7 @@ from typing import Any
 import httpx
 import pytest
 from prometheus_client import REGISTRY
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from opspor_api.cases import service as cases_service
@@ -664,3 +664,26 @@ async def test_closed_cases_are_purged_with_their_text_after_the_retention_perio
     assert left == ["still-open"]
     assert texts == ["Åben"]  # the closed case's note went with it
     assert [r.rows_deleted for r in logged] == [1]
+
+
+async def test_a_case_opens_when_postgresql_plans_the_insert_generically(
+    client: httpx.AsyncClient, sessionmaker: async_sessionmaker[AsyncSession]
+) -> None:
+    # After a few runs PostgreSQL may plan a prepared insert generically; the partial unique
+    # index of open cases must still be found (a bound predicate failed there, in the concern
+    # consumer, with "no unique or exclusion constraint matching the ON CONFLICT").
+    await use_model(client, "dk-ladder")
+    async with sessionmaker() as session, session.begin():
+        await session.execute(text("set local plan_cache_mode = force_generic_plan"))
+        repo = CaseRepository(session)
+        found = await repo.school("vestbjerg")
+        assert found is not None
+        for i in range(3):
+            opened = await cases_service._new_case(
+                repo, found[0], found[1], f"generisk-{i}", "team", "test", datetime.now(UTC)
+            )
+            assert opened is not None
+        again = await cases_service._new_case(
+            repo, found[0], found[1], "generisk-0", "team", "test", datetime.now(UTC)
+        )
+        assert again is None  # one open case per pupil and school

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from datetime import date
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, func, or_, select, update
+from sqlalchemy import ColumnElement, and_, func, or_, select, text, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -48,8 +48,10 @@ class CaseRepository:
         stmt = (
             insert(Case)
             .values(**values)
+            # A literal predicate: with a bound parameter PostgreSQL cannot match the partial
+            # index once the statement runs on a generic plan.
             .on_conflict_do_nothing(
-                index_elements=["pupil_id", "school_id"], index_where=Case.status == "open"
+                index_elements=["pupil_id", "school_id"], index_where=text("status = 'open'")
             )
             .returning(Case.id)
         )
