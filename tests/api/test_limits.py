@@ -195,8 +195,10 @@ def test_a_token_bucket_refills_at_its_rate() -> None:
 async def limited(
     settings: ApiSettings, database_url: str, kafka_bootstrap: str, topic_suffix: str
 ) -> AsyncIterator[httpx.AsyncClient]:
+    # One token per 4 s: the five requests below never earn a token back however slowly a
+    # loaded machine runs them (at 2 per second they did, and the fifth got through).
     slow = api_settings(
-        database_url, kafka_bootstrap, topic_suffix, rate_limit_per_second=2, rate_limit_burst=4
+        database_url, kafka_bootstrap, topic_suffix, rate_limit_per_second=0.25, rate_limit_burst=4
     )
     app = create_app(slow)
     async with app.router.lifespan_context(app):
