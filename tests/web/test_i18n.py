@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import io
 import re
+import typing
 from pathlib import Path
 
 import jinja2
@@ -14,9 +15,13 @@ import pytest
 from babel.messages.mofile import read_mo, write_mo
 from babel.messages.pofile import read_po
 
+from opspor_api.cases.schemas import EntryIn, Source
+from opspor_api.cases.service import CLOSE_NEEDS, OVERDUE_REASONS
+from opspor_api.web.endpoints import FIELD_MESSAGES, REFUSALS
 from opspor_api.web.i18n import LANGUAGES, LOCALE_DIR, Formatter, negotiate
 from opspor_api.web.schemas import CATEGORIES
 from opspor_shared.auth import Role
+from opspor_shared.casemodels import REQUIREMENTS, RESPONSIBLE, builtin_models
 
 WEB = LOCALE_DIR.parent
 
@@ -45,7 +50,42 @@ def used_messages() -> set[str]:
         found.update(re.findall(r'gettext\("([^"]+)"\)', module.read_text()))
     found.update(f"category:{c}" for c in CATEGORIES)
     found.update(f"role:{r.value}" for r in Role)
+    found.update(FIELD_MESSAGES.values())
+    found.update(REFUSALS.values())
+    found.update(case_labels())
     return found
+
+
+def _literals(annotation: object) -> set[str]:
+    found = {a for a in typing.get_args(annotation) if isinstance(a, str)}
+    for inner in typing.get_args(annotation):
+        if not isinstance(inner, str):
+            found |= _literals(inner)
+    return found
+
+
+def case_labels() -> set[str]:
+    """Every code the case page names through fmt.label: entry kinds, fields and their coded
+    values (read off the API's schemas, so a new code fails here until it is translated),
+    the models' outcomes and exclusions, requirements, overdue reasons and responsible roles;
+    and the service's English refusal texts the page translates."""
+    labels: set[str] = set()
+    for entry in typing.get_args(typing.get_args(EntryIn)[0]):
+        for name, info in entry.model_fields.items():
+            values = _literals(info.annotation)
+            if name == "kind":
+                labels |= {f"kind:{k}" for k in values}
+                continue
+            labels.add(f"field:{info.alias or name}")
+            labels |= {f"value:{v}" for v in values}
+    labels |= {f"value:{v}" for v in _literals(Source)}
+    for model in builtin_models().values():
+        labels |= {f"value:{v}" for v in (*model.outcomes, *model.exclusions)}
+    labels |= {f"requirement:{r}" for r in (*REQUIREMENTS, *CLOSE_NEEDS)}
+    labels |= {f"responsible:{r}" for r in RESPONSIBLE}
+    labels |= {f"overdue:{r}" for r in OVERDUE_REASONS}
+    labels |= {"kind:phase-change", "kind:concern", "kind:note", "field:from", "field:close"}
+    return labels | set(REQUIREMENTS.values()) | set(CLOSE_NEEDS.values())
 
 
 @pytest.mark.parametrize("language", sorted(LANGUAGES))

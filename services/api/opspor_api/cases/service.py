@@ -80,6 +80,8 @@ log = get_logger(__name__)
 # Overdue reminders repeat while a reason lasts, but not daily: a week apart.
 REMIND_EVERY = timedelta(days=7)
 FAILED_CONTACTS_FOR_NO_CONTACT = 3
+# Why a case is overdue (DOMAIN.md s.7), as stored on the case and published.
+OVERDUE_REASONS = ("evaluation-overdue", "planned-end-passed", "ppr-referral-missing")
 
 
 class PreconditionRequired(ProblemError):
@@ -369,7 +371,7 @@ async def open_by_hand(
 # --- requirements -------------------------------------------------------------------------
 
 
-def _latest_goals(entries: Sequence[CaseEntry]) -> dict[int, str]:
+def latest_goals(entries: Sequence[CaseEntry]) -> dict[int, str]:
     """Each goal's current status: a follow-up entry replaces the status of the goal it names."""
     status: dict[int, str] = {}
     for e in entries:
@@ -397,7 +399,7 @@ def _met(requirement: str, case: Case, entries: Sequence[CaseEntry]) -> bool:
     if requirement == "causes":
         return "cause" in kinds
     if requirement == "goals-followed-up":
-        goals = _latest_goals(entries)
+        goals = latest_goals(entries)
         return bool(goals) and all(s != "open" for s in goals.values())
     if requirement in ("agreement", "cooperation-agreement"):
         return "agreement" in kinds
@@ -424,37 +426,56 @@ def missing(model: CaseModel, case: Case, entries: Sequence[CaseEntry]) -> list[
     return [r for r in phase.requires if not _met(r, case, entries)]
 
 
+def failed_contact_days(entries: Sequence[CaseEntry]) -> int:
+    return len(_failed_contact_days(entries))
+
+
 def _failed_contact_days(entries: Sequence[CaseEntry]) -> set[str]:
     return {str(e.data["on"]) for e in entries if e.kind == "contact" and not e.data.get("reached")}
+
+
+# What closing with an outcome can need beyond a phase's requirements (codes, so the web page
+# can say it in the reader's language; the API answers with these English texts).
+CLOSE_NEEDS: dict[str, str] = {
+    "failed-contacts": (
+        f"failed contact attempts on {FAILED_CONTACTS_FOR_NO_CONTACT} different days"
+    ),
+    "no-contact-approval": "a leader's approval of closing without contact",
+    "not-eligible-decision": "an eligibility decision of not eligible, with its reason",
+    "resolved-evaluation": "an evaluation that found the problem resolved",
+}
+
+
+def describe_need(code: str, entries: Sequence[CaseEntry]) -> str:
+    if code == "failed-contacts":
+        return f"{CLOSE_NEEDS[code]} ({len(_failed_contact_days(entries))} recorded)"
+    return CLOSE_NEEDS.get(code) or REQUIREMENTS[code]
 
 
 def close_missing(
     model: CaseModel, case: Case, entries: Sequence[CaseEntry], outcome: str
 ) -> list[str]:
-    """What closing with this outcome still needs (DOMAIN.md s.7)."""
+    """What closing with this outcome still needs (DOMAIN.md s.7), as codes of REQUIREMENTS
+    and CLOSE_NEEDS."""
     if outcome == NO_CONTACT:
         needs = []
-        days = len(_failed_contact_days(entries))
-        if days < FAILED_CONTACTS_FOR_NO_CONTACT:
-            needs.append(
-                f"failed contact attempts on {FAILED_CONTACTS_FOR_NO_CONTACT} different days "
-                f"({days} recorded)"
-            )
+        if len(_failed_contact_days(entries)) < FAILED_CONTACTS_FOR_NO_CONTACT:
+            needs.append("failed-contacts")
         if not any(e.kind == "approval" and e.data.get("of") == NO_CONTACT for e in entries):
-            needs.append("a leader's approval of closing without contact")
+            needs.append("no-contact-approval")
         return needs
     if outcome == NOT_ELIGIBLE:
         decided = any(e.kind == "eligibility" and not e.data.get("eligible") for e in entries)
-        return [] if decided else ["an eligibility decision of not eligible, with its reason"]
+        return [] if decided else ["not-eligible-decision"]
     if outcome == NO_CONCERN_AFTER_CONTACT:
-        return [] if _met("contact", case, entries) else [REQUIREMENTS["contact"]]
+        return [] if _met("contact", case, entries) else ["contact"]
     if outcome in LEFT:
         return []
-    needs = [REQUIREMENTS[r] for r in missing(model, case, entries)]
+    needs = missing(model, case, entries)
     if model.evaluation_days and not any(
         e.kind == "evaluation" and e.data.get("result") == "resolved" for e in entries
     ):
-        needs.append("an evaluation that found the problem resolved")
+        needs.append("resolved-evaluation")
     return needs
 
 
@@ -595,7 +616,10 @@ async def transition(
         if needs:
             raise Conflict(
                 f"the case cannot close as {body.close!r} yet",
-                [field_error(("close",), f"missing: {need}") for need in needs],
+                [
+                    field_error(("close",), f"missing: {describe_need(need, entries)}")
+                    for need in needs
+                ],
             )
         case.phase = model.closed.id
         case.status = "closed"
@@ -870,9 +894,15 @@ async def pupil_cases(
 
 
 async def read_case(repo: CaseRepository, principal: Principal, case_id: uuid.UUID) -> CaseOut:
-    loaded = await load(repo, principal, case_id)
+    return await view_of(repo, principal, await load(repo, principal, case_id))
+
+
+async def view_of(repo: CaseRepository, principal: Principal, loaded: Loaded) -> CaseOut:
+    """The case as this reader may see it."""
     if full_text_reader(principal):
         return await case_out(repo, loaded, with_text=True)
     # The municipality sees metadata: the phase history, no free text, no other entries.
-    loaded.entries = [e for e in loaded.entries if e.kind == "phase-change"]
-    return await case_out(repo, loaded, with_text=False)
+    history = [e for e in loaded.entries if e.kind == "phase-change"]
+    return await case_out(
+        repo, Loaded(loaded.case, loaded.model, loaded.school, history), with_text=False
+    )

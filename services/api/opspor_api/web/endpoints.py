@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import re
 import uuid
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -13,13 +14,17 @@ from fastapi import APIRouter, FastAPI, Form, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from jinja2 import Environment, FileSystemLoader, select_autoescape
+from pydantic import TypeAdapter, ValidationError
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from opspor_api.cases import service as cases_service
 from opspor_api.cases.repository import CaseRepository
+from opspor_api.cases.schemas import EntryIn, Transition
+from opspor_api.cases.service import PreconditionFailed
 from opspor_api.concerns import service as concerns_service
 from opspor_api.concerns.repository import ConcernRepository
 from opspor_api.deps import Calendars, Session
-from opspor_api.errors import NotFound
+from opspor_api.errors import NotFound, ProblemError
 from opspor_api.settings import ApiSettings
 from opspor_api.validation import ID_PATTERN
 from opspor_api.web import service
@@ -40,7 +45,7 @@ from opspor_api.web.deps import (
 from opspor_api.web.i18n import LANGUAGES, Formatter
 from opspor_api.web.oidc import OidcClient, SignInFailed
 from opspor_api.web.repository import WebSessionRepository
-from opspor_api.web.schemas import CATEGORIES
+from opspor_api.web.schemas import CATEGORIES, FormState
 from opspor_shared.auth import Role
 from opspor_shared.logging import get_logger
 
@@ -298,16 +303,217 @@ async def concern_link(concern_id: str, user: ConcernReader, session: Session) -
     return RedirectResponse(f"/ui/pupils/{found.pupil_id}#concern-{found.concern_id}", 303)
 
 
-@router.get("/cases/{case_id}")
-async def case_link(case_id: str, user: ConcernReader, session: Session) -> Response:
-    """Where a case reminder's link leads: the pupil's page (the case page is still to come)."""
+CaseReader = Annotated[WebUser, page_allow(Role.SCHOOL_STAFF, Role.PPR, Role.MUNICIPALITY_ADMIN)]
+# The same roles as POST /v1/cases/{id}/entries and /transitions.
+CaseWorker = Annotated[WebUser, page_allow(Role.SCHOOL_STAFF, Role.PPR)]
+CaseMover = Annotated[WebUser, page_allow(Role.SCHOOL_STAFF)]
+ENTRY = TypeAdapter(EntryIn)
+# Form fields that carry several values (checkboxes) and those that are not the entry's.
+LIST_FIELDS = frozenset({"with", "exclusions"})
+FORM_ONLY = frozenset({"csrf_token", "version", "kind", "action"})
+
+
+def _case_id(value: str) -> uuid.UUID:
     try:
-        case = await cases_service.read_case(
-            CaseRepository(session), user.principal, uuid.UUID(case_id)
-        )
-    except (ValueError, NotFound):
+        return uuid.UUID(value)
+    except ValueError:
         raise PageError(404, "Page not found.") from None
-    return RedirectResponse(f"/ui/pupils/{case.pupil_id}", 303)
+
+
+async def _case_page(
+    request: Request,
+    session: AsyncSession,
+    user: WebUser,
+    case_id: uuid.UUID,
+    state: FormState | None = None,
+) -> HTMLResponse:
+    try:
+        view = await service.case_view(session, user.principal, case_id)
+    except NotFound:
+        raise PageError(404, "Page not found.") from None
+    await page_auditor(request, session, user).record(
+        [(view.case.pupil_id, view.case.school_id)], state.status if state else 200
+    )
+    fmt = formatter(user, view.timezone)
+
+    def name_of(names: Mapping[str, str]) -> str:
+        return names.get(fmt.language) or names.get("en") or ""
+
+    interventions = {i.code: name_of(i.names) for i in view.model.interventions}
+    interventions["other"] = fmt.gettext("Other (describe in the note)")
+    goals = {
+        str(g.entry_id): f"#{g.entry_id} {(g.text or '')[:60] if view.shows_text else ''}".strip()
+        for g in view.goals
+    }
+    return render(
+        request,
+        "case.html",
+        fmt,
+        user,
+        status=state.status if state else 200,
+        view=view,
+        state=state,
+        saved=request.query_params.get("saved") == "1" and state is None,
+        name_of=name_of,
+        intervention_names=interventions,
+        phase_name=lambda phase_id: (
+            name_of(getattr(view.model.phase(phase_id), "names", {})) or phase_id
+        ),
+        goal_names=goals,
+    )
+
+
+@router.get("/cases/{case_id}")
+async def case_page(
+    request: Request, case_id: str, user: CaseReader, session: Session
+) -> HTMLResponse:
+    """The case: where it stands, what it still needs, its history, and (for those who work
+    it) the forms that change it. A notice's or reminder's link leads here."""
+    return await _case_page(request, session, user, _case_id(case_id))
+
+
+def _problems(fmt: Formatter, exc: ValidationError, kind: str | None) -> list[tuple[str, str]]:
+    """pydantic's errors as (field, message in the reader's language). The union's tag (the
+    `kind`) is not a field of the form, so it is dropped from each location."""
+    out = []
+    for e in exc.errors():
+        loc = [str(p) for p in e["loc"] if p != kind]
+        field = loc[0] if loc else ""
+        # An unticked group of checkboxes sends nothing at all.
+        kind_of_error = "too_short" if field in LIST_FIELDS else e["type"]
+        message = FIELD_MESSAGES.get(kind_of_error, "Check this field.")
+        out.append((field, fmt.gettext(message)))
+    return out
+
+
+# pydantic's error types, in words the page can translate.
+FIELD_MESSAGES = {
+    "missing": "Fill in this field.",
+    "string_too_short": "Fill in this field.",
+    "too_short": "Choose at least one.",
+    "string_too_long": "This is too long.",
+    "date_parsing": "Give a date.",
+    "date_from_datetime_parsing": "Give a date.",
+    "literal_error": "Choose one of the options.",
+    "string_pattern_mismatch": "Use only the letters a-z, digits and hyphens.",
+    "bool_parsing": "Choose yes or no.",
+    "int_parsing": "Choose one of the options.",
+    "value_error": "This contains characters that are not allowed.",
+    "union_tag_invalid": "Choose what to record.",
+    "extra_forbidden": "This field is not part of the form.",
+}
+
+
+# A refusal's headline by status; the service's own detail is English API text.
+REFUSALS = {
+    409: "The case cannot do this yet.",
+    422: "Check the form.",
+}
+RECORDED = re.compile(r" \((\d+) recorded\)$")
+
+
+def _refused(fmt: Formatter, exc: ProblemError) -> list[tuple[str, str]]:
+    """A refusal of the case service in the reader's language. Its field details are the
+    API's English texts (README "Cases"), shown translated where the catalogue has them."""
+    if isinstance(exc, PreconditionFailed):
+        return [("", fmt.gettext("The case changed since you opened it. Reload the page."))]
+    problems = [("", fmt.gettext(REFUSALS.get(exc.status, "The case cannot do this yet.")))]
+    for error in exc.errors or []:
+        detail, count = error.detail, ""
+        if found := RECORDED.search(detail):
+            detail, count = detail[: found.start()], f" ({found.group(1)})"
+        if detail.startswith("missing: "):
+            detail = fmt.gettext("missing: %(what)s") % {"what": fmt.gettext(detail[9:])}
+        else:
+            detail = fmt.gettext(detail)
+        field = re.split(r"[.\[]", error.field)[0]
+        problems.append((field, detail + count))
+    return problems
+
+
+def _form_values(form: Any) -> dict[str, list[str]]:
+    return {key: [str(v) for v in form.getlist(key)] for key in form if key != "csrf_token"}
+
+
+def _entry_body(values: dict[str, list[str]]) -> dict[str, Any]:
+    """The form as the API's JSON body: empty fields left out, checkboxes as lists; pydantic
+    then reads dates, numbers and yes/no from their text as it does in the API."""
+    body: dict[str, Any] = {"kind": (values.get("kind") or [""])[0]}
+    for key, items in values.items():
+        if key in FORM_ONLY:
+            continue
+        if key in LIST_FIELDS:
+            body[key] = [v for v in items if v]
+        elif items and items[0].strip():
+            body[key] = items[0].strip() if key not in ("note", "text", "outcome") else items[0]
+    return body
+
+
+def _if_match(values: dict[str, list[str]]) -> str:
+    version = (values.get("version") or [""])[0]
+    return f'"{version}"' if version.isdigit() else '"0"'
+
+
+@router.post("/cases/{case_id}/entries")
+async def case_entry(
+    request: Request, case_id: str, user: CaseWorker, session: Session, row: CsrfChecked
+) -> Response:
+    found = _case_id(case_id)
+    values = _form_values(await request.form())
+    body = _entry_body(values)
+    fmt = formatter(user)
+    settings = _settings(request)
+    try:
+        entry = ENTRY.validate_python(body)
+    except ValidationError as exc:
+        state = FormState(body["kind"], values, _problems(fmt, exc, body["kind"]), 422)
+        return await _case_page(request, session, user, found, state)
+    repo = CaseRepository(session, settings.cases_topic)
+    try:
+        loaded = await cases_service.add_entry(
+            repo, user.principal, found, _if_match(values), entry, request.app.state.clock()
+        )
+    except NotFound:
+        raise PageError(404, "Page not found.") from None
+    except ProblemError as exc:
+        await session.rollback()
+        state = FormState(body["kind"], values, _refused(fmt, exc), exc.status)
+        return await _case_page(request, session, user, found, state)
+    await page_auditor(request, session, user).record(
+        [(loaded.case.pupil_id, loaded.case.school_id)], 201
+    )
+    return RedirectResponse(f"/ui/cases/{found}?saved=1#status", status_code=303)
+
+
+@router.post("/cases/{case_id}/transitions")
+async def case_transition(
+    request: Request, case_id: str, user: CaseMover, session: Session, row: CsrfChecked
+) -> Response:
+    found = _case_id(case_id)
+    values = _form_values(await request.form())
+    action = (values.get("action") or ["move"])[0]
+    body = {k: v for k, v in _entry_body(values).items() if k in ("to", "close", "reason")}
+    fmt = formatter(user)
+    try:
+        transition = Transition.model_validate(body)
+    except ValidationError as exc:
+        state = FormState(action, values, _problems(fmt, exc, None), 422)
+        return await _case_page(request, session, user, found, state)
+    repo = CaseRepository(session, _settings(request).cases_topic)
+    try:
+        loaded = await cases_service.transition(
+            repo, user.principal, found, _if_match(values), transition, request.app.state.clock()
+        )
+    except NotFound:
+        raise PageError(404, "Page not found.") from None
+    except ProblemError as exc:
+        await session.rollback()
+        state = FormState(action, values, _refused(fmt, exc), exc.status)
+        return await _case_page(request, session, user, found, state)
+    await page_auditor(request, session, user).record(
+        [(loaded.case.pupil_id, loaded.case.school_id)], 200
+    )
+    return RedirectResponse(f"/ui/cases/{found}?saved=1#status", status_code=303)
 
 
 @router.get("/municipality")

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import date
 from decimal import Decimal
 
+from opspor_api.cases.schemas import CaseOut, CaseSummary
 from opspor_api.concerns.schemas import ConcernOut
+from opspor_shared.casemodels import CaseModel, Phase
 from opspor_shared.reference import SchoolRef
 
 CATEGORIES = ("illness", "authorized", "unauthorized")
@@ -67,6 +70,8 @@ class PupilView:
     months: list[Month]
     shows_absence: bool
     totals: dict[str, Decimal]
+    cases: list[CaseSummary] = field(default_factory=list)
+    phase_names: dict[str, Mapping[str, str]] = field(default_factory=dict)  # by case id
 
 
 @dataclass(frozen=True)
@@ -85,3 +90,49 @@ class MunicipalityView:
     name: str
     schools: list[SchoolCount]
     levels: list[str]
+
+
+@dataclass(frozen=True)
+class Requirement:
+    code: str
+    met: bool
+
+
+@dataclass(frozen=True)
+class OpenGoal:
+    entry_id: int
+    text: str | None
+    status: str
+
+
+@dataclass(frozen=True)
+class CaseView:
+    """The case page: the case as its reader may see it, and what each next step still needs."""
+
+    case: CaseOut
+    model: CaseModel
+    school_name: str
+    timezone: str
+    phase: Phase
+    requirements: list[Requirement]  # the current phase's, met or not
+    next_phase: Phase | None  # None: the next step is closing
+    close_needs: dict[str, list[str]]  # outcome -> need codes; empty list: it may close so
+    failed_contact_days: int
+    goals: list[OpenGoal]  # goals with their current status, for following them up
+    can_move: bool
+    can_record: bool
+    shows_text: bool
+
+    @property
+    def is_open(self) -> bool:
+        return self.case.status == "open"
+
+
+@dataclass
+class FormState:
+    """A refused form, shown again next to its fields with the reader's input kept."""
+
+    form: str  # "move", "close" or an entry kind
+    values: dict[str, list[str]]
+    problems: list[tuple[str, str]]  # (field or "", message in the reader's language)
+    status: int

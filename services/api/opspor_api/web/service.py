@@ -3,9 +3,12 @@ services the JSON endpoints call (same tenancy, same 404s)."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import secrets
+import uuid
 from collections import defaultdict
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from decimal import Decimal
@@ -14,6 +17,9 @@ from zoneinfo import ZoneInfo
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from opspor_api.calendars import why_not_school_day
+from opspor_api.cases import service as cases_service
+from opspor_api.cases.repository import CaseRepository
+from opspor_api.cases.schemas import CaseSummary
 from opspor_api.concerns import service as concerns_service
 from opspor_api.concerns.repository import ConcernRepository
 from opspor_api.concerns.schemas import ConcernOut
@@ -24,12 +30,15 @@ from opspor_api.registrations.repository import RegistrationRepository
 from opspor_api.web.oidc import LoginRequest
 from opspor_api.web.repository import WebSessionRepository
 from opspor_api.web.schemas import (
+    CaseView,
     Day,
     LevelGroup,
     Month,
     MonthBar,
     MunicipalityView,
+    OpenGoal,
     PupilView,
+    Requirement,
     SchoolCount,
     SchoolView,
 )
@@ -364,8 +373,19 @@ async def pupil_view(
                 absence[r.date][r.category] += r.extent
                 totals[r.category] += r.extent
         months = _months(calendar, first, last, absence)
+    cases: list[CaseSummary] = []
+    phase_names: dict[str, Mapping[str, str]] = {}
+    with contextlib.suppress(NotFound):  # NotFound: no case that this reader may see
+        repo = CaseRepository(session)
+        cases = await cases_service.pupil_cases(repo, principal, pupil_id)
+        models = await cases_service.models_of(repo, cases[0].municipality_id)
+        for c in cases:
+            phase = models[c.model_id].phase(c.phase)
+            phase_names[str(c.id)] = phase.names if phase else {}
     return PupilView(
         pupil_id=pupil_id,
+        cases=sorted(cases, key=lambda c: (c.status != "open", -c.opened_on.toordinal())),
+        phase_names=phase_names,
         school=school,
         concerns=sorted(
             concerns, key=lambda c: (c.status != "active", level_rank(c.level), c.crossing_date)
@@ -394,4 +414,34 @@ async def municipality_view(session: AsyncSession, principal: Principal) -> Muni
         name=schools[0].municipality_name if schools else principal.municipality,
         schools=rows,
         levels=levels,
+    )
+
+
+async def case_view(session: AsyncSession, principal: Principal, case_id: uuid.UUID) -> CaseView:
+    repo = CaseRepository(session)
+    loaded = await cases_service.load(repo, principal, case_id)
+    model, case, entries = loaded.model, loaded.case, loaded.entries
+    out = await cases_service.view_of(repo, principal, loaded)
+    phase = model.phase(case.phase)
+    assert phase is not None  # a case's phase is one of its model's
+    following = model.next_phase(case.phase)
+    missing = set(cases_service.missing(model, case, entries))
+    texts = {e.id: e.text for e in out.entries}
+    goals = cases_service.latest_goals(entries)
+    return CaseView(
+        case=out,
+        model=model,
+        school_name=loaded.school.name,
+        timezone=loaded.school.timezone,
+        phase=phase,
+        requirements=[Requirement(r, r not in missing) for r in phase.requires],
+        next_phase=None if following is None or following == model.closed else following,
+        close_needs={
+            o: cases_service.close_missing(model, case, entries, o) for o in model.outcomes
+        },
+        failed_contact_days=cases_service.failed_contact_days(entries),
+        goals=[OpenGoal(i, texts.get(i), status) for i, status in sorted(goals.items())],
+        can_move=principal.role is Role.SCHOOL_STAFF and case.status == "open",
+        can_record=principal.role in (Role.SCHOOL_STAFF, Role.PPR) and case.status == "open",
+        shows_text=cases_service.full_text_reader(principal),
     )
