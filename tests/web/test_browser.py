@@ -207,3 +207,101 @@ async def test_the_resource_team_uses_the_pages_in_chromium(
     csp = [m for m in console if "Content Security Policy" in m]
     assert not csp, f"the CSP blocked something of our own: {csp}"
     assert not failures, "\n".join(failures)
+
+
+async def test_staff_work_a_case_from_opening_to_closing_in_chromium(
+    served: str, web: httpx.AsyncClient, sessionmaker: async_sessionmaker[AsyncSession]
+) -> None:
+    """The school ladder (dk-ladder) from the class team to closing, every step through the
+    case page's forms: a refusal shown in the error summary, then each requirement recorded."""
+    await seed_school_year(web, sessionmaker)
+    axe_source = AXE.read_text()
+    base = served
+    failures: list[str] = []
+    async with asyncio.timeout(BUDGET_SECONDS), async_playwright() as pw:
+        browser = await pw.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
+        try:
+            context = await browser.new_context(
+                locale="en-GB", viewport={"width": 1280, "height": 900}
+            )
+            page = await context.new_page()
+            page.set_default_timeout(15_000)
+            await sign_in(page, base, "staff-a1")
+            await page.goto(f"{base}/ui/pupils/{PUPIL_OF['a1']}")
+            await page.get_by_role("link", name="Case opened").first.click()
+            await page.wait_for_url(f"{base}/ui/cases/**")
+            case_url = page.url
+            failures += [f"case: {v}" for v in await serious_violations(page, axe_source)]
+
+            async def move(to: str) -> None:
+                await page.get_by_role("button", name=f"Move to {to}").click()
+                await page.wait_for_url(f"{case_url}?saved=1#status")
+
+            async def record(summary: str, fields: dict[str, str]) -> None:
+                form = page.locator("details.record").filter(
+                    has=page.locator("summary", has_text=summary)
+                )
+                await form.locator("summary").click()
+                for label, value in fields.items():
+                    field = form.get_by_label(label, exact=True)
+                    if await field.evaluate("e => e.tagName") == "SELECT":
+                        await field.select_option(value)
+                    elif await field.get_attribute("type") == "checkbox":
+                        await field.check()
+                    else:
+                        await field.fill(value)
+                await form.get_by_role("button", name="Record").click()
+                await page.wait_for_url(f"{case_url}?saved=1#status")
+
+            await move("Resource team")
+            assert await page.get_by_role("status").inner_text() == "Saved."
+
+            # No sparring yet: the move is refused and the summary says what is missing.
+            await page.get_by_role("button", name="Move to Resource-team plan").click()
+            alert = page.get_by_role("alert")
+            await alert.wait_for()
+            assert "missing: sparring given by the resource team" in await alert.inner_text()
+            failures += [f"refused: {v}" for v in await serious_violations(page, axe_source)]
+            await shoot(page, "case-refused")
+            await page.goto(case_url)
+
+            await record(
+                "Contact or meeting",
+                {
+                    "Form": "sparring",
+                    "resource team": "on",
+                    "Date": "2026-11-23",
+                    "Was someone reached?": "true",
+                },
+            )
+            await move("Resource-team plan")
+            await record(
+                "Intervention",
+                {"Type": "support-in-class", "Owner": "teacher-1", "Start": "2026-11-24"},
+            )
+            await record("Coordinator and leader", {"Coordinator": "teacher-1"})
+            await move("External resources")
+            await record(
+                "Evaluation or follow-up date",
+                {"Evaluated on": "2026-11-24", "Result": "resolved"},
+            )
+            await page.get_by_label("Close with the outcome").select_option("back-in-class")
+            await page.get_by_label("Why (optional)").last.fill("Back in class every day")
+            await page.get_by_role("button", name="Close the case").click()
+            await page.wait_for_url(f"{case_url}?saved=1#status")
+            lead = await page.locator("p.lead").inner_text()
+            assert "Closed: back in class" in lead
+            # Closed: nothing left to change, and the history has every step.
+            assert await page.get_by_role("button", name="Record").count() == 0
+            history = await page.locator("table.history").inner_text()
+            for step in (
+                "Class team → Resource team",
+                "Resource team → Resource-team plan",
+                "External resources → Closed (back in class)",
+            ):
+                assert step in history, history
+            failures += [f"closed: {v}" for v in await serious_violations(page, axe_source)]
+            await shoot(page, "case")
+        finally:
+            await browser.close()
+    assert not failures, "\n".join(failures)

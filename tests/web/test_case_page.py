@@ -97,7 +97,7 @@ async def test_staff_move_a_case_and_record_entries_through_the_page(
     # resource team meets every 14 days.)
     assert problems_of(r.text) == [
         "Sagen kan ikke dette endnu.",
-        "til: mangler: sparring fra ressourceteamet",
+        "mangler: sparring fra ressourceteamet",
     ]
     assert ">Vi prøver</textarea>" in r.text
     assert (await api_case(web, case_id))["phase"] == "resource-team"

@@ -427,7 +427,8 @@ def _refused(fmt: Formatter, exc: ProblemError) -> list[tuple[str, str]]:
         else:
             detail = fmt.gettext(detail)
         field = re.split(r"[.\[]", error.field)[0]
-        problems.append((field, detail + count))
+        # `to` is the move button's hidden field: nothing to link to or to name.
+        problems.append(("" if field == "to" else field, detail + count))
     return problems
 
 
