@@ -137,7 +137,10 @@ async def test_each_page_admits_only_the_roles_of_its_api_routes(
         ("GET", "/ui/pupils/{pupil_id}"): {Role.SCHOOL_STAFF, Role.PPR},
         ("GET", "/ui/municipality"): {Role.MUNICIPALITY_ADMIN, Role.PPR},
         ("GET", "/ui/concerns/{concern_id}"): {Role.SCHOOL_STAFF, Role.PPR},
-        ("GET", "/ui/cases/{case_id}"): {Role.SCHOOL_STAFF, Role.PPR},
+        # The same roles as GET /v1/cases/{id} and its entries and transitions routes.
+        ("GET", "/ui/cases/{case_id}"): {Role.SCHOOL_STAFF, Role.PPR, Role.MUNICIPALITY_ADMIN},
+        ("POST", "/ui/cases/{case_id}/entries"): {Role.SCHOOL_STAFF, Role.PPR},
+        ("POST", "/ui/cases/{case_id}/transitions"): {Role.SCHOOL_STAFF},
     }
     public = {"/ui/login", "/ui/callback", "/ui/signed-out", "/ui/static"}
     declared = {k: v for k, v in route_rules(web_app).items() if k[1].startswith("/ui")}
