@@ -16,7 +16,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from opspor_api.concerns.repository import ConcernRepository
-from opspor_api.models import AuditEntry
+from opspor_api.models import AuditEntry, Case
 from opspor_shared.auth import Role
 from tests.api.test_concerns import concern_event
 from tests.auth import bearer
@@ -399,12 +399,131 @@ async def test_the_baerum_table_counts_completely_absent_pupils_per_school_level
         (None, "udskoling", 3, 1),
         (None, "unknown", 1, 0),
     ]
-    # No consulted/referred columns until cases exist: they are not faked.
-    assert set(r.json()["rows"][0]) == {"school_id", "school_level", "pupils", "completely_absent"}
+    assert {x["consulted"] + x["referred"] + x["ppr_total"] for x in r.json()["rows"]} == {0}
+
+
+async def case_with(
+    client: httpx.AsyncClient, pupil: str, entries: list[dict[str, Any]], school: str = "vestbjerg"
+) -> str:
+    """A case opened by hand for the pupil, with the entries recorded through the API."""
+    staff = bearer(Role.SCHOOL_STAFF, schools=[school])
+    r = await client.post(
+        f"/v1/schools/{school}/cases", json={"pupil_id": pupil, "source": "team"}, headers=staff
+    )
+    assert r.status_code == 201, r.text
+    case = r.json()
+    for entry in entries:
+        r = await client.post(
+            f"/v1/cases/{case['id']}/entries",
+            json=entry,
+            headers=staff | {"If-Match": f'"{case["version"]}"'},
+        )
+        assert r.status_code == 201, r.text
+        case = r.json()
+    return str(case["id"])
+
+
+def referral(to: str, kind: str, on: str) -> dict[str, Any]:
+    return {"kind": "referral", "to": to, "type": kind, "on": on}
+
+
+async def test_the_baerum_table_counts_pupils_consulted_with_and_referred_to_ppr(
+    client: httpx.AsyncClient,
+) -> None:
+    await seed_baerum(client)
+    await case_with(client, "b1", [referral("ppr", "consulted", "2026-10-01")])
+    # Consulted first, then referred: counted once, as referred.
+    await case_with(
+        client,
+        "b3",
+        [referral("ppr", "consulted", "2026-09-10"), referral("ppr", "referred", "2026-10-20")],
+    )
+    # Referred to the GP, not to PPR; and a PPR referral after the report date.
+    await case_with(client, "b2", [referral("gp", "referred", "2026-10-01")])
+    await case_with(client, "b4", [referral("ppr", "referred", "2026-11-02")])
+    await case_with(client, "b6", [referral("ppr", "referred", "2026-10-02")], school="hals")
+    r = await client.get(
+        "/v1/municipalities/aalborg/reports/baerum", params={"date": "2026-10-31"}, headers=ADMIN
+    )
+    assert r.status_code == 200, r.text
+    table = [
+        (x["school_id"], x["school_level"], x["consulted"], x["referred"], x["ppr_total"])
+        for x in r.json()["rows"]
+    ]
+    assert table == [
+        ("hals", "indskoling", 0, 0, 0),
+        ("hals", "mellemtrin", 0, 0, 0),
+        ("hals", "udskoling", 0, 1, 1),
+        ("vestbjerg", "indskoling", 1, 0, 1),
+        ("vestbjerg", "mellemtrin", 0, 0, 0),
+        ("vestbjerg", "udskoling", 0, 1, 1),
+        ("vestbjerg", "unknown", 0, 0, 0),
+        (None, "indskoling", 1, 0, 1),
+        (None, "mellemtrin", 0, 0, 0),
+        (None, "udskoling", 0, 2, 2),
+        (None, "unknown", 0, 0, 0),
+    ]
+    r = await client.get(
+        "/v1/schools/vestbjerg/reports/baerum",
+        params={"date": "2026-11-06"},
+        headers=STAFF | {"Accept": "text/csv"},
+    )
+    rows = list(csv.reader(io.StringIO(r.text)))
+    assert rows[0][-3:] == ["consulted", "referred", "ppr_total"]
+    # A week later b4's referral of 2 November counts too.
+    assert rows[3][:2] + rows[3][-3:] == ["vestbjerg", "udskoling", "0", "2", "2"]
+
+
+async def test_open_cases_per_phase_coordinator_and_overdue_reason(
+    client: httpx.AsyncClient, sessionmaker: async_sessionmaker[AsyncSession]
+) -> None:
+    await seed_baerum(client)
+    first = await case_with(client, "b1", [{"kind": "assignment", "coordinator": "teacher-1"}])
+    await case_with(client, "b2", [{"kind": "assignment", "coordinator": "teacher-1"}])
+    await case_with(client, "b6", [], school="hals")
+    async with sessionmaker() as session, session.begin():
+        case = await session.get(Case, uuid.UUID(first))
+        assert case is not None
+        case.overdue_reasons = ["evaluation-overdue", "ppr-referral-missing"]
+    r = await client.get("/v1/schools/vestbjerg/reports/cases", headers=STAFF)
+    assert r.status_code == 200, r.text
+    assert [
+        (x["school_id"], x["dimension"], x["key"], x["open_cases"], x["overdue_cases"])
+        for x in r.json()["rows"]
+    ] == [
+        ("vestbjerg", "phase", "class-team", 2, 1),
+        ("vestbjerg", "coordinator", "teacher-1", 2, 1),
+        ("vestbjerg", "overdue-reason", "evaluation-overdue", 1, 1),
+        ("vestbjerg", "overdue-reason", "ppr-referral-missing", 1, 1),
+    ]
+    r = await client.get("/v1/municipalities/aalborg/reports/cases", headers=ADMIN)
+    assert r.status_code == 200, r.text
+    rolled = [
+        (x["dimension"], x["key"], x["open_cases"])
+        for x in r.json()["rows"]
+        if x["school_id"] is None
+    ]
+    assert rolled == [
+        ("phase", "class-team", 3),
+        ("coordinator", "none", 1),
+        ("coordinator", "teacher-1", 2),
+        ("overdue-reason", "evaluation-overdue", 1),
+        ("overdue-reason", "ppr-referral-missing", 1),
+    ]
+    # Another municipality's administrator and a school's staff elsewhere: not theirs.
+    other = bearer(Role.MUNICIPALITY_ADMIN, municipality="odense")
+    assert (
+        await client.get("/v1/municipalities/aalborg/reports/cases", headers=other)
+    ).status_code in (403, 404)
+    hals = bearer(Role.SCHOOL_STAFF, schools=["hals"])
+    assert (
+        await client.get("/v1/schools/vestbjerg/reports/cases", headers=hals)
+    ).status_code == 404
 
 
 async def test_every_report_exports_the_same_rows_as_csv(client: httpx.AsyncClient) -> None:
     await seed_absence(client)
+    await case_with(client, "p1", [{"kind": "assignment", "coordinator": "teacher-1"}])
     csv_accept = {"Accept": "text/csv"}
     for url, params, key, headers in (
         ("/v1/schools/vestbjerg/reports/absence", PERIOD, "rows", STAFF),
@@ -415,6 +534,8 @@ async def test_every_report_exports_the_same_rows_as_csv(client: httpx.AsyncClie
         ("/v1/schools/vestbjerg/reports/close-to-limit", {"date": "2026-09-18"}, "rows", STAFF),
         ("/v1/schools/vestbjerg/reports/baerum", {"date": "2026-09-18"}, "rows", STAFF),
         ("/v1/municipalities/aalborg/reports/baerum", {"date": "2026-09-18"}, "rows", ADMIN),
+        ("/v1/schools/vestbjerg/reports/cases", {}, "rows", STAFF),
+        ("/v1/municipalities/aalborg/reports/cases", {}, "rows", ADMIN),
     ):
         as_json = await client.get(url, params=params, headers=headers)
         as_csv = await client.get(url, params=params, headers=headers | csv_accept)

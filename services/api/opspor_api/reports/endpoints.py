@@ -21,6 +21,7 @@ from opspor_api.reports.repository import ReportRepository
 from opspor_api.reports.schemas import (
     AbsenceReport,
     BaerumReport,
+    CaseReport,
     CloseToLimitReport,
     CsvReport,
     OpenConcernCounts,
@@ -249,3 +250,41 @@ async def municipality_baerum(
     scope = await service.municipality_scope(repo, municipality_id, calendars)
     report = service.with_municipal_rows(await service.baerum(repo, scope, on, clock()))
     return _respond(request, report, f"baerum-{municipality_id}")
+
+
+@router.get(
+    "/schools/{school_id}/reports/cases",
+    response_model=CaseReport,
+    responses=CSV_RESPONSE,
+    summary="Open cases per phase, per coordinator and per overdue reason",
+)
+async def school_cases(
+    request: Request,
+    school_id: PathId,
+    principal: AggregateReader,
+    session: Session,
+    calendars: Calendars,
+) -> Any:
+    repo = ReportRepository(session)
+    scope = await service.school_scope(repo, principal, school_id, calendars)
+    report = await service.case_counts(repo, scope, roll_up=False)
+    return _respond(request, report, f"cases-{school_id}")
+
+
+@router.get(
+    "/municipalities/{municipality_id}/reports/cases",
+    response_model=CaseReport,
+    responses=CSV_RESPONSE,
+    summary="Open cases per school and phase, coordinator and overdue reason, and rolled up",
+)
+async def municipality_cases(
+    request: Request,
+    municipality_id: PathId,
+    principal: MunicipalityAdmin,
+    session: Session,
+    calendars: Calendars,
+) -> Any:
+    repo = ReportRepository(session)
+    scope = await service.municipality_scope(repo, municipality_id, calendars)
+    report = await service.case_counts(repo, scope, roll_up=True)
+    return _respond(request, report, f"cases-{municipality_id}")

@@ -27,7 +27,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql import Subquery
 from sqlalchemy.types import Date, SmallInteger, Text
 
-from opspor_api.models import ConcernView, Enrolment, Registration
+from opspor_api.models import Case, CaseEntry, ConcernView, Enrolment, Registration
 
 
 @dataclass(frozen=True)
@@ -304,3 +304,30 @@ class ReportRepository:
             e.pupil_id.in_(pupil_ids)
         )
         return list((await (await self.session.connection()).execute(query)).all())
+
+    async def ppr_referrals(
+        self, school_ids: Sequence[str], since: date, day: date
+    ) -> list[tuple[str, str, str, date]]:
+        """(school, pupil, consulted|referred, date) of each referral to PPR/PPT recorded on a
+        case of the schools, dated in [since, day]."""
+        on = CaseEntry.data["on"].astext.cast(Date)
+        query = (
+            select(Case.school_id, Case.pupil_id, CaseEntry.data["type"].astext, on)
+            .join(Case, Case.id == CaseEntry.case_id)
+            .where(
+                Case.school_id.in_(school_ids),
+                CaseEntry.kind == "referral",
+                CaseEntry.data["to"].astext == "ppr",
+                on.between(since, day),
+            )
+        )
+        return [tuple(row) for row in (await self.session.execute(query)).all()]
+
+    async def open_cases(
+        self, school_ids: Sequence[str]
+    ) -> list[tuple[str, str, str | None, list[str]]]:
+        """(school, phase, coordinator, overdue reasons) of each open case of the schools."""
+        query = select(Case.school_id, Case.phase, Case.coordinator, Case.overdue_reasons).where(
+            Case.school_id.in_(school_ids), Case.status == "open"
+        )
+        return [tuple(row) for row in (await self.session.execute(query)).all()]  # type: ignore[misc]

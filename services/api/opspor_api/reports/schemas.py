@@ -157,6 +157,15 @@ class BaerumRow(BaseModel):
         description="Pupils absent (any category, c(d) >= 0.5) on every one of their last "
         "20 school days up to the report date"
     )
+    consulted: int = Field(
+        description="Pupils whose case was brought to PPR/PPT for consultation in the school "
+        "year up to the report date, and not (yet) formally referred"
+    )
+    referred: int = Field(
+        description="Pupils whose case was formally referred to PPR/PPT in the school year up "
+        "to the report date"
+    )
+    ppr_total: int = Field(description="consulted + referred: each pupil counts once")
 
 
 class BaerumReport(CsvReport):
@@ -166,6 +175,29 @@ class BaerumReport(CsvReport):
 
     def csv_header(self) -> list[str]:
         return list(BaerumRow.model_fields)
+
+    def csv_rows(self) -> Iterator[list[Any]]:
+        for row in self.rows:
+            yield list(row.model_dump().values())
+
+
+class CaseCountRow(BaseModel):
+    school_id: str | None = Field(description="Null on the municipality rows")
+    dimension: Literal["phase", "coordinator", "overdue-reason"]
+    key: str = Field(
+        description="The phase, the coordinator (`none`: no coordinator named), "
+        "or the overdue reason"
+    )
+    open_cases: int
+    overdue_cases: int = Field(description="Of these, cases with at least one overdue reason")
+
+
+class CaseReport(CsvReport):
+    csv_name: ClassVar[str] = "cases"
+    rows: list[CaseCountRow]
+
+    def csv_header(self) -> list[str]:
+        return list(CaseCountRow.model_fields)
 
     def csv_rows(self) -> Iterator[list[Any]]:
         for row in self.rows:

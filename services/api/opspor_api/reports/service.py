@@ -23,7 +23,7 @@ from __future__ import annotations
 import asyncio
 from bisect import bisect_left, bisect_right
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from decimal import ROUND_HALF_EVEN, Decimal
@@ -37,6 +37,8 @@ from opspor_api.reports.schemas import (
     AbsenceRow,
     BaerumReport,
     BaerumRow,
+    CaseCountRow,
+    CaseReport,
     CloseToLimitReport,
     LevelCount,
     NearCrossing,
@@ -339,8 +341,10 @@ def report_day(ref: SchoolRef, on: date | None, now: datetime) -> date:
 async def baerum(
     repo: ReportRepository, scope: Coverage, on: date | None, now: datetime
 ) -> BaerumReport:
-    """Per school and school level: pupils, and pupils completely absent; municipality rows
-    sum the schools. Consulted/referred columns wait for cases (issue 14)."""
+    """Per school and school level: pupils, pupils completely absent, and pupils whose case
+    was consulted with or referred to PPR/PPT in the school year up to the report date (a
+    pupil both consulted and referred counts as referred: each pupil once, so the sum is the
+    pupils PPR/PPT knows of); municipality rows sum the schools."""
     schools = sorted(scope.refs)
     # A municipality's schools share its country, and in practice its time zone.
     day = report_day(scope.refs[schools[0]], on, now) if schools else (on or now.date())
@@ -355,7 +359,8 @@ async def baerum(
     counts: dict[tuple[str, str], list[int]] = {}
     for s in schools:
         for name, _, _ in SCHOOL_LEVELS.get(scope.refs[s].country, ()):
-            counts[(s, name)] = [0, 0]
+            counts[(s, name)] = [0, 0, 0, 0]
+    ppr = await _ppr_involvement(repo, scope, horizons, day)
     by_horizon: dict[date, list[str]] = defaultdict(list)
     for s, h in horizons.items():
         if h is not None:
@@ -367,8 +372,11 @@ async def baerum(
         since = min((windows[s][0] for s in ids if s in windows), default=h)
         for stay in await repo.stays_on(ids, h, since):
             level = school_level(scope.refs[stay.school_id].country, stay.grade)
-            cell = counts.setdefault((stay.school_id, level), [0, 0])
+            cell = counts.setdefault((stay.school_id, level), [0, 0, 0, 0])
             cell[0] += 1
+            involvement = ppr.get((stay.school_id, stay.pupil_id))
+            if involvement is not None:
+                cell[2 if involvement == "consulted" else 3] += 1
             window = windows.get(stay.school_id)
             if (
                 window
@@ -376,24 +384,82 @@ async def baerum(
                 and (stay.school_id, stay.pupil_id) in absent
             ):
                 cell[1] += 1
-    rows = [
-        BaerumRow(school_id=s, school_level=lv, pupils=n, completely_absent=a)
-        for (s, lv), (n, a) in sorted(counts.items())
-    ]
+    rows = [_baerum_row(s, lv, cell) for (s, lv), cell in sorted(counts.items())]
     return BaerumReport(report_date=day, rows=rows)
+
+
+def _baerum_row(school_id: str | None, level: str, cell: Sequence[int]) -> BaerumRow:
+    n, absent, consulted, referred = cell
+    return BaerumRow(
+        school_id=school_id,
+        school_level=level,
+        pupils=n,
+        completely_absent=absent,
+        consulted=consulted,
+        referred=referred,
+        ppr_total=consulted + referred,
+    )
+
+
+async def _ppr_involvement(
+    repo: ReportRepository, scope: Coverage, horizons: Mapping[str, date | None], day: date
+) -> dict[tuple[str, str], str]:
+    """(school, pupil) -> `referred` or `consulted`, counting referrals from the first day of
+    each school's school year (of the report date) up to the report date."""
+    since: dict[str, date] = {}
+    for s, h in horizons.items():
+        year = scope.calendars[s].school_year_of(h or day)
+        since[s] = year.first_day if year is not None else day
+    if not since:
+        return {}
+    found: dict[tuple[str, str], str] = {}
+    for school, pupil, kind, on in await repo.ppr_referrals(list(since), min(since.values()), day):
+        if on >= since[school] and found.get((school, pupil)) != "referred":
+            found[(school, pupil)] = kind
+    return found
 
 
 def with_municipal_rows(report: BaerumReport) -> BaerumReport:
     totals: dict[str, list[int]] = {}
     for r in report.rows:
-        cell = totals.setdefault(r.school_level, [0, 0])
-        cell[0] += r.pupils
-        cell[1] += r.completely_absent
-    extra = [
-        BaerumRow(school_id=None, school_level=lv, pupils=n, completely_absent=a)
-        for lv, (n, a) in totals.items()
-    ]
+        cell = totals.setdefault(r.school_level, [0, 0, 0, 0])
+        for i, value in enumerate((r.pupils, r.completely_absent, r.consulted, r.referred)):
+            cell[i] += value
+    extra = [_baerum_row(None, lv, cell) for lv, cell in totals.items()]
     return BaerumReport(report_date=report.report_date, rows=report.rows + extra)
+
+
+# --- cases ------------------------------------------------------------------------------
+
+
+async def case_counts(repo: ReportRepository, scope: Coverage, roll_up: bool) -> CaseReport:
+    """Open cases per phase, per coordinator and per overdue reason, each with how many of
+    them are overdue; with `roll_up`, the municipality rows (school null) sum the schools."""
+    counts: dict[tuple[str | None, str, str], list[int]] = defaultdict(lambda: [0, 0])
+    for school, phase, coordinator, reasons in await repo.open_cases(sorted(scope.refs)):
+        overdue = 1 if reasons else 0
+        keys = [("phase", phase), ("coordinator", coordinator or "none")]
+        keys += [("overdue-reason", r) for r in reasons]
+        for dimension, key in keys:
+            for owner in (school, None) if roll_up else (school,):
+                cell = counts[(owner, dimension, key)]
+                cell[0] += 1
+                cell[1] += overdue
+    order = {"phase": 0, "coordinator": 1, "overdue-reason": 2}
+    rows = [
+        CaseCountRow(
+            school_id=school,
+            dimension=dimension,  # type: ignore[arg-type]
+            key=key,
+            open_cases=n,
+            overdue_cases=o,
+        )
+        for (school, dimension, key), (n, o) in sorted(
+            counts.items(),
+            key=lambda kv: (kv[0][0] is None, kv[0][0] or "", order[kv[0][1]], kv[0][2]),
+        )
+    ]
+    return CaseReport(rows=rows)
 
 
 # --- close to a limit -------------------------------------------------------------------
