@@ -17,7 +17,8 @@ from babel.messages.pofile import read_po
 
 from opspor_api.cases.schemas import EntryIn, Source
 from opspor_api.cases.service import CLOSE_NEEDS, OVERDUE_REASONS
-from opspor_api.web.endpoints import FIELD_MESSAGES, REFUSALS
+from opspor_api.reports.service import SCHOOL_LEVELS
+from opspor_api.web.endpoints import FIELD_MESSAGES, REFUSALS, WEEKDAYS
 from opspor_api.web.i18n import LANGUAGES, LOCALE_DIR, Formatter, negotiate
 from opspor_api.web.schemas import CATEGORIES
 from opspor_shared.auth import Role
@@ -53,6 +54,9 @@ def used_messages() -> set[str]:
     found.update(FIELD_MESSAGES.values())
     found.update(REFUSALS.values())
     found.update(case_labels())
+    found.update(WEEKDAYS)
+    found.update(f"school-level:{name}" for levels in SCHOOL_LEVELS.values() for name, *_ in levels)
+    found.update(("school-level:unknown", "school-level:other"))
     return found
 
 

@@ -141,6 +141,8 @@ async def test_each_page_admits_only_the_roles_of_its_api_routes(
         ("GET", "/ui/cases/{case_id}"): {Role.SCHOOL_STAFF, Role.PPR, Role.MUNICIPALITY_ADMIN},
         ("POST", "/ui/cases/{case_id}/entries"): {Role.SCHOOL_STAFF, Role.PPR},
         ("POST", "/ui/cases/{case_id}/transitions"): {Role.SCHOOL_STAFF},
+        # The CSV exports of the school's reports: as the API's report routes, school staff.
+        ("GET", "/ui/schools/{school_id}/export/{report}.csv"): {Role.SCHOOL_STAFF},
     }
     public = {"/ui/login", "/ui/callback", "/ui/signed-out", "/ui/static"}
     declared = {k: v for k, v in route_rules(web_app).items() if k[1].startswith("/ui")}

@@ -113,6 +113,14 @@ async def model_for(repo: CaseRepository, school: School, municipality: Municipa
     return (await models_of(repo, municipality.id))[chosen]
 
 
+async def school_model(repo: CaseRepository, school_id: str) -> CaseModel:
+    """The model a new case at the school follows."""
+    found = await repo.school(school_id)
+    if found is None:
+        raise NotFound(f"no school {school_id!r}")
+    return await model_for(repo, *found)
+
+
 async def put_model(
     repo: CaseRepository, principal: Principal, municipality_id: str, model_id: str, raw: object
 ) -> tuple[CaseModel, bool]:

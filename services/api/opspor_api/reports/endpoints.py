@@ -5,8 +5,6 @@ limit) are for school staff only and write audit rows. Each answers CSV with
 
 from __future__ import annotations
 
-import csv
-import io
 from datetime import date
 from typing import Annotated, Any
 
@@ -53,28 +51,11 @@ CSV_RESPONSE: dict[int | str, dict[str, Any]] = {
 }
 
 
-# A cell starting with one of these is a formula to a spreadsheet (CSV injection); class names
-# come from school systems, so such a cell is quoted as text.
-_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
-
-
-def _cell(value: Any) -> Any:
-    if value is None:
-        return ""
-    if isinstance(value, str) and value.startswith(_FORMULA_START):
-        return "'" + value
-    return value
-
-
 def _respond(request: Request, report: CsvReport, name: str) -> CsvReport | Response:
     if CSV not in request.headers.get("accept", ""):
         return report
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\r\n")
-    writer.writerow(report.csv_header())
-    writer.writerows([_cell(v) for v in row] for row in report.csv_rows())
     return Response(
-        buffer.getvalue(),
+        report.to_csv(),
         media_type="text/csv; charset=utf-8",
         headers={"Content-Disposition": f'attachment; filename="{name}.csv"'},
     )

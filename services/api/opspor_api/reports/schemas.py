@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import csv
+import io
 from collections.abc import Iterator
 from datetime import date
 from decimal import Decimal
@@ -12,6 +14,19 @@ from pydantic import BaseModel, Field
 Scope = Literal["class", "grade", "school", "municipality"]
 
 
+# A cell starting with one of these is a formula to a spreadsheet (CSV injection); class names
+# come from school systems, so such a cell is quoted as text.
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def _cell(value: Any) -> Any:
+    if value is None:
+        return ""
+    if isinstance(value, str) and value.startswith(_FORMULA_START):
+        return "'" + value
+    return value
+
+
 class CsvReport(BaseModel):
     csv_name: ClassVar[str]
 
@@ -20,6 +35,13 @@ class CsvReport(BaseModel):
 
     def csv_rows(self) -> Iterator[list[Any]]:
         raise NotImplementedError
+
+    def to_csv(self) -> str:
+        buffer = io.StringIO()
+        writer = csv.writer(buffer, lineterminator="\r\n")
+        writer.writerow(self.csv_header())
+        writer.writerows([_cell(v) for v in row] for row in self.csv_rows())
+        return buffer.getvalue()
 
 
 class AbsenceRow(BaseModel):

@@ -23,8 +23,9 @@ from opspor_api.cases.schemas import EntryIn, Transition
 from opspor_api.cases.service import PreconditionFailed
 from opspor_api.concerns import service as concerns_service
 from opspor_api.concerns.repository import ConcernRepository
-from opspor_api.deps import Calendars, Session
+from opspor_api.deps import Calendars, Packs, Session
 from opspor_api.errors import NotFound, ProblemError
+from opspor_api.reports.schemas import CloseToLimitReport
 from opspor_api.settings import ApiSettings
 from opspor_api.validation import ID_PATTERN
 from opspor_api.web import service
@@ -74,6 +75,7 @@ AnyUser = Annotated[
 ]
 # The same roles as the JSON routes behind each page.
 ConcernReader = Annotated[WebUser, page_allow(Role.SCHOOL_STAFF, Role.PPR)]
+SchoolStaff = Annotated[WebUser, page_allow(Role.SCHOOL_STAFF)]
 CountReader = Annotated[WebUser, page_allow(Role.MUNICIPALITY_ADMIN, Role.PPR)]
 
 
@@ -236,18 +238,26 @@ async def language(
 
 @router.get("/schools/{school_id}")
 async def school_page(
-    request: Request, school_id: str, user: ConcernReader, session: Session, calendars: Calendars
+    request: Request,
+    school_id: str,
+    user: ConcernReader,
+    session: Session,
+    calendars: Calendars,
+    packs: Packs,
 ) -> HTMLResponse:
     _check_id(school_id)
+    now = request.app.state.clock()
     try:
-        view = await service.school_view(
-            session, user.principal, school_id, calendars, request.app.state.clock()
-        )
+        view = await service.school_view(session, user.principal, school_id, calendars, now)
     except NotFound:
         raise PageError(404, "Page not found.") from None
-    await page_auditor(request, session, user).record(
-        [(c.pupil_id, c.school_id) for g in view.groups for c in g.concerns], 200
+    reports = await service.school_reports(
+        session, user.principal, school_id, calendars, packs, view.period, user.language, now
     )
+    pupils = [(c.pupil_id, c.school_id) for g in view.groups for c in g.concerns]
+    pupils += [(c.pupil_id, c.school_id) for c in reports.overdue or []]
+    pupils += [(n.pupil_id, school_id) for n in reports.near or []]
+    await page_auditor(request, session, user).record(sorted(set(pupils)), 200)
     fmt = formatter(user, view.school.timezone)
     chart = {
         "labels": [fmt.month(m.month) for m in view.months],
@@ -261,14 +271,69 @@ async def school_page(
         ],
         "yLabel": fmt.gettext("Absence days"),
     }
+    weekday_chart = {
+        "labels": [fmt.gettext(WEEKDAYS[int(r.key) - 1]) for r in reports.weekdays or []],
+        "series": [
+            {
+                "category": c,
+                "label": fmt.label("category", c),
+                "data": [
+                    float(getattr(r, f"{c}_share") or 0) * 100 for r in reports.weekdays or []
+                ],
+            }
+            for c in CATEGORIES
+        ],
+        "yLabel": fmt.gettext("Absence, per cent of pupil school days"),
+    }
     return render(
         request,
         "school.html",
         fmt,
         user,
         view=view,
+        reports=reports,
         categories=CATEGORIES,
+        weekday_names=WEEKDAYS,
         chart_json=json.dumps(chart),
+        weekday_chart_json=json.dumps(weekday_chart),
+    )
+
+
+# Catalogue keys of the weekdays, Monday first (ISO weekday - 1).
+WEEKDAYS = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
+EXPORTS = ("cases", "baerum", "close-to-limit", "patterns")
+
+
+@router.get("/schools/{school_id}/export/{report}.csv")
+async def school_export(
+    request: Request,
+    school_id: str,
+    report: str,
+    user: SchoolStaff,
+    session: Session,
+    calendars: Calendars,
+    packs: Packs,
+) -> Response:
+    """A school report as CSV, one click from the page: the same document as the API's
+    `Accept: text/csv` answer, for the signed-in staff of the school."""
+    _check_id(school_id)
+    if report not in EXPORTS:
+        raise PageError(404, "Page not found.")
+    now = request.app.state.clock()
+    try:
+        view = await service.school_view(session, user.principal, school_id, calendars, now)
+    except NotFound:
+        raise PageError(404, "Page not found.") from None
+    document = await service.school_report(
+        session, user.principal, school_id, report, calendars, packs, view.period, now
+    )
+    if isinstance(document, CloseToLimitReport):
+        pupils = sorted({(r.pupil_id, school_id) for r in document.rows})
+        await page_auditor(request, session, user).record(pupils, 200)
+    return Response(
+        document.to_csv(),
+        media_type="text/csv; charset=utf-8",
+        headers={"Content-Disposition": f'attachment; filename="{report}-{school_id}.csv"'},
     )
 
 

@@ -79,5 +79,11 @@ class Formatter:
     def weekday(self, d: date) -> str:
         return dates.format_date(d, format="EEE", locale=self.language)
 
+    def percent(self, share: Decimal | float | None) -> str:
+        """A share (0.0 to 1.0) as a percentage; no pupil days shows as a dash."""
+        if share is None:
+            return "\u2013"  # an en dash
+        return numbers.format_percent(share, format="#,##0.0 %", locale=self.language)
+
     def number(self, value: Decimal | float | int) -> str:
         return numbers.format_decimal(value, format="#,##0.##", locale=self.language)

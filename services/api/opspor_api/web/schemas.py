@@ -9,6 +9,7 @@ from decimal import Decimal
 
 from opspor_api.cases.schemas import CaseOut, CaseSummary
 from opspor_api.concerns.schemas import ConcernOut
+from opspor_api.reports.schemas import BaerumRow, CaseCountRow, NearCrossing, PatternRow
 from opspor_shared.casemodels import CaseModel, Phase
 from opspor_shared.reference import SchoolRef
 
@@ -136,3 +137,17 @@ class FormState:
     values: dict[str, list[str]]
     problems: list[tuple[str, str]]  # (field or "", message in the reader's language)
     status: int
+
+
+@dataclass(frozen=True)
+class SchoolReports:
+    """The school page's report sections; None where the reader's role may not see one (PPR
+    sees the concerns routed to it, not the school's absence or cases)."""
+
+    overdue: list[CaseSummary] | None  # open cases with an overdue reason, longest waiting first
+    phase_names: dict[str, str]  # phase id -> name in the reader's language
+    cases: list[CaseCountRow] | None
+    near: list[NearCrossing] | None
+    weekdays: list[PatternRow] | None
+    baerum: list[BaerumRow] | None
+    report_date: date | None

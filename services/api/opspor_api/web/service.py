@@ -27,6 +27,9 @@ from opspor_api.errors import NotFound
 from opspor_api.models import WebSession
 from opspor_api.registrations import service as registrations_service
 from opspor_api.registrations.repository import RegistrationRepository
+from opspor_api.reports import service as reports_service
+from opspor_api.reports.repository import ReportRepository
+from opspor_api.reports.schemas import CsvReport
 from opspor_api.web.oidc import LoginRequest
 from opspor_api.web.repository import WebSessionRepository
 from opspor_api.web.schemas import (
@@ -40,11 +43,12 @@ from opspor_api.web.schemas import (
     PupilView,
     Requirement,
     SchoolCount,
+    SchoolReports,
     SchoolView,
 )
 from opspor_shared.auth import Principal, Role
 from opspor_shared.calendar import SchoolCalendar
-from opspor_shared.reference import CalendarCache, ReferenceRepository, SchoolRef
+from opspor_shared.reference import CalendarCache, PackCache, ReferenceRepository, SchoolRef
 
 # What needs action first: the levels of the shipped packs from the most to the least urgent
 # (a referral to PPR before a talk with the parents). Levels a municipality invents come after
@@ -445,3 +449,63 @@ async def case_view(session: AsyncSession, principal: Principal, case_id: uuid.U
         can_record=principal.role in (Role.SCHOOL_STAFF, Role.PPR) and case.status == "open",
         shows_text=cases_service.full_text_reader(principal),
     )
+
+
+async def school_reports(
+    session: AsyncSession,
+    principal: Principal,
+    school_id: str,
+    calendars: CalendarCache,
+    packs: PackCache,
+    period: tuple[date, date],
+    language: str,
+    now: datetime,
+) -> SchoolReports:
+    """The reports of DOMAIN.md s.8 for one school, from the reports and cases services (the
+    same numbers as the API). Called after school_view, which has checked the tenancy."""
+    if principal.role is not Role.SCHOOL_STAFF:
+        return SchoolReports(None, {}, None, None, None, None, None)
+    repo = ReportRepository(session)
+    scope = await reports_service.school_scope(repo, principal, school_id, calendars)
+    cases_repo = CaseRepository(session)
+    page = await cases_service.school_cases(
+        cases_repo, principal, school_id, {"status": "open", "overdue": True}, None, 200
+    )
+    model = await cases_service.school_model(cases_repo, school_id)
+    baerum = await reports_service.baerum(repo, scope, None, now)
+    return SchoolReports(
+        overdue=sorted(page.items, key=lambda c: (c.next_evaluation_due or c.opened_on, c.id)),
+        phase_names={
+            p.id: p.names.get(language) or p.names.get("en") or p.id for p in model.phases
+        },
+        cases=(await reports_service.case_counts(repo, scope, roll_up=False)).rows,
+        near=(await reports_service.close_to_limit(repo, scope, None, now, calendars, packs)).rows,
+        weekdays=[
+            r
+            for r in (await reports_service.patterns(repo, scope, *period)).rows
+            if r.kind == "weekday"
+        ],
+        baerum=baerum.rows,
+        report_date=baerum.report_date,
+    )
+
+
+async def school_report(
+    session: AsyncSession,
+    principal: Principal,
+    school_id: str,
+    name: str,
+    calendars: CalendarCache,
+    packs: PackCache,
+    period: tuple[date, date],
+    now: datetime,
+) -> CsvReport:
+    repo = ReportRepository(session)
+    scope = await reports_service.school_scope(repo, principal, school_id, calendars)
+    if name == "cases":
+        return await reports_service.case_counts(repo, scope, roll_up=False)
+    if name == "baerum":
+        return await reports_service.baerum(repo, scope, None, now)
+    if name == "close-to-limit":
+        return await reports_service.close_to_limit(repo, scope, None, now, calendars, packs)
+    return await reports_service.patterns(repo, scope, *period)
