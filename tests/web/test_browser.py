@@ -201,6 +201,13 @@ async def test_the_resource_team_uses_the_pages_in_chromium(
             assert page.url == f"{base}/ui/municipality"
             assert await page.get_by_role("cell", name="Skole o1").count() == 0
             failures += [f"municipality: {v}" for v in await serious_violations(page, axe_source)]
+
+            # The municipality's administrator: the roll-up with cases and the Bærum table.
+            await context.clear_cookies()
+            await sign_in(page, base, "admin-aalborg")
+            assert page.url == f"{base}/ui/municipality"
+            assert await page.get_by_role("heading", name="Bærum-tabellen").is_visible()
+            failures += [f"roll-up: {v}" for v in await serious_violations(page, axe_source)]
             await shoot(page, "municipality")
         finally:
             await browser.close()

@@ -15,7 +15,7 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from opspor_api.models import AuditEntry
+from opspor_api.models import AuditEntry, Case
 from opspor_shared.auth import Role
 from tests.api.test_access import PUPIL_OF
 from tests.auth import bearer
@@ -196,3 +196,48 @@ async def test_the_municipality_sees_the_case_without_free_text_or_forms(
         data={"csrf_token": csrf_of(own), "version": "1", "action": "move", "to": "resource-team"},
     )
     assert r.status_code == 403
+
+
+async def test_the_school_page_puts_overdue_cases_first_and_exports_its_reports(
+    web: httpx.AsyncClient, sessionmaker: async_sessionmaker[AsyncSession]
+) -> None:
+    case_id = await open_case(web)
+    async with sessionmaker() as session, session.begin():
+        case = await session.get(Case, uuid.UUID(case_id))
+        assert case is not None
+        case.overdue_reasons = ["evaluation-overdue"]
+    await sign_in(web, "staff-a1")
+    page = (await web.get("/ui/schools/a1")).text
+    overdue = page.index("Overskredne sager")
+    assert overdue < page.index("Åbne bekymringer")
+    assert f'href="/ui/cases/{case_id}"' in page[overdue:] and "Evalueringen er overskredet" in page
+    for section in ("Tæt på en grænse", "Åbne sager pr. fase og tovholder", "Fravær pr. ugedag"):
+        assert section in page, section
+    assert "Bærum-tabellen" in page and "Konsulteret" in page
+
+    r = await web.get("/ui/schools/a1/export/cases.csv")
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/csv")
+    assert r.text.splitlines()[:2] == [
+        "school_id,dimension,key,open_cases,overdue_cases",
+        "a1,phase,class-team,1,1",
+    ]
+    assert (await web.get("/ui/schools/a1/export/baerum.csv")).text.startswith(
+        "school_id,school_level,pupils,completely_absent,consulted,referred,ppr_total"
+    )
+    assert (await web.get("/ui/schools/a1/export/secrets.csv")).status_code == 404
+    assert (await web.get("/ui/schools/a2/export/cases.csv")).status_code == 404
+
+
+async def test_the_municipality_page_rolls_up_cases_and_the_baerum_table_for_the_admin(
+    web: httpx.AsyncClient,
+) -> None:
+    await open_case(web)
+    await sign_in(web, "admin-aalborg")
+    page = (await web.get("/ui/municipality")).text
+    assert "Åbne sager pr. skole og fase" in page and "Klasseteam" in page
+    assert "Bærum-tabellen" in page and "Alle skoler" in page
+    assert "Mor ringede" not in page and PUPIL_OF["a1"] not in page
+    web.cookies.clear()
+    await sign_in(web, "ppr-aalborg")
+    page = (await web.get("/ui/municipality")).text
+    assert "Bærum-tabellen" not in page and "Åbne sager" not in page

@@ -583,12 +583,17 @@ async def case_transition(
 
 
 @router.get("/municipality")
-async def municipality_page(request: Request, user: CountReader, session: Session) -> HTMLResponse:
+async def municipality_page(
+    request: Request, user: CountReader, session: Session, calendars: Calendars
+) -> HTMLResponse:
     try:
         view = await service.municipality_view(session, user.principal)
     except NotFound:
         raise PageError(404, "Page not found.") from None
-    return render(request, "municipality.html", formatter(user), user, view=view)
+    rollup = await service.municipality_rollup(
+        session, user.principal, calendars, user.language, request.app.state.clock()
+    )
+    return render(request, "municipality.html", formatter(user), user, view=view, rollup=rollup)
 
 
 def install_web(app: FastAPI, settings: ApiSettings) -> frozenset[str]:

@@ -151,3 +151,14 @@ class SchoolReports:
     weekdays: list[PatternRow] | None
     baerum: list[BaerumRow] | None
     report_date: date | None
+
+
+@dataclass(frozen=True)
+class MunicipalityRollup:
+    """Case metadata and the Bærum table of every school, for the municipality's
+    administrator (no free text, no pupil); None for PPR, who sees concern counts only."""
+
+    cases: list[CaseCountRow] | None
+    baerum: list[BaerumRow] | None
+    report_date: date | None
+    phase_names: dict[str, str] = field(default_factory=dict)

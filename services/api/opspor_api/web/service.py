@@ -38,6 +38,7 @@ from opspor_api.web.schemas import (
     LevelGroup,
     Month,
     MonthBar,
+    MunicipalityRollup,
     MunicipalityView,
     OpenGoal,
     PupilView,
@@ -509,3 +510,27 @@ async def school_report(
     if name == "close-to-limit":
         return await reports_service.close_to_limit(repo, scope, None, now, calendars, packs)
     return await reports_service.patterns(repo, scope, *period)
+
+
+async def municipality_rollup(
+    session: AsyncSession,
+    principal: Principal,
+    calendars: CalendarCache,
+    language: str,
+    now: datetime,
+) -> MunicipalityRollup:
+    if principal.role is not Role.MUNICIPALITY_ADMIN or principal.municipality is None:
+        return MunicipalityRollup(None, None, None)
+    repo = ReportRepository(session)
+    scope = await reports_service.municipality_scope(repo, principal.municipality, calendars)
+    baerum = reports_service.with_municipal_rows(
+        await reports_service.baerum(repo, scope, None, now)
+    )
+    cases = await reports_service.case_counts(repo, scope, roll_up=True)
+    models = await cases_service.models_of(CaseRepository(session), principal.municipality)
+    names = {
+        p.id: p.names.get(language) or p.names.get("en") or p.id
+        for m in models.values()
+        for p in m.phases
+    }
+    return MunicipalityRollup(cases.rows, baerum.rows, baerum.report_date, names)
