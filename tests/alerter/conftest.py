@@ -133,6 +133,8 @@ def make_settings(
         "retry_max_seconds": 0.05,
         "lease_seconds": 30.0,
         "delivery_poll_seconds": 0.01,
+        # Most tests watch a mail go out; test_settle.py checks the settle period itself.
+        "notice_settle_seconds": 0.0,
         "message_id_domain": "opspor.test",
         "auth_issuers": issuers_setting(),
         # The test receiver listens on loopback, which webhooks may only reach when allowed.

@@ -104,7 +104,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         var_dir=args.var_dir,
         database_name=args.database,
         recreate_database=True,
-        extra_env={"RATE_LIMIT_PER_SECOND": "1000000", "RATE_LIMIT_BURST": "1000000"},
+        extra_env={
+            "RATE_LIMIT_PER_SECOND": "1000000",
+            "RATE_LIMIT_BURST": "1000000",
+            "NOTICE_SETTLE_SECONDS": "0",
+        },
     ) as stack:
         result = asyncio.run(measure(stack, source, args))
     result["machine"] = describe_machine()

@@ -434,6 +434,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                     "TICK_SECONDS": str(args.tick_seconds),
                     "RATE_LIMIT_PER_SECOND": "1000000",
                     "RATE_LIMIT_BURST": "1000000",
+                    # The latency phase measures the pipeline, not the settle period.
+                    "NOTICE_SETTLE_SECONDS": "0",
                 }
                 | dict(kv.split("=", 1) for kv in args.service_env),
             ) as stack:

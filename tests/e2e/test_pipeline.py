@@ -39,6 +39,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
             "KAFKA_LAG_INTERVAL_SECONDS": "1",
             "COMPLETENESS_INTERVAL_SECONDS": "1",
             "CASE_CHECK_SECONDS": "1",
+            # Mail at once: tests/e2e/test_settle.py measures the settle period.
+            "NOTICE_SETTLE_SECONDS": "0",
         },
     ) as running:
         with httpx.Client(

@@ -56,6 +56,7 @@ def proxied(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Stack, C
                 # One notice in flight per process: a crash while sending can resend one.
                 "DELIVERY_CONCURRENCY": "1",
                 "LEASE_SECONDS": "60",
+                "NOTICE_SETTLE_SECONDS": "0",
             },
         ) as stack:
             with httpx.Client(

@@ -18,9 +18,11 @@ import time
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Literal
 
 from pydantic import ValidationError
+from sqlalchemy import func
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -199,6 +201,18 @@ async def _raise(
     content = NoticeContent.from_concern(concern, school.name)
     for target in targets:
         held = latest.get(target.recipient)
+        # Withdrawn and raised again inside the settle period: the withdrawal never goes out,
+        # and the recipient's mail of the concern (sent, or it would not have been withdrawn)
+        # holds again.
+        if (
+            held is not None
+            and held.kind == "withdrawn"
+            and held.status == "pending"
+            and await repo.cancel_pending(held.id)
+        ):
+            outcome.cancelled += 1
+            log.info("withdrawal_cancelled", notice_id=held.id, concern_id=concern.concern_id)
+            continue
         if held is not None and held.kind == "raised" and held.status in ("pending", "sent"):
             # The recipient has (or is about to get) a notice of this concern that still holds.
             log.info("notice_already_recorded", concern_id=concern.concern_id, notice_id=held.id)
@@ -331,7 +345,11 @@ async def _record_notice(
         notice_message_id = message_id(
             str(concern_id), recipient, kind, revision, settings.message_id_domain
         )
+    # Trust over speed for people: a mail waits out the settle period, and a withdrawal or a
+    # newer revision inside it cancels the mail before anyone reads it.
+    settle = 0.0 if channel == "webhook" else settings.notice_settle_seconds
     notice_id = await repo.insert_notice(
+        next_attempt_at=func.now() + timedelta(seconds=settle),
         concern_id=concern_id,
         kind=kind,
         revision=revision,

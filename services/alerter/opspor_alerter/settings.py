@@ -52,6 +52,14 @@ class AlerterSettings(ServiceSettings):
         ),
     )
     cases_topic: str = Field(default="absence.cases.v1", min_length=1)
+    notice_settle_seconds: float = Field(
+        default=900.0,
+        ge=0,
+        le=86_400,
+        description="A mail notice's first attempt waits this long, so a concern raised and "
+        "withdrawn again by the morning's late registrations and corrections mails nobody "
+        "(DOMAIN.md s.6). Webhooks and the events on Kafka stay immediate. 0: send at once.",
+    )
     retry_base_seconds: float = Field(default=5.0, gt=0)
     retry_max_seconds: float = Field(default=3600.0, gt=0)
     max_attempts: int = Field(default=10, ge=1, le=100)

@@ -97,6 +97,8 @@ def main() -> None:
             f"  API docs:  {stack.api_url}/docs   (OpenAPI: {stack.api_url}/openapi.json)\n"
             + _web(stack)
             + f"  Mailbox:   {mailbox}\n"
+            f"             mail waits the settle period, NOTICE_SETTLE_SECONDS="
+            f"{os.environ.get('NOTICE_SETTLE_SECONDS', '900')} (0: at once)\n"
             f"  Database:  {stack.database_url.split('@')[-1]}\n"
             f"  Kafka:     {stack.bootstrap_servers}\n"
             f"  Ops:       "
