@@ -254,7 +254,9 @@ async def test_raise_again_after_withdrawal_sends_a_new_notice(
 
     await record(sessionmaker, settings, raised)
     await deliver_until(sessionmaker, settings, settled)
-    await record(sessionmaker, settings, withdrawn(raised, 2), again)
+    await record(sessionmaker, settings, withdrawn(raised, 2))
+    await deliver_until(sessionmaker, settings, settled)
+    await record(sessionmaker, settings, again)
     notices = await deliver_until(sessionmaker, settings, settled)
 
     assert [(n.kind, n.revision, n.status) for n in notices] == [
@@ -265,6 +267,31 @@ async def test_raise_again_after_withdrawal_sends_a_new_notice(
     # The withdrawal is delivered before the newer notice to the same recipient.
     subjects = [str(m.message["Subject"]) for m in mailbox.messages()]
     assert subjects[1].startswith("Tilbagekaldt") and not subjects[2].startswith("Tilbagekaldt")
+
+
+async def test_raised_again_before_the_withdrawal_went_out_sends_nothing_more(
+    clean_db: AsyncEngine,
+    sessionmaker: SessionMaker,
+    mailbox: Mailbox,
+    settings_for: Callable[..., AlerterSettings],
+) -> None:
+    """Withdrawn and raised again in one batch: the withdrawal never went out, so the
+    recipient's mail holds again (like a revised explanation, DOMAIN.md s.5: no new notice)."""
+    settings = settings_for(mailbox)
+    await seed_school(clean_db)
+    raised = concern_event(revision=1)
+    again = concern_event(concern_id=raised.data["concern_id"], revision=3)
+
+    await record(sessionmaker, settings, raised)
+    await deliver_until(sessionmaker, settings, settled)
+    await record(sessionmaker, settings, withdrawn(raised, 2), again)
+    notices = await deliver_until(sessionmaker, settings, settled)
+
+    assert [(n.kind, n.revision, n.status) for n in notices] == [
+        ("raised", 1, "sent"),
+        ("withdrawn", 2, "cancelled"),
+    ]
+    assert len(mailbox.messages()) == 1
 
 
 async def test_levels_route_to_ppr_and_municipality_mailboxes(

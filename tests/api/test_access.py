@@ -356,6 +356,17 @@ EXPECTED: dict[tuple[str, str], Case] = {
         {ADMIN},
         lambda s, lv: ("GET", f"/v1/municipalities/{MUNICIPALITY_OF[s]}/reports/baerum", None),
     ),
+    ("GET", "/v1/schools/{school_id}/reports/cases"): case(
+        {STAFF, ADMIN}, lambda s, lv: ("GET", f"/v1/schools/{s}/reports/cases", None)
+    ),
+    ("GET", "/v1/municipalities/{municipality_id}/reports/cases"): case(
+        {ADMIN},
+        lambda s, lv: ("GET", f"/v1/municipalities/{MUNICIPALITY_OF[s]}/reports/cases", None),
+    ),
+    ("PUT", "/v1/concerns/{concern_id}/acknowledgement"): case(
+        {STAFF, PPR},
+        lambda s, lv: ("PUT", f"/v1/concerns/{concern_id(s, lv)}/acknowledgement", {"as": "seen"}),
+    ),
     # Cases: staff work them at their schools, PPR those referred or brought for consultation
     # to it (a1's case), the municipality reads metadata.
     ("GET", "/v1/case-models"): case(
@@ -423,7 +434,11 @@ def foreign_targets(role: Role, route: tuple[str, str]) -> list[tuple[str, str]]
     targets = [("o1", level), ("o2", level)]
     if role in SCHOOL_BOUND:
         targets.append(("a2", level))
-    if role is PPR and route[1] in ("/v1/concerns/{concern_id}", "/v1/pupils/{pupil_id}/concerns"):
+    if role is PPR and route[1] in (
+        "/v1/concerns/{concern_id}",
+        "/v1/concerns/{concern_id}/acknowledgement",
+        "/v1/pupils/{pupil_id}/concerns",
+    ):
         # PPR sees PPR-level concerns only: a2's pupil has nothing at a PPR level.
         targets += [("a1", "concern")] if "{concern_id}" in route[1] else [("a2", "concern")]
     return targets

@@ -182,6 +182,21 @@ class ConcernView(Base):
     withdrawn_at: Mapped[datetime | None]
 
 
+class ConcernAcknowledgement(Base):
+    """Staff saw a concern, or handle it in a case (issue 9). Primary data beside the read
+    model (which Kafka can rebuild), and purged with its concern (on delete cascade)."""
+
+    __tablename__ = "concern_acknowledgements"
+
+    concern_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("api_concerns.concern_id", ondelete="CASCADE"), primary_key=True
+    )
+    kind: Mapped[str] = mapped_column(Text)  # seen | handled
+    case_id: Mapped[uuid.UUID | None]
+    by: Mapped[str] = mapped_column(Text)
+    at: Mapped[datetime] = mapped_column(server_default=func.now())
+
+
 class AuditEntry(Base):
     """Who read or wrote which pupil's data. Append-only: a trigger (migration 0002) refuses
     UPDATE, DELETE and TRUNCATE, for the application and superusers alike."""

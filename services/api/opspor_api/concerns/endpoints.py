@@ -6,10 +6,11 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Path, Query
 
 from opspor_api.audit.service import Auditor
+from opspor_api.cases.repository import CaseRepository
 from opspor_api.concerns import service
 from opspor_api.concerns.repository import ConcernRepository
-from opspor_api.concerns.schemas import ConcernOut, ConcernPage
-from opspor_api.deps import Session, audited
+from opspor_api.concerns.schemas import AcknowledgementIn, ConcernOut, ConcernPage
+from opspor_api.deps import Session, Settings, audited
 from opspor_api.errors import PROBLEM_RESPONSES
 from opspor_api.validation import ID_PATTERN, PupilPathId
 from opspor_shared.access import allow
@@ -69,5 +70,29 @@ async def get_concern(
     concern_id: uuid.UUID, principal: Reader, session: Session, audit: Audit
 ) -> ConcernOut:
     concern = await service.get_concern(ConcernRepository(session), principal, concern_id)
+    await audit.record([(concern.pupil_id, concern.school_id)], 200)
+    return concern
+
+
+@router.put(
+    "/concerns/{concern_id}/acknowledgement",
+    response_model=ConcernOut,
+    summary="Acknowledge a concern: seen, or handled in one of the pupil's cases",
+)
+async def acknowledge(
+    concern_id: uuid.UUID,
+    body: AcknowledgementIn,
+    principal: Reader,
+    session: Session,
+    settings: Settings,
+    audit: Audit,
+) -> ConcernOut:
+    concern = await service.acknowledge(
+        ConcernRepository(session),
+        CaseRepository(session, settings.cases_topic),
+        principal,
+        concern_id,
+        body,
+    )
     await audit.record([(concern.pupil_id, concern.school_id)], 200)
     return concern

@@ -9,7 +9,7 @@ from sqlalchemy import ColumnElement, func, select, tuple_
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from opspor_api.models import ConcernView
+from opspor_api.models import ConcernAcknowledgement, ConcernView
 
 
 class ConcernRepository:
@@ -73,3 +73,26 @@ class ConcernRepository:
             .group_by(ConcernView.school_id, ConcernView.level)
         )
         return [(s, lv, n) for s, lv, n in rows]
+
+    async def acknowledgements(
+        self, concern_ids: Sequence[uuid.UUID]
+    ) -> dict[uuid.UUID, ConcernAcknowledgement]:
+        if not concern_ids:
+            return {}
+        rows = await self.session.scalars(
+            select(ConcernAcknowledgement).where(ConcernAcknowledgement.concern_id.in_(concern_ids))
+        )
+        return {r.concern_id: r for r in rows}
+
+    async def acknowledge(
+        self, concern_id: uuid.UUID, kind: str, case_id: uuid.UUID | None, by: str
+    ) -> None:
+        """The latest acknowledgement holds: seen first, handled in a case later."""
+        stmt = insert(ConcernAcknowledgement).values(
+            concern_id=concern_id, kind=kind, case_id=case_id, by=by
+        )
+        stmt = stmt.on_conflict_do_update(
+            index_elements=[ConcernAcknowledgement.concern_id],
+            set_={"kind": kind, "case_id": case_id, "by": by, "at": func.now()},
+        )
+        await self.session.execute(stmt)

@@ -1,15 +1,23 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from datetime import date
 
 from pydantic import ValidationError
 
+from opspor_api.cases.repository import CaseRepository
+from opspor_api.cases.service import sees_case as cases_visible
 from opspor_api.concerns.repository import ConcernRepository
-from opspor_api.concerns.schemas import ConcernOut, ConcernPage
+from opspor_api.concerns.schemas import (
+    AcknowledgementIn,
+    AcknowledgementOut,
+    ConcernOut,
+    ConcernPage,
+)
 from opspor_api.cursors import decode_cursor, encode_cursor
-from opspor_api.errors import NotFound
-from opspor_api.models import ConcernView
+from opspor_api.errors import InvalidInput, NotFound, field_error
+from opspor_api.models import ConcernAcknowledgement, ConcernView
 from opspor_api.tenancy import concern_visible, pupil_visible, school_visible
 from opspor_shared.auth import Principal
 from opspor_shared.events import CloudEvent, ConcernData
@@ -20,8 +28,18 @@ from opspor_shared.retention import RetentionWindow
 log = get_logger(__name__)
 
 
-def concern_out(row: ConcernView) -> ConcernOut:
-    return ConcernOut.model_validate(row, from_attributes=True)
+def concern_out(row: ConcernView, ack: ConcernAcknowledgement | None = None) -> ConcernOut:
+    out = ConcernOut.model_validate(row, from_attributes=True)
+    if ack is not None:
+        out.acknowledgement = AcknowledgementOut.model_validate(
+            {"as": ack.kind, "case_id": ack.case_id, "by": ack.by, "at": ack.at}
+        )
+    return out
+
+
+async def _with_acks(repo: ConcernRepository, rows: Sequence[ConcernView]) -> list[ConcernOut]:
+    acks = await repo.acknowledgements([r.concern_id for r in rows])
+    return [concern_out(r, acks.get(r.concern_id)) for r in rows]
 
 
 def _cursor_key(text: str) -> tuple[date, uuid.UUID]:
@@ -35,7 +53,7 @@ async def pupil_concerns(
     if not await pupil_visible(repo.session, principal, pupil_id):
         raise NotFound(f"no pupil {pupil_id!r}")
     rows = await repo.for_pupil(pupil_id, status, concern_visible(principal))
-    return [concern_out(r) for r in rows]
+    return await _with_acks(repo, rows)
 
 
 async def school_page(
@@ -56,7 +74,7 @@ async def school_page(
     more = len(rows) > limit
     rows = rows[:limit]
     return ConcernPage(
-        items=[concern_out(r) for r in rows],
+        items=await _with_acks(repo, rows),
         next_cursor=(
             encode_cursor(f"{rows[-1].crossing_date.isoformat()}|{rows[-1].concern_id}")
             if more and rows
@@ -79,7 +97,37 @@ async def get_concern(
     row = await repo.one(concern_id, concern_visible(principal))
     if row is None:
         raise NotFound(f"no concern {concern_id}")
-    return concern_out(row)
+    return (await _with_acks(repo, [row]))[0]
+
+
+async def acknowledge(
+    repo: ConcernRepository,
+    cases: CaseRepository,
+    principal: Principal,
+    concern_id: uuid.UUID,
+    body: AcknowledgementIn,
+) -> ConcernOut:
+    """Records that the principal saw the concern, or handles it in one of the pupil's cases
+    at the concern's school (a case the principal may see)."""
+    concern = await get_concern(repo, principal, concern_id)
+    problems = []
+    if body.as_ == "handled" and body.case_id is None:
+        problems.append(field_error(("case_id",), "name the case that handles the concern"))
+    if body.case_id is not None:
+        case = await cases.get(body.case_id)
+        if (
+            case is None
+            or (case.pupil_id, case.school_id) != (concern.pupil_id, concern.school_id)
+            or not cases_visible(principal, case, await cases.entries(case.id))
+        ):
+            problems.append(
+                field_error(("case_id",), "is not a case of this pupil at the concern's school")
+            )
+    if problems:
+        raise InvalidInput("the acknowledgement was not recorded", problems)
+    await repo.acknowledge(concern_id, body.as_, body.case_id, principal.subject)
+    await repo.session.flush()
+    return await get_concern(repo, principal, concern_id)
 
 
 def _row(data: ConcernData, event: CloudEvent) -> dict[str, object]:
