@@ -17,7 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from opspor_api.models import AuditEntry, Case
 from opspor_shared.auth import Role
-from tests.api.test_access import PUPIL_OF
+from tests.api.test_access import PUPIL_OF, concern_id
 from tests.auth import bearer
 from tests.web.conftest import csrf_of, sign_in
 
@@ -241,3 +241,31 @@ async def test_the_municipality_page_rolls_up_cases_and_the_baerum_table_for_the
     await sign_in(web, "ppr-aalborg")
     page = (await web.get("/ui/municipality")).text
     assert "Bærum-tabellen" not in page and "Åbne sager" not in page
+
+
+async def test_staff_mark_a_concern_as_seen_from_the_school_page(
+    web: httpx.AsyncClient, sessionmaker: async_sessionmaker[AsyncSession]
+) -> None:
+    await sign_in(web, "staff-a1")
+    page = (await web.get("/ui/schools/a1")).text
+    concern = concern_id("a1", "concern")
+    action = f'action="/ui/concerns/{concern}/acknowledgement"'
+    assert action in page
+    forged = await web.post(f"/ui/concerns/{concern}/acknowledgement", data={"as": "seen"})
+    assert forged.status_code == 403
+    r = await web.post(
+        f"/ui/concerns/{concern}/acknowledgement",
+        data={"csrf_token": csrf_of(page), "return_to": "/ui/schools/a1", "as": "seen"},
+    )
+    assert (r.status_code, r.headers["location"]) == (303, f"/ui/schools/a1#concern-{concern}")
+    page = (await web.get("/ui/schools/a1")).text
+    assert action not in page and "Set af staff-a1" in " ".join(page.split())
+    r = await web.get(f"/v1/concerns/{concern}", headers=STAFF_A1)
+    assert r.json()["acknowledgement"]["as"] == "seen"
+    # Another school's concern: the same 404 as one that does not exist.
+    other = concern_id("a2", "concern")
+    r = await web.post(
+        f"/ui/concerns/{other}/acknowledgement",
+        data={"csrf_token": csrf_of(page), "as": "seen"},
+    )
+    assert r.status_code == 404

@@ -143,6 +143,7 @@ async def test_each_page_admits_only_the_roles_of_its_api_routes(
         ("POST", "/ui/cases/{case_id}/transitions"): {Role.SCHOOL_STAFF},
         # The CSV exports of the school's reports: as the API's report routes, school staff.
         ("GET", "/ui/schools/{school_id}/export/{report}.csv"): {Role.SCHOOL_STAFF},
+        ("POST", "/ui/concerns/{concern_id}/acknowledgement"): {Role.SCHOOL_STAFF, Role.PPR},
     }
     public = {"/ui/login", "/ui/callback", "/ui/signed-out", "/ui/static"}
     declared = {k: v for k, v in route_rules(web_app).items() if k[1].startswith("/ui")}

@@ -23,6 +23,7 @@ from opspor_api.cases.schemas import EntryIn, Transition
 from opspor_api.cases.service import PreconditionFailed
 from opspor_api.concerns import service as concerns_service
 from opspor_api.concerns.repository import ConcernRepository
+from opspor_api.concerns.schemas import AcknowledgementIn
 from opspor_api.deps import Calendars, Packs, Session
 from opspor_api.errors import NotFound, ProblemError
 from opspor_api.reports.schemas import CloseToLimitReport
@@ -366,6 +367,32 @@ async def concern_link(concern_id: str, user: ConcernReader, session: Session) -
     except (ValueError, NotFound):
         raise PageError(404, "Page not found.") from None
     return RedirectResponse(f"/ui/pupils/{found.pupil_id}#concern-{found.concern_id}", 303)
+
+
+@router.post("/concerns/{concern_id}/acknowledgement")
+async def acknowledge_concern(
+    request: Request,
+    concern_id: str,
+    user: ConcernReader,
+    session: Session,
+    row: CsrfChecked,
+    return_to: Annotated[str, Form(max_length=500)] = "/ui/",
+) -> RedirectResponse:
+    """The concern card's "Mark as seen": the same service (and rules) as the API's
+    PUT /v1/concerns/{id}/acknowledgement, audited like it."""
+    try:
+        found = uuid.UUID(concern_id)
+        concern = await concerns_service.acknowledge(
+            ConcernRepository(session),
+            CaseRepository(session),
+            user.principal,
+            found,
+            AcknowledgementIn.model_validate({"as": "seen"}),
+        )
+    except (ValueError, NotFound):
+        raise PageError(404, "Page not found.") from None
+    await page_auditor(request, session, user).record([(concern.pupil_id, concern.school_id)], 200)
+    return RedirectResponse(f"{service.safe_return_to(return_to)}#concern-{found}", status_code=303)
 
 
 CaseReader = Annotated[WebUser, page_allow(Role.SCHOOL_STAFF, Role.PPR, Role.MUNICIPALITY_ADMIN)]
