@@ -83,7 +83,10 @@ async def test_three_rules_at_once_make_one_mail_per_recipient_and_a_replay_send
     settings = settings_for(mailbox)
     await seed_school(clean_db)
     at = utcnow()
-    rules = [*RULES, ("dk-aalborg-2018", "count-10-year", "10 absence days (year)", "ppr-may")]
+    rules = [
+        *RULES,
+        ("dk-aalborg-2018", "count-10-school-year", "10 absence days this school year", "ppr-may"),
+    ]
     events = evaluation(at, rules)
 
     # The evaluation arrives split over two consumed batches, and then again (a replay).
@@ -107,14 +110,24 @@ async def test_three_rules_at_once_make_one_mail_per_recipient_and_a_replay_send
         "dk-national/share-15-quarter"
     )
     body = _text(mail)
-    for event in events[:3]:
+    for event, rule in zip(
+        events[:3],
+        (
+            "5 fraværsdage i træk",
+            "10 % fravær dette kvartal, når perioden har 20 skoledage",
+            "15 % fravær dette kvartal, når perioden har 20 skoledage",
+        ),
+        strict=True,
+    ):
         assert event.data["concern_id"] in body
-        assert f"finding of {event.data['explanation']['rule_id']}" in body
+        assert f"Regel: {rule}" in body
     assert "dk-national (share-15-quarter v1)" in body
     # PPR hears only of its own level, in a mail of its own.
     ppr = _text(by_rcpt[PPR_MAILBOX])
     assert events[3].data["concern_id"] in ppr and events[0].data["concern_id"] not in ppr
-    assert "10 absence days (year) (dk-aalborg-2018)" in by_rcpt[PPR_MAILBOX].message["Subject"]
+    assert (
+        "10 fraværsdage dette skoleår (dk-aalborg-2018)" in by_rcpt[PPR_MAILBOX].message["Subject"]
+    )
     # One attempt recorded per notice of the mail, all with the same outcome.
     attempts = await all_attempts(sessionmaker)
     assert sorted(a.notice_id for a in attempts) == sorted(n.id for n in notices)

@@ -24,10 +24,12 @@ from tests.alerter.conftest import (
 SessionMaker = async_sessionmaker[AsyncSession]
 
 
-def updated(event: CloudEvent, revision: int, summary: str) -> CloudEvent:
+def updated(event: CloudEvent, revision: int, summary: str, value: str = "7") -> CloudEvent:
+    """A revised explanation: one contributing day fewer, so the measured value drops."""
     explanation: dict[str, Any] = {
         **event.data["explanation"],
         "summary": summary,
+        "value": value,
         "contributing": event.data["explanation"]["contributing"][:-1],
     }
     data = {**event.data, "revision": revision, "explanation": explanation}
@@ -61,7 +63,9 @@ async def test_an_update_after_the_mail_sends_nothing_and_a_withdrawal_still_fol
     await record(sessionmaker, settings, withdrawn(raised, 3))
     notices = await deliver_until(sessionmaker, settings, settled)
     assert [(n.kind, n.status) for n in notices] == [("raised", "sent"), ("withdrawn", "sent")]
-    assert "limit 7" in mailbox.messages()[1].message.get_content()
+    # The withdrawal names the rule and its finding, in Danish.
+    withdrawal = " ".join(mailbox.messages()[1].message.get_content().split())
+    assert "fraværsdage af de seneste 20 skoledage, grænse 7" in withdrawal
 
 
 async def test_a_pending_notice_goes_out_with_the_current_explanation(
@@ -81,8 +85,8 @@ async def test_a_pending_notice_goes_out_with_the_current_explanation(
     assert [(n.kind, n.revision, n.status) for n in notices] == [("raised", 1, "sent")]
     [mail] = mailbox.messages()
     body = " ".join(mail.message.get_content().split())
-    assert revised in body
-    assert "2026-03-12" not in body.split("Fraværsdage:")[1].split("Bekymrings-id")[0]
+    assert "Opgørelse: 7 fraværsdage af de seneste 20 skoledage, grænse 7" in body
+    assert "12.03.2026" not in body.split("Fraværsdage:")[1].split("Bekymrings-id")[0]
 
 
 async def test_an_update_without_its_raise_still_reaches_the_recipient_once(

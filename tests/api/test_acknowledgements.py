@@ -26,7 +26,8 @@ from tests.api.test_access import token as bearer_of
 
 async def acks(sessionmaker: async_sessionmaker[AsyncSession]) -> int:
     async with sessionmaker() as session:
-        return int(await session.scalar(select(func.count()).select_from(ConcernAcknowledgement)))
+        count = await session.scalar(select(func.count()).select_from(ConcernAcknowledgement))
+        return int(count or 0)
 
 
 async def test_staff_acknowledge_a_concern_seen_then_handled_in_a_case(

@@ -12,6 +12,7 @@ from zoneinfo import ZoneInfo
 
 import httpx
 import pytest
+from babel.dates import format_date
 
 from opspor_shared.auth import Role
 from opspor_shared.devstack.mailbox import StoredMessage
@@ -98,6 +99,10 @@ def wait_for_mail(
     return found
 
 
+def danish(d: date) -> str:
+    return format_date(d, format="long", locale="da_DK")
+
+
 def about(pupil: str) -> object:
     return lambda m: pupil in m.message.get_content()
 
@@ -116,7 +121,9 @@ def test_a_registration_travels_from_http_to_the_secure_mailbox(
     assert mail.tls
     assert list(mail.envelope_to) == ["vestbjerg@sikkerpost.aalborg.dk"]
     body = mail.message.get_content()
-    assert "Vestbjerg Skole" in body and days[-1].isoformat() in body
+    # Danish, as the school's language: dates as Danes write them (Babel's CLDR data).
+    assert "Vestbjerg Skole" in body and danish(days[-1]) in body
+    assert "5 fraværsdage i træk" in body
 
     # The api's read model consumes the same events as the alerter and may trail the mail.
     deadline = time.monotonic() + 30
@@ -179,7 +186,7 @@ def test_a_concern_opens_a_case_whose_missed_follow_up_reminds_the_school(
     [reminder] = wait_for_mail(stack, lambda m: case["id"] in m.message.get_content())
     assert reminder.tls
     assert list(reminder.envelope_to) == ["vestbjerg@sikkerpost.aalborg.dk"]
-    assert yesterday.isoformat() in reminder.message.get_content()
+    assert danish(yesterday) in reminder.message.get_content()
     deadline = time.monotonic() + 30
     overdue: list[dict[str, Any]] = []
     while not overdue and time.monotonic() < deadline:

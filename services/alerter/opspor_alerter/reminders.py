@@ -21,10 +21,11 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from opspor_alerter.render import Language, message_id, notice_language
+from opspor_alerter.render import header_text, message_id
 from opspor_alerter.repository import NoticeRepository
 from opspor_alerter.routing import MailRole, Unroutable, mailbox_route
 from opspor_alerter.settings import AlerterSettings
+from opspor_alerter.wording import Language, day, notice_language, texts
 from opspor_shared.events import CloudEvent
 from opspor_shared.logging import get_logger
 from opspor_shared.reference import ReferenceRepository
@@ -187,87 +188,6 @@ async def record_case_event(
 
 # --- rendering ---------------------------------------------------------------------------------
 
-_TEXT: dict[Language, dict[str, str]] = {
-    "da": {
-        "subject": "Påmindelse: sag for elev {pupil} på {school} - {reason}",
-        "intro": (
-            "En opfølgningssag i Opspor er overskredet og venter på handling fra {role}. "
-            "Påmindelsen sendes højst én gang om dagen pr. årsag."
-        ),
-        "evaluation-overdue": "evalueringen er ikke gennemført til tiden",
-        "planned-end-passed": "sagens planlagte slutdato er passeret",
-        "ppr-referral-missing": "PPR er ikke inddraget, selvom fraværet kræver det",
-        "school": "Skole",
-        "pupil": "Elevreference",
-        "reason": "Årsag",
-        "due": "Frist",
-        "day": "Overskredet pr.",
-        "phase": "Fase",
-        "opened": "Sagen åbnet",
-        "case": "Sags-id",
-        "where": "Se sagen",
-        "where_text": "i Opspor under skolens sager, sags-id {case}",
-        "none": "-",
-        "roles": "skolen|PPR|kommunen",
-        "footer": (
-            "Påmindelsen indeholder kun det nødvendige for opfølgning; sagens noter findes i "
-            "Opspor. Sendt automatisk af Opspor - svar ikke på denne mail."
-        ),
-    },
-    "nb": {
-        "subject": "Påminnelse: sak for elev {pupil} ved {school} - {reason}",
-        "intro": (
-            "En oppfølgingssak i Opspor har passert fristen og venter på handling fra {role}. "
-            "Påminnelsen sendes høyst én gang om dagen per årsak."
-        ),
-        "evaluation-overdue": "evalueringen er ikke gjennomført i tide",
-        "planned-end-passed": "sakens planlagte sluttdato er passert",
-        "ppr-referral-missing": "PPT er ikke involvert, selv om fraværet krever det",
-        "school": "Skole",
-        "pupil": "Elevreferanse",
-        "reason": "Årsak",
-        "due": "Frist",
-        "day": "Over fristen per",
-        "phase": "Fase",
-        "opened": "Saken åpnet",
-        "case": "Saks-id",
-        "where": "Se saken",
-        "where_text": "i Opspor under skolens saker, saks-id {case}",
-        "none": "-",
-        "roles": "skolen|PPT|kommunen",
-        "footer": (
-            "Påminnelsen inneholder bare det som trengs for oppfølging; sakens notater finnes i "
-            "Opspor. Sendt automatisk av Opspor - ikke svar på denne e-posten."
-        ),
-    },
-    "en": {
-        "subject": "Reminder: case of pupil {pupil} at {school} - {reason}",
-        "intro": (
-            "A follow-up case in Opspor is overdue and waits for action by {role}. "
-            "This reminder is sent at most once a day per reason."
-        ),
-        "evaluation-overdue": "the evaluation was not done on time",
-        "planned-end-passed": "the case's planned end date has passed",
-        "ppr-referral-missing": "PPR has not been involved although the absence requires it",
-        "school": "School",
-        "pupil": "Pupil reference",
-        "reason": "Reason",
-        "due": "Due date",
-        "day": "Overdue as of",
-        "phase": "Phase",
-        "opened": "Case opened",
-        "case": "Case id",
-        "where": "Where to look",
-        "where_text": "in Opspor among the school's cases, case id {case}",
-        "none": "-",
-        "roles": "the school|PPR|the municipality",
-        "footer": (
-            "This reminder carries only what is needed for follow-up; the case's notes are in "
-            "Opspor. Sent automatically by Opspor - do not reply to this mail."
-        ),
-    },
-}
-
 _PARTIES = ("school", "ppr", "municipality")
 
 
@@ -286,23 +206,24 @@ def render_reminder(
     content: ReminderContent, language: str, role: str, web_base_url: str | None
 ) -> RenderedReminder:
     lang = notice_language(language)
-    t = _TEXT[lang]
-    roles = dict(zip(_PARTIES, t["roles"].split("|"), strict=True))
-    reason = t[content.reason]
+    t = texts(lang)
+    roles = dict(zip(_PARTIES, t("reminder.roles").split("|"), strict=True))
+    reason = t(f"reminder.{content.reason}")
     link = case_link(web_base_url, content.case_id)
+    none = t("reminder.none")
     fields = [
-        (t["school"], content.school_name),
-        (t["pupil"], content.pupil_id),
-        (t["reason"], reason),
-        (t["due"], content.due_date.isoformat() if content.due_date else t["none"]),
-        (t["day"], content.day.isoformat()),
-        (t["phase"], f"{content.phase} ({content.model_id})"),
-        (t["opened"], content.opened_on.isoformat()),
-        (t["case"], content.case_id),
-        (t["where"], link or t["where_text"].format(case=content.case_id)),
+        (t("reminder.school"), content.school_name),
+        (t("reminder.pupil"), content.pupil_id),
+        (t("reminder.reason"), reason),
+        (t("reminder.due"), day(content.due_date, lang) if content.due_date else none),
+        (t("reminder.day"), day(content.day, lang)),
+        (t("reminder.phase"), f"{content.phase} ({content.model_id})"),
+        (t("reminder.opened"), day(content.opened_on, lang)),
+        (t("reminder.case"), content.case_id),
+        (t("reminder.where"), link or t("reminder.where_text").format(case=content.case_id)),
     ]
     width = max(len(label) for label, _ in fields) + 2
-    lines = [textwrap.fill(t["intro"].format(role=roles.get(role, role)), 76), ""]
+    lines = [textwrap.fill(t("reminder.intro").format(role=roles.get(role, role)), 76), ""]
     for label, value in fields:
         lines.append(
             textwrap.fill(
@@ -314,8 +235,10 @@ def render_reminder(
                 break_on_hyphens=False,
             )
         )
-    lines += ["", textwrap.fill(t["footer"], 76), ""]
-    subject = t["subject"].format(pupil=content.pupil_id, school=content.school_name, reason=reason)
+    lines += ["", textwrap.fill(t("reminder.footer"), 76), ""]
+    subject = t("reminder.subject").format(
+        pupil=content.pupil_id, school=content.school_name, reason=reason
+    )
     return RenderedReminder(subject, "\n".join(lines), lang)
 
 
@@ -334,7 +257,7 @@ def build_reminder_email(
     msg = EmailMessage()
     msg["From"] = sender
     msg["To"] = recipient
-    msg["Subject"] = rendered.subject
+    msg["Subject"] = header_text(rendered.subject)
     msg["Date"] = format_datetime(created_at)  # creation time: a resend is the same mail
     msg["Message-ID"] = message_id
     msg["Auto-Submitted"] = "auto-generated"

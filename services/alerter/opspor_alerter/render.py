@@ -7,23 +7,41 @@ categories (illness is health data) and extents never reach the alerter's tables
 
 from __future__ import annotations
 
+import re
 import textwrap
+import unicodedata
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
+from decimal import Decimal
 from email.message import EmailMessage
 from email.utils import format_datetime
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict
 
+from opspor_alerter.wording import (
+    Language,
+    RuleSpec,
+    day,
+    describe_finding,
+    describe_rule,
+    level_name,
+    notice_language,
+    texts,
+)
 from opspor_shared.events import ConcernData
 
 Kind = Literal["raised", "withdrawn"]
-Language = Literal["da", "nb", "en"]
 
 _MESSAGE_ID_NAMESPACE = uuid.UUID("6f0f3f4e-9f7a-5d7e-9c55-2a3d0c1b8e41")
+
+
+# The engine's rule text ends with the categories it counts: "(unauthorized)", "(illness,
+# authorized)" or "(all categories)".
+_CATEGORY = "(illness|authorized|unauthorized)"
+_ENGINE_CATEGORIES = re.compile(rf" \((all categories|{_CATEGORY}(, {_CATEGORY})*)\)$")
 
 
 class NoticeContent(BaseModel):
@@ -43,6 +61,12 @@ class NoticeContent(BaseModel):
     window_first: date
     window_last: date
     contributing_dates: list[date]
+    # What was measured (for the finding in the reader's language) and the rule's definition
+    # (looked up in its pack when the notice is recorded; None in notices recorded before).
+    value: Decimal | None = None
+    threshold: Decimal | None = None
+    window_days: int | None = None
+    spec: RuleSpec | None = None
     # For a withdrawal: the Message-ID of the notice it withdraws, so mail clients thread them.
     replaces_message_id: str | None = None
 
@@ -64,7 +88,39 @@ class NoticeContent(BaseModel):
             window_first=e.window_first,
             window_last=e.window_last,
             contributing_dates=sorted({c.date for c in e.contributing}),
+            value=e.value,
+            threshold=e.threshold,
+            window_days=e.window_days,
         )
+
+    def described(self, language: str) -> tuple[str, str]:
+        """(rule, finding) in the language; the engine's English words without a spec."""
+        if self.spec is None or None in (self.value, self.threshold, self.window_days):
+            # Without the categories the engine names: which absence a rule counts says what
+            # kind of absence the pupil had.
+            return _ENGINE_CATEGORIES.sub("", self.rule), self.summary
+        return describe_rule(self.spec, language), describe_finding(
+            self.spec,
+            self.value,  # type: ignore[arg-type]
+            self.threshold,  # type: ignore[arg-type]
+            self.window_days,  # type: ignore[arg-type]
+            language,
+        )
+
+
+def header_text(value: str) -> str:
+    """A value made safe for a header line: every control, line and paragraph separator
+    character becomes a space. CR and LF would end the header; U+2028, U+0085 and friends
+    are line breaks to Python's own parser (str.splitlines), so a receiving parser could take
+    the rest for a header of its own. "=?" is broken up too: Python's mail generator decodes
+    an RFC 2047 encoded word it finds in a value when it folds the line, so an encoded CR LF
+    would come out as a real one. The api refuses control characters in names at input; this
+    keeps a mail whole whatever reaches the alerter."""
+    text = "".join(" " if unicodedata.category(c) in _UNSAFE_IN_HEADER else c for c in value)
+    return text.replace("=?", "= ?")
+
+
+_UNSAFE_IN_HEADER = frozenset({"Cc", "Zl", "Zp"})
 
 
 @dataclass(frozen=True)
@@ -80,149 +136,46 @@ def message_id(concern_id: str, recipient: str, kind: str, revision: int, domain
     return f"<{uuid.uuid5(_MESSAGE_ID_NAMESPACE, name)}@{domain}>"
 
 
-def notice_language(language: str) -> Language:
-    if language == "da":
-        return "da"
-    if language in ("nb", "no", "nn"):
-        return "nb"
-    return "en"
-
-
 def concern_link(web_base_url: str | None, concern_id: str) -> str | None:
     """The concern's page on the resource team's web page, once it exists (WEB_BASE_URL)."""
     return f"{web_base_url}/ui/concerns/{concern_id}" if web_base_url else None
 
 
-_TEXT: dict[Language, dict[str, str]] = {
-    "da": {
-        "subject_raised": "Bekymrende fravær: {pupil}, {school} \u2013 {rules}",
-        "subject_withdrawn": "Tilbagekaldt: bekymrende fravær for {pupil}, {school} \u2013 {rules}",
-        "n_rules": "{n} regler",
-        "intro_group": (
-            "Samme registrering af fraværet har opfyldt {n} regler; de står nedenfor, hver med "
-            "det regelsæt (kommunens valg) og den regel den kommer fra."
-        ),
-        "pack": "Regelsæt",
-        "where_text": "i Opspor under skolens bekymringer for eleven (bekymrings-id ovenfor)",
-        "intro_raised": "Opspor har registreret bekymrende fravær for en elev på {school}.",
-        "intro_withdrawn": (
-            "Bekymringen nedenfor er trukket tilbage: rettede fraværsregistreringer betyder, "
-            "at reglen ikke længere er opfyldt. Den tidligere meddelelse gælder ikke længere."
-        ),
-        "school": "Skole",
-        "pupil": "Elevreference",
-        "rule": "Regel",
-        "finding": "Opgørelse",
-        "level": "Niveau",
-        "crossing": "Grænsen overskredet",
-        "window": "Periode",
-        "window_value": "{first} til {last}",
-        "dates": "Fraværsdage",
-        "concern": "Bekymrings-id",
-        "link": "Se",
-        "footer": (
-            "Meddelelsen indeholder kun det nødvendige for opfølgning; detaljer om fraværet "
-            "findes i skolens system. Sendt automatisk af Opspor - svar ikke på denne mail."
-        ),
-    },
-    "nb": {
-        "subject_raised": "Bekymringsfullt fravær: {pupil}, {school} \u2013 {rules}",
-        "subject_withdrawn": (
-            "Trukket tilbake: bekymringsfullt fravær for {pupil}, {school} \u2013 {rules}"
-        ),
-        "n_rules": "{n} regler",
-        "intro_group": (
-            "Den samme fraværsføringen har oppfylt {n} regler; de står nedenfor, hver med "
-            "regelsettet (kommunens valg) og regelen den kommer fra."
-        ),
-        "pack": "Regelsett",
-        "where_text": "i Opspor under skolens bekymringer for eleven (bekymrings-id ovenfor)",
-        "intro_raised": "Opspor har registrert bekymringsfullt fravær for en elev ved {school}.",
-        "intro_withdrawn": (
-            "Bekymringen nedenfor er trukket tilbake: rettede fraværsføringer betyr at regelen "
-            "ikke lenger er oppfylt. Den tidligere meldingen gjelder ikke lenger."
-        ),
-        "school": "Skole",
-        "pupil": "Elevreferanse",
-        "rule": "Regel",
-        "finding": "Opptelling",
-        "level": "Nivå",
-        "crossing": "Grensen overskredet",
-        "window": "Periode",
-        "window_value": "{first} til {last}",
-        "dates": "Fraværsdager",
-        "concern": "Bekymrings-id",
-        "link": "Se",
-        "footer": (
-            "Meldingen inneholder bare det som trengs for oppfølging; detaljer om fraværet "
-            "finnes i skolens system. Sendt automatisk av Opspor - ikke svar på denne e-posten."
-        ),
-    },
-    "en": {
-        "subject_raised": "Concerning absence: {pupil}, {school} \u2013 {rules}",
-        "subject_withdrawn": "Withdrawn: concerning absence of {pupil}, {school} \u2013 {rules}",
-        "n_rules": "{n} rules",
-        "intro_group": (
-            "The same absence registrations met {n} rules; each is listed below with the rule "
-            "pack (the municipality's choice) and the rule it comes from."
-        ),
-        "pack": "Rule pack",
-        "where_text": "in Opspor among the school's concerns for the pupil (concern id above)",
-        "intro_raised": "Opspor has registered concerning absence for a pupil at {school}.",
-        "intro_withdrawn": (
-            "The concern below has been withdrawn: corrected absence registrations mean the "
-            "rule is no longer met. The earlier notice no longer applies."
-        ),
-        "school": "School",
-        "pupil": "Pupil reference",
-        "rule": "Rule",
-        "finding": "Finding",
-        "level": "Level",
-        "crossing": "Limit crossed on",
-        "window": "Period",
-        "window_value": "{first} to {last}",
-        "dates": "Absence days",
-        "concern": "Concern id",
-        "link": "Where to look",
-        "footer": (
-            "This notice carries only what is needed for follow-up; details of the absence are "
-            "in the school's system. Sent automatically by Opspor - do not reply to this mail."
-        ),
-    },
-}
+def _rule_name(content: NoticeContent, language: str) -> str:
+    return f"{content.described(language)[0]} ({content.pack_id})"
 
 
-def _rule_name(content: NoticeContent) -> str:
-    return f"{content.rule} ({content.pack_id})"
-
-
-def subject_rules(contents: Sequence[NoticeContent], t: dict[str, str]) -> str:
+def subject_rules(contents: Sequence[NoticeContent], t: Callable[[str], str], language: str) -> str:
     """One rule: its description and pack; several: how many and which pack/rule each."""
     if len(contents) == 1:
-        return _rule_name(contents[0])
+        return _rule_name(contents[0], language)
     names = ", ".join(f"{c.pack_id}/{c.rule_id}" for c in contents)
-    return f"{t['n_rules'].format(n=len(contents))}: {names}"
+    return f"{t('notice.n_rules').format(n=len(contents))}: {names}"
 
 
 def _concern_fields(
-    content: NoticeContent, t: dict[str, str], web_base_url: str | None
+    content: NoticeContent, t: Callable[[str], str], language: str, web_base_url: str | None
 ) -> list[tuple[str, str]]:
     link = concern_link(web_base_url, content.concern_id)
+    rule, finding = content.described(language)
     return [
-        (t["rule"], content.rule),
-        (t["pack"], f"{content.pack_id} ({content.rule_id} v{content.rule_version})"),
-        (t["finding"], content.summary),
-        (t["level"], content.level),
-        (t["crossing"], content.crossing_date.isoformat()),
+        (t("notice.rule"), rule),
+        (t("notice.pack"), f"{content.pack_id} ({content.rule_id} v{content.rule_version})"),
+        (t("notice.finding"), finding),
+        (t("notice.level"), level_name(content.level, language)),
+        (t("notice.crossing"), day(content.crossing_date, language)),
         (
-            t["window"],
-            t["window_value"].format(
-                first=content.window_first.isoformat(), last=content.window_last.isoformat()
+            t("notice.window"),
+            t("notice.window_value").format(
+                first=day(content.window_first, language), last=day(content.window_last, language)
             ),
         ),
-        (t["dates"], ", ".join(d.isoformat() for d in content.contributing_dates)),
-        (t["concern"], content.concern_id),
-        (t["link"], link or t["where_text"]),
+        (
+            t("notice.dates"),
+            ", ".join(day(d, language, "short") for d in content.contributing_dates),
+        ),
+        (t("notice.concern"), content.concern_id),
+        (t("notice.link"), link or t("notice.where_text")),
     ]
 
 
@@ -249,30 +202,30 @@ def render(
         key=lambda c: (c.pack_id, c.rule_id, c.crossing_date, c.concern_id),
     )
     lang = notice_language(language)
-    t = _TEXT[lang]
+    t = texts(lang)
     first = contents[0]
     fmt = {
         "pupil": first.pupil_id,
         "school": first.school_name,
-        "rules": subject_rules(contents, t),
+        "rules": subject_rules(contents, t, lang),
     }
-    lines = [textwrap.fill(t[f"intro_{kind}"].format(**fmt), 76), ""]
+    lines = [textwrap.fill(t(f"notice.intro_{kind}").format(**fmt), 76), ""]
     if len(contents) == 1:
-        fields = [(t["school"], first.school_name), (t["pupil"], first.pupil_id)]
-        fields += _concern_fields(first, t, web_base_url)
+        fields = [(t("notice.school"), first.school_name), (t("notice.pupil"), first.pupil_id)]
+        fields += _concern_fields(first, t, lang, web_base_url)
         width = max(len(label) for label, _ in fields) + 2
         lines += [_fill(label, value, width) for label, value in fields]
     else:
-        lines += [textwrap.fill(t["intro_group"].format(n=len(contents)), 76), ""]
-        head = [(t["school"], first.school_name), (t["pupil"], first.pupil_id)]
-        sections = [_concern_fields(c, t, web_base_url) for c in contents]
+        lines += [textwrap.fill(t("notice.intro_group").format(n=len(contents)), 76), ""]
+        head = [(t("notice.school"), first.school_name), (t("notice.pupil"), first.pupil_id)]
+        sections = [_concern_fields(c, t, lang, web_base_url) for c in contents]
         width = max(len(label) for label, _ in head + sections[0]) + 2
         lines += [_fill(label, value, width) for label, value in head]
         for number, fields in enumerate(sections, start=1):
             lines += ["", f"{number}."]
             lines += [_fill(label, value, width, "   ") for label, value in fields]
-    lines += ["", textwrap.fill(t["footer"], 76), ""]
-    return Rendered(t[f"subject_{kind}"].format(**fmt), "\n".join(lines), lang)
+    lines += ["", textwrap.fill(t("notice.footer"), 76), ""]
+    return Rendered(t(f"notice.subject_{kind}").format(**fmt), "\n".join(lines), lang)
 
 
 def build_email(
@@ -293,7 +246,7 @@ def build_email(
     msg = EmailMessage()
     msg["From"] = sender
     msg["To"] = recipient
-    msg["Subject"] = rendered.subject
+    msg["Subject"] = header_text(rendered.subject)
     # The notice's creation time, not the send time: a resend is byte-for-byte the same mail.
     msg["Date"] = format_datetime(created_at)
     msg["Message-ID"] = message_id

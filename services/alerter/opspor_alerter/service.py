@@ -36,6 +36,7 @@ from opspor_alerter.repository import NoticeRepository
 from opspor_alerter.routing import Route, Unroutable, route, webhook_routes
 from opspor_alerter.settings import AlerterSettings
 from opspor_alerter.webhook import webhook_message_id
+from opspor_alerter.wording import RuleSpec
 from opspor_shared.clock import Clock, system_clock
 from opspor_shared.db import unit_of_work
 from opspor_shared.events import (
@@ -48,7 +49,7 @@ from opspor_shared.events import (
 from opspor_shared.faults import fault_point
 from opspor_shared.logging import get_logger
 from opspor_shared.outage import Outage
-from opspor_shared.reference import ReferenceRepository
+from opspor_shared.reference import PackCache, ReferenceRepository, SchoolRef
 from opspor_shared.retention import retention_window
 
 log = get_logger(__name__)
@@ -198,7 +199,9 @@ async def _raise(
         concern.level, school, await reference.webhook_endpoints(school.municipality_id)
     )
     latest = _latest_by_recipient(await repo.notices_of_concern(concern_uuid))
-    content = NoticeContent.from_concern(concern, school.name)
+    content = NoticeContent.from_concern(concern, school.name).model_copy(
+        update={"spec": await rule_spec(reference, school, concern)}
+    )
     for target in targets:
         held = latest.get(target.recipient)
         # Withdrawn and raised again inside the settle period: the withdrawal never goes out,
@@ -257,7 +260,7 @@ async def _update(
     for notice in _latest_by_recipient(notices).values():
         if notice.kind == "raised" and notice.status == "pending":
             held = NoticeContent.model_validate(notice.payload)
-            fresh = NoticeContent.from_concern(concern, held.school_name)
+            fresh = _carry_spec(held, NoticeContent.from_concern(concern, held.school_name))
             await repo.set_payload(notice.id, fresh.model_dump(mode="json"))
     log.info("concern_explanation_revised", concern_id=concern.concern_id)
 
@@ -276,7 +279,7 @@ async def _withdraw(
             continue
         if notice.status == "sent":
             content = NoticeContent.model_validate(notice.payload)
-            fresh = NoticeContent.from_concern(concern, content.school_name)
+            fresh = _carry_spec(content, NoticeContent.from_concern(concern, content.school_name))
             if await _insert_withdrawal(repo, notice, fresh, concern.revision, settings, group):
                 outcome.recorded.append((notice.channel, "withdrawn", notice.recipient_role))
         elif notice.status == "pending" and await repo.cancel_pending(notice.id):
@@ -373,6 +376,35 @@ async def _record_notice(
         role=recipient_role,
     )
     return True
+
+
+# Rule packs by digest, for describing a notice's rule in the school's language.
+_PACKS = PackCache(size=64)
+
+
+async def rule_spec(
+    reference: ReferenceRepository, school: SchoolRef, concern: ConcernData
+) -> RuleSpec | None:
+    """The definition of the concern's rule in its pack version, or None when that version
+    cannot be found (the notice then names the rule in the engine's English words)."""
+    e = concern.explanation
+    key = (school.municipality_id, e.pack_id)
+    found = (await reference.packs([key], _PACKS)).get(key)
+    version = next(
+        (v for v in (found.pack.versions if found else ()) if v.version == e.rule_version), None
+    )
+    rule = version.rule(e.rule_id) if version is not None else None
+    return RuleSpec.of(rule) if rule is not None else None
+
+
+def _carry_spec(held: NoticeContent, fresh: NoticeContent) -> NoticeContent:
+    """A newer revision of the same rule keeps the definition looked up for the notice."""
+    same = (held.pack_id, held.rule_id, held.rule_version) == (
+        fresh.pack_id,
+        fresh.rule_id,
+        fresh.rule_version,
+    )
+    return fresh.model_copy(update={"spec": held.spec}) if same else fresh
 
 
 def _latest_by_recipient(notices: Sequence[Notice]) -> dict[str, Notice]:
