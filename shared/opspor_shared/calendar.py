@@ -59,12 +59,25 @@ def _reason_suffix(reason: str) -> str:
     return f" ({reason})" if reason else ""
 
 
+# Opspor's languages as the `holidays` package names them; None: the country's own language.
+_HOLIDAY_LANGUAGES = {"da": "da", "nb": "no", "no": "no", "nn": "no", "en": "en_US"}
+
+
+@lru_cache(maxsize=64)
+def _holiday_languages(country: str) -> tuple[str, ...]:
+    return tuple(holidays.country_holidays(country, years=[]).supported_languages)
+
+
 @lru_cache(maxsize=512)
-def _holidays(country: str, subdivision: str | None, year: int) -> Mapping[date, str]:
+def _holidays(
+    country: str, subdivision: str | None, year: int, language: str | None = None
+) -> Mapping[date, str]:
     # Building a holidays object costs up to tens of milliseconds (DK), and calendars are
     # rebuilt whenever a school's configuration changes, so the per-year result is cached.
     try:
-        found = holidays.country_holidays(country, subdiv=subdivision, years=year)
+        found = holidays.country_holidays(
+            country, subdiv=subdivision, years=year, language=language
+        )
     except NotImplementedError as exc:
         where = country if subdivision is None else f"{country}/{subdivision}"
         raise ValueError(f"no public holiday data for {where}: {exc}") from exc
@@ -115,10 +128,12 @@ class SchoolCalendar:
             f"SchoolCalendar({self.country!r}{sub}, years={len(self.years)}, days={len(self.days)})"
         )
 
-    def _holiday_dates(self, first: date, last: date) -> dict[date, str]:
+    def _holiday_dates(
+        self, first: date, last: date, language: str | None = None
+    ) -> dict[date, str]:
         found: dict[date, str] = {}
         for year in range(first.year, last.year + 1):
-            for d, name in _holidays(self.country, self.subdivision, year).items():
+            for d, name in _holidays(self.country, self.subdivision, year, language).items():
                 if first <= d <= last:
                     found[d] = name
         return found
@@ -144,8 +159,14 @@ class SchoolCalendar:
         i = bisect_right(self.days, d) - 1
         return self.days[i] if i >= 0 else None
 
-    def public_holidays(self, first: date, last: date) -> dict[date, str]:
-        return dict(sorted(self._holiday_dates(first, last).items()))
+    def public_holidays(
+        self, first: date, last: date, language: str | None = None
+    ) -> dict[date, str]:
+        """The holidays' names in the language (da, nb or en) where the `holidays` package has
+        it for the country, else in the country's own language."""
+        wanted = _HOLIDAY_LANGUAGES.get(language or "")
+        chosen = wanted if wanted in _holiday_languages(self.country) else None
+        return dict(sorted(self._holiday_dates(first, last, chosen).items()))
 
 
 def horizon_for(calendar: SchoolCalendar, timezone: str, now: datetime) -> date | None:

@@ -102,8 +102,45 @@ async def test_school_year_counts_school_days(client: httpx.AsyncClient) -> None
 async def test_school_year_lists_public_holidays(client: httpx.AsyncClient) -> None:
     await configure(client)
     year = (await client.get(f"/v1/schools/vestbjerg/school-years/{SCHOOL_YEAR}")).json()
-    holidays = {h["date"] for h in year["public_holidays"]}
-    assert "2027-03-25" in holidays  # Skærtorsdag (Maundy Thursday) 2027
+    holidays = {h["date"]: h["reason"] for h in year["public_holidays"]}
+    assert holidays["2027-03-25"] == "Skærtorsdag"  # Maundy Thursday 2027
+
+
+async def test_holiday_names_answer_in_the_municipalitys_language(
+    client: httpx.AsyncClient,
+) -> None:
+    """The `holidays` package has Danish and English names for Denmark, Norwegian and English
+    for Norway: each school year answers in the school's (else its municipality's) language."""
+    await configure(client, language="en")
+    year = (await client.get(f"/v1/schools/vestbjerg/school-years/{SCHOOL_YEAR}")).json()
+    holidays = {h["date"]: h["reason"] for h in year["public_holidays"]}
+    assert holidays["2027-03-25"] == "Maundy Thursday"
+    oslo = bearer(Role.MUNICIPALITY_ADMIN, "oslo")
+    r = await client.put(
+        "/v1/municipalities/oslo",
+        json=MUNICIPALITY | {"name": "Oslo kommune", "country": "NO", "language": "nb"},
+        headers=oslo,
+    )
+    assert r.status_code == 201, r.text
+    r = await client.put(
+        "/v1/schools/majorstuen",
+        json={
+            "municipality_id": "oslo",
+            "name": "Majorstuen skole",
+            "timezone": "Europe/Oslo",
+            "mailbox": "majorstuen@oslo.kommune.no",
+        },
+        headers=oslo,
+    )
+    assert r.status_code == 201, r.text
+    r = await client.put(
+        f"/v1/schools/majorstuen/school-years/{SCHOOL_YEAR}", json=YEAR_BODY, headers=oslo
+    )
+    assert r.status_code == 201, r.text
+    holidays = {h["date"]: h["reason"] for h in r.json()["public_holidays"]}
+    # 2027: Whit Monday falls on Constitution Day.
+    assert holidays["2027-03-25"] == "Skjærtorsdag"
+    assert holidays["2027-05-17"] == "Andre pinsedag; Grunnlovsdag"
 
 
 async def test_invalid_school_year_is_refused_whole(client: httpx.AsyncClient) -> None:

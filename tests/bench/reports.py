@@ -11,6 +11,7 @@ once cold, then `repeats` more times; the median and the slowest are printed.
 
 from __future__ import annotations
 
+import json
 import random
 import statistics
 import time
@@ -68,6 +69,25 @@ CONCERN_COLUMNS = (
     "rule_version",
     "explanation",
 )
+CASE_COLUMNS = (
+    "id",
+    "pupil_id",
+    "school_id",
+    "municipality_id",
+    "model_id",
+    "model_version",
+    "phase",
+    "status",
+    "source",
+    "coordinator",
+    "opened_on",
+    "opened_by",
+    "next_evaluation_due",
+    "overdue_reasons",
+    "version",
+)
+ENTRY_COLUMNS = ("case_id", "kind", "data", "by")
+PHASES = ("class-team", "resource-team", "plan", "external")
 # A day with school days after it, so close-to-limit has two next days to simulate.
 CLOSE_TO_LIMIT_DAY = date(2027, 3, 12)
 
@@ -128,6 +148,8 @@ async def _seed(url: str, pupils: int, schools: int, seed_value: int, log: Any) 
             )
             enrolled = []
             concerns = []
+            cases = []
+            entries = []
             for n in range(size):
                 grade = n % 10
                 pid = pupil_id(s, n)
@@ -160,15 +182,46 @@ async def _seed(url: str, pupils: int, schools: int, seed_value: int, log: Any) 
                             "{}",
                         )
                     )
+                    # Each concern opened a case (dk-ladder); one in four is overdue, one in
+                    # three was consulted with or referred to PPR.
+                    case_id = uuid.uuid5(uuid.NAMESPACE_URL, f"case|{pid}")
+                    opened = days[40 + n % 100]
+                    cases.append(
+                        (
+                            case_id,
+                            pid,
+                            school_id(s),
+                            MUNICIPALITY,
+                            "dk-ladder",
+                            "1",
+                            PHASES[n % 4],
+                            "open",
+                            "absence-data",
+                            f"teacher-{n % 7}" if n % 5 else None,
+                            opened,
+                            "opspor",
+                            days[min(len(days) - 1, 50 + n % 100)],
+                            ["evaluation-overdue"] if n % 4 == 1 else [],
+                            1,
+                        )
+                    )
+                    if n % 3 == 0:
+                        kind = "referred" if n % 2 else "consulted"
+                        referral = {"to": "ppr", "type": kind, "on": opened.isoformat()}
+                        entries.append((case_id, "referral", json.dumps(referral), "bench"))
             await conn.copy_records_to_table(
                 "enrolments", records=enrolled, columns=ENROLMENT_COLUMNS
             )
             await conn.copy_records_to_table(
                 "api_concerns", records=concerns, columns=CONCERN_COLUMNS
             )
+            await conn.copy_records_to_table("cases", records=cases, columns=CASE_COLUMNS)
+            await conn.copy_records_to_table("case_entries", records=entries, columns=ENTRY_COLUMNS)
             if (s + 1) % 20 == 0:
                 log(f"seeded {s + 1}/{schools} schools, {registrations:,} registrations")
-        await conn.execute("vacuum (analyze) registrations, enrolments, api_concerns")
+        await conn.execute(
+            "vacuum (analyze) registrations, enrolments, api_concerns, cases, case_entries"
+        )
     finally:
         await conn.close()
     return registrations
@@ -270,6 +323,12 @@ async def reports_phase(
             report = await service.baerum(repo, await all_scope(repo), last, now)
             return service.with_municipal_rows(report)
 
+        async def cases_school(repo: ReportRepository) -> CsvReport:
+            return await service.case_counts(repo, await school_scope(repo), roll_up=False)
+
+        async def cases_all(repo: ReportRepository) -> CsvReport:
+            return await service.case_counts(repo, await all_scope(repo), roll_up=True)
+
         timings: dict[str, Any] = {}
         try:
             for label, make in (
@@ -277,10 +336,12 @@ async def reports_phase(
                 ("school: weekday/month patterns (year)", patterns_school),
                 ("school: open concerns by level", concerns_school),
                 ("school: close to a limit", close_school),
-                ("school: Bærum table", baerum_school),
+                ("school: Bærum table (with PPR columns)", baerum_school),
+                ("school: cases by phase/coordinator/reason", cases_school),
                 ("municipality: absence shares (year)", absence_all),
                 ("municipality: open concerns by level", concerns_all),
-                ("municipality: Bærum table", baerum_all),
+                ("municipality: Bærum table (with PPR columns)", baerum_all),
+                ("municipality: cases by phase/coord./reason", cases_all),
             ):
                 timings[label] = await _time(runner(make), repeats)
                 log(f"{label}: {timings[label]}")
@@ -309,11 +370,11 @@ def reports_lines(r: dict[str, Any]) -> list[str]:
         f"(d) Reports: {r['pupils']:,} pupils in {r['schools']} schools"
         f" ({r['pupils_per_school']:,} per school), {r['registrations']:,} registrations,"
         f" period {r['period']}; service call + JSON, cold then median/max of {r['repeats']}",
-        f"    {'report':<42} {'cold s':>8} {'median s':>9} {'max s':>8} {'JSON bytes':>11}",
+        f"    {'report':<45} {'cold s':>8} {'median s':>9} {'max s':>8} {'JSON bytes':>11}",
     ]
     for label, t in r["timings"].items():
         lines.append(
-            f"    {label:<42} {t['cold_s']:>8.3f} {t['median_s']:>9.3f} {t['max_s']:>8.3f}"
+            f"    {label:<45} {t['cold_s']:>8.3f} {t['median_s']:>9.3f} {t['max_s']:>8.3f}"
             f" {t['json_bytes']:>11,}"
         )
     return lines

@@ -189,7 +189,9 @@ def _year_errors(label: str, data: SchoolYearIn, others: list[SchoolYearRow]) ->
     return errors
 
 
-def _year_out(label: str, row: SchoolYearRow, country: str) -> SchoolYearOut:
+def _year_out(
+    label: str, row: SchoolYearRow, country: str, language: str | None = None
+) -> SchoolYearOut:
     year = school_year_from_row(
         {
             "first_day": row.first_day,
@@ -199,7 +201,7 @@ def _year_out(label: str, row: SchoolYearRow, country: str) -> SchoolYearOut:
         }
     )
     calendar = SchoolCalendar(country, [year])
-    holidays = calendar.public_holidays(row.first_day, row.last_day)
+    holidays = calendar.public_holidays(row.first_day, row.last_day, language)
     return SchoolYearOut(
         label=label,
         first_day=row.first_day,
@@ -249,7 +251,7 @@ async def get_school_year(
     school = await _own_school(repo, principal, school_id)
     for row in await repo.school_years([school_id]):
         if row.label == label:
-            return _year_out(label, row, await _country(repo, school))
+            return _year_out(label, row, *await _country(repo, school))
     raise NotFound(f"school {school_id!r} has no school year {label!r}")
 
 
@@ -257,11 +259,12 @@ async def list_school_years(
     repo: ConfigRepository, principal: Principal, school_id: str
 ) -> list[SchoolYearOut]:
     school = await _own_school(repo, principal, school_id)
-    country = await _country(repo, school)
-    return [_year_out(r.label, r, country) for r in await repo.school_years([school_id])]
+    country, language = await _country(repo, school)
+    return [_year_out(r.label, r, country, language) for r in await repo.school_years([school_id])]
 
 
-async def _country(repo: ConfigRepository, school: School) -> str:
+async def _country(repo: ConfigRepository, school: School) -> tuple[str, str]:
+    """The school's country and language (its own, else its municipality's)."""
     m = await repo.municipality(school.municipality_id)
     assert m is not None  # foreign key
-    return m.country
+    return m.country, school.language or m.language
