@@ -32,6 +32,7 @@ municipalities = table(
     column("rule_packs", ARRAY(Text)),
     column("ppr_mailbox", Text),
     column("unit_mailbox", Text),
+    column("routing", JSONB),
 )
 schools = table(
     "schools",
@@ -42,6 +43,7 @@ schools = table(
     column("language", Text),
     column("rule_packs", ARRAY(Text)),
     column("mailbox", Text),
+    column("routing", JSONB),
 )
 rule_packs = table(
     "rule_packs",
@@ -105,6 +107,9 @@ class SchoolRef:
     municipality_name: str
     ppr_mailbox: str | None
     unit_mailbox: str | None
+    # Routing documents (opspor_shared.routing): the municipality's and the school's overrides.
+    routing: Mapping[str, Any] | None = None
+    school_routing: Mapping[str, Any] | None = None
 
 
 class ReferenceRepository:
@@ -130,6 +135,8 @@ class ReferenceRepository:
             m.c.name.label("municipality_name"),
             m.c.ppr_mailbox,
             m.c.unit_mailbox,
+            m.c.routing,
+            s.c.routing.label("school_routing"),
         ).join(m, m.c.id == s.c.municipality_id)
         if school_ids is not None:
             query = query.where(s.c.id.in_(school_ids))
@@ -146,6 +153,8 @@ class ReferenceRepository:
                 municipality_name=row.municipality_name,
                 ppr_mailbox=row.ppr_mailbox,
                 unit_mailbox=row.unit_mailbox,
+                routing=row.routing,
+                school_routing=row.school_routing,
             )
             for row in await self._session.execute(query)
         }

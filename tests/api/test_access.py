@@ -363,6 +363,31 @@ EXPECTED: dict[tuple[str, str], Case] = {
         {ADMIN},
         lambda s, lv: ("GET", f"/v1/municipalities/{MUNICIPALITY_OF[s]}/reports/cases", None),
     ),
+    ("PUT", "/v1/municipalities/{municipality_id}/routing"): case(
+        {ADMIN},
+        lambda s, lv: (
+            "PUT",
+            f"/v1/municipalities/{MUNICIPALITY_OF[s]}/routing",
+            {"levels": {"concern": [{"to": "school"}]}},
+        ),
+    ),
+    ("GET", "/v1/municipalities/{municipality_id}/routing"): case(
+        {ADMIN}, lambda s, lv: ("GET", f"/v1/municipalities/{MUNICIPALITY_OF[s]}/routing", None)
+    ),
+    ("PUT", "/v1/schools/{school_id}/routing"): case(
+        {ADMIN},
+        lambda s, lv: (
+            "PUT",
+            f"/v1/schools/{s}/routing",
+            {"levels": {"concern": [{"to": "mailbox", "address": "leder@skole.dk"}]}},
+        ),
+    ),
+    ("GET", "/v1/schools/{school_id}/routing"): case(
+        {ADMIN}, lambda s, lv: ("GET", f"/v1/schools/{s}/routing", None)
+    ),
+    ("DELETE", "/v1/schools/{school_id}/routing"): case(
+        {ADMIN}, lambda s, lv: ("DELETE", f"/v1/schools/{s}/routing", None)
+    ),
     ("PUT", "/v1/concerns/{concern_id}/acknowledgement"): case(
         {STAFF, PPR},
         lambda s, lv: ("PUT", f"/v1/concerns/{concern_id(s, lv)}/acknowledgement", {"as": "seen"}),

@@ -11,6 +11,10 @@ MUNICIPALITY = {
     "country": "DK",
     "language": "da",
     "rule_packs": ["dk-aalborg-2018"],
+    # The pack's PPR levels must reach someone (routing, issue 9); dk-national's
+    # notify-municipality goes to the unit.
+    "ppr_mailbox": "ppr@sikkerpost.aalborg.dk",
+    "unit_mailbox": "skoleforvaltning@sikkerpost.aalborg.dk",
 }
 
 

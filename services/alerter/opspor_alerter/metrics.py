@@ -34,7 +34,8 @@ NOTICES = Gauge(
 )
 UNROUTABLE = Counter(
     "opspor_alerter_unroutable_total",
-    "Concerns with no mailbox for their level",
+    "Recipients a concern's level routes to that could not be reached (no mailbox, or a "
+    "webhook endpoint removed or disabled since the routing was stored)",
     ["role", "reason"],
 )
 EVENTS = Counter(

@@ -1,7 +1,10 @@
 """Route stage: who hears of a concern (DOMAIN.md section 6).
 
-A concern level routes to one mailbox (secure mail) and to every enabled webhook endpoint of the
-school's municipality whose level and school filters let it through.
+A concern level routes to the recipients the municipality's routing names for it (the school's
+overrides first; without documents the default table: the school's mailbox, PPR's for
+`ppr-may`/`ppr-must`, the unit's for `notify-municipality`; see opspor_shared.routing), and to
+every enabled webhook endpoint of the school's municipality whose own level and school filters
+let it through. A webhook the routing names gets the level whatever its filters say.
 """
 
 from __future__ import annotations
@@ -12,8 +15,9 @@ from typing import Literal
 
 from opspor_alerter.notify import Channel
 from opspor_shared.reference import SchoolRef, WebhookRef
+from opspor_shared.routing import from_document, recipients
 
-Role = Literal["school", "ppr", "municipality", "integration"]
+Role = Literal["school", "ppr", "municipality", "mailbox", "integration"]
 MailRole = Literal["school", "ppr", "municipality"]
 
 # Every level not listed goes to the school: a new level in a rule pack must reach someone.
@@ -35,7 +39,7 @@ class Route:
 @dataclass(frozen=True)
 class Unroutable:
     role: Role
-    reason: Literal["unknown_school", "no_mailbox"]
+    reason: Literal["unknown_school", "no_mailbox", "no_endpoint"]
 
 
 def role_for_level(level: str) -> MailRole:
@@ -80,3 +84,37 @@ def webhook_routes(level: str, school: SchoolRef, endpoints: Iterable[WebhookRef
         for e in endpoints
         if e.municipality_id == school.municipality_id and e.matches(level, school.id)
     ]
+
+
+_MAIL_ROLES: dict[str, MailRole] = {"school": "school", "ppr": "ppr", "unit": "municipality"}
+
+
+def routes_for(
+    level: str, school: SchoolRef, endpoints: Iterable[WebhookRef]
+) -> tuple[list[Route], list[Unroutable]]:
+    """Everyone who gets a concern of this level at this school, and who could not be reached
+    (a mailbox no longer configured, a webhook endpoint removed or disabled since the routing
+    was stored)."""
+    hooks = {e.id: e for e in endpoints if e.municipality_id == school.municipality_id}
+    found: list[Route] = []
+    missing: list[Unroutable] = []
+    chosen = recipients(level, from_document(school.school_routing), from_document(school.routing))
+    for r in chosen:
+        if r.to == "mailbox" and r.address:
+            found.append(Route(r.address, "mailbox"))
+        elif r.to == "webhook":
+            hook = hooks.get(r.webhook or "")
+            if hook is None or not hook.enabled:
+                missing.append(Unroutable("integration", "no_endpoint"))
+            else:
+                found.append(
+                    Route(
+                        webhook_recipient(hook.municipality_id, hook.id), "integration", "webhook"
+                    )
+                )
+        else:
+            route_ = mailbox_route(_MAIL_ROLES[r.to], school)
+            (missing if isinstance(route_, Unroutable) else found).append(route_)  # type: ignore[arg-type]
+    found += webhook_routes(level, school, hooks.values())
+    unique = list({r.recipient: r for r in found}.values())
+    return unique, missing

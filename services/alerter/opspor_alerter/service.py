@@ -33,7 +33,7 @@ from opspor_alerter.notify import DeliveryResult, Notifier
 from opspor_alerter.reminders import CASE_EVENT_PREFIX, ReminderOutcome, record_case_event
 from opspor_alerter.render import NoticeContent, message_id
 from opspor_alerter.repository import NoticeRepository
-from opspor_alerter.routing import Route, Unroutable, route, webhook_routes
+from opspor_alerter.routing import Route, Unroutable, role_for_level, routes_for
 from opspor_alerter.settings import AlerterSettings
 from opspor_alerter.webhook import webhook_message_id
 from opspor_alerter.wording import RuleSpec
@@ -179,25 +179,24 @@ async def _raise(
 ) -> None:
     reference = ReferenceRepository(session)
     school = await reference.school(concern.school_id)
-    targets: list[Route] = []
-    mail = route(concern.level, school)
-    if isinstance(mail, Unroutable):
+    if school is None:
+        missing = [Unroutable(role_for_level(concern.level), "unknown_school")]
+        targets: list[Route] = []
+    else:
+        endpoints = await reference.webhook_endpoints(school.municipality_id)
+        targets, missing = routes_for(concern.level, school, endpoints)
+    for gap in missing:
         log.warning(
             "concern_unroutable",
             concern_id=concern.concern_id,
             school_id=concern.school_id,
             level=concern.level,
-            role=mail.role,
-            reason=mail.reason,
+            role=gap.role,
+            reason=gap.reason,
         )
-        outcome.unroutable.append((mail.role, mail.reason))
-    else:
-        targets.append(mail)
+        outcome.unroutable.append((gap.role, gap.reason))
     if school is None:
         return
-    targets += webhook_routes(
-        concern.level, school, await reference.webhook_endpoints(school.municipality_id)
-    )
     latest = _latest_by_recipient(await repo.notices_of_concern(concern_uuid))
     content = NoticeContent.from_concern(concern, school.name).model_copy(
         update={"spec": await rule_spec(reference, school, concern)}

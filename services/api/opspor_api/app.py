@@ -40,6 +40,7 @@ from opspor_api.ratelimit import RateLimiter
 from opspor_api.registrations.endpoints import router as registrations_router
 from opspor_api.replay import replay_registrations
 from opspor_api.reports.endpoints import router as reports_router
+from opspor_api.routing.endpoints import router as routing_router
 from opspor_api.settings import ApiSettings
 from opspor_api.web.endpoints import install_web
 from opspor_api.web.security import SecurityHeaders, is_ui
@@ -333,6 +334,7 @@ def create_app(settings: ApiSettings, *, clock: Clock = system_clock) -> FastAPI
     app.include_router(audit_router)
     app.include_router(completeness_router)
     app.include_router(cases_router)
+    app.include_router(routing_router)
     web_public = install_web(app, settings)
     require_access_rules(app, OPEN_PATHS | web_public)
     limiter = RateLimiter(settings.rate_limit_per_second, settings.rate_limit_burst)

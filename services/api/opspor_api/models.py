@@ -44,6 +44,8 @@ class Municipality(TimestampMixin, Base):
     case_model: Mapped[str | None] = mapped_column(Text)
     # Concern levels that open a case; NULL: the model's opening levels.
     case_opening_levels: Mapped[list[str] | None] = mapped_column(ARRAY(Text))
+    # The municipality's routing document (opspor_shared.routing); NULL: the default table.
+    routing: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
     updated_at: Mapped[datetime] = mapped_column(server_default=func.now(), onupdate=func.now())
 
 
@@ -60,6 +62,8 @@ class School(TimestampMixin, Base):
     mailbox: Mapped[str] = mapped_column(Text)
     # NULL: the municipality's case model applies.
     case_model: Mapped[str | None] = mapped_column(Text)
+    # The school's routing overrides, level by level; NULL: the municipality's routing.
+    routing: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
     updated_at: Mapped[datetime] = mapped_column(server_default=func.now(), onupdate=func.now())
 
 
@@ -180,6 +184,19 @@ class ConcernView(Base):
     updated_at: Mapped[datetime] = mapped_column(server_default=func.now(), onupdate=func.now())
     # The withdrawn event's time while withdrawn, else NULL; the purge counts from it.
     withdrawn_at: Mapped[datetime | None]
+
+
+class RoutingChange(Base):
+    """Who changed which routing when, and to what (append-only; the audit of routing)."""
+
+    __tablename__ = "routing_changes"
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
+    municipality_id: Mapped[str] = mapped_column(Text)
+    school_id: Mapped[str | None] = mapped_column(Text)
+    document: Mapped[dict[str, Any] | None] = mapped_column(JSONB)  # NULL: removed
+    by: Mapped[str] = mapped_column(Text)
+    at: Mapped[datetime] = mapped_column(server_default=func.now())
 
 
 class ConcernAcknowledgement(Base):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from datetime import date
+from typing import Any
 
 from opspor_api.bodies import parse, path_value, refuse, valid_fields
 from opspor_api.cases.repository import CaseRepository
@@ -21,12 +22,14 @@ from opspor_api.config.schemas import (
 )
 from opspor_api.errors import FieldError, InvalidInput, NotFound, field_error
 from opspor_api.models import Municipality, School, SchoolYearRow
+from opspor_api.routing import service as routing_service
+from opspor_api.routing.repository import RoutingRepository
 from opspor_api.validation import IDENTIFIER, YEAR_LABEL
 from opspor_shared.auth import Principal
 from opspor_shared.calendar import SchoolCalendar
 from opspor_shared.casemodels import default_model_id
 from opspor_shared.engine import builtin_packs
-from opspor_shared.reference import school_year_from_row
+from opspor_shared.reference import PackCache, school_year_from_row
 
 LABEL = re.compile(r"^(\d{4})-(\d{4})$")
 
@@ -59,6 +62,27 @@ async def _check_case_model(
     return [field_error(("case_model",), f"unknown case model; known: {', '.join(sorted(known))}")]
 
 
+async def _refuse_unroutable(
+    repo: ConfigRepository,
+    municipality_id: str,
+    municipality: dict[str, Any],
+    schools: dict[str, dict[str, Any]],
+) -> None:
+    """A pack whose levels the routing cannot deliver is refused when it is chosen, not
+    discovered when the first concern of that level finds no recipient (issue 9)."""
+    found = await routing_service.unreachable(
+        RoutingRepository(repo.session), PackCache(), municipality_id, municipality, schools
+    )
+    if schools:
+        found = [f for f in found if f[0] in schools]
+    if errors := routing_service.nowhere_errors(found, "rule_packs"):
+        raise InvalidInput(
+            "a level of the chosen rule packs would reach nobody: set its mailbox, or route it "
+            "(PUT .../routing); nothing was changed",
+            errors,
+        )
+
+
 def municipality_out(m: Municipality) -> MunicipalityOut:
     return MunicipalityOut.model_validate(m, from_attributes=True)
 
@@ -89,6 +113,12 @@ async def put_municipality(
     errors += await _check_case_model(repo, fields.get("case_model"), municipality_id)
     refuse(errors, "nothing was changed")
     assert data is not None
+    changes = {
+        "rule_packs": data.rule_packs,
+        "ppr_mailbox": data.ppr_mailbox,
+        "unit_mailbox": data.unit_mailbox,
+    }
+    await _refuse_unroutable(repo, municipality_id, changes, {})
     created = await repo.upsert_municipality({"id": municipality_id, **data.model_dump()})
     return MunicipalityOut(id=municipality_id, **data.model_dump()), created
 
@@ -147,6 +177,8 @@ async def put_school(
             errors += await _check_case_model(repo, fields.get("case_model"), municipality_id)
     refuse(errors, "nothing was changed")
     assert data is not None and m is not None
+    changes = {"rule_packs": data.rule_packs, "mailbox": data.mailbox}
+    await _refuse_unroutable(repo, m.id, {}, {school_id: changes})
     created = await repo.upsert_school({"id": school_id, **data.model_dump()})
     if created is None:
         raise NotFound(f"no school {school_id!r}")

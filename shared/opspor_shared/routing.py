@@ -1,0 +1,184 @@
+"""Who hears of a concern of each level: the municipality's routing (DOMAIN.md s.6), as data.
+
+A routing document maps levels to recipients:
+
+    {"levels": {"ppr-must": [{"to": "ppr"}, {"to": "mailbox", "address": "skolechef@k.dk"}],
+                "*": [{"to": "school"}]}}
+
+Recipients: `school` (the school's secure mailbox), `ppr` (the municipality's PPR mailbox),
+`unit` (the municipality's unit mailbox), `mailbox` (a named address), `webhook` (a stored
+webhook endpoint by id). `*` stands for every level the document does not name. A municipality
+stores one document; a school may store its own, which overrides it level by level. A level is
+looked up exactly in the school's, the municipality's and the default document, in that order,
+and only then by `*` in the same order. Without documents the default below is today's fixed
+table. The api validates documents with `parse_routing` and refuses levels that would reach
+nobody; the alerter resolves recipients with `recipients`.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from opspor_shared.text import control_character
+
+Kind = Literal["school", "ppr", "unit", "mailbox", "webhook"]
+KINDS: tuple[Kind, ...] = ("school", "ppr", "unit", "mailbox", "webhook")
+ANY_LEVEL = "*"
+_LEVEL = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
+_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+# A deliberately plain check: one @, something on each side, a dot in the domain, no spaces.
+_ADDRESS = re.compile(r"^[^@\s]{1,64}@[^@\s]+\.[^@\s]+$")
+
+
+@dataclass(frozen=True)
+class Recipient:
+    to: Kind
+    address: str | None = None  # mailbox
+    webhook: str | None = None  # webhook
+
+    def document(self) -> dict[str, str]:
+        out: dict[str, str] = {"to": self.to}
+        if self.address is not None:
+            out["address"] = self.address
+        if self.webhook is not None:
+            out["id"] = self.webhook
+        return out
+
+
+Routing = Mapping[str, tuple[Recipient, ...]]
+
+DEFAULT: Routing = {
+    "ppr-may": (Recipient("ppr"),),
+    "ppr-must": (Recipient("ppr"),),
+    "notify-municipality": (Recipient("unit"),),
+    ANY_LEVEL: (Recipient("school"),),
+}
+
+
+def parse_routing(raw: object) -> tuple[dict[str, tuple[Recipient, ...]], list[tuple[str, str]]]:
+    """The document's routing and every problem in it as (place, message), e.g.
+    ("levels.ppr-must[1].address", "is not a mail address")."""
+    problems: list[tuple[str, str]] = []
+    if not isinstance(raw, Mapping):
+        return {}, [("", "must be an object with `levels`")]
+    for key in raw:
+        if key != "levels":
+            problems.append((str(key), "is not a field of a routing document"))
+    levels = raw.get("levels")
+    if not isinstance(levels, Mapping) or not levels:
+        problems.append(("levels", "must map at least one level (or `*`) to its recipients"))
+        return {}, problems
+    routing: dict[str, tuple[Recipient, ...]] = {}
+    for level, items in levels.items():
+        place = f"levels.{level}"
+        if not isinstance(level, str) or (level != ANY_LEVEL and not _LEVEL.fullmatch(level)):
+            problems.append((place, "is not a level (lowercase letters, digits, . _ -) or `*`"))
+            continue
+        if not isinstance(items, list) or not items:
+            problems.append((place, "routes nowhere: name at least one recipient"))
+            continue
+        found: list[Recipient] = []
+        for i, item in enumerate(items):
+            recipient = _recipient(item, f"{place}[{i}]", problems)
+            if recipient is None:
+                continue
+            if recipient in found:
+                problems.append((f"{place}[{i}]", "names the same recipient twice"))
+            found.append(recipient)
+        routing[level] = tuple(found)
+    return routing, problems
+
+
+def _recipient(item: object, place: str, problems: list[tuple[str, str]]) -> Recipient | None:
+    if not isinstance(item, Mapping):
+        problems.append((place, "must be an object with `to`"))
+        return None
+    to = item.get("to")
+    allowed = {"to"} | ({"address"} if to == "mailbox" else {"id"} if to == "webhook" else set())
+    ok = True
+    for key in item:
+        if key not in allowed:
+            problems.append((f"{place}.{key}", f"is not a field of a `{to}` recipient"))
+            ok = False
+    if to not in KINDS:
+        problems.append((f"{place}.to", f"must be one of {', '.join(KINDS)}"))
+        return None
+    if to == "mailbox":
+        address = item.get("address")
+        if not isinstance(address, str) or len(address) > 254 or not _ADDRESS.fullmatch(address):
+            problems.append((f"{place}.address", "is not a mail address"))
+            return None
+        if (found := control_character(address)) is not None:
+            problems.append((f"{place}.address", f"contains the control character {found}"))
+            return None
+        return Recipient("mailbox", address=address.strip()) if ok else None
+    if to == "webhook":
+        webhook = item.get("id")
+        if not isinstance(webhook, str) or not _ID.fullmatch(webhook):
+            problems.append((f"{place}.id", "is not a webhook endpoint id"))
+            return None
+        return Recipient("webhook", webhook=webhook) if ok else None
+    return Recipient(to) if ok else None
+
+
+def routing_document(routing: Routing) -> dict[str, Any]:
+    return {"levels": {level: [r.document() for r in rs] for level, rs in routing.items()}}
+
+
+def from_document(raw: object) -> dict[str, tuple[Recipient, ...]]:
+    """A stored document (validated when it was stored); a damaged one counts as absent."""
+    routing, problems = parse_routing(raw) if raw else ({}, [])
+    return {} if problems else routing
+
+
+def recipients(
+    level: str, school: Routing | None = None, municipality: Routing | None = None
+) -> tuple[Recipient, ...]:
+    documents = [d for d in (school, municipality, DEFAULT) if d]
+    for key in (level, ANY_LEVEL):
+        for document in documents:
+            if key in document:
+                return document[key]
+    return ()  # unreachable: DEFAULT has `*`
+
+
+@dataclass(frozen=True)
+class Mailboxes:
+    """What a recipient kind needs to be deliverable, for one school."""
+
+    school: str | None
+    ppr: str | None
+    unit: str | None
+    webhooks: frozenset[str]  # ids of the municipality's enabled endpoints
+
+
+def deliverable(recipient: Recipient, boxes: Mailboxes) -> bool:
+    if recipient.to == "mailbox":
+        return True
+    if recipient.to == "webhook":
+        return recipient.webhook in boxes.webhooks
+    value = {"school": boxes.school, "ppr": boxes.ppr, "unit": boxes.unit}[recipient.to]
+    return bool(value and value.strip())
+
+
+def nowhere(
+    levels: Iterable[str],
+    boxes: Mailboxes,
+    school: Routing | None,
+    municipality: Routing | None,
+    filtered_webhooks: Iterable[tuple[str, frozenset[str]]] = (),
+) -> list[str]:
+    """The levels whose recipients cannot be reached: no recipient deliverable, and no enabled
+    webhook endpoint whose own level filter (empty: every level) takes the level."""
+    hooks = list(filtered_webhooks)
+    out = []
+    for level in sorted(set(levels)):
+        if any(deliverable(r, boxes) for r in recipients(level, school, municipality)):
+            continue
+        if any(not wanted or level in wanted for _, wanted in hooks):
+            continue
+        out.append(level)
+    return out
