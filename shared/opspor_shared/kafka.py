@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
@@ -377,7 +378,16 @@ async def consume_forever(
                     try:
                         event = CloudEvent.from_bytes(record.value or b"")
                     except ValidationError:
-                        await _dead_letter(producer, tp.topic, record.value or b"", record.key)
+                        await _dead_letter(
+                            producer,
+                            tp.topic,
+                            record.value or b"",
+                            record.key,
+                            reason="undecodable",
+                            group=group_id,
+                            partition=tp.partition,
+                            offset=record.offset,
+                        )
                         continue
                     good.append(Delivered(event, _header(record.headers, CORRELATION_HEADER)))
                 if good:
@@ -389,7 +399,13 @@ async def consume_forever(
                     handler.succeeded()
                     for event in refused:
                         await _dead_letter(
-                            producer, tp.topic, event.to_bytes(), event.subject.encode()
+                            producer,
+                            tp.topic,
+                            event.to_bytes(),
+                            event.subject.encode(),
+                            reason="refused",
+                            group=group_id,
+                            partition=tp.partition,
                         )
                 fault_point("consumer_after_handle_before_commit")
                 await consumer.commit({tp: records[-1].offset + 1})
@@ -412,11 +428,30 @@ async def consume_forever(
 
 
 async def _dead_letter(
-    producer: AIOKafkaProducer, topic: str, value: bytes, key: bytes | None
+    producer: AIOKafkaProducer,
+    topic: str,
+    value: bytes,
+    key: bytes | None,
+    *,
+    reason: str,
+    group: str,
+    partition: int,
+    offset: int | None = None,
 ) -> None:
-    await producer.send_and_wait(dlq_topic(topic), value=value, key=key)
+    """Headers say why and from where (codes and ids only, never the payload): `reason` is
+    `undecodable` (not a CloudEvent) or `refused` (its data breaks the contract). An operator
+    lists and re-drives dead letters through the api (opspor_api.deadletters)."""
+    headers = [
+        ("opspor-dlq-reason", reason.encode()),
+        ("opspor-dlq-topic", topic.encode()),
+        ("opspor-dlq-partition", str(partition).encode()),
+        ("opspor-dlq-offset", b"" if offset is None else str(offset).encode()),
+        ("opspor-dlq-group", group.encode()),
+        ("opspor-dlq-at", datetime.now(UTC).isoformat(timespec="seconds").encode()),
+    ]
+    await producer.send_and_wait(dlq_topic(topic), value=value, key=key, headers=headers)
     DEAD_LETTERED.labels(topic).inc()
-    log.warning("dead_lettered", topic=topic)
+    log.warning("dead_lettered", topic=topic, reason=reason)
 
 
 async def kafka_ready(settings: ServiceSettings, wait_seconds: float = 2.0) -> bool:

@@ -211,6 +211,22 @@ EXPECTED: dict[tuple[str, str], Case] = {
     ("GET", "/healthz"): case(set(Role), lambda s, lv: ("GET", "/healthz", None), None),
     ("GET", "/readyz"): case(set(Role), lambda s, lv: ("GET", "/readyz", None), None),
     ("GET", "/metrics"): case({OPS}, lambda s, lv: ("GET", "/metrics", None), None),
+    # Dead letters: operations only, ids only; an unknown topic answers 404 (no tenancy).
+    ("GET", "/v1/operations/dead-letters"): case(
+        {OPS}, lambda s, lv: ("GET", "/v1/operations/dead-letters", None), None
+    ),
+    ("GET", "/v1/operations/dead-letters/{topic}"): case(
+        {OPS}, lambda s, lv: ("GET", "/v1/operations/dead-letters/CONCERNS_TOPIC", None), None
+    ),
+    ("POST", "/v1/operations/dead-letters/{topic}/redrive"): case(
+        {OPS},
+        lambda s, lv: (
+            "POST",
+            "/v1/operations/dead-letters/CONCERNS_TOPIC/redrive",
+            {"all": True},
+        ),
+        None,
+    ),
     ("PUT", "/v1/municipalities/{municipality_id}"): case(
         {ADMIN},
         lambda s, lv: (
@@ -509,6 +525,8 @@ async def test_every_route_admits_only_its_roles_and_no_cross_tenant_request_suc
         for role in Role:
             own = expectation.build("a1", "ppr-may" if role is PPR else "concern")
             method, url, body, *extra = own
+            # Topic names carry the test's suffix (tests/api/conftest.py).
+            url = url.replace("CONCERNS_TOPIC", settings.concerns_topic)
             headers = token(role) | (extra[0] if extra else {})
             r = await client.request(method, url, json=body, headers=headers)
             allowed = role in expectation.roles

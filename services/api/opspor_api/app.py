@@ -24,6 +24,7 @@ from opspor_api.concerns import service as concerns_service
 from opspor_api.concerns.endpoints import router as concerns_router
 from opspor_api.concerns.repository import ConcernRepository
 from opspor_api.config.endpoints import router as config_router
+from opspor_api.deadletters.endpoints import router as deadletters_router
 from opspor_api.docs import ASSETS_URL, DOCS_URL, OAUTH2_REDIRECT_URL, REDOC_URL, install_docs
 from opspor_api.enrolments.endpoints import router as enrolments_router
 from opspor_api.errors import (
@@ -335,6 +336,7 @@ def create_app(settings: ApiSettings, *, clock: Clock = system_clock) -> FastAPI
     app.include_router(completeness_router)
     app.include_router(cases_router)
     app.include_router(routing_router)
+    app.include_router(deadletters_router)
     web_public = install_web(app, settings)
     require_access_rules(app, OPEN_PATHS | web_public)
     limiter = RateLimiter(settings.rate_limit_per_second, settings.rate_limit_burst)

@@ -186,6 +186,17 @@ class ConcernView(Base):
     withdrawn_at: Mapped[datetime | None]
 
 
+class DeadLetterRedrive(Base):
+    """A dead letter sent back to its topic: once per message, whoever asks twice."""
+
+    __tablename__ = "dead_letter_redrives"
+
+    topic: Mapped[str] = mapped_column(Text, primary_key=True)  # the <topic>.dlq
+    dlq_offset: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    by: Mapped[str] = mapped_column(Text)
+    at: Mapped[datetime] = mapped_column(server_default=func.now())
+
+
 class RoutingChange(Base):
     """Who changed which routing when, and to what (append-only; the audit of routing)."""
 
