@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from typing import Any
 
 import httpx
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
@@ -21,9 +22,9 @@ from tests.support import configure
 OPS = bearer(Role.OPERATIONS)
 
 
-async def dead_letters(client: httpx.AsyncClient, topic: str, count: int) -> list[dict]:
+async def dead_letters(client: httpx.AsyncClient, topic: str, count: int) -> list[dict[str, Any]]:
     deadline = time.monotonic() + 30
-    items: list[dict] = []
+    items: list[dict[str, Any]] = []
     while time.monotonic() < deadline:
         r = await client.get(f"/v1/operations/dead-letters/{topic}", headers=OPS)
         assert r.status_code == 200, r.text
