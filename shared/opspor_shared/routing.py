@@ -7,7 +7,9 @@ A routing document maps levels to recipients:
 
 Recipients: `school` (the school's secure mailbox), `ppr` (the municipality's PPR mailbox),
 `unit` (the municipality's unit mailbox), `mailbox` (a named address), `webhook` (a stored
-webhook endpoint by id). `*` stands for every level the document does not name. A municipality
+webhook endpoint by id). A mail recipient may carry a send `window` ({"days": [1, 2, 3, 4, 5],
+"from": "07:00", "to": "17:00"}, the school's local time): mail due outside it waits until it
+opens. `*` stands for every level the document does not name. A municipality
 stores one document; a school may store its own, which overrides it level by level. A level is
 looked up exactly in the school's, the municipality's and the default document, in that order,
 and only then by `*` in the same order. Without documents the default below is today's fixed
@@ -20,7 +22,9 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from datetime import datetime, time, timedelta
 from typing import Any, Literal
+from zoneinfo import ZoneInfo
 
 from opspor_shared.text import control_character
 
@@ -31,6 +35,41 @@ _LEVEL = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 # A deliberately plain check: one @, something on each side, a dot in the domain, no spaces.
 _ADDRESS = re.compile(r"^[^@\s]{1,64}@[^@\s]+\.[^@\s]+$")
+_CLOCK = re.compile(r"^([01][0-9]|2[0-3]):[0-5][0-9]$")
+
+
+@dataclass(frozen=True)
+class Window:
+    """When mail may go to a recipient: these ISO weekdays (1 = Monday), from..to, in the
+    school's local time. Mail due outside it waits until it opens."""
+
+    days: tuple[int, ...]
+    start: time
+    end: time
+
+    def document(self) -> dict[str, Any]:
+        return {
+            "days": list(self.days),
+            "from": self.start.strftime("%H:%M"),
+            "to": self.end.strftime("%H:%M"),
+        }
+
+    def next_open(self, after: datetime, timezone: str) -> datetime:
+        """`after` itself when the window is open then, else the next opening (DST-correct:
+        the opening is a local wall-clock time on the day it falls)."""
+        zone = ZoneInfo(timezone)
+        local = after.astimezone(zone)
+        for i in range(8):
+            day = local.date() + timedelta(days=i)
+            if day.isoweekday() not in self.days:
+                continue
+            opens = datetime.combine(day, self.start, zone)
+            closes = datetime.combine(day, self.end, zone)
+            if i == 0 and opens <= local < closes:
+                return after
+            if opens > local:
+                return opens.astimezone(after.tzinfo)
+        raise AssertionError("a window has at least one day")  # parse_routing ensures it
 
 
 @dataclass(frozen=True)
@@ -38,13 +77,16 @@ class Recipient:
     to: Kind
     address: str | None = None  # mailbox
     webhook: str | None = None  # webhook
+    window: Window | None = None  # mail only
 
-    def document(self) -> dict[str, str]:
-        out: dict[str, str] = {"to": self.to}
+    def document(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"to": self.to}
         if self.address is not None:
             out["address"] = self.address
         if self.webhook is not None:
             out["id"] = self.webhook
+        if self.window is not None:
+            out["window"] = self.window.document()
         return out
 
 
@@ -98,6 +140,8 @@ def _recipient(item: object, place: str, problems: list[tuple[str, str]]) -> Rec
         return None
     to = item.get("to")
     allowed = {"to"} | ({"address"} if to == "mailbox" else {"id"} if to == "webhook" else set())
+    if to != "webhook":
+        allowed.add("window")  # webhooks are for machines: immediate
     ok = True
     for key in item:
         if key not in allowed:
@@ -106,6 +150,10 @@ def _recipient(item: object, place: str, problems: list[tuple[str, str]]) -> Rec
     if to not in KINDS:
         problems.append((f"{place}.to", f"must be one of {', '.join(KINDS)}"))
         return None
+    window = None
+    if "window" in item and to != "webhook":
+        window = _window(item["window"], f"{place}.window", problems)
+        ok = ok and window is not None
     if to == "mailbox":
         address = item.get("address")
         if not isinstance(address, str) or len(address) > 254 or not _ADDRESS.fullmatch(address):
@@ -114,14 +162,45 @@ def _recipient(item: object, place: str, problems: list[tuple[str, str]]) -> Rec
         if (found := control_character(address)) is not None:
             problems.append((f"{place}.address", f"contains the control character {found}"))
             return None
-        return Recipient("mailbox", address=address.strip()) if ok else None
+        return Recipient("mailbox", address=address.strip(), window=window) if ok else None
     if to == "webhook":
         webhook = item.get("id")
         if not isinstance(webhook, str) or not _ID.fullmatch(webhook):
             problems.append((f"{place}.id", "is not a webhook endpoint id"))
             return None
         return Recipient("webhook", webhook=webhook) if ok else None
-    return Recipient(to) if ok else None
+    return Recipient(to, window=window) if ok else None
+
+
+def _window(raw: object, place: str, problems: list[tuple[str, str]]) -> Window | None:
+    if not isinstance(raw, Mapping):
+        problems.append((place, 'must be {"days": [1, ..., 5], "from": "07:00", "to": "17:00"}'))
+        return None
+    before = len(problems)
+    for key in raw:
+        if key not in ("days", "from", "to"):
+            problems.append((f"{place}.{key}", "is not a field of a window"))
+    days = raw.get("days")
+    if (
+        not isinstance(days, list)
+        or not days
+        or any(isinstance(d, bool) or not isinstance(d, int) or not 1 <= d <= 7 for d in days)
+        or len(set(days)) != len(days)
+    ):
+        problems.append((f"{place}.days", "must list ISO weekdays 1 (Monday) to 7, each once"))
+    bounds: dict[str, time] = {}
+    for key in ("from", "to"):
+        value = raw.get(key)
+        if not isinstance(value, str) or not _CLOCK.fullmatch(value):
+            problems.append((f"{place}.{key}", "must be a local time HH:MM"))
+        else:
+            bounds[key] = time.fromisoformat(value)
+    if len(bounds) == 2 and bounds["from"] >= bounds["to"]:
+        problems.append((f"{place}.to", "must be after `from` (a window lies within one day)"))
+    if len(problems) > before:
+        return None
+    assert isinstance(days, list)
+    return Window(tuple(sorted(days)), bounds["from"], bounds["to"])
 
 
 def routing_document(routing: Routing) -> dict[str, Any]:

@@ -152,3 +152,32 @@ async def test_only_the_municipalitys_administrator_sets_its_routing(
     assert (await client.put(URL, json=body, headers=staff)).status_code == 403
     r = await client.put("/v1/schools/vestbjerg/routing", json=body, headers=other)
     assert r.status_code == 404
+
+
+async def test_a_send_window_is_stored_with_its_recipient_and_checked_whole(
+    client: httpx.AsyncClient,
+) -> None:
+    await configure(client)
+    window = {"days": [1, 2, 3, 4, 5], "from": "07:00", "to": "17:00"}
+    r = await client.put(URL, json={"levels": {"concern": [{"to": "school", "window": window}]}})
+    assert r.status_code == 200, r.text
+    assert r.json()["effective"]["concern"] == [{"to": "school", "window": window}]
+    bad = {
+        "levels": {
+            "concern": [
+                {"to": "school", "window": {"days": [0, 5, 5], "from": "7", "to": "25:00"}}
+            ],
+            "ppr-may": [{"to": "ppr", "window": {"days": [1], "from": "17:00", "to": "07:00"}}],
+            "ppr-must": [{"to": "webhook", "id": "x", "window": window}],
+        }
+    }
+    r = await client.put(URL, json=bad)
+    assert r.status_code == 422
+    assert fields(r) == {
+        "levels.concern[0].window.days",
+        "levels.concern[0].window.from",
+        "levels.concern[0].window.to",
+        "levels.ppr-may[0].window.to",
+        "levels.ppr-must[0].window",
+        "levels.ppr-must[0].id",
+    }

@@ -10,12 +10,12 @@ let it through. A webhook the routing names gets the level whatever its filters 
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal
 
 from opspor_alerter.notify import Channel
 from opspor_shared.reference import SchoolRef, WebhookRef
-from opspor_shared.routing import from_document, recipients
+from opspor_shared.routing import Window, from_document, recipients
 
 Role = Literal["school", "ppr", "municipality", "mailbox", "integration"]
 MailRole = Literal["school", "ppr", "municipality"]
@@ -34,6 +34,7 @@ class Route:
     recipient: str
     role: Role
     channel: Channel = "smtp"
+    window: Window | None = None  # when mail may go (the routing's send window)
 
 
 @dataclass(frozen=True)
@@ -101,7 +102,7 @@ def routes_for(
     chosen = recipients(level, from_document(school.school_routing), from_document(school.routing))
     for r in chosen:
         if r.to == "mailbox" and r.address:
-            found.append(Route(r.address, "mailbox"))
+            found.append(Route(r.address, "mailbox", window=r.window))
         elif r.to == "webhook":
             hook = hooks.get(r.webhook or "")
             if hook is None or not hook.enabled:
@@ -114,7 +115,10 @@ def routes_for(
                 )
         else:
             route_ = mailbox_route(_MAIL_ROLES[r.to], school)
-            (missing if isinstance(route_, Unroutable) else found).append(route_)  # type: ignore[arg-type]
+            if isinstance(route_, Unroutable):
+                missing.append(route_)
+            else:
+                found.append(replace(route_, window=r.window))
     found += webhook_routes(level, school, hooks.values())
     unique = list({r.recipient: r for r in found}.values())
     return unique, missing

@@ -18,7 +18,7 @@ import time
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Literal
 
 from pydantic import ValidationError
@@ -101,7 +101,8 @@ async def record_concern_events(
     """
     outcome = RecordOutcome()
     repo = NoticeRepository(session)
-    window = retention_window(settings, clock())
+    now = clock()
+    window = retention_window(settings, now)
     reminders = ReminderOutcome(outcome.recorded, outcome.unroutable)
     for event in events:
         if event.type.startswith(CASE_EVENT_PREFIX):
@@ -148,9 +149,9 @@ async def record_concern_events(
         outcome.applied += 1
         group = group_key(concern, event)
         if event.type == CONCERN_UPDATED:
-            await _update(session, repo, concern, concern_uuid, settings, outcome, group)
+            await _update(session, repo, concern, concern_uuid, settings, outcome, group, now)
         elif concern.status == "active":
-            await _raise(session, repo, concern, concern_uuid, settings, outcome, group)
+            await _raise(session, repo, concern, concern_uuid, settings, outcome, group, now)
         else:
             await _withdraw(repo, concern, concern_uuid, settings, outcome, group)
     return outcome
@@ -176,6 +177,7 @@ async def _raise(
     settings: AlerterSettings,
     outcome: RecordOutcome,
     group: str | None,
+    now: datetime,
 ) -> None:
     reference = ReferenceRepository(session)
     school = await reference.school(concern.school_id)
@@ -232,6 +234,7 @@ async def _raise(
             language=school.language,
             content=content,
             group=group,
+            due=_due(settings, target, school.timezone, now),
         ):
             outcome.recorded.append((target.channel, "raised", target.role))
 
@@ -244,6 +247,7 @@ async def _update(
     settings: AlerterSettings,
     outcome: RecordOutcome,
     group: str,
+    now: datetime,
 ) -> None:
     """A revised explanation of an active concern: no new notice (DOMAIN.md section 5).
 
@@ -254,7 +258,7 @@ async def _update(
     """
     notices = await repo.notices_of_concern(concern_uuid)
     if not notices:
-        await _raise(session, repo, concern, concern_uuid, settings, outcome, group)
+        await _raise(session, repo, concern, concern_uuid, settings, outcome, group, now)
         return
     for notice in _latest_by_recipient(notices).values():
         if notice.kind == "raised" and notice.status == "pending":
@@ -325,8 +329,10 @@ async def _record_notice(
     language: str,
     content: NoticeContent,
     group: str | None,
+    due: datetime | None = None,
 ) -> bool:
-    """Writes one notice to the log; False when the same one is there already.
+    """Writes one notice to the log; False when the same one is there already. `due`: its
+    first attempt (a send window's opening); default the end of the settle period.
 
     A mail notice with a group shares its Message-ID with the group's other notices to the same
     recipient: they are one mail. A notice whose group has already gone out (its evaluation's
@@ -351,7 +357,7 @@ async def _record_notice(
     # newer revision inside it cancels the mail before anyone reads it.
     settle = 0.0 if channel == "webhook" else settings.notice_settle_seconds
     notice_id = await repo.insert_notice(
-        next_attempt_at=func.now() + timedelta(seconds=settle),
+        next_attempt_at=due or func.now() + timedelta(seconds=settle),
         concern_id=concern_id,
         kind=kind,
         revision=revision,
@@ -375,6 +381,16 @@ async def _record_notice(
         role=recipient_role,
     )
     return True
+
+
+def _due(settings: AlerterSettings, target: Route, timezone: str, now: datetime) -> datetime | None:
+    """A mail with a send window goes when the window is open after the settle period; None:
+    at the end of the settle period (the database's clock)."""
+    if target.window is None or target.channel == "webhook":
+        return None
+    return target.window.next_open(
+        now + timedelta(seconds=settings.notice_settle_seconds), timezone
+    )
 
 
 # Rule packs by digest, for describing a notice's rule in the school's language.

@@ -10,7 +10,7 @@ from pydantic import BaseModel, Field
 class RoutingOut(BaseModel):
     municipality_id: str
     school_id: str | None = Field(description="Set on a school's overrides")
-    levels: dict[str, list[dict[str, str]]] = Field(
+    levels: dict[str, list[dict[str, Any]]] = Field(
         description="The stored document's levels; empty when nothing is stored"
     )
     effective: dict[str, list[dict[str, Any]]] = Field(
