@@ -61,6 +61,8 @@ def configure(api: httpx.Client) -> None:
                 "country": "DK",
                 "language": "da",
                 "rule_packs": ["dk-aalborg-2018"],
+                # Its PPR levels must reach someone (routing refuses a pack otherwise).
+                "ppr_mailbox": "ppr@sikkerpost.aalborg.dk",
             },
         ),
         (
