@@ -11,7 +11,7 @@ import pytest
 from pydantic import ValidationError
 
 from opspor_alerter.render import NoticeContent, build_email, message_id, render
-from opspor_alerter.routing import Route, Unroutable, route
+from opspor_alerter.routing import Route, Unroutable, role_for_level, routes_for
 from opspor_alerter.service import retry_delay
 from opspor_alerter.settings import AlerterSettings
 from opspor_shared.events import ConcernData
@@ -114,15 +114,21 @@ def _school(**overrides: Any) -> SchoolRef:
     return SchoolRef(**(values | overrides))
 
 
-def test_routing_by_level() -> None:
+def test_routing_by_level_without_a_routing_of_the_municipalitys() -> None:
+    """The default table (opspor_shared.routing.DEFAULT)."""
     school = _school()
-    assert route("concern", school) == Route("school@x.example", "school")
-    assert route("persistent", school) == Route("school@x.example", "school")
-    assert route("ppr-may", school) == Route("ppr@x.example", "ppr")
-    assert route("ppr-must", school) == Route("ppr@x.example", "ppr")
-    assert route("notify-municipality", school) == Unroutable("municipality", "no_mailbox")
-    assert route("concern", None) == Unroutable("school", "unknown_school")
-    assert route("ppr-may", _school(ppr_mailbox="  ")) == Unroutable("ppr", "no_mailbox")
+
+    def route(level: str, at: SchoolRef = school) -> list[Route | Unroutable]:
+        found, missing = routes_for(level, at, [])
+        return [*found, *missing]
+
+    assert route("concern") == [Route("school@x.example", "school")]
+    assert route("persistent") == [Route("school@x.example", "school")]
+    assert route("ppr-may") == [Route("ppr@x.example", "ppr")]
+    assert route("ppr-must") == [Route("ppr@x.example", "ppr")]
+    assert route("notify-municipality") == [Unroutable("municipality", "no_mailbox")]
+    assert route("ppr-may", _school(ppr_mailbox="  ")) == [Unroutable("ppr", "no_mailbox")]
+    assert role_for_level("concern") == "school" and role_for_level("ppr-must") == "ppr"
 
 
 def _content() -> NoticeContent:

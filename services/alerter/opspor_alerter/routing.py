@@ -20,13 +20,8 @@ from opspor_shared.routing import Window, from_document, recipients
 Role = Literal["school", "ppr", "municipality", "mailbox", "integration"]
 MailRole = Literal["school", "ppr", "municipality"]
 
-# Every level not listed goes to the school: a new level in a rule pack must reach someone.
-LEVEL_ROLES: dict[str, MailRole] = {
-    "ppr-may": "ppr",
-    "ppr-must": "ppr",
-    "notify-municipality": "municipality",
-}
 WEBHOOK_PREFIX = "webhook:"
+_MAIL_ROLES: dict[str, MailRole] = {"school": "school", "ppr": "ppr", "unit": "municipality"}
 
 
 @dataclass(frozen=True)
@@ -44,11 +39,9 @@ class Unroutable:
 
 
 def role_for_level(level: str) -> MailRole:
-    return LEVEL_ROLES.get(level, "school")
-
-
-def route(level: str, school: SchoolRef | None) -> Route | Unroutable:
-    return mailbox_route(role_for_level(level), school)
+    """Whose mailbox the default table sends a level to (for reporting an unknown school)."""
+    first = recipients(level)[0].to
+    return _MAIL_ROLES.get(first, "school")
 
 
 def mailbox_route(role: MailRole, school: SchoolRef | None) -> Route | Unroutable:
@@ -85,9 +78,6 @@ def webhook_routes(level: str, school: SchoolRef, endpoints: Iterable[WebhookRef
         for e in endpoints
         if e.municipality_id == school.municipality_id and e.matches(level, school.id)
     ]
-
-
-_MAIL_ROLES: dict[str, MailRole] = {"school": "school", "ppr": "ppr", "unit": "municipality"}
 
 
 def routes_for(
