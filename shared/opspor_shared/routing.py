@@ -9,7 +9,10 @@ Recipients: `school` (the school's secure mailbox), `ppr` (the municipality's PP
 `unit` (the municipality's unit mailbox), `mailbox` (a named address), `webhook` (a stored
 webhook endpoint by id). A mail recipient may carry a send `window` ({"days": [1, 2, 3, 4, 5],
 "from": "07:00", "to": "17:00"}, the school's local time): mail due outside it waits until it
-opens. `*` stands for every level the document does not name. A municipality
+opens. A mail recipient may instead (or as well) take a daily `digest` at a local time
+({"to": "school", "digest": "08:00"}): one mail a day listing every concern raised and withdrawn
+since the last one; with a window, the digest goes on the window's days and its time must lie
+inside the window. `*` stands for every level the document does not name. A municipality
 stores one document; a school may store its own, which overrides it level by level. A level is
 looked up exactly in the school's, the municipality's and the default document, in that order,
 and only then by `*` in the same order. Without documents the default below is today's fixed
@@ -78,6 +81,7 @@ class Recipient:
     address: str | None = None  # mailbox
     webhook: str | None = None  # webhook
     window: Window | None = None  # mail only
+    digest: time | None = None  # mail only: one mail a day at this local time
 
     def document(self) -> dict[str, Any]:
         out: dict[str, Any] = {"to": self.to}
@@ -87,7 +91,24 @@ class Recipient:
             out["id"] = self.webhook
         if self.window is not None:
             out["window"] = self.window.document()
+        if self.digest is not None:
+            out["digest"] = self.digest.strftime("%H:%M")
         return out
+
+
+def next_digest(at: time, window: Window | None, after: datetime, timezone: str) -> datetime:
+    """The first digest time `at` at or after `after` (on a window day when there is a window),
+    a local wall-clock time on its day, so a digest stays at 08:00 across a DST change."""
+    zone = ZoneInfo(timezone)
+    local = after.astimezone(zone)
+    for i in range(8):
+        day = local.date() + timedelta(days=i)
+        if window is not None and day.isoweekday() not in window.days:
+            continue
+        slot = datetime.combine(day, at, zone)
+        if slot >= local:
+            return slot.astimezone(after.tzinfo)
+    raise AssertionError("a window has at least one day")  # parse_routing ensures it
 
 
 Routing = Mapping[str, tuple[Recipient, ...]]
@@ -141,7 +162,7 @@ def _recipient(item: object, place: str, problems: list[tuple[str, str]]) -> Rec
     to = item.get("to")
     allowed = {"to"} | ({"address"} if to == "mailbox" else {"id"} if to == "webhook" else set())
     if to != "webhook":
-        allowed.add("window")  # webhooks are for machines: immediate
+        allowed |= {"window", "digest"}  # webhooks are for machines: immediate, one per event
     ok = True
     for key in item:
         if key not in allowed:
@@ -154,6 +175,17 @@ def _recipient(item: object, place: str, problems: list[tuple[str, str]]) -> Rec
     if "window" in item and to != "webhook":
         window = _window(item["window"], f"{place}.window", problems)
         ok = ok and window is not None
+    digest = None
+    if "digest" in item and to != "webhook":
+        value = item["digest"]
+        if not isinstance(value, str) or not _CLOCK.fullmatch(value):
+            problems.append((f"{place}.digest", "must be a local time HH:MM"))
+            ok = False
+        else:
+            digest = time.fromisoformat(value)
+            if window is not None and not window.start <= digest < window.end:
+                problems.append((f"{place}.digest", "lies outside the recipient's send window"))
+                ok = False
     if to == "mailbox":
         address = item.get("address")
         if not isinstance(address, str) or len(address) > 254 or not _ADDRESS.fullmatch(address):
@@ -162,14 +194,18 @@ def _recipient(item: object, place: str, problems: list[tuple[str, str]]) -> Rec
         if (found := control_character(address)) is not None:
             problems.append((f"{place}.address", f"contains the control character {found}"))
             return None
-        return Recipient("mailbox", address=address.strip(), window=window) if ok else None
+        return (
+            Recipient("mailbox", address=address.strip(), window=window, digest=digest)
+            if ok
+            else None
+        )
     if to == "webhook":
         webhook = item.get("id")
         if not isinstance(webhook, str) or not _ID.fullmatch(webhook):
             problems.append((f"{place}.id", "is not a webhook endpoint id"))
             return None
         return Recipient("webhook", webhook=webhook) if ok else None
-    return Recipient(to, window=window) if ok else None
+    return Recipient(to, window=window, digest=digest) if ok else None
 
 
 def _window(raw: object, place: str, problems: list[tuple[str, str]]) -> Window | None:

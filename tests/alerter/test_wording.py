@@ -16,7 +16,7 @@ from babel.messages.mofile import read_mo, write_mo
 from babel.messages.pofile import read_po
 
 from opspor_alerter.reminders import ReminderContent, build_reminder_email
-from opspor_alerter.render import NoticeContent, build_email
+from opspor_alerter.render import NoticeContent, build_digest_email, build_email
 from opspor_alerter.wording import (
     LOCALE_DIR,
     RuleSpec,
@@ -58,6 +58,7 @@ def test_every_key_has_a_text_in_every_language_and_the_mo_is_compiled(language:
         *(f"notice.{p}_{k}" for p in ("subject", "intro") for k in ("raised", "withdrawn")),
         *(f"reminder.{r}" for r in ("evaluation-overdue", "planned-end-passed")),
         "reminder.ppr-referral-missing",
+        *(f"digest.{k}" for k in ("raised", "withdrawn")),
         *(f"rule.{k}" for k in ("consecutive", "count", "total", "share")),
         *(f"finding.{k}" for k in ("consecutive", "count", "total", "share")),
         *(f"period.{k}" for k in ("month", "quarter", "half_year", "school_year")),
@@ -170,6 +171,18 @@ def test_no_field_of_a_notice_or_reminder_can_add_or_change_a_header(hostile: st
             link_base="https://opspor.example",
         )
         for kind in ("raised", "withdrawn")
+        for language in LANGUAGES
+    ]
+    mails += [
+        build_digest_email(
+            items=[("raised", notice), ("withdrawn", notice)],
+            group="digest:2026-03-12T08:00:00+01:00",
+            language=language,
+            sender="opspor@example.org",
+            recipient="skole@example.org",
+            message_id="<d@opspor.test>",
+            link_base="https://opspor.example",
+        )
         for language in LANGUAGES
     ]
     reminder = ReminderContent.model_validate(

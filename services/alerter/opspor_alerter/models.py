@@ -13,6 +13,9 @@ from sqlalchemy.orm import Mapped, mapped_column
 from opspor_shared.db import Base, TimestampMixin
 from opspor_shared.purge import purge_log_table
 
+# The group key of a recipient's daily digest starts with this (render.digest_group).
+DIGEST_PREFIX = "digest:"
+
 
 class Notice(TimestampMixin, Base):
     """One notice per (concern, recipient, kind, concern revision): the notification log.

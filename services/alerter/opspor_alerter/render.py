@@ -21,6 +21,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict
 
+from opspor_alerter.models import DIGEST_PREFIX
 from opspor_alerter.wording import (
     Language,
     RuleSpec,
@@ -136,6 +137,21 @@ def message_id(concern_id: str, recipient: str, kind: str, revision: int, domain
     return f"<{uuid.uuid5(_MESSAGE_ID_NAMESPACE, name)}@{domain}>"
 
 
+def digest_group(slot: datetime) -> str:
+    """The group of a recipient's digest at `slot` (a local time with its UTC offset, so the
+    digest's local date can be read back from the key)."""
+    return f"{DIGEST_PREFIX}{slot.isoformat()}"
+
+
+def digest_slot(group: str) -> datetime:
+    return datetime.fromisoformat(group.removeprefix(DIGEST_PREFIX).split("|")[0])
+
+
+def mail_kind(group: str | None, kind: str) -> str:
+    """What one mail carries: a digest carries raises and withdrawals together."""
+    return "digest" if group is not None and group.startswith(DIGEST_PREFIX) else kind
+
+
 def concern_link(web_base_url: str | None, concern_id: str) -> str | None:
     """The concern's page on the resource team's web page, once it exists (WEB_BASE_URL)."""
     return f"{web_base_url}/ui/concerns/{concern_id}" if web_base_url else None
@@ -226,6 +242,103 @@ def render(
             lines += [_fill(label, value, width, "   ") for label, value in fields]
     lines += ["", textwrap.fill(t("notice.footer"), 76), ""]
     return Rendered(t(f"notice.subject_{kind}").format(**fmt), "\n".join(lines), lang)
+
+
+# Levels in the order a reader acts on them: the most serious first; others after, by name.
+_LEVEL_ORDER = ("notify-municipality", "ppr-must", "ppr-may", "severe", "persistent", "concern")
+
+
+def _level_rank(level: str) -> tuple[int, str]:
+    return (_LEVEL_ORDER.index(level) if level in _LEVEL_ORDER else len(_LEVEL_ORDER), level)
+
+
+def render_digest(
+    items: Sequence[tuple[Kind, NoticeContent]],
+    language: str,
+    digest_date: date,
+    web_base_url: str | None,
+) -> Rendered:
+    """A recipient's daily digest: every concern raised and withdrawn since the last digest,
+    grouped by school, then level (most serious first), new before withdrawn."""
+    lang = notice_language(language)
+    t = texts(lang)
+    new = sum(1 for kind, _ in items if kind == "raised")
+    fmt = {"date": day(digest_date, lang), "new": new, "withdrawn": len(items) - new}
+    lines = [textwrap.fill(t("digest.intro").format(**fmt), 76)]
+    schools = sorted({(c.school_name, c.school_id) for _, c in items})
+    labels = [t("notice.finding"), t("notice.crossing"), t("notice.concern"), t("notice.link")]
+    width = max(len(label) for label in labels) + 2
+    for name, school_id in schools:
+        heading = f"{name} ({school_id})"
+        lines += ["", "", heading, "=" * len(heading)]
+        of_school = [(k, c) for k, c in items if c.school_id == school_id]
+        for level in sorted({c.level for _, c in of_school}, key=_level_rank):
+            lines += ["", f"{t('notice.level')}: {level_name(level, lang)}"]
+            for kind in ("raised", "withdrawn"):
+                listed = sorted(
+                    (c for k, c in of_school if k == kind and c.level == level),
+                    key=lambda c: (c.pupil_id, c.pack_id, c.rule_id, c.concern_id),
+                )
+                if not listed:
+                    continue
+                lines += [
+                    "",
+                    textwrap.fill(
+                        t(f"digest.{kind}"), 76, initial_indent="  ", subsequent_indent="  "
+                    ),
+                ]
+                for number, c in enumerate(listed, start=1):
+                    rule, finding = c.described(lang)
+                    head = f"{t('notice.pupil')} {c.pupil_id}: {rule} ({c.pack_id})"
+                    lines.append(
+                        textwrap.fill(
+                            head,
+                            76,
+                            initial_indent=f"  {number}. ",
+                            subsequent_indent="     ",
+                            break_long_words=False,
+                            break_on_hyphens=False,
+                        )
+                    )
+                    fields = [(t("notice.concern"), c.concern_id)]
+                    if kind == "raised":
+                        fields = [
+                            (t("notice.finding"), finding),
+                            (t("notice.crossing"), day(c.crossing_date, lang)),
+                            *fields,
+                            (
+                                t("notice.link"),
+                                concern_link(web_base_url, c.concern_id) or t("notice.where_text"),
+                            ),
+                        ]
+                    lines += [_fill(label, value, width, "     ") for label, value in fields]
+    lines += ["", textwrap.fill(t("notice.footer"), 76), ""]
+    return Rendered(t("digest.subject").format(**fmt), "\n".join(lines), lang)
+
+
+def build_digest_email(
+    *,
+    items: Sequence[tuple[Kind, NoticeContent]],
+    group: str,
+    language: str,
+    sender: str,
+    recipient: str,
+    message_id: str,
+    link_base: str | None,
+) -> EmailMessage:
+    """The digest as a mail. Its Date is the digest's own time, so a resend is the same mail."""
+    slot = digest_slot(group)
+    rendered = render_digest(items, language, slot.date(), link_base)
+    msg = EmailMessage()
+    msg["From"] = sender
+    msg["To"] = recipient
+    msg["Subject"] = header_text(rendered.subject)
+    msg["Date"] = format_datetime(slot)
+    msg["Message-ID"] = message_id
+    msg["Auto-Submitted"] = "auto-generated"
+    msg.set_content(rendered.body, charset="utf-8", cte="quoted-printable")
+    msg["Content-Language"] = rendered.language
+    return msg
 
 
 def build_email(

@@ -9,14 +9,19 @@ import uuid
 from datetime import date, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import exists, func, or_, select, tuple_, update
+from sqlalchemy import ColumnElement, case, exists, func, literal, or_, select, tuple_, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
 
-from opspor_alerter.models import AlerterConcern, DeliveryAttempt, Notice
+from opspor_alerter.models import DIGEST_PREFIX, AlerterConcern, DeliveryAttempt, Notice
 
 _FRESH = {"populate_existing": True}
+
+
+def _mail_kind() -> ColumnElement[str]:
+    """SQL of opspor_alerter.service.mail_kind: a digest carries both kinds in one mail."""
+    return case((Notice.group_key.startswith(DIGEST_PREFIX), literal("digest")), else_=Notice.kind)
 
 
 class NoticeRepository:
@@ -88,7 +93,7 @@ class NoticeRepository:
             .execution_options(synchronize_session=False)
         )
 
-    async def group_has_gone_out(self, group_key: str, recipient: str, kind: str) -> bool:
+    async def group_has_gone_out(self, group_key: str, recipient: str, mail_kind: str) -> bool:
         """True when a mail of this group to this recipient is sent, failed or being sent."""
         return bool(
             await self._session.scalar(
@@ -96,7 +101,7 @@ class NoticeRepository:
                     exists().where(
                         Notice.group_key == group_key,
                         Notice.recipient == recipient,
-                        Notice.kind == kind,
+                        _mail_kind() == mail_kind,
                         or_(
                             Notice.status.in_(("sent", "failed")),
                             Notice.lease_until >= func.now(),
@@ -148,7 +153,7 @@ class NoticeRepository:
         if not ids:
             return []
         # A mail group goes out whole: its other pending members come along (one mail).
-        groups = select(Notice.group_key, Notice.recipient, Notice.kind).where(
+        groups = select(Notice.group_key, Notice.recipient, _mail_kind()).where(
             Notice.id.in_(ids), Notice.group_key.is_not(None)
         )
         members = (
@@ -157,7 +162,7 @@ class NoticeRepository:
                 Notice.status == "pending",
                 Notice.id.not_in(ids),
                 or_(Notice.lease_until.is_(None), Notice.lease_until < func.now()),
-                tuple_(Notice.group_key, Notice.recipient, Notice.kind).in_(groups),
+                tuple_(Notice.group_key, Notice.recipient, _mail_kind()).in_(groups),
                 no_earlier_pending,
             )
             .order_by(Notice.id)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
+from datetime import time
 from typing import Literal
 
 from opspor_alerter.notify import Channel
@@ -30,6 +31,7 @@ class Route:
     role: Role
     channel: Channel = "smtp"
     window: Window | None = None  # when mail may go (the routing's send window)
+    digest: time | None = None  # one mail a day at this local time instead of one per concern
 
 
 @dataclass(frozen=True)
@@ -92,7 +94,7 @@ def routes_for(
     chosen = recipients(level, from_document(school.school_routing), from_document(school.routing))
     for r in chosen:
         if r.to == "mailbox" and r.address:
-            found.append(Route(r.address, "mailbox", window=r.window))
+            found.append(Route(r.address, "mailbox", window=r.window, digest=r.digest))
         elif r.to == "webhook":
             hook = hooks.get(r.webhook or "")
             if hook is None or not hook.enabled:
@@ -108,7 +110,7 @@ def routes_for(
             if isinstance(route_, Unroutable):
                 missing.append(route_)
             else:
-                found.append(replace(route_, window=r.window))
+                found.append(replace(route_, window=r.window, digest=r.digest))
     found += webhook_routes(level, school, hooks.values())
     unique = list({r.recipient: r for r in found}.values())
     return unique, missing

@@ -19,7 +19,8 @@ import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Literal
+from typing import Any, Literal
+from zoneinfo import ZoneInfo
 
 from pydantic import ValidationError
 from sqlalchemy import func
@@ -31,7 +32,7 @@ from opspor_alerter.claims import Instance, dead_owners
 from opspor_alerter.models import Notice
 from opspor_alerter.notify import DeliveryResult, Notifier
 from opspor_alerter.reminders import CASE_EVENT_PREFIX, ReminderOutcome, record_case_event
-from opspor_alerter.render import NoticeContent, message_id
+from opspor_alerter.render import NoticeContent, digest_group, mail_kind, message_id
 from opspor_alerter.repository import NoticeRepository
 from opspor_alerter.routing import Route, Unroutable, role_for_level, routes_for
 from opspor_alerter.settings import AlerterSettings
@@ -51,6 +52,7 @@ from opspor_shared.logging import get_logger
 from opspor_shared.outage import Outage
 from opspor_shared.reference import PackCache, ReferenceRepository, SchoolRef
 from opspor_shared.retention import retention_window
+from opspor_shared.routing import next_digest
 
 log = get_logger(__name__)
 
@@ -153,7 +155,7 @@ async def record_concern_events(
         elif concern.status == "active":
             await _raise(session, repo, concern, concern_uuid, settings, outcome, group, now)
         else:
-            await _withdraw(repo, concern, concern_uuid, settings, outcome, group)
+            await _withdraw(session, repo, concern, concern_uuid, settings, outcome, group, now)
     return outcome
 
 
@@ -233,8 +235,7 @@ async def _raise(
             school_id=concern.school_id,
             language=school.language,
             content=content,
-            group=group,
-            due=_due(settings, target, school.timezone, now),
+            **_schedule(settings, target, school.timezone, now, group),
         ):
             outcome.recorded.append((target.channel, "raised", target.role))
 
@@ -269,21 +270,36 @@ async def _update(
 
 
 async def _withdraw(
+    session: AsyncSession,
     repo: NoticeRepository,
     concern: ConcernData,
     concern_uuid: uuid.UUID,
     settings: AlerterSettings,
     outcome: RecordOutcome,
     group: str | None,
+    now: datetime,
 ) -> None:
-    """Whoever got the notice gets a withdrawal; a notice that never went out is cancelled."""
-    for notice in _latest_by_recipient(await repo.notices_of_concern(concern_uuid)).values():
+    """Whoever got the notice gets a withdrawal; a notice that never went out is cancelled.
+
+    A recipient who takes a digest (by the routing as it is now) finds the withdrawal in the
+    next one."""
+    notices = _latest_by_recipient(await repo.notices_of_concern(concern_uuid))
+    digests = await _digest_routes(session, concern) if notices else {}
+    for notice in notices.values():
         if notice.kind != "raised":
             continue
         if notice.status == "sent":
             content = NoticeContent.model_validate(notice.payload)
             fresh = _carry_spec(content, NoticeContent.from_concern(concern, content.school_name))
-            if await _insert_withdrawal(repo, notice, fresh, concern.revision, settings, group):
+            route, timezone = digests.get(notice.recipient, (None, ""))
+            schedule = (
+                _schedule(settings, route, timezone, now, group)
+                if route is not None
+                else {"group": group}
+            )
+            if await _insert_withdrawal(
+                repo, notice, fresh, concern.revision, settings, **schedule
+            ):
                 outcome.recorded.append((notice.channel, "withdrawn", notice.recipient_role))
         elif notice.status == "pending" and await repo.cancel_pending(notice.id):
             outcome.cancelled += 1
@@ -298,6 +314,7 @@ async def _insert_withdrawal(
     revision: int,
     settings: AlerterSettings,
     group: str | None,
+    due: datetime | None = None,
 ) -> bool:
     return await _record_notice(
         repo,
@@ -312,6 +329,7 @@ async def _insert_withdrawal(
         language=raised.language,
         content=content.model_copy(update={"replaces_message_id": raised.message_id}),
         group=group,
+        due=due,
     )
 
 
@@ -335,19 +353,21 @@ async def _record_notice(
     first attempt (a send window's opening); default the end of the settle period.
 
     A mail notice with a group shares its Message-ID with the group's other notices to the same
-    recipient: they are one mail. A notice whose group has already gone out (its evaluation's
-    events came in two batches, the first already mailed) gets a group of its own, so a mail
-    with other content never reuses a Message-ID.
+    recipient: they are one mail (a digest: raises and withdrawals together). A notice whose
+    group has already gone out (its evaluation's events came in two batches, the first already
+    mailed) gets a group of its own, so a mail with other content never reuses a Message-ID.
     """
     if channel == "webhook":
         group = None  # integrations get one event per concern
-    elif group is not None and await repo.group_has_gone_out(group, recipient, kind):
+    elif group is not None and await repo.group_has_gone_out(
+        group, recipient, mail_kind(group, kind)
+    ):
         group = f"{group}|{concern_id}"
     if channel == "webhook":
         notice_message_id = webhook_message_id(str(concern_id), recipient, kind, revision)
     elif group is not None:
         notice_message_id = message_id(
-            f"group:{group}", recipient, kind, 0, settings.message_id_domain
+            f"group:{group}", recipient, mail_kind(group, kind), 0, settings.message_id_domain
         )
     else:
         notice_message_id = message_id(
@@ -383,14 +403,38 @@ async def _record_notice(
     return True
 
 
-def _due(settings: AlerterSettings, target: Route, timezone: str, now: datetime) -> datetime | None:
-    """A mail with a send window goes when the window is open after the settle period; None:
-    at the end of the settle period (the database's clock)."""
-    if target.window is None or target.channel == "webhook":
-        return None
-    return target.window.next_open(
-        now + timedelta(seconds=settings.notice_settle_seconds), timezone
+def _schedule(
+    settings: AlerterSettings, target: Route, timezone: str, now: datetime, group: str | None
+) -> dict[str, Any]:
+    """When a mail notice first goes, and in which mail (`due` and `group` of _record_notice).
+
+    A digest recipient gets it in the first digest after the settle period; a recipient with a
+    send window when the window is open after it; anyone else at the end of the settle period
+    (due None: the database's clock). Webhooks are immediate."""
+    if target.channel == "webhook":
+        return {"group": group}
+    after = now + timedelta(seconds=settings.notice_settle_seconds)
+    if target.digest is not None:
+        zone = ZoneInfo(timezone)
+        slot = next_digest(target.digest, target.window, after, timezone).astimezone(zone)
+        return {"group": digest_group(slot), "due": slot}
+    if target.window is not None:
+        return {"group": group, "due": target.window.next_open(after, timezone)}
+    return {"group": group}
+
+
+async def _digest_routes(
+    session: AsyncSession, concern: ConcernData
+) -> dict[str, tuple[Route, str]]:
+    """The recipients of the concern's level that take a digest now, with the school's zone."""
+    reference = ReferenceRepository(session)
+    school = await reference.school(concern.school_id)
+    if school is None:
+        return {}
+    routes, _ = routes_for(
+        concern.level, school, await reference.webhook_endpoints(school.municipality_id)
     )
+    return {r.recipient: (r, school.timezone) for r in routes if r.digest is not None}
 
 
 # Rule packs by digest, for describing a notice's rule in the school's language.
@@ -579,7 +623,7 @@ def mail_units(claimed: Sequence[Notice]) -> list[list[Notice]]:
     units: dict[object, list[Notice]] = {}
     for notice in claimed:
         key: object = (
-            (notice.group_key, notice.recipient, notice.kind)
+            (notice.group_key, notice.recipient, mail_kind(notice.group_key, notice.kind))
             if notice.group_key is not None and notice.channel == "smtp"
             else notice.id
         )

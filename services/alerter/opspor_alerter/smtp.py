@@ -29,7 +29,7 @@ from pydantic import ValidationError
 from opspor_alerter.models import Notice
 from opspor_alerter.notify import DeliveryResult, Scrubber
 from opspor_alerter.reminders import REMINDER, ReminderContent, build_reminder_email
-from opspor_alerter.render import NoticeContent, build_email
+from opspor_alerter.render import NoticeContent, build_digest_email, build_email, mail_kind
 from opspor_alerter.settings import AlerterSettings, is_plain_address
 
 
@@ -95,6 +95,10 @@ def classify(exc: BaseException, scrub: Scrubber) -> DeliveryResult:
     return DeliveryResult("transient", None, f"unexpected error: {type(exc).__name__}")
 
 
+def _content(notice: Notice) -> NoticeContent:
+    return NoticeContent.model_validate(notice.payload)
+
+
 class SmtpNotifier:
     def __init__(self, settings: AlerterSettings) -> None:
         self._settings = settings
@@ -127,9 +131,22 @@ class SmtpNotifier:
                 created_at=notice.created_at,
                 web_base_url=self._settings.web_base_url,
             )
+        if notice.group_key is not None and mail_kind(notice.group_key, notice.kind) == "digest":
+            return build_digest_email(
+                items=[
+                    ("withdrawn" if n.kind == "withdrawn" else "raised", _content(n))
+                    for n in (notice, *together)
+                ],
+                group=notice.group_key,
+                language=notice.language,
+                sender=self._settings.smtp_from,
+                recipient=notice.recipient,
+                message_id=notice.message_id,
+                link_base=self._settings.web_base_url,
+            )
         return build_email(
             kind="withdrawn" if notice.kind == "withdrawn" else "raised",
-            content=[NoticeContent.model_validate(n.payload) for n in (notice, *together)],
+            content=[_content(n) for n in (notice, *together)],
             language=notice.language,
             sender=self._settings.smtp_from,
             recipient=notice.recipient,
