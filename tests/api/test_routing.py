@@ -181,3 +181,30 @@ async def test_a_send_window_is_stored_with_its_recipient_and_checked_whole(
         "levels.ppr-must[0].window",
         "levels.ppr-must[0].id",
     }
+
+
+async def test_a_daily_digest_is_stored_with_its_recipient_and_checked_against_its_window(
+    client: httpx.AsyncClient,
+) -> None:
+    await configure(client)
+    window = {"days": [1, 2, 3, 4, 5], "from": "07:00", "to": "17:00"}
+    chief = {"to": "mailbox", "address": "chef@k.dk", "digest": "08:00", "window": window}
+    r = await client.put(URL, json={"levels": {"concern": [chief]}})
+    assert r.status_code == 200, r.text
+    assert r.json()["effective"]["concern"] == [chief]
+    before = (await client.get(URL)).json()
+    bad = {
+        "levels": {
+            "concern": [{"to": "school", "digest": "8 am"}, {**chief, "digest": "17:30"}],
+            "ppr-must": [{"to": "webhook", "id": "x", "digest": "08:00"}],
+        }
+    }
+    r = await client.put(URL, json=bad)
+    assert r.status_code == 422
+    assert fields(r) == {
+        "levels.concern[0].digest",
+        "levels.concern[1].digest",
+        "levels.ppr-must[0].digest",
+        "levels.ppr-must[0].id",
+    }
+    assert (await client.get(URL)).json() == before  # nothing stored
