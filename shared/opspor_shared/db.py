@@ -6,11 +6,12 @@ Commit happens only at the edge (request dependency, consumer unit of work); ser
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import DateTime, MetaData, func, text
+from sqlalchemy import ARRAY, DateTime, MetaData, bindparam, column, func, text
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -18,6 +19,8 @@ from sqlalchemy.ext.asyncio import (
     create_async_engine,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.sql.selectable import TableValuedAlias
+from sqlalchemy.types import TypeEngine
 
 NAMING_CONVENTION = {
     "ix": "ix_%(column_0_label)s",
@@ -71,3 +74,24 @@ async def database_ready(engine: AsyncEngine, wait_seconds: float = 2.0) -> bool
     except Exception:
         return False
     return True
+
+
+def array_rows(columns: Mapping[str, tuple[TypeEngine[Any], Sequence[Any]]]) -> TableValuedAlias:
+    """Rows passed as one array per column: `unnest($1::t1[], $2::t2[], ...) WITH ORDINALITY`.
+
+    Inserting n rows this way is one statement with one parameter per column, whatever n:
+    asyncpg encodes each array in C, where an executemany builds n parameter sets in Python
+    (the largest cost of a 1,000-item batch before). Select from it ordered by `ordinal` when
+    the order of the rows matters (an outbox's ids)."""
+    arrays = [
+        bindparam(f"rows_{name}", list(values), type_=ARRAY(type_))
+        for name, (type_, values) in columns.items()
+    ]
+    return (
+        func.unnest(*arrays)
+        .table_valued(
+            *(column(name, type_) for name, (type_, _) in columns.items()),
+            with_ordinality="ordinal",
+        )
+        .render_derived(name="array_rows")
+    )

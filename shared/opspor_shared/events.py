@@ -70,6 +70,26 @@ class RegistrationData(BaseModel):
     retracted: bool = False
 
 
+class RegistrationEvent(CloudEvent):
+    """A registration's CloudEvent with its data typed: built from a RegistrationData without
+    dumping it to a dict first (a 1,000-item batch builds 1,000 of these); the bytes are the
+    same as a CloudEvent with the dumped dict."""
+
+    data: RegistrationData  # type: ignore[assignment]
+
+
+def registration_event(data: RegistrationData) -> RegistrationEvent:
+    """The event the api publishes for an accepted registration or retraction."""
+    return RegistrationEvent(
+        id=data.event_id,
+        source=f"/opspor/api/schools/{data.school_id}",
+        type=REGISTRATION_RETRACTED if data.retracted else REGISTRATION_RECORDED,
+        time=data.recorded_at,
+        subject=data.pupil_id,
+        data=data,
+    )
+
+
 class EnrolmentData(BaseModel):
     """A pupil's enrolment at one school: their school days there start at `enrolled_from`
     (and end before `enrolled_until`'s next day, when set). One per (pupil, school); the

@@ -12,11 +12,12 @@ from datetime import date, datetime
 from decimal import Decimal
 from typing import TypeVar
 
-from sqlalchemy import Numeric, Table, Text, tuple_
+from sqlalchemy import Numeric, Table, Text, select, tuple_
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Mapped, mapped_column
 
+from opspor_shared.db import array_rows
 from opspor_shared.events import EnrolmentData, RegistrationData
 
 
@@ -55,19 +56,23 @@ async def _upsert_newest(
     rows: Sequence[RegistrationData | EnrolmentData],
 ) -> None:
     """Upserts rows whose key columns are `keys`; a stored row is replaced only by a newer one
-    (recorded_at, then event id), so any arrival order converges to the same state."""
+    (recorded_at, then event id), so any arrival order converges to the same state. One
+    statement with an array per column, however many rows."""
     if not rows:
         return
-    stmt = insert(table)
     # A table keeps the fields it has columns for: the worker's enrolments have no grade.
-    values = [{k: v for k, v in row.model_dump().items() if k in table.c} for row in rows]
+    names = [name for name in type(rows[0]).model_fields if name in table.c]
+    source = array_rows(
+        {name: (table.c[name].type, [getattr(r, name) for r in rows]) for name in names}
+    )
+    stmt = insert(table).from_select(names, select(*(source.c[name] for name in names)))
     stmt = stmt.on_conflict_do_update(
         index_elements=[table.c[k] for k in keys],
-        set_={c: stmt.excluded[c] for c in values[0] if c not in keys},
+        set_={c: stmt.excluded[c] for c in names if c not in keys},
         where=tuple_(table.c.recorded_at, table.c.event_id)
         < tuple_(stmt.excluded.recorded_at, stmt.excluded.event_id),
     )
-    await session.execute(stmt, values)
+    await session.execute(stmt)
 
 
 async def apply_last_writer_wins(

@@ -16,12 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from opspor_api.models import RegistrationEvent, api_outbox
 from opspor_shared.db import unit_of_work
-from opspor_shared.events import (
-    REGISTRATION_RECORDED,
-    REGISTRATION_RETRACTED,
-    CloudEvent,
-    RegistrationData,
-)
+from opspor_shared.events import RegistrationData, registration_event
 from opspor_shared.outbox import OutboxMessage, enqueue
 
 CHUNK = 2000
@@ -30,18 +25,7 @@ CHUNK = 2000
 def registration_message(row: RegistrationEvent, topic: str) -> OutboxMessage:
     """The same event the api published when it accepted the registration."""
     data = RegistrationData.model_validate(row, from_attributes=True)
-    return OutboxMessage(
-        topic=topic,
-        key=data.pupil_id,
-        event=CloudEvent(
-            id=data.event_id,
-            source=f"/opspor/api/schools/{data.school_id}",
-            type=REGISTRATION_RETRACTED if data.retracted else REGISTRATION_RECORDED,
-            time=data.recorded_at,
-            subject=data.pupil_id,
-            data=data.model_dump(mode="json"),
-        ),
-    )
+    return OutboxMessage(topic=topic, key=data.pupil_id, event=registration_event(data))
 
 
 async def replay_registrations(

@@ -3,13 +3,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import date
 from decimal import Decimal
-from typing import Any
 
-from sqlalchemy import ColumnElement, Date, cast, func, select
+from sqlalchemy import ColumnElement, Date, Table, cast, func, select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from opspor_api.models import Registration, RegistrationEvent, api_outbox
+from opspor_shared.db import array_rows
 from opspor_shared.events import RegistrationData
 from opspor_shared.outbox import OutboxMessage, enqueue
 from opspor_shared.registrations import apply_last_writer_wins
@@ -19,15 +19,21 @@ class RegistrationRepository:
     def __init__(self, session: AsyncSession) -> None:
         self.session = session
 
-    async def insert_events(self, rows: Sequence[dict[str, Any]]) -> set[str]:
+    async def insert_events(self, items: Sequence[RegistrationData]) -> set[str]:
         """Stores new events; returns the ids that were new (the rest were already stored)."""
-        stmt = (
-            insert(RegistrationEvent)
-            .on_conflict_do_nothing(index_elements=[RegistrationEvent.event_id])
-            .returning(RegistrationEvent.event_id)
+        table = RegistrationEvent.__table__
+        assert isinstance(table, Table)
+        names = [name for name in RegistrationData.model_fields]
+        source = array_rows(
+            {name: (table.c[name].type, [getattr(i, name) for i in items]) for name in names}
         )
-        result = await self.session.execute(stmt, list(rows))
-        return set(result.scalars())
+        stmt = (
+            insert(table)
+            .from_select(names, select(*(source.c[name] for name in names)))
+            .on_conflict_do_nothing(index_elements=[table.c.event_id])
+            .returning(table.c.event_id)
+        )
+        return set((await self.session.execute(stmt)).scalars())
 
     async def events(self, event_ids: Sequence[str]) -> dict[str, RegistrationEvent]:
         rows = await self.session.scalars(

@@ -25,12 +25,7 @@ from opspor_api.registrations.schemas import (
 from opspor_api.settings import ApiSettings
 from opspor_api.tenancy import may_use_school, pupil_visible, registration_visible, school_visible
 from opspor_shared.auth import Principal
-from opspor_shared.events import (
-    REGISTRATION_RECORDED,
-    REGISTRATION_RETRACTED,
-    CloudEvent,
-    RegistrationData,
-)
+from opspor_shared.events import RegistrationData, registration_event
 from opspor_shared.logging import correlation_id
 from opspor_shared.outbox import OutboxMessage
 from opspor_shared.reference import CalendarCache, ReferenceRepository
@@ -42,8 +37,10 @@ Loc = tuple[str | int, ...]
 
 def _data(item: Item) -> RegistrationData:
     if isinstance(item, RetractionIn):
-        return RegistrationData(**item.model_dump(), category=None, extent=None, retracted=True)
-    return RegistrationData(**item.model_dump(), retracted=False)
+        return RegistrationData.model_validate(
+            {**item.__dict__, "category": None, "extent": None, "retracted": True}
+        )
+    return RegistrationData.model_validate({**item.__dict__, "retracted": False})
 
 
 def _same(stored: RegistrationEvent, new: RegistrationData) -> bool:
@@ -189,7 +186,7 @@ async def _store(
         REFUSED.labels("event_id_conflict").inc(len(errors))
         raise Conflict("event ids reused with different content; nothing was stored", errors)
 
-    new_ids = await repo.insert_events([d.model_dump() for d, _ in by_id.values()])
+    new_ids = await repo.insert_events([d for d, _ in by_id.values()])
     old_ids = [e for e in by_id if e not in new_ids]
     if old_ids:
         stored = await repo.events(old_ids)
@@ -212,14 +209,7 @@ async def _store(
             OutboxMessage(
                 topic=settings.registrations_topic,
                 key=d.pupil_id,
-                event=CloudEvent(
-                    id=d.event_id,
-                    source=f"/opspor/api/schools/{d.school_id}",
-                    type=REGISTRATION_RETRACTED if d.retracted else REGISTRATION_RECORDED,
-                    time=d.recorded_at,
-                    subject=d.pupil_id,
-                    data=d.model_dump(mode="json"),
-                ),
+                event=registration_event(d),
                 correlation_id=cid,
             )
             for d in fresh
