@@ -9,6 +9,8 @@ The relay returns after a failed round so its caller reconnects and ensures the 
 from __future__ import annotations
 
 import asyncio
+import json
+import weakref
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -24,21 +26,23 @@ from sqlalchemy import (
     MetaData,
     Table,
     Text,
+    cast,
     delete,
+    event,
     func,
     insert,
     select,
 )
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.orm import Session
 
-from opspor_shared.db import unit_of_work
+from opspor_shared.db import array_rows, unit_of_work
 from opspor_shared.events import CloudEvent
 from opspor_shared.faults import fault_point
 from opspor_shared.kafka import TOPIC_DATA_LOST
 from opspor_shared.logging import CORRELATION_HEADER, get_logger
 from opspor_shared.outage import Outage, clear_not_ready, set_not_ready
-from opspor_shared.stopping import sleep_or_stop
 
 log = get_logger(__name__)
 
@@ -114,9 +118,58 @@ class OutboxMessage:
         }
 
 
+# Relays of this process wait for their table's event (or their idle interval): a commit that
+# wrote outbox rows wakes the relay at once, instead of after up to one polling interval.
+# Per event loop: an asyncio.Event belongs to the loop that first waits on it.
+_WAKE: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, asyncio.Event]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def wake_event(table: str) -> asyncio.Event:
+    events = _WAKE.setdefault(asyncio.get_running_loop(), {})
+    return events.setdefault(table, asyncio.Event())
+
+
+@event.listens_for(Session, "after_commit")
+def _wake_relays(session: Session) -> None:
+    names = session.info.pop(_WROTE, ())
+    try:
+        events = _WAKE.get(asyncio.get_running_loop(), {})
+    except RuntimeError:  # a synchronous session outside any loop: no relay here to wake
+        return
+    for name in names:
+        if (wake := events.get(name)) is not None:
+            wake.set()
+
+
+@event.listens_for(Session, "after_rollback")
+def _forget_rows(session: Session) -> None:
+    session.info.pop(_WROTE, None)
+
+
+_WROTE = "outbox_tables_written"
+
+
 async def enqueue(session: AsyncSession, table: Table, messages: Sequence[OutboxMessage]) -> None:
-    if messages:
-        await session.execute(insert(table), [m.row() for m in messages])
+    """One statement for any number of messages; ids follow the order of `messages`, so the
+    relay publishes them in that order. The table's relay is woken when the session commits."""
+    if not messages:
+        return
+    session.info.setdefault(_WROTE, set()).add(table.name)
+    rows = [m.row() for m in messages]
+    source = array_rows(
+        {
+            "topic": (Text(), [r["topic"] for r in rows]),
+            "key": (Text(), [r["key"] for r in rows]),
+            "payload": (LargeBinary(), [r["payload"] for r in rows]),
+            "headers": (Text(), [json.dumps(r["headers"]) for r in rows]),
+        }
+    )
+    chosen = select(
+        source.c.topic, source.c.key, source.c.payload, cast(source.c.headers, JSONB)
+    ).order_by(source.c.ordinal)
+    await session.execute(insert(table).from_select(["topic", "key", "payload", "headers"], chosen))
 
 
 # Called with the topic that lost events; returns how many events it queued again.
@@ -141,7 +194,7 @@ class OutboxRelay:
         producer: AIOKafkaProducer | None,
         *,
         batch_size: int = 1000,
-        idle_interval: float = 0.05,
+        idle_interval: float = 0.25,
         max_backoff: float = 5.0,
         on_topic_lost: TopicLostHandler | None = None,
         ensure: Callable[[], Awaitable[object]] | None = None,
@@ -249,5 +302,20 @@ class OutboxRelay:
                 self._replaying = False
                 clear_not_ready(self._key)
                 log.warning("topic_data_republished", table=self._table.name)
-            await sleep_or_stop(stop, self._idle_interval)
+            await self._idle(stop)
         return succeeded
+
+    async def _idle(self, stop: asyncio.Event) -> None:
+        """Until a commit wrote rows to the table, `stop`, or the idle interval (rows written by
+        other processes are found by polling)."""
+        wake = wake_event(self._table.name)
+        waiters = [asyncio.ensure_future(stop.wait()), asyncio.ensure_future(wake.wait())]
+        try:
+            await asyncio.wait(
+                waiters, timeout=self._idle_interval, return_when=asyncio.FIRST_COMPLETED
+            )
+        finally:
+            for waiter in waiters:
+                waiter.cancel()
+            await asyncio.gather(*waiters, return_exceptions=True)
+        wake.clear()
