@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -18,6 +18,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListen
 from aiokafka.admin import AIOKafkaAdminClient, NewPartitions, NewTopic
 from aiokafka.client import AIOKafkaClient
 from aiokafka.errors import KafkaError, OffsetOutOfRangeError, TopicAlreadyExistsError
+from aiokafka.partitioner import murmur2
 from prometheus_client import Counter
 from pydantic import ValidationError
 
@@ -173,17 +174,51 @@ def make_consumer(settings: ServiceSettings, group_id: str) -> AIOKafkaConsumer:
     )
 
 
-class LoggingRebalanceListener(ConsumerRebalanceListener):  # type: ignore[misc]
-    """Offsets are committed synchronously after every batch, so a revoke has nothing to flush."""
+class Assignment:
+    """The partitions of one topic this process's consumer holds right now, and how many the
+    topic has: work that is not driven by messages (the worker's day-change tick) is split by
+    the same ownership as the messages, so two processes of one group never both do it."""
 
-    def __init__(self, group_id: str) -> None:
+    def __init__(self, topic: str) -> None:
+        self.topic = topic
+        self.partitions: frozenset[int] = frozenset()
+        self.total = 0
+
+    def update(self, assigned: Iterable[TopicPartition], total: int) -> None:
+        self.partitions = frozenset(tp.partition for tp in assigned if tp.topic == self.topic)
+        self.total = total
+
+
+def partition_of(key: str, partitions: int) -> int:
+    """The partition the producers' default partitioner (murmur2, as the Java client) gives a
+    message with this key."""
+    return int(murmur2(key.encode()) & 0x7FFFFFFF) % partitions
+
+
+class LoggingRebalanceListener(ConsumerRebalanceListener):  # type: ignore[misc]
+    """Offsets are committed synchronously after every batch, so a revoke has nothing to flush.
+    Keeps `assignment` (when given) current."""
+
+    def __init__(
+        self,
+        group_id: str,
+        assignment: Assignment | None = None,
+        consumer: AIOKafkaConsumer | None = None,
+    ) -> None:
         self.group_id = group_id
+        self.assignment = assignment
+        self.consumer = consumer
 
     async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
         log.info("partitions_revoked", group=self.group_id, partitions=sorted(map(str, revoked)))
+        if self.assignment is not None:
+            self.assignment.update((), self.assignment.total)
 
     async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
         log.info("partitions_assigned", group=self.group_id, partitions=sorted(map(str, assigned)))
+        if self.assignment is not None and self.consumer is not None:
+            total = self.consumer.partitions_for_topic(self.assignment.topic) or set()
+            self.assignment.update(assigned, len(total))
 
 
 @dataclass(frozen=True)

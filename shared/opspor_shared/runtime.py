@@ -15,6 +15,7 @@ from sqlalchemy import Table
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from opspor_shared.kafka import (
+    Assignment,
     BatchHandler,
     LoggingRebalanceListener,
     LostDataWatch,
@@ -91,8 +92,10 @@ async def run_consumer(
     topic: str | Sequence[str],
     handle: BatchHandler,
     stop: asyncio.Event,
+    assignment: Assignment | None = None,
 ) -> None:
-    """Consume `topic` (or several topics in one group; a batch never mixes partitions)."""
+    """Consume `topic` (or several topics in one group; a batch never mixes partitions).
+    `assignment` follows the partitions of its topic this consumer holds."""
     topics = [topic] if isinstance(topic, str) else list(topic)
     backoff = 0.5
     outage = Outage("kafka", f"consumer:{group_id}")
@@ -103,7 +106,9 @@ async def run_consumer(
         try:
             await ensure_topics(settings, [*topics, *map(dlq_topic, topics)])
             await producer.start()
-            consumer.subscribe(topics, listener=LoggingRebalanceListener(group_id))
+            consumer.subscribe(
+                topics, listener=LoggingRebalanceListener(group_id, assignment, consumer)
+            )
             await consumer.start()
             log.info("consumer_started", group=group_id, topics=topics)
             backoff = 0.5
@@ -139,6 +144,8 @@ async def run_consumer(
             await sleep_or_stop(stop, backoff)
             backoff = min(10.0, backoff * 2)
         finally:
+            if assignment is not None:
+                assignment.update((), assignment.total)  # held by nobody here until rejoined
             if watch is not None:
                 await watch.close()
             with contextlib.suppress(Exception):

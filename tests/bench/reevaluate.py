@@ -46,6 +46,7 @@ from opspor_api.models import Municipality, School, SchoolYearRow
 from opspor_shared.db import make_engine
 from opspor_shared.devstack.postgres import admin_url, create_database, drop_database
 from opspor_shared.migrate import upgrade_async
+from tests.bench import sql_job
 from tests.bench.profile import Profiler
 from tests.bench.system import CpuMeter
 from tests.bench.workload import MUNICIPALITY, TIMEZONE, calendar
@@ -393,7 +394,7 @@ async def state(url: str) -> dict[str, int]:
               (select count(*) from concerns where status = 'active') as active,
               (select count(distinct pupil_id) from concerns where status = 'active') as pupils,
               (select count(*) from worker_outbox) as outbox,
-              (select count(*) from worker_school_horizons) as schools_done
+              (select count(distinct school_id) from worker_school_horizons) as schools_done
             """
         )
         levels = await conn.fetch(
@@ -446,6 +447,18 @@ async def reeval_phase(
         profiler = Profiler(py_spy, var_dir / "profiles", {}) if py_spy is not None else None
         first = await run_tick(seeded, "reeval-first", chunk, profiler, log, seeded.day_before)
         after_first = await state(url)
+        # The BI team's job on the same registrations, compared with the worker's concerns.
+        prepared = await sql_job.prepare(
+            url, {school_id(s): calendar() for s in range(seeded.schools)}
+        )
+        job = await sql_job.run_job(url, seeded.day_before.date()) | prepared
+        job["worker_over_sql_time"] = (
+            round(job["seconds"] / first["seconds"], 2) if first["seconds"] else None
+        )
+        log(
+            f"SQL job ({sql_job.PACK}): {job['seconds']:.1f} s over {job['grid_rows']:,} grid"
+            f" rows, {job['crossings']:,} crossings, agree with the worker: {job['agree']}"
+        )
         await forget_horizons(url)
         second = await run_tick(seeded, "reeval-again", chunk, profiler, log, seeded.day_before)
         after_second = await state(url)
@@ -473,6 +486,7 @@ async def reeval_phase(
         "day_change_horizon": seeded.horizon.isoformat(),
         "worker_clock": seeded.now.isoformat(),
         "first": first,
+        "sql_job": job,
         "state_after_first": after_first,
         "again": second,
         "state_after_again": after_second,

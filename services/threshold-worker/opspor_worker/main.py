@@ -9,7 +9,7 @@ import contextlib
 from opspor_shared.access import token_verifier
 from opspor_shared.db import make_engine, make_sessionmaker, unit_of_work
 from opspor_shared.events import CloudEvent
-from opspor_shared.kafka import Delivered
+from opspor_shared.kafka import Assignment, Delivered
 from opspor_shared.logging import configure_logging, get_logger
 from opspor_shared.ops import OpsServer, ops_app, readiness_checks
 from opspor_shared.outage import Outage
@@ -38,7 +38,9 @@ log = get_logger(__name__)
 async def run(settings: WorkerSettings, stop: asyncio.Event) -> None:
     engine = make_engine(settings.database_url)
     sessionmaker = make_sessionmaker(engine)
-    ctx = Context(settings=settings, calendars=CalendarCache())
+    # The tick evaluates the pupils of the partitions this process's consumer holds.
+    assignment = Assignment(settings.registrations_topic)
+    ctx = Context(settings=settings, calendars=CalendarCache(), assignment=assignment)
 
     async def handle(batch: list[Delivered]) -> list[CloudEvent]:
         items, refused = decode_registrations(batch)
@@ -70,7 +72,12 @@ async def run(settings: WorkerSettings, stop: asyncio.Event) -> None:
     tasks = [
         asyncio.create_task(
             run_consumer(
-                settings, settings.consumer_group, settings.registrations_topic, handle, stop
+                settings,
+                settings.consumer_group,
+                settings.registrations_topic,
+                handle,
+                stop,
+                assignment,
             )
         ),
         asyncio.create_task(

@@ -48,11 +48,15 @@ class WorkerPupil(Base):
 
 
 class SchoolHorizon(Base):
-    """Last horizon every pupil of a school was evaluated up to; the day-change tick moves it."""
+    """Last horizon every pupil of a school in one partition was evaluated up to; the
+    day-change tick moves it."""
 
     __tablename__ = "worker_school_horizons"
 
     school_id: Mapped[str] = mapped_column(Text, primary_key=True)
+    # The registrations topic's partition whose pupils this mark covers: each worker process
+    # evaluates and marks the pupils of the partitions it consumes (opspor_worker.service.tick).
+    partition: Mapped[int] = mapped_column(primary_key=True)
     horizon: Mapped[date | None]
     # Hash of the pack id and calendar rows: a changed calendar or pack re-evaluates the school.
     fingerprint: Mapped[str] = mapped_column(Text)

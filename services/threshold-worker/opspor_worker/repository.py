@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from datetime import date, datetime
 from decimal import Decimal
 from operator import itemgetter
@@ -14,6 +14,7 @@ from sqlalchemy import func, or_, select, text, union, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from opspor_shared.db import array_rows
 from opspor_shared.engine import RegistrationLike
 from opspor_shared.events import EnrolmentData, RegistrationData
 from opspor_shared.outbox import OutboxMessage, enqueue
@@ -144,7 +145,11 @@ class WorkerRepository:
         return driver
 
     async def upsert_pupils(self, rows: Sequence[dict[str, Any]]) -> None:
-        stmt = insert(WorkerPupil)
+        """One statement with an array per column, however many pupils (a tick chunk)."""
+        table = WorkerPupil.__table__
+        names = ["pupil_id", "school_id", "evaluated_horizon", "next_change_on"]
+        source = array_rows({n: (table.c[n].type, [r[n] for r in rows]) for n in names})
+        stmt = insert(WorkerPupil).from_select(names, select(*(source.c[n] for n in names)))
         stmt = stmt.on_conflict_do_update(
             index_elements=[WorkerPupil.pupil_id],
             set_={
@@ -153,7 +158,7 @@ class WorkerRepository:
                 "next_change_on": stmt.excluded.next_change_on,
             },
         )
-        await self.session.execute(stmt, list(rows))
+        await self.session.execute(stmt)
 
     async def pupils_of_school(self, school_id: str, after: str | None, limit: int) -> list[str]:
         """Pupils whose current school it is, and pupils who were enrolled there earlier
@@ -227,24 +232,40 @@ class WorkerRepository:
             .values(revision=concern.revision, explanation=explanation, updated_at=func.now())
         )
 
-    async def horizons(self) -> dict[str, SchoolHorizon]:
-        return {h.school_id: h for h in await self.session.scalars(select(SchoolHorizon))}
+    async def horizons(self) -> dict[tuple[str, int], SchoolHorizon]:
+        return {
+            (h.school_id, h.partition): h for h in await self.session.scalars(select(SchoolHorizon))
+        }
 
     async def set_horizon(
-        self, school_id: str, horizon: date | None, fingerprint: str, basis: str
+        self,
+        school_id: str,
+        partitions: Iterable[int],
+        horizon: date | None,
+        fingerprint: str,
+        basis: str,
     ) -> None:
-        stmt = insert(SchoolHorizon).values(
-            school_id=school_id, horizon=horizon, fingerprint=fingerprint, basis=basis
-        )
+        rows = [
+            {
+                "school_id": school_id,
+                "partition": p,
+                "horizon": horizon,
+                "fingerprint": fingerprint,
+                "basis": basis,
+            }
+            for p in sorted(partitions)
+        ]
+        stmt = insert(SchoolHorizon)
         await self.session.execute(
             stmt.on_conflict_do_update(
-                index_elements=[SchoolHorizon.school_id],
+                index_elements=[SchoolHorizon.school_id, SchoolHorizon.partition],
                 set_={
                     "horizon": stmt.excluded.horizon,
                     "fingerprint": stmt.excluded.fingerprint,
                     "basis": stmt.excluded.basis,
                 },
-            )
+            ),
+            rows,
         )
 
     async def publish(self, messages: Sequence[OutboxMessage]) -> None:

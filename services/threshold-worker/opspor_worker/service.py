@@ -33,7 +33,7 @@ from opspor_shared.events import (
     ExplanationData,
     RegistrationData,
 )
-from opspor_shared.kafka import Delivered
+from opspor_shared.kafka import Assignment, Delivered, partition_of
 from opspor_shared.logging import correlation_id, get_logger
 from opspor_shared.outbox import OutboxMessage
 from opspor_shared.reference import (
@@ -58,6 +58,16 @@ class Context:
     calendars: CalendarCache
     packs: PackCache = field(default_factory=PackCache)
     clock: Clock = system_clock
+    # The registrations topic's partitions this process consumes; None: all of them (a worker
+    # without a consumer, as in tests and the benchmark's tick).
+    assignment: Assignment | None = None
+
+    def owned_partitions(self) -> tuple[frozenset[int], int]:
+        """The partitions whose pupils this process evaluates in the tick, of how many."""
+        if self.assignment is None:
+            total = self.settings.topic_partitions
+            return frozenset(range(total)), total
+        return self.assignment.partitions, self.assignment.total
 
 
 def _pupil_school(rows: Sequence[RegistrationRow]) -> str | None:
@@ -355,6 +365,8 @@ class DueSchool:
     basis: str
     # Only the day moved on: evaluate the pupils whose next change has come, not everyone.
     day_only: bool
+    # The partitions (of this process's) whose pupils of the school are due.
+    partitions: frozenset[int]
 
 
 async def tick(sessionmaker: async_sessionmaker[AsyncSession], ctx: Context) -> int:
@@ -367,7 +379,17 @@ async def tick(sessionmaker: async_sessionmaker[AsyncSession], ctx: Context) -> 
     else's concerns can change. A changed calendar or pack re-evaluates every pupil of the
     school. A school is marked done only after all its pupils committed, so a crash mid-school
     repeats that school on the next tick; evaluation is idempotent.
+
+    Work is split like the registrations: a process evaluates only the pupils of the partitions
+    its consumer holds (a pupil's partition is that of its registrations, keyed by pupil id) and
+    marks each (school, partition) it finished, so two worker processes of one group never
+    evaluate the same pupil in a tick, and a partition that moves to another process is
+    finished by that one.
     """
+    owned, total = ctx.owned_partitions()
+    if not owned:
+        log.info("tick_skipped", reason="no partition of the registrations topic held yet")
+        return 0
     due: list[DueSchool] = []
     async with unit_of_work(sessionmaker) as session:
         reference = ReferenceRepository(session)
@@ -389,17 +411,21 @@ async def tick(sessionmaker: async_sessionmaker[AsyncSession], ctx: Context) -> 
                 ref, CalendarCache.fingerprint(ref.country, rows[school_id]), digests
             )
             fingerprint = school_fingerprint(basis, horizon)
-            last = held.get(school_id)
-            if last is not None and last.fingerprint == fingerprint:
+            marks = {p: held.get((school_id, p)) for p in owned}
+            stale = {p: m for p, m in marks.items() if m is None or m.fingerprint != fingerprint}
+            if not stale:
                 continue
-            day_only = (
-                last is not None
-                and last.basis == basis
-                and last.horizon is not None
+            day_only = all(
+                m is not None
+                and m.basis == basis
+                and m.horizon is not None
                 and horizon is not None
-                and horizon > last.horizon
+                and horizon > m.horizon
+                for m in stale.values()
             )
-            due.append(DueSchool(school_id, horizon, fingerprint, basis, day_only))
+            due.append(
+                DueSchool(school_id, horizon, fingerprint, basis, day_only, frozenset(stale))
+            )
     changes = 0
     for school in due:
         after: str | None = None
@@ -409,17 +435,26 @@ async def tick(sessionmaker: async_sessionmaker[AsyncSession], ctx: Context) -> 
                 repo = WorkerRepository(session)
                 limit = ctx.settings.tick_chunk_pupils
                 if school.day_only and school.horizon is not None:
-                    pupils = await repo.pupils_due(school.school_id, school.horizon, after, limit)
+                    page = await repo.pupils_due(school.school_id, school.horizon, after, limit)
                 else:
-                    pupils = await repo.pupils_of_school(school.school_id, after, limit)
-                if not pupils:
+                    page = await repo.pupils_of_school(school.school_id, after, limit)
+                if not page:
                     break
+                after = page[-1]
+                pupils = (
+                    page
+                    if len(school.partitions) == total
+                    else [p for p in page if partition_of(p, total) in school.partitions]
+                )
                 changes += await evaluate_pupils(repo, ctx, pupils)
                 looked_at += len(pupils)
-                after = pupils[-1]
         async with unit_of_work(sessionmaker) as session:
             await WorkerRepository(session).set_horizon(
-                school.school_id, school.horizon, school.fingerprint, school.basis
+                school.school_id,
+                school.partitions,
+                school.horizon,
+                school.fingerprint,
+                school.basis,
             )
         TICK_PUPILS.labels("day" if school.day_only else "all").inc(looked_at)
         log.info(
@@ -427,6 +462,7 @@ async def tick(sessionmaker: async_sessionmaker[AsyncSession], ctx: Context) -> 
             school=school.school_id,
             horizon=str(school.horizon),
             scope="pupils whose day has come" if school.day_only else "every pupil",
+            partitions=len(school.partitions),
             pupils=looked_at,
         )
     return changes
