@@ -30,6 +30,7 @@ from typing import Any
 import httpx
 
 from opspor_shared.auth import Role
+from opspor_shared.devstack.net import free_port, wait_for_port
 from opspor_shared.devstack.stack import Stack
 from tests.bench.ingest import HEADERS, run_ingest
 from tests.bench.latency import build_plan, collect_mail, send_plan, stage_breakdown
@@ -197,13 +198,20 @@ async def ingest_phase(
     settings = [int(c) for c in args.connections.split(",") if c.strip()]
     began = time.perf_counter()
     warmup = ingest_bodies("ingw", INGEST_SCHOOL, days, args.warmup_batches * args.batch_size, 1000)
+    # Each setting is measured in ROUNDS rounds, alternating with the parse-only reference on
+    # the same bodies (A B A B), so both see the same machine state.
+    per_round = args.ingest_total // ROUNDS
     bodies = [
-        ingest_bodies(f"ing{n}x{c}", INGEST_SCHOOL, days, args.ingest_total, args.batch_size)
+        [
+            ingest_bodies(f"ing{n}x{c}r{r}", INGEST_SCHOOL, days, per_round, args.batch_size)
+            for r in range(ROUNDS)
+        ]
         for n, c in enumerate(settings)
     ]
     singles = single_bodies("ings", INGEST_SCHOOL, days, args.single_total)
     encode_seconds = time.perf_counter() - began
-    log(f"encoded {sum(map(len, bodies)) + len(singles)} bodies in {encode_seconds:.1f} s")
+    encoded = sum(len(b) for rounds in bodies for b in rounds) + len(singles)
+    log(f"encoded {encoded} bodies in {encode_seconds:.1f} s")
 
     expected = 0
     if warmup:
@@ -274,15 +282,36 @@ async def ingest_phase(
         log(f"worker caught up={caught_up} {when - ended:.1f} s after the ingest ended")
         return figures
 
+    async def parse_only(payload: list[bytes], connections: int) -> dict[str, Any]:
+        meter = CpuMeter({"parse-only": [reference.pid]})
+        await wait_for_quiet(CpuMeter(component_pids(stack)), args.quiet_timeout, log)
+        meter.start()
+        run = await run_ingest(reference.url, payload, args.batch_size, connections, 120)
+        cpu = meter.stop()
+        figures = run.figures()
+        figures["cpu_us_per_registration"] = cpu_us(run.accepted_registrations, cpu, "parse-only")
+        return figures
+
     out: dict[str, Any] = {"encode_seconds": round(encode_seconds, 2), "settings": []}
-    for n, connections in enumerate(settings):
-        out["settings"].append(
-            await measure(
-                f"ingest-{n}-x{connections}", bodies[n], args.batch_size, connections, False
-            )
-        )
-    absorbed = sum(s["registrations_accepted"] for s in out["settings"])
-    busy = sum(s["worker"]["seconds_from_ingest_start_to_caught_up"] for s in out["settings"])
+    with ParseOnly() as reference:
+        for n, connections in enumerate(settings):
+            rounds = []
+            for r, payload in enumerate(bodies[n]):
+                label = f"ingest-{n}-x{connections}-r{r}"
+                a = await measure(label, payload, args.batch_size, connections, False)
+                b = await parse_only(payload, connections)
+                a["api_cpu_us_per_registration_during_ingest"] = cpu_us(
+                    a["registrations_accepted"], a["cpu_cores_during_ingest"], "api"
+                )
+                log(
+                    f"{label}: opspor {a['registrations_per_second']:,} reg/s,"
+                    f" parse-only {b['registrations_per_second']:,} reg/s"
+                )
+                rounds.append({"opspor": a, "parse_only": b})
+            out["settings"].append(ab_summary(connections, rounds))
+    runs = [r["opspor"] for s in out["settings"] for r in s["rounds"]]
+    absorbed = sum(s["registrations_accepted"] for s in runs)
+    busy = sum(s["worker"]["seconds_from_ingest_start_to_caught_up"] for s in runs)
     out["worker_overall"] = {
         "registrations": absorbed,
         "seconds_ingest_start_to_caught_up_summed": round(busy, 1),
@@ -293,6 +322,73 @@ async def ingest_phase(
             f"single-x{args.single_connections}", singles, 1, args.single_connections, True
         )
     return out
+
+
+ROUNDS = 2
+
+
+class ParseOnly:
+    """The parse-only reference (tests/bench/parse_only.py) in a process of its own."""
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self._process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def pid(self) -> int:
+        assert self._process is not None
+        return self._process.pid
+
+    def __enter__(self) -> ParseOnly:
+        self._process = subprocess.Popen(
+            [sys.executable, "-m", "tests.bench.parse_only", str(self.port)],
+            cwd=ROOT,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        wait_for_port("127.0.0.1", self.port, timeout=30)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._process is not None:
+            self._process.terminate()
+            try:
+                self._process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self._process.kill()
+                self._process.wait(timeout=10)
+
+
+def cpu_us(accepted: int, cpu: dict[str, float], name: str) -> float | None:
+    """CPU microseconds of one component per accepted registration during a run."""
+    if not accepted:
+        return None
+    return round(cpu.get(name, 0.0) * cpu["wall_seconds"] / accepted * 1e6, 1)
+
+
+def ab_summary(connections: int, rounds: list[dict[str, Any]]) -> dict[str, Any]:
+    """Both sides over all rounds: registrations over summed wall time, and their ratio."""
+
+    def rate(side: str) -> float:
+        accepted = sum(r[side]["registrations_accepted"] for r in rounds)
+        wall = sum(r[side]["wall_seconds"] for r in rounds)
+        return accepted / wall if wall else 0.0
+
+    opspor, reference = rate("opspor"), rate("parse_only")
+    api_us = [r["opspor"]["api_cpu_us_per_registration_during_ingest"] for r in rounds]
+    ref_us = [r["parse_only"]["cpu_us_per_registration"] for r in rounds]
+    return {
+        "connections": connections,
+        "batch_size": rounds[0]["opspor"]["batch_size"],
+        "opspor_registrations_per_second": round(opspor),
+        "parse_only_registrations_per_second": round(reference),
+        "ratio": round(opspor / reference, 3) if reference else None,
+        "api_cpu_us_per_registration": api_us,
+        "parse_only_cpu_us_per_registration": ref_us,
+        "failed_batches": sum(r[s]["failed_batches"] for r in rounds for s in r),
+        "rounds": rounds,
+    }
 
 
 async def latency_phase(
