@@ -22,9 +22,11 @@ import time
 from datetime import datetime
 from typing import TextIO
 
+from aiokafka import TopicPartition
 from prometheus_client import REGISTRY
 
 from opspor_shared.db import make_engine, make_sessionmaker
+from opspor_shared.kafka import Assignment
 from opspor_shared.logging import configure_logging
 from opspor_shared.reference import CalendarCache
 from opspor_shared.runtime import tune_gc
@@ -66,6 +68,14 @@ async def run(args: argparse.Namespace, out: TextIO) -> None:
     engine = make_engine(settings.database_url)
     sessionmaker = make_sessionmaker(engine)
     ctx = Context(settings=settings, calendars=CalendarCache(), clock=lambda: now)
+    if args.partitions:
+        # One of several worker processes: it evaluates the pupils of these partitions only.
+        ctx.assignment = Assignment(settings.registrations_topic)
+        owned = [int(p) for p in args.partitions.split(",")]
+        ctx.assignment.update(
+            [TopicPartition(settings.registrations_topic, p) for p in owned],
+            settings.topic_partitions,
+        )
     try:
         async with engine.connect():
             pass  # the pool's first connection, outside the measurement
@@ -98,6 +108,9 @@ def main() -> int:
     p.add_argument("--database-url", required=True)
     p.add_argument("--now", required=True, help="the worker's clock, ISO 8601 with offset")
     p.add_argument("--chunk", type=int, default=0, help="TICK_CHUNK_PUPILS; 0 = the default")
+    p.add_argument(
+        "--partitions", default="", help="comma-separated partitions held; empty = all of them"
+    )
     p.add_argument("--log-level", default="WARNING")
     args = p.parse_args()
     # The worker logs to stdout; the figures get stdout's pipe to themselves, logs go to stderr.

@@ -331,58 +331,102 @@ async def run_tick(
     profiler: Profiler | None,
     log: Any,
     now: datetime,
+    processes: int = 1,
 ) -> dict[str, Any]:
-    """One tick in a fresh worker process; CPU of the worker and PostgreSQL while it ran."""
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "tests.bench.reeval_worker",
-        "--database-url",
-        seeded.database_url,
-        "--now",
-        now.isoformat(),
-        "--chunk",
-        str(chunk),
-        stdin=asyncio.subprocess.PIPE,
-        stdout=asyncio.subprocess.PIPE,
-    )
-    assert proc.stdin is not None and proc.stdout is not None
+    """One tick in fresh worker processes (`processes` of them split the partitions, as two
+    workers of one consumer group do); CPU of the workers while it ran, and the wall time from
+    the start signal to the last one's figures."""
+    shares = [
+        ",".join(str(p) for p in range(PARTITIONS) if p % processes == n) if processes > 1 else ""
+        for n in range(processes)
+    ]
+    procs = [
+        await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "tests.bench.reeval_worker",
+            "--database-url",
+            seeded.database_url,
+            "--now",
+            now.isoformat(),
+            "--chunk",
+            str(chunk),
+            "--partitions",
+            share,
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+        )
+        for share in shares
+    ]
     try:
-        ready = json.loads(await asyncio.wait_for(proc.stdout.readline(), timeout=60))
-        meter = CpuMeter({"threshold-worker": [proc.pid]})
+        ready = [
+            json.loads(await asyncio.wait_for(_out(proc).readline(), timeout=60)) for proc in procs
+        ]
+        meter = CpuMeter({"threshold-worker": [proc.pid for proc in procs]})
         if profiler is not None:
-            profiler.pids = {"threshold-worker": proc.pid}
+            profiler.pids = {"threshold-worker": procs[0].pid}
             profiler.start(label)
         meter.start()
-        proc.stdin.write(b"go\n")
-        await proc.stdin.drain()
-        line = await asyncio.wait_for(proc.stdout.readline(), timeout=1800)
+        began = time.perf_counter()
+        for proc in procs:
+            _in(proc).write(b"go\n")
+            await _in(proc).drain()
+        lines = await asyncio.gather(
+            *(asyncio.wait_for(_out(proc).readline(), timeout=1800) for proc in procs)
+        )
+        wall = time.perf_counter() - began
         cpu = meter.stop()
         if profiler is not None:
             profiler.stop()
-        if not line:
-            raise RuntimeError(f"{label}: the worker process ended without figures")
-        figures: dict[str, Any] = json.loads(line)
+        if not all(lines):
+            raise RuntimeError(f"{label}: a worker process ended without figures")
+        each: list[dict[str, Any]] = [json.loads(line) for line in lines]
     finally:
-        if proc.returncode is None:
-            with contextlib.suppress(OSError):
-                proc.stdin.write(b"done\n")
-                proc.stdin.close()
-            try:
-                await asyncio.wait_for(proc.wait(), timeout=30)
-            except TimeoutError:
-                proc.kill()
-                await proc.wait()
-    figures["rss_mib_when_ready"] = ready["rss_mib"]
-    figures["cpu_cores"] = cpu
+        for proc in procs:
+            if proc.returncode is None:
+                with contextlib.suppress(OSError):
+                    _in(proc).write(b"done\n")
+                    _in(proc).close()
+                try:
+                    await asyncio.wait_for(proc.wait(), timeout=30)
+                except TimeoutError:
+                    proc.kill()
+                    await proc.wait()
+    figures: dict[str, Any] = {
+        "processes": processes,
+        "seconds": round(wall if processes > 1 else each[0]["seconds"], 3),
+        "worker_cpu_seconds": round(sum(f["worker_cpu_seconds"] for f in each), 3),
+        "concern_changes": sum(f["concern_changes"] for f in each),
+        "pupils_evaluated": sum(f["pupils_evaluated"] for f in each),
+        "pupils_evaluated_per_process": [f["pupils_evaluated"] for f in each],
+        "chunk_pupils": each[0]["chunk_pupils"],
+        "rss_mib_at_end": max(f["rss_mib_at_end"] for f in each),
+        "peak_rss_mib": max(f["peak_rss_mib"] for f in each),
+        "rss_mib_when_ready": max(r["rss_mib"] for r in ready),
+        "cpu_cores": cpu,
+    }
     seconds = figures["seconds"]
     figures["pupils_per_second"] = round(seeded.pupils / seconds) if seconds else None
     figures["registrations_per_second"] = round(seeded.registrations / seconds) if seconds else None
     log(
-        f"{label}: {seconds:.1f} s, {figures['concern_changes']:,} concern changes,"
-        f" peak RSS {figures['peak_rss_mib']:.0f} MiB"
+        f"{label}: {seconds:.1f} s in {processes} process(es), {figures['concern_changes']:,}"
+        f" concern changes, peak RSS {figures['peak_rss_mib']:.0f} MiB"
     )
     return figures
+
+
+# The worker's default partition count: how the tick's work is split between processes.
+PARTITIONS = 6
+
+
+def _out(proc: asyncio.subprocess.Process) -> asyncio.StreamReader:
+    assert proc.stdout is not None
+    return proc.stdout
+
+
+def _in(proc: asyncio.subprocess.Process) -> asyncio.StreamWriter:
+    assert proc.stdin is not None
+    return proc.stdin
 
 
 async def state(url: str) -> dict[str, int]:
@@ -462,6 +506,12 @@ async def reeval_phase(
         await forget_horizons(url)
         second = await run_tick(seeded, "reeval-again", chunk, profiler, log, seeded.day_before)
         after_second = await state(url)
+        # The same re-evaluation in two processes, each holding half of the partitions.
+        await forget_horizons(url)
+        split = await run_tick(
+            seeded, "reeval-again-2", chunk, None, log, seeded.day_before, processes=2
+        )
+        after_split = await state(url)
         # The next school day comes: only pupils whose next change has come are evaluated.
         day = await run_tick(seeded, "reeval-day-change", chunk, profiler, log, seeded.now)
         after_day = await state(url)
@@ -470,7 +520,8 @@ async def reeval_phase(
             await drop_database(admin, database)
     first["events_written"] = after_first["outbox_rows"]
     second["events_written"] = after_second["outbox_rows"] - after_first["outbox_rows"]
-    day["events_written"] = after_day["outbox_rows"] - after_second["outbox_rows"]
+    split["events_written"] = after_split["outbox_rows"] - after_second["outbox_rows"]
+    day["events_written"] = after_day["outbox_rows"] - after_split["outbox_rows"]
     return {
         "database": database,
         "rule_packs": list(RULE_PACKS),
@@ -490,5 +541,6 @@ async def reeval_phase(
         "state_after_first": after_first,
         "again": second,
         "state_after_again": after_second,
+        "again_two_processes": split,
         "day_change": day,
     }

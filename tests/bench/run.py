@@ -104,6 +104,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     p.add_argument("--reeval-pupils", type=int, default=100_000, help="pupils in phase (c)")
     p.add_argument("--reeval-schools", type=int, default=100)
+    p.add_argument(
+        "--reeval-sizes",
+        default="10000,30000",
+        help="smaller pupil counts run before --reeval-pupils (schools in proportion)",
+    )
     p.add_argument("--reeval-seed", type=int, default=20261122, help="random seed of the data")
     p.add_argument(
         "--reeval-chunk", type=int, default=0, help="worker TICK_CHUNK_PUPILS in (c); 0 = default"
@@ -541,21 +546,31 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not args.skip_reeval:
             # After the stack has stopped, so the worker process has the cores to itself
             # (with PostgreSQL, which it needs).
-            results["reeval"] = asyncio.run(
-                reeval_phase(
-                    database=f"{args.database}_reeval",
-                    var_dir=args.var_dir,
-                    pupils=args.reeval_pupils,
-                    schools=args.reeval_schools,
-                    seed_value=args.reeval_seed,
-                    chunk=args.reeval_chunk,
-                    py_spy=args.py_spy,
-                    keep_database=args.reeval_keep_database,
-                    log=log,
-                    enrolments=args.reeval_enrolments,
-                    movers=args.reeval_movers,
+            # Smaller sizes first (to show how cost grows), then --reeval-pupils in full.
+            sizes = [int(n) for n in args.reeval_sizes.split(",") if n.strip()]
+            runs = []
+            for pupils in [*(n for n in sizes if n < args.reeval_pupils), args.reeval_pupils]:
+                runs.append(
+                    asyncio.run(
+                        reeval_phase(
+                            database=f"{args.database}_reeval",
+                            var_dir=args.var_dir,
+                            pupils=pupils,
+                            schools=max(
+                                1, round(args.reeval_schools * pupils / args.reeval_pupils)
+                            ),
+                            seed_value=args.reeval_seed,
+                            chunk=args.reeval_chunk,
+                            py_spy=args.py_spy,
+                            keep_database=args.reeval_keep_database,
+                            log=log,
+                            enrolments=args.reeval_enrolments,
+                            movers=args.reeval_movers,
+                        )
+                    )
                 )
-            )
+            results["reeval"] = runs[-1]
+            results["reeval_sizes"] = runs
         if not args.skip_reports:
             results["reports"] = asyncio.run(
                 reports_phase(
