@@ -228,6 +228,19 @@ def format_report(results: dict[str, Any]) -> str:
                 f"{lat['crossings_sent_before_their_early_days_were_accepted']} crossing POSTs"
                 " left before all 4 earlier days of their pupil were accepted"
             )
+    if morning := results.get("morning"):
+        lines += [
+            "",
+            f"(e) A national morning: {morning['registrations_posted']:,} registrations (one per"
+            f" pupil, {morning['schools']} schools, day {morning['day']}) in batches of"
+            f" {morning['batch_size']:,} over {morning['connections']} connections;"
+            f" {morning['crossing_pupils']:,} pupils cross consecutive-5 with today's day",
+            f"    all accepted after {morning['seconds_to_all_accepted']:,} s"
+            f" ({morning['accepted_per_second']:,} reg/s, {morning['failed_batches']} failed"
+            f" batches); last concern event published {morning['seconds_to_last_concern_event']:,}"
+            f" s after the first POST (caught up: {morning['caught_up']})",
+            f"    {morning['mailbox_note']}",
+        ]
     if reeval := results.get("reeval"):
         lines += _reeval_lines(reeval)
     if len(sizes := results.get("reeval_sizes", [])) > 1:

@@ -34,6 +34,7 @@ from opspor_shared.devstack.net import free_port, wait_for_port
 from opspor_shared.devstack.stack import Stack
 from tests.bench.ingest import HEADERS, run_ingest
 from tests.bench.latency import build_plan, collect_mail, send_plan, stage_breakdown
+from tests.bench.morning import morning_phase, school_of
 from tests.bench.profile import Profiler
 from tests.bench.progress import Progress
 from tests.bench.reevaluate import reeval_phase
@@ -49,7 +50,7 @@ from tests.bench.workload import (
 )
 
 ROOT = Path(__file__).resolve().parents[2]
-PHASES = ("ingest", "latency", "reeval", "reports")
+PHASES = ("ingest", "latency", "reeval", "reports", "morning")
 INGEST_SCHOOL = "bench-ingest"
 LATENCY_SCHOOL = "bench-latency"
 # Grown by the ingest; vacuumed between settings so autovacuum does not start mid-measurement.
@@ -96,6 +97,16 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--skip-latency", action="store_true")
     p.add_argument("--skip-reeval", action="store_true")
     p.add_argument("--skip-reports", action="store_true")
+    p.add_argument(
+        "--skip-morning",
+        action="store_true",
+        help="phase (e) runs only with --only morning (make bench runs it on its own)",
+    )
+    p.add_argument("--morning-pupils", type=int, default=700_000, help="pupils in phase (e)")
+    p.add_argument("--morning-schools", type=int, default=100)
+    p.add_argument("--morning-crossing-share", type=float, default=0.02)
+    p.add_argument("--morning-connections", type=int, default=4)
+    p.add_argument("--morning-timeout", type=float, default=3600.0)
     p.add_argument("--reports-pupils", type=int, default=100_000, help="pupils in phase (d)")
     p.add_argument("--reports-schools", type=int, default=100)
     p.add_argument("--reports-repeats", type=int, default=3, help="warm runs per report in (d)")
@@ -136,6 +147,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     if args.only is not None:
         for phase in PHASES:
             setattr(args, f"skip_{phase}", phase != args.only)
+    else:
+        args.skip_morning = True  # a phase of its own, with the default settle period
     return args
 
 
@@ -462,6 +475,26 @@ async def bench(stack: Stack, args: argparse.Namespace, log: Any) -> dict[str, A
             results["ingest"] = await ingest_phase(stack, progress, args, log)
         if not args.skip_latency:
             results["latency"] = await latency_phase(stack, progress, args, log)
+        if not args.skip_morning:
+            results["morning"] = await morning_phase(
+                stack.api_url,
+                admin,
+                HEADERS
+                | stack.headers(
+                    Role.SCHOOL_SYSTEM,
+                    MUNICIPALITY,
+                    tuple(school_of(n) for n in range(args.morning_schools)),
+                    ttl_seconds=6 * 3600,
+                ),
+                progress,
+                pupils=args.morning_pupils,
+                schools=args.morning_schools,
+                crossing_share=args.morning_crossing_share,
+                connections=args.morning_connections,
+                batch_size=args.batch_size,
+                timeout=args.morning_timeout,
+                log=log,
+            )
     return results
 
 
@@ -524,7 +557,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "machine": describe_machine(),
             "config": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
         }
-        if not (args.skip_ingest and args.skip_latency):
+        if not (args.skip_ingest and args.skip_latency and args.skip_morning):
             log("starting the stack")
             with Stack(
                 var_dir=args.var_dir,
