@@ -51,6 +51,7 @@ faults: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python -m tests.bench.run
+	$(BIN)/python -m tests.bench.run --only morning --service-env NOTICE_SETTLE_SECONDS=900
 	$(BIN)/python -m tests.bench.bulk_import
 
 clean:

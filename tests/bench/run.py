@@ -618,7 +618,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 )
             )
         results["total_seconds"] = round(time.monotonic() - t0, 1)
-        out = args.var_dir / "results.json"
+        out = args.var_dir / ("results.json" if args.only is None else f"results-{args.only}.json")
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(results, indent=2) + "\n")
     print(format_report(results))

@@ -20,7 +20,7 @@ _FRESH = {"populate_existing": True}
 
 
 def _mail_kind() -> ColumnElement[str]:
-    """SQL of opspor_alerter.service.mail_kind: a digest carries both kinds in one mail."""
+    """SQL of opspor_alerter.render.mail_kind: a digest carries both kinds in one mail."""
     return case((Notice.group_key.startswith(DIGEST_PREFIX), literal("digest")), else_=Notice.kind)
 
 
