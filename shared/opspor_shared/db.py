@@ -6,12 +6,27 @@ Commit happens only at the edge (request dependency, consumer unit of work); ser
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ARRAY, DateTime, MetaData, bindparam, column, func, text
+from pydantic import BaseModel
+from sqlalchemy import (
+    ARRAY,
+    DateTime,
+    MetaData,
+    Table,
+    Text,
+    bindparam,
+    cast,
+    column,
+    func,
+    select,
+    text,
+)
+from sqlalchemy.dialects.postgresql import JSONB, Insert, insert
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -19,8 +34,6 @@ from sqlalchemy.ext.asyncio import (
     create_async_engine,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
-from sqlalchemy.sql.selectable import TableValuedAlias
-from sqlalchemy.types import TypeEngine
 
 NAMING_CONVENTION = {
     "ix": "ix_%(column_0_label)s",
@@ -76,22 +89,41 @@ async def database_ready(engine: AsyncEngine, wait_seconds: float = 2.0) -> bool
     return True
 
 
-def array_rows(columns: Mapping[str, tuple[TypeEngine[Any], Sequence[Any]]]) -> TableValuedAlias:
-    """Rows passed as one array per column: `unnest($1::t1[], $2::t2[], ...) WITH ORDINALITY`.
+def insert_rows(table: Table, columns: Mapping[str, Sequence[Any]]) -> Insert:
+    """INSERT INTO table (columns) SELECT from one array per column, in the arrays' order.
 
     Inserting n rows this way is one statement with one parameter per column, whatever n:
     asyncpg encodes each array in C, where an executemany builds n parameter sets in Python
-    (the largest cost of a 1,000-item batch before). Select from it ordered by `ordinal` when
-    the order of the rows matters (an outbox's ids)."""
+    (the largest cost of a 1,000-item batch before). JSONB values are sent as JSON text and
+    cast. The PostgreSQL insert it returns takes ON CONFLICT and RETURNING as usual."""
+    names = list(columns)
+    jsonb = {n for n in names if isinstance(table.c[n].type, JSONB)}
+    sent = {n: Text() if n in jsonb else table.c[n].type for n in names}
     arrays = [
-        bindparam(f"rows_{name}", list(values), type_=ARRAY(type_))
-        for name, (type_, values) in columns.items()
-    ]
-    return (
-        func.unnest(*arrays)
-        .table_valued(
-            *(column(name, type_) for name, (type_, _) in columns.items()),
-            with_ordinality="ordinal",
+        bindparam(
+            f"rows_{n}",
+            [json.dumps(v) for v in columns[n]] if n in jsonb else list(columns[n]),
+            type_=ARRAY(sent[n]),
         )
+        for n in names
+    ]
+    source = (
+        func.unnest(*arrays)
+        .table_valued(*(column(n, sent[n]) for n in names), with_ordinality="ordinal")
         .render_derived(name="array_rows")
     )
+    chosen = select(
+        *(cast(source.c[n], JSONB) if n in jsonb else source.c[n] for n in names)
+    ).order_by(source.c.ordinal)
+    return insert(table).from_select(names, chosen)
+
+
+def model_columns(table: Table, model: type[BaseModel]) -> list[str]:
+    """The fields of `model` that are columns of `table` (a table keeps what it needs)."""
+    return [name for name in model.model_fields if name in table.c]
+
+
+def insert_models(table: Table, items: Sequence[BaseModel]) -> Insert:
+    """insert_rows with the fields of `items` (all of one model) that are columns of `table`."""
+    names = model_columns(table, type(items[0]))
+    return insert_rows(table, {name: [getattr(i, name) for i in items] for name in names})

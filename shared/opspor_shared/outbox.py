@@ -9,7 +9,6 @@ The relay returns after a failed round so its caller reconnects and ensures the 
 from __future__ import annotations
 
 import asyncio
-import json
 import weakref
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -26,18 +25,16 @@ from sqlalchemy import (
     MetaData,
     Table,
     Text,
-    cast,
     delete,
     event,
     func,
-    insert,
     select,
 )
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm import Session
 
-from opspor_shared.db import array_rows, unit_of_work
+from opspor_shared.db import insert_rows, unit_of_work
 from opspor_shared.events import CloudEvent
 from opspor_shared.faults import fault_point
 from opspor_shared.kafka import TOPIC_DATA_LOST
@@ -108,19 +105,15 @@ class OutboxMessage:
     event: CloudEvent
     correlation_id: str | None = None
 
-    def row(self) -> dict[str, object]:
-        headers = {CORRELATION_HEADER: self.correlation_id} if self.correlation_id else {}
-        return {
-            "topic": self.topic,
-            "key": self.key,
-            "payload": self.event.to_bytes(),
-            "headers": headers,
-        }
+    def headers(self) -> dict[str, str]:
+        return {CORRELATION_HEADER: self.correlation_id} if self.correlation_id else {}
 
 
 # Relays of this process wait for their table's event (or their idle interval): a commit that
 # wrote outbox rows wakes the relay at once, instead of after up to one polling interval.
-# Per event loop: an asyncio.Event belongs to the loop that first waits on it.
+# Per event loop: an asyncio.Event belongs to the loop that first waits on it. A session that
+# wrote outbox rows names their tables in its info under _WROTE until it commits.
+_WROTE = "outbox_tables_written"
 _WAKE: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, asyncio.Event]] = (
     weakref.WeakKeyDictionary()
 )
@@ -148,28 +141,23 @@ def _forget_rows(session: Session) -> None:
     session.info.pop(_WROTE, None)
 
 
-_WROTE = "outbox_tables_written"
-
-
 async def enqueue(session: AsyncSession, table: Table, messages: Sequence[OutboxMessage]) -> None:
     """One statement for any number of messages; ids follow the order of `messages`, so the
     relay publishes them in that order. The table's relay is woken when the session commits."""
     if not messages:
         return
     session.info.setdefault(_WROTE, set()).add(table.name)
-    rows = [m.row() for m in messages]
-    source = array_rows(
-        {
-            "topic": (Text(), [r["topic"] for r in rows]),
-            "key": (Text(), [r["key"] for r in rows]),
-            "payload": (LargeBinary(), [r["payload"] for r in rows]),
-            "headers": (Text(), [json.dumps(r["headers"]) for r in rows]),
-        }
+    await session.execute(
+        insert_rows(
+            table,
+            {
+                "topic": [m.topic for m in messages],
+                "key": [m.key for m in messages],
+                "payload": [m.event.to_bytes() for m in messages],
+                "headers": [m.headers() for m in messages],
+            },
+        )
     )
-    chosen = select(
-        source.c.topic, source.c.key, source.c.payload, cast(source.c.headers, JSONB)
-    ).order_by(source.c.ordinal)
-    await session.execute(insert(table).from_select(["topic", "key", "payload", "headers"], chosen))
 
 
 # Called with the topic that lost events; returns how many events it queued again.

@@ -12,12 +12,11 @@ from datetime import date, datetime
 from decimal import Decimal
 from typing import TypeVar
 
-from sqlalchemy import Numeric, Table, Text, select, tuple_
-from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy import Numeric, Table, Text, tuple_
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Mapped, mapped_column
 
-from opspor_shared.db import array_rows
+from opspor_shared.db import insert_models, model_columns
 from opspor_shared.events import EnrolmentData, RegistrationData
 
 
@@ -61,11 +60,8 @@ async def _upsert_newest(
     if not rows:
         return
     # A table keeps the fields it has columns for: the worker's enrolments have no grade.
-    names = [name for name in type(rows[0]).model_fields if name in table.c]
-    source = array_rows(
-        {name: (table.c[name].type, [getattr(r, name) for r in rows]) for name in names}
-    )
-    stmt = insert(table).from_select(names, select(*(source.c[name] for name in names)))
+    names = model_columns(table, type(rows[0]))
+    stmt = insert_models(table, rows)
     stmt = stmt.on_conflict_do_update(
         index_elements=[table.c[k] for k in keys],
         set_={c: stmt.excluded[c] for c in names if c not in keys},

@@ -10,11 +10,11 @@ from operator import itemgetter
 from typing import Any, Protocol, cast
 
 import asyncpg
-from sqlalchemy import func, or_, select, text, union, update
+from sqlalchemy import Table, func, or_, select, text, union, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from opspor_shared.db import array_rows
+from opspor_shared.db import insert_rows
 from opspor_shared.engine import RegistrationLike
 from opspor_shared.events import EnrolmentData, RegistrationData
 from opspor_shared.outbox import OutboxMessage, enqueue
@@ -146,10 +146,10 @@ class WorkerRepository:
 
     async def upsert_pupils(self, rows: Sequence[dict[str, Any]]) -> None:
         """One statement with an array per column, however many pupils (a tick chunk)."""
-        table = WorkerPupil.__table__
         names = ["pupil_id", "school_id", "evaluated_horizon", "next_change_on"]
-        source = array_rows({n: (table.c[n].type, [r[n] for r in rows]) for n in names})
-        stmt = insert(WorkerPupil).from_select(names, select(*(source.c[n] for n in names)))
+        table = WorkerPupil.__table__
+        assert isinstance(table, Table)
+        stmt = insert_rows(table, {n: [r[n] for r in rows] for n in names})
         stmt = stmt.on_conflict_do_update(
             index_elements=[WorkerPupil.pupil_id],
             set_={

@@ -5,11 +5,10 @@ from datetime import date
 from decimal import Decimal
 
 from sqlalchemy import ColumnElement, Date, Table, cast, func, select
-from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from opspor_api.models import Registration, RegistrationEvent, api_outbox
-from opspor_shared.db import array_rows
+from opspor_shared.db import insert_models
 from opspor_shared.events import RegistrationData
 from opspor_shared.outbox import OutboxMessage, enqueue
 from opspor_shared.registrations import apply_last_writer_wins
@@ -23,13 +22,8 @@ class RegistrationRepository:
         """Stores new events; returns the ids that were new (the rest were already stored)."""
         table = RegistrationEvent.__table__
         assert isinstance(table, Table)
-        names = [name for name in RegistrationData.model_fields]
-        source = array_rows(
-            {name: (table.c[name].type, [getattr(i, name) for i in items]) for name in names}
-        )
         stmt = (
-            insert(table)
-            .from_select(names, select(*(source.c[name] for name in names)))
+            insert_models(table, items)
             .on_conflict_do_nothing(index_elements=[table.c.event_id])
             .returning(table.c.event_id)
         )
