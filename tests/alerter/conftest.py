@@ -7,6 +7,7 @@ import asyncio
 import base64
 import contextlib
 import hashlib
+import json
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
@@ -25,6 +26,7 @@ from opspor_alerter.service import deliver_due, record_concern_events
 from opspor_alerter.settings import AlerterSettings
 from opspor_alerter.smtp import SmtpNotifier
 from opspor_alerter.webhook import WebhookNotifier, make_http_client
+from opspor_shared.clock import Clock, system_clock
 from opspor_shared.db import unit_of_work
 from opspor_shared.devstack.certs import CertPaths, ensure_certs
 from opspor_shared.devstack.mailbox import Mailbox, MailboxHandler
@@ -309,10 +311,24 @@ async def record(
     sessionmaker: async_sessionmaker[AsyncSession],
     settings: AlerterSettings,
     *events: CloudEvent,
+    clock: Clock = system_clock,
 ) -> None:
     async with unit_of_work(sessionmaker) as session:
-        outcome = await record_concern_events(session, list(events), settings)
+        outcome = await record_concern_events(session, list(events), settings, clock=clock)
     outcome.count()
+
+
+async def store_routing(
+    engine: AsyncEngine, document: dict[str, Any], school_id: str | None = None
+) -> None:
+    """A document as the api stores it after validating it (opspor_api.routing)."""
+    statement = (
+        "update schools set routing = cast(:doc as jsonb) where id = :id"
+        if school_id
+        else "update municipalities set routing = cast(:doc as jsonb) where id = :id"
+    )
+    async with engine.begin() as conn:
+        await conn.execute(text(statement), {"doc": json.dumps(document), "id": school_id or "851"})
 
 
 async def all_notices(sessionmaker: async_sessionmaker[AsyncSession]) -> list[Notice]:

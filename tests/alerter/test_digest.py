@@ -7,20 +7,17 @@ clock controlled."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from datetime import UTC, datetime, time
 from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
-from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from opspor_alerter.service import deliver_due, record_concern_events
+from opspor_alerter.service import deliver_due
 from opspor_alerter.settings import AlerterSettings
 from opspor_alerter.smtp import SmtpNotifier
-from opspor_shared.db import unit_of_work
 from opspor_shared.devstack.mailbox import Mailbox
 from opspor_shared.events import CloudEvent
 from opspor_shared.routing import Window, next_digest, parse_routing
@@ -29,8 +26,10 @@ from tests.alerter.conftest import (
     all_notices,
     concern_event,
     deliver_until,
+    record,
     seed_school,
     settled,
+    store_routing,
     withdrawn,
 )
 
@@ -41,6 +40,10 @@ CPH = "Europe/Copenhagen"
 
 def at(value: str) -> datetime:
     return datetime.fromisoformat(value)
+
+
+def clock_at(value: str) -> Callable[[], datetime]:
+    return lambda: at(value)
 
 
 # --- when a digest goes --------------------------------------------------------------------
@@ -105,21 +108,6 @@ def test_a_digest_is_validated_by_its_place() -> None:
 # --- a digest's life, under a controlled clock ----------------------------------------------
 
 
-async def store_routing(engine: AsyncEngine, document: dict[str, Any]) -> None:
-    async with engine.begin() as conn:
-        await conn.execute(
-            text("update municipalities set routing = cast(:doc as jsonb) where id = '851'"),
-            {"doc": json.dumps(document)},
-        )
-
-
-async def record_at(
-    sessionmaker: SessionMaker, settings: AlerterSettings, now: str, *events: CloudEvent
-) -> None:
-    async with unit_of_work(sessionmaker) as session:
-        await record_concern_events(session, list(events), settings, clock=lambda: at(now))
-
-
 def body(mail: Any) -> str:
     return str(mail.message.get_content())
 
@@ -142,9 +130,11 @@ async def test_a_days_concerns_reach_the_chief_in_one_digest_by_school_and_level
     b = concern_event(pupil_id="pupil-b", level="ppr-must", school_id="school-hals")
     gone = concern_event(pupil_id="pupil-gone", level="concern")
     # Monday 30 November 07:30 local: the settle period ends 07:45, before Monday's digest.
-    await record_at(sessionmaker, settings, "2026-11-30T06:30:00+00:00", a, b, gone)
+    await record(sessionmaker, settings, a, b, gone, clock=clock_at("2026-11-30T06:30:00+00:00"))
     # 07:40: corrected registrations withdraw one inside the settle period.
-    await record_at(sessionmaker, settings, "2026-11-30T06:40:00+00:00", withdrawn(gone, 2))
+    await record(
+        sessionmaker, settings, withdrawn(gone, 2), clock=clock_at("2026-11-30T06:40:00+00:00")
+    )
 
     notices = await all_notices(sessionmaker)
     assert {(n.concern_id.hex[:8], n.status) for n in notices} == {
@@ -179,7 +169,9 @@ async def test_a_days_concerns_reach_the_chief_in_one_digest_by_school_and_level
     # Monday 09:00: a new concern and the withdrawal of one already in Monday's digest both wait
     # for Tuesday's.
     c = concern_event(pupil_id="pupil-c", level="concern")
-    await record_at(sessionmaker, settings, "2026-11-30T08:00:00+00:00", c, withdrawn(a, 2))
+    await record(
+        sessionmaker, settings, c, withdrawn(a, 2), clock=clock_at("2026-11-30T08:00:00+00:00")
+    )
     tuesday = [n for n in await all_notices(sessionmaker) if n.status == "pending"]
     assert {(n.kind, n.next_attempt_at) for n in tuesday} == {
         ("raised", at("2026-12-01T07:00:00+00:00")),
@@ -198,17 +190,8 @@ async def test_a_days_concerns_reach_the_chief_in_one_digest_by_school_and_level
 
     # A replay of every event changes nothing and sends nothing.
     before = [(n.id, n.status) for n in await all_notices(sessionmaker)]
-    await record_at(
-        sessionmaker,
-        settings,
-        "2026-11-30T10:00:00+00:00",
-        a,
-        b,
-        gone,
-        withdrawn(gone, 2),
-        c,
-        withdrawn(a, 2),
-    )
+    again = (a, b, gone, withdrawn(gone, 2), c, withdrawn(a, 2))
+    await record(sessionmaker, settings, *again, clock=clock_at("2026-11-30T10:00:00+00:00"))
     assert [(n.id, n.status) for n in await all_notices(sessionmaker)] == before
     assert len(mailbox.messages()) == 2
 
@@ -223,7 +206,7 @@ async def test_nothing_goes_before_the_digest_time(
     await seed_school(clean_db)
     await store_routing(clean_db, {"levels": {"*": [{"to": "school", "digest": "08:00"}]}})
     # The real clock: the next 08:00 in Copenhagen is in the future, so no round takes it.
-    await record_at(sessionmaker, settings, datetime.now(UTC).isoformat(), concern_event())
+    await record(sessionmaker, settings, concern_event())
     [notice] = await all_notices(sessionmaker)
     assert notice.next_attempt_at > datetime.now(UTC)
     assert notice.next_attempt_at.astimezone(ZoneInfo(CPH)).time() == time(8)
@@ -245,7 +228,7 @@ async def test_a_digest_larger_than_one_round_still_goes_as_one_mail(
     await seed_school(clean_db)
     await store_routing(clean_db, {"levels": {"*": [{"to": "school", "digest": "08:00"}]}})
     events = [concern_event(pupil_id=f"pupil-{i:02d}") for i in range(count)]
-    await record_at(sessionmaker, settings, "2026-11-30T06:30:00+00:00", *events)
+    await record(sessionmaker, settings, *events, clock=clock_at("2026-11-30T06:30:00+00:00"))
     notices = await deliver_until(sessionmaker, settings, settled)
     assert {n.status for n in notices} == {"sent"} and len(notices) == count
     [mail] = mailbox.messages()

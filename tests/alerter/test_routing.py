@@ -4,10 +4,8 @@ routing whatever its own filter, and a recipient gone since the routing was stor
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from datetime import UTC, datetime, time
-from typing import Any
 
 from prometheus_client import REGISTRY
 from sqlalchemy import text
@@ -27,25 +25,13 @@ from tests.alerter.conftest import (
     seed_school,
     seed_webhook,
     settled,
+    store_routing,
 )
 from tests.alerter.webhook_receiver import WebhookReceiver
 
 SessionMaker = async_sessionmaker[AsyncSession]
 CHIEF = "skolechef@sikkerpost.aalborg.dk"
 LEADER = "leder@vestbjerg.dk"
-
-
-async def store_routing(
-    engine: AsyncEngine, document: dict[str, Any], school_id: str | None = None
-) -> None:
-    """A document as the api stores it after validating it (opspor_api.routing)."""
-    statement = (
-        "update schools set routing = cast(:doc as jsonb) where id = :id"
-        if school_id
-        else "update municipalities set routing = cast(:doc as jsonb) where id = :id"
-    )
-    async with engine.begin() as conn:
-        await conn.execute(text(statement), {"doc": json.dumps(document), "id": school_id or "851"})
 
 
 async def test_a_level_goes_to_every_recipient_its_routing_names(

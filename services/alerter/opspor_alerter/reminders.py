@@ -15,13 +15,12 @@ import uuid
 from dataclasses import dataclass
 from datetime import date, datetime
 from email.message import EmailMessage
-from email.utils import format_datetime
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from opspor_alerter.render import header_text, message_id
+from opspor_alerter.render import mail, message_id
 from opspor_alerter.repository import NoticeRepository
 from opspor_alerter.routing import MailRole, Unroutable, mailbox_route
 from opspor_alerter.settings import AlerterSettings
@@ -254,14 +253,12 @@ def build_reminder_email(
     web_base_url: str | None,
 ) -> EmailMessage:
     rendered = render_reminder(content, language, role, web_base_url)
-    msg = EmailMessage()
-    msg["From"] = sender
-    msg["To"] = recipient
-    msg["Subject"] = header_text(rendered.subject)
-    msg["Date"] = format_datetime(created_at)  # creation time: a resend is the same mail
-    msg["Message-ID"] = message_id
-    msg["Auto-Submitted"] = "auto-generated"
-    msg.set_content(rendered.body, charset="utf-8", cte="quoted-printable")
-    # After set_content, which clears every Content-* header set before it.
-    msg["Content-Language"] = rendered.language
-    return msg
+    return mail(
+        rendered.subject,
+        rendered.body,
+        rendered.language,
+        sender=sender,
+        recipient=recipient,
+        message_id=message_id,
+        date=created_at,
+    )

@@ -252,6 +252,38 @@ def _level_rank(level: str) -> tuple[int, str]:
     return (_LEVEL_ORDER.index(level) if level in _LEVEL_ORDER else len(_LEVEL_ORDER), level)
 
 
+def _digest_entry(
+    number: int,
+    kind: Kind,
+    c: NoticeContent,
+    t: Callable[[str], str],
+    lang: str,
+    width: int,
+    web_base_url: str | None,
+) -> list[str]:
+    """One concern of a digest: pupil, rule and pack; for a new one also the finding, the day
+    the limit was crossed and where to look."""
+    rule, finding = c.described(lang)
+    head = textwrap.fill(
+        f"{t('notice.pupil')} {c.pupil_id}: {rule} ({c.pack_id})",
+        76,
+        initial_indent=f"  {number}. ",
+        subsequent_indent="     ",
+        break_long_words=False,
+        break_on_hyphens=False,
+    )
+    fields = [(t("notice.concern"), c.concern_id)]
+    if kind == "raised":
+        link = concern_link(web_base_url, c.concern_id) or t("notice.where_text")
+        fields = [
+            (t("notice.finding"), finding),
+            (t("notice.crossing"), day(c.crossing_date, lang)),
+            *fields,
+            (t("notice.link"), link),
+        ]
+    return [head, *(_fill(label, value, width, "     ") for label, value in fields)]
+
+
 def render_digest(
     items: Sequence[tuple[Kind, NoticeContent]],
     language: str,
@@ -288,32 +320,39 @@ def render_digest(
                     ),
                 ]
                 for number, c in enumerate(listed, start=1):
-                    rule, finding = c.described(lang)
-                    head = f"{t('notice.pupil')} {c.pupil_id}: {rule} ({c.pack_id})"
-                    lines.append(
-                        textwrap.fill(
-                            head,
-                            76,
-                            initial_indent=f"  {number}. ",
-                            subsequent_indent="     ",
-                            break_long_words=False,
-                            break_on_hyphens=False,
-                        )
-                    )
-                    fields = [(t("notice.concern"), c.concern_id)]
-                    if kind == "raised":
-                        fields = [
-                            (t("notice.finding"), finding),
-                            (t("notice.crossing"), day(c.crossing_date, lang)),
-                            *fields,
-                            (
-                                t("notice.link"),
-                                concern_link(web_base_url, c.concern_id) or t("notice.where_text"),
-                            ),
-                        ]
-                    lines += [_fill(label, value, width, "     ") for label, value in fields]
+                    lines += _digest_entry(number, kind, c, t, lang, width, web_base_url)
     lines += ["", textwrap.fill(t("notice.footer"), 76), ""]
     return Rendered(t("digest.subject").format(**fmt), "\n".join(lines), lang)
+
+
+def mail(
+    subject: str,
+    body: str,
+    language: str,
+    *,
+    sender: str,
+    recipient: str,
+    message_id: str,
+    date: datetime,
+    replaces: Sequence[str] = (),
+) -> EmailMessage:
+    """A rendered text as a mail: the subject made header-safe, `date` the mail's own time (not
+    the send time, so a resend is byte-for-byte the same mail), and `replaces` the Message-IDs
+    it answers, so mail clients thread a withdrawal with what it withdraws."""
+    msg = EmailMessage()
+    msg["From"] = sender
+    msg["To"] = recipient
+    msg["Subject"] = header_text(subject)
+    msg["Date"] = format_datetime(date)
+    msg["Message-ID"] = message_id
+    if replaces:
+        msg["In-Reply-To"] = replaces[0]
+        msg["References"] = " ".join(replaces)
+    msg["Auto-Submitted"] = "auto-generated"
+    msg.set_content(body, charset="utf-8", cte="quoted-printable")
+    # After set_content, which clears every Content-* header set before it.
+    msg["Content-Language"] = language
+    return msg
 
 
 def build_digest_email(
@@ -329,16 +368,15 @@ def build_digest_email(
     """The digest as a mail. Its Date is the digest's own time, so a resend is the same mail."""
     slot = digest_slot(group)
     rendered = render_digest(items, language, slot.date(), link_base)
-    msg = EmailMessage()
-    msg["From"] = sender
-    msg["To"] = recipient
-    msg["Subject"] = header_text(rendered.subject)
-    msg["Date"] = format_datetime(slot)
-    msg["Message-ID"] = message_id
-    msg["Auto-Submitted"] = "auto-generated"
-    msg.set_content(rendered.body, charset="utf-8", cte="quoted-printable")
-    msg["Content-Language"] = rendered.language
-    return msg
+    return mail(
+        rendered.subject,
+        rendered.body,
+        rendered.language,
+        sender=sender,
+        recipient=recipient,
+        message_id=message_id,
+        date=slot,
+    )
 
 
 def build_email(
@@ -356,18 +394,13 @@ def build_email(
     contents = [content] if isinstance(content, NoticeContent) else list(content)
     # A withdrawal answers the mail(s) it withdraws, so mail clients thread them.
     replaced = list(dict.fromkeys(c.replaces_message_id for c in contents if c.replaces_message_id))
-    msg = EmailMessage()
-    msg["From"] = sender
-    msg["To"] = recipient
-    msg["Subject"] = header_text(rendered.subject)
-    # The notice's creation time, not the send time: a resend is byte-for-byte the same mail.
-    msg["Date"] = format_datetime(created_at)
-    msg["Message-ID"] = message_id
-    if replaced:
-        msg["In-Reply-To"] = replaced[0]
-        msg["References"] = " ".join(replaced)
-    msg["Auto-Submitted"] = "auto-generated"
-    msg.set_content(rendered.body, charset="utf-8", cte="quoted-printable")
-    # After set_content, which clears every Content-* header set before it.
-    msg["Content-Language"] = rendered.language
-    return msg
+    return mail(
+        rendered.subject,
+        rendered.body,
+        rendered.language,
+        sender=sender,
+        recipient=recipient,
+        message_id=message_id,
+        date=created_at,
+        replaces=replaced,
+    )

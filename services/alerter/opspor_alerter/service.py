@@ -19,7 +19,7 @@ import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any, Literal
+from typing import Literal, NamedTuple
 from zoneinfo import ZoneInfo
 
 from pydantic import ValidationError
@@ -182,13 +182,7 @@ async def _raise(
     now: datetime,
 ) -> None:
     reference = ReferenceRepository(session)
-    school = await reference.school(concern.school_id)
-    if school is None:
-        missing = [Unroutable(role_for_level(concern.level), "unknown_school")]
-        targets: list[Route] = []
-    else:
-        endpoints = await reference.webhook_endpoints(school.municipality_id)
-        targets, missing = routes_for(concern.level, school, endpoints)
+    school, targets, missing = await _routes(reference, concern)
     for gap in missing:
         log.warning(
             "concern_unroutable",
@@ -223,6 +217,7 @@ async def _raise(
             # The recipient has (or is about to get) a notice of this concern that still holds.
             log.info("notice_already_recorded", concern_id=concern.concern_id, notice_id=held.id)
             continue
+        schedule = _schedule(settings, target, school.timezone, now, group)
         if await _record_notice(
             repo,
             settings,
@@ -235,9 +230,22 @@ async def _raise(
             school_id=concern.school_id,
             language=school.language,
             content=content,
-            **_schedule(settings, target, school.timezone, now, group),
+            group=schedule.group,
+            due=schedule.due,
         ):
             outcome.recorded.append((target.channel, "raised", target.role))
+
+
+async def _routes(
+    reference: ReferenceRepository, concern: ConcernData
+) -> tuple[SchoolRef | None, list[Route], list[Unroutable]]:
+    """The concern's school, who gets its level there, and who could not be reached."""
+    school = await reference.school(concern.school_id)
+    if school is None:
+        return None, [], [Unroutable(role_for_level(concern.level), "unknown_school")]
+    endpoints = await reference.webhook_endpoints(school.municipality_id)
+    targets, missing = routes_for(concern.level, school, endpoints)
+    return school, targets, missing
 
 
 async def _update(
@@ -284,21 +292,26 @@ async def _withdraw(
     A recipient who takes a digest (by the routing as it is now) finds the withdrawal in the
     next one."""
     notices = _latest_by_recipient(await repo.notices_of_concern(concern_uuid))
-    digests = await _digest_routes(session, concern) if notices else {}
+    # Only a recipient who got the notice gets a withdrawal, so only then is routing looked up.
+    sent = any(n.kind == "raised" and n.status == "sent" for n in notices.values())
+    school, targets, _ = (
+        await _routes(ReferenceRepository(session), concern) if sent else (None, [], [])
+    )
+    digests = {t.recipient: t for t in targets if t.digest is not None}
     for notice in notices.values():
         if notice.kind != "raised":
             continue
         if notice.status == "sent":
             content = NoticeContent.model_validate(notice.payload)
             fresh = _carry_spec(content, NoticeContent.from_concern(concern, content.school_name))
-            route, timezone = digests.get(notice.recipient, (None, ""))
+            target = digests.get(notice.recipient)
             schedule = (
-                _schedule(settings, route, timezone, now, group)
-                if route is not None
-                else {"group": group}
+                _schedule(settings, target, school.timezone, now, group)
+                if target is not None and school is not None
+                else Schedule(group, None)
             )
             if await _insert_withdrawal(
-                repo, notice, fresh, concern.revision, settings, **schedule
+                repo, notice, fresh, concern.revision, settings, schedule.group, schedule.due
             ):
                 outcome.recorded.append((notice.channel, "withdrawn", notice.recipient_role))
         elif notice.status == "pending" and await repo.cancel_pending(notice.id):
@@ -403,38 +416,30 @@ async def _record_notice(
     return True
 
 
+class Schedule(NamedTuple):
+    """Which mail a notice joins (`group`) and its first attempt (`due`; None: at the end of
+    the settle period, by the database's clock)."""
+
+    group: str | None
+    due: datetime | None
+
+
 def _schedule(
     settings: AlerterSettings, target: Route, timezone: str, now: datetime, group: str | None
-) -> dict[str, Any]:
-    """When a mail notice first goes, and in which mail (`due` and `group` of _record_notice).
-
-    A digest recipient gets it in the first digest after the settle period; a recipient with a
-    send window when the window is open after it; anyone else at the end of the settle period
-    (due None: the database's clock). Webhooks are immediate."""
+) -> Schedule:
+    """A digest recipient gets a mail notice in the first digest after the settle period; a
+    recipient with a send window when the window is open after it; anyone else at the end of
+    the settle period. Webhooks are immediate."""
     if target.channel == "webhook":
-        return {"group": group}
+        return Schedule(group, None)
     after = now + timedelta(seconds=settings.notice_settle_seconds)
     if target.digest is not None:
         zone = ZoneInfo(timezone)
         slot = next_digest(target.digest, target.window, after, timezone).astimezone(zone)
-        return {"group": digest_group(slot), "due": slot}
+        return Schedule(digest_group(slot), slot)
     if target.window is not None:
-        return {"group": group, "due": target.window.next_open(after, timezone)}
-    return {"group": group}
-
-
-async def _digest_routes(
-    session: AsyncSession, concern: ConcernData
-) -> dict[str, tuple[Route, str]]:
-    """The recipients of the concern's level that take a digest now, with the school's zone."""
-    reference = ReferenceRepository(session)
-    school = await reference.school(concern.school_id)
-    if school is None:
-        return {}
-    routes, _ = routes_for(
-        concern.level, school, await reference.webhook_endpoints(school.municipality_id)
-    )
-    return {r.recipient: (r, school.timezone) for r in routes if r.digest is not None}
+        return Schedule(group, target.window.next_open(after, timezone))
+    return Schedule(group, None)
 
 
 # Rule packs by digest, for describing a notice's rule in the school's language.

@@ -132,6 +132,7 @@ class SmtpNotifier:
                 web_base_url=self._settings.web_base_url,
             )
         if notice.group_key is not None and mail_kind(notice.group_key, notice.kind) == "digest":
+            # A digest carries raises and withdrawals of many concerns (render.render_digest).
             return build_digest_email(
                 items=[
                     ("withdrawn" if n.kind == "withdrawn" else "raised", _content(n))
