@@ -188,6 +188,10 @@ class Assignment:
         self.partitions = frozenset(tp.partition for tp in assigned if tp.topic == self.topic)
         self.total = total
 
+    def release(self) -> None:
+        """Held by nobody here (revoked, or the consumer stopped) until assigned again."""
+        self.partitions = frozenset()
+
 
 def partition_of(key: str, partitions: int) -> int:
     """The partition the producers' default partitioner (murmur2, as the Java client) gives a
@@ -212,7 +216,7 @@ class LoggingRebalanceListener(ConsumerRebalanceListener):  # type: ignore[misc]
     async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
         log.info("partitions_revoked", group=self.group_id, partitions=sorted(map(str, revoked)))
         if self.assignment is not None:
-            self.assignment.update((), self.assignment.total)
+            self.assignment.release()
 
     async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
         log.info("partitions_assigned", group=self.group_id, partitions=sorted(map(str, assigned)))

@@ -145,7 +145,7 @@ async def run_consumer(
             backoff = min(10.0, backoff * 2)
         finally:
             if assignment is not None:
-                assignment.update((), assignment.total)  # held by nobody here until rejoined
+                assignment.release()
             if watch is not None:
                 await watch.close()
             with contextlib.suppress(Exception):
