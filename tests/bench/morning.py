@@ -15,8 +15,6 @@ with NOTICE_SETTLE_SECONDS=900), as on a real morning, so the mailbox does not s
 
 from __future__ import annotations
 
-import asyncio
-import json
 import time
 from collections.abc import Sequence
 from datetime import date
@@ -26,7 +24,13 @@ import httpx
 
 from tests.bench.ingest import run_ingest
 from tests.bench.progress import Progress
-from tests.bench.workload import MUNICIPALITY, configure, evaluated_school_days, registration
+from tests.bench.workload import (
+    MUNICIPALITY,
+    configure,
+    encode_batches,
+    evaluated_school_days,
+    registration,
+)
 
 HEADERS = {"content-type": "application/json"}
 
@@ -35,11 +39,10 @@ def school_of(n: int) -> str:
     return f"morning-{n:03d}"
 
 
-def bodies_of(items: list[dict[str, Any]], size: int) -> tuple[list[bytes], list[int]]:
+def batches(items: list[dict[str, Any]], size: int) -> tuple[list[bytes], list[int]]:
     """The batch bodies, and how many registrations each holds."""
-    chunks = [items[i : i + size] for i in range(0, len(items), size)]
-    return [json.dumps({"items": c}, separators=(",", ":")).encode() for c in chunks], [
-        len(c) for c in chunks
+    return encode_batches(items, size), [
+        min(size, len(items) - i) for i in range(0, len(items), size)
     ]
 
 
@@ -73,38 +76,6 @@ def refused(run: Any, what: str) -> None:
         raise RuntimeError(f"{what}: {len(run.failures)} batches refused, e.g. {run.failures[:2]}")
 
 
-async def caught_up(progress: Progress, registrations: int, concerns: int) -> tuple[bool, Any]:
-    row = await progress.conn.fetchrow(
-        """
-        select
-          (select count(*) from worker_registrations where school_id like 'morning-%') as regs,
-          (select count(*) from concerns where school_id like 'morning-%') as concerns,
-          (select count(*) from api_outbox) as api_outbox,
-          (select count(*) from worker_outbox) as worker_outbox
-        """
-    )
-    done = (
-        row["regs"] >= registrations
-        and row["concerns"] >= concerns
-        and row["api_outbox"] == 0
-        and row["worker_outbox"] == 0
-    )
-    return done, dict(row)
-
-
-async def wait_caught_up(
-    progress: Progress, registrations: int, concerns: int, timeout: float
-) -> tuple[bool, float, dict[str, Any]]:
-    deadline = time.monotonic() + timeout
-    state: dict[str, Any] = {}
-    while time.monotonic() < deadline:
-        done, state = await caught_up(progress, registrations, concerns)
-        if done:
-            return True, time.monotonic(), state
-        await asyncio.sleep(0.2)
-    return False, time.monotonic(), state
-
-
 async def morning_phase(
     api_url: str,
     admin: dict[str, str],
@@ -122,14 +93,15 @@ async def morning_phase(
     async with httpx.AsyncClient(base_url=api_url, timeout=60, headers=admin) as client:
         for n in range(schools):
             await configure(client, school_of(n))
-    ok = await progress.wait_for_horizons([school_of(n) for n in range(schools)], timeout=120)
+    ids = [school_of(n) for n in range(schools)]
+    ok = await progress.wait_for_horizons(ids, timeout=120)
     log(f"morning: {schools} schools configured, seen by the worker's tick: {ok}")
     days = evaluated_school_days()
     began = time.perf_counter()
     history, morning, crossing = plan(pupils, schools, days, crossing_share)
     (history_bodies, history_sizes), (morning_bodies, morning_sizes) = (
-        bodies_of(history, batch_size),
-        bodies_of(morning, batch_size),
+        batches(history, batch_size),
+        batches(morning, batch_size),
     )
     log(f"morning: {len(morning):,} registrations encoded in {time.perf_counter() - began:.1f} s")
 
@@ -137,7 +109,7 @@ async def morning_phase(
         api_url, history_bodies, batch_size, connections, 120, headers=writer, sizes=history_sizes
     )
     refused(before, "the earlier days")
-    done, _, state = await wait_caught_up(progress, len(history), 0, timeout)
+    done, _, state = await progress.wait_caught_up(ids, len(history), timeout)
     log(f"morning: {before.accepted_registrations:,} earlier days stored and evaluated: {done}")
 
     started = time.monotonic()
@@ -146,8 +118,8 @@ async def morning_phase(
     )
     posted = time.monotonic()
     refused(run, "the morning")
-    done, ended, state = await wait_caught_up(
-        progress, len(history) + len(morning), crossing, timeout
+    done, ended, state = await progress.wait_caught_up(
+        ids, len(history) + len(morning), timeout, concerns=crossing
     )
     log(
         f"morning: {run.accepted_registrations:,} accepted in {posted - started:.1f} s; last"
@@ -168,7 +140,7 @@ async def morning_phase(
         "accepted_per_second": round(run.accepted_registrations / (posted - started)),
         "seconds_to_last_concern_event": round(ended - started, 1),
         "caught_up": done,
-        "state_at_end": state,
+        "state_at_end": vars(state),
         "mailbox_note": "notices wait out the settle period (NOTICE_SETTLE_SECONDS=900)",
         "municipality": MUNICIPALITY,
     }

@@ -6,12 +6,12 @@ id checks) and answers like the api, but stores nothing. Served by uvicorn with 
 settings (opspor_api.main), in a process of its own, so the bench drives both with the same
 client and bodies and compares registrations per second in the same run.
 
-    .venv/bin/python -m tests.bench.parse_only PORT
+    PORT=8123 .venv/bin/python -m tests.bench.parse_only
 """
 
 from __future__ import annotations
 
-import sys
+import os
 
 import uvicorn
 from fastapi import FastAPI, Request
@@ -24,6 +24,7 @@ app = FastAPI(title="parse-only reference")
 
 
 @app.get("/healthz")
+@app.get("/readyz")
 async def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
@@ -41,7 +42,7 @@ def main() -> None:
     uvicorn.run(
         app,
         host="127.0.0.1",
-        port=int(sys.argv[1]),
+        port=int(os.environ["PORT"]),
         log_config=None,
         access_log=False,
         proxy_headers=True,

@@ -17,6 +17,7 @@ class Backlog:
     api_outbox: int
     worker_outbox: int
     pending_notices: int
+    concerns: int  # of the schools asked about
 
 
 class Progress:
@@ -36,18 +37,21 @@ class Progress:
     def conn(self) -> Any:
         return self._conn
 
-    async def backlog(self, school_id: str) -> Backlog:
+    async def backlog(self, schools: str | Sequence[str]) -> Backlog:
         row = await self._conn.fetchrow(
             """
             select
-              (select count(*) from worker_registrations where school_id = $1) as regs,
+              (select count(*) from worker_registrations where school_id = any($1)) as regs,
               (select count(*) from api_outbox) as api_outbox,
               (select count(*) from worker_outbox) as worker_outbox,
-              (select count(*) from notices where status = 'pending') as pending
+              (select count(*) from notices where status = 'pending') as pending,
+              (select count(*) from concerns where school_id = any($1)) as concerns
             """,
-            school_id,
+            [schools] if isinstance(schools, str) else list(schools),
         )
-        return Backlog(row["regs"], row["api_outbox"], row["worker_outbox"], row["pending"])
+        return Backlog(
+            row["regs"], row["api_outbox"], row["worker_outbox"], row["pending"], row["concerns"]
+        )
 
     async def vacuum(self, tables: Sequence[str], timeout: float = 60.0) -> float:
         """VACUUM (ANALYZE) the tables; returns the seconds it took."""
@@ -71,18 +75,24 @@ class Progress:
         return False
 
     async def wait_caught_up(
-        self, school_id: str, expected: int, timeout: float, poll: float = 0.25
+        self,
+        schools: str | Sequence[str],
+        expected: int,
+        timeout: float,
+        poll: float = 0.25,
+        concerns: int = 0,
     ) -> tuple[bool, float, Backlog]:
-        """Polls until the worker holds `expected` registrations of the school and both
-        outboxes are empty. Returns (caught up, monotonic time it was first seen, last state)."""
+        """Polls until the worker holds `expected` registrations of the schools (and at least
+        `concerns` concerns of theirs) and both outboxes are empty. Returns (caught up,
+        monotonic time it was first seen, last state)."""
         deadline = time.monotonic() + timeout
-        state = await self.backlog(school_id)
+        state = await self.backlog(schools)
         while True:
             seen = time.monotonic()
-            done = state.worker_registrations >= expected
+            done = state.worker_registrations >= expected and state.concerns >= concerns
             if done and not state.api_outbox and not state.worker_outbox:
                 return True, seen, state
             if seen >= deadline:
                 return False, seen, state
             await asyncio.sleep(poll)
-            state = await self.backlog(school_id)
+            state = await self.backlog(schools)

@@ -30,8 +30,8 @@ from typing import Any
 import httpx
 
 from opspor_shared.auth import Role
-from opspor_shared.devstack.net import free_port, wait_for_port
-from opspor_shared.devstack.stack import Stack
+from opspor_shared.devstack.net import free_port
+from opspor_shared.devstack.stack import Service, Stack
 from tests.bench.ingest import HEADERS, run_ingest
 from tests.bench.latency import build_plan, collect_mail, send_plan, stage_breakdown
 from tests.bench.morning import morning_phase, school_of
@@ -301,7 +301,8 @@ async def ingest_phase(
         return figures
 
     async def parse_only(payload: list[bytes], connections: int) -> dict[str, Any]:
-        meter = CpuMeter({"parse-only": [reference.pid]})
+        assert reference.process is not None
+        meter = CpuMeter({"parse-only": [reference.process.pid]})
         await wait_for_quiet(CpuMeter(component_pids(stack)), args.quiet_timeout, log)
         meter.start()
         run = await run_ingest(reference.url, payload, args.batch_size, connections, 120)
@@ -311,7 +312,7 @@ async def ingest_phase(
         return figures
 
     out: dict[str, Any] = {"encode_seconds": round(encode_seconds, 2), "settings": []}
-    with ParseOnly() as reference:
+    with parse_only_reference(args.var_dir) as reference:
         for n, connections in enumerate(settings):
             rounds = []
             for r, payload in enumerate(bodies[n]):
@@ -345,37 +346,23 @@ async def ingest_phase(
 ROUNDS = 2
 
 
-class ParseOnly:
-    """The parse-only reference (tests/bench/parse_only.py) in a process of its own."""
-
-    def __init__(self) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self._process: subprocess.Popen[bytes] | None = None
-
-    @property
-    def pid(self) -> int:
-        assert self._process is not None
-        return self._process.pid
-
-    def __enter__(self) -> ParseOnly:
-        self._process = subprocess.Popen(
-            [sys.executable, "-m", "tests.bench.parse_only", str(self.port)],
-            cwd=ROOT,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        wait_for_port("127.0.0.1", self.port, timeout=30)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self._process is not None:
-            self._process.terminate()
-            try:
-                self._process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self._process.kill()
-                self._process.wait(timeout=10)
+@contextlib.contextmanager
+def parse_only_reference(var_dir: Path) -> Iterator[Service]:
+    """The parse-only reference (tests/bench/parse_only.py), run like the stack's services."""
+    port = free_port()
+    reference = Service(
+        "parse-only",
+        "tests.bench.parse_only",
+        port,
+        dict(os.environ) | {"PORT": str(port)},
+        var_dir / "parse-only.log",
+    )
+    reference.start()
+    try:
+        reference.wait_ready(timeout=30)
+        yield reference
+    finally:
+        reference.stop()
 
 
 def cpu_us(accepted: int, cpu: dict[str, float], name: str) -> float | None:

@@ -135,6 +135,11 @@ def ingest_bodies(
             )
         )
         pupil += 1
+    return encode_batches(items, batch_size)
+
+
+def encode_batches(items: Sequence[dict[str, Any]], batch_size: int) -> list[bytes]:
+    """Batch bodies of `batch_size` items (the last may hold fewer), JSON-encoded."""
     return [
         json.dumps({"items": items[i : i + batch_size]}, separators=(",", ":")).encode()
         for i in range(0, len(items), batch_size)
