@@ -1,6 +1,10 @@
 """Transactional outbox: events are written in the same transaction as the facts they report,
 and a relay publishes them to Kafka after commit, deleting each row once the broker acked it.
 
+A row holds the events of one transaction for one topic, in order, with their keys and
+headers side by side: a 1,000-item request writes and deletes one row, not 1,000. Order across
+topics means nothing to Kafka; order inside a topic (and so inside a partition) is kept.
+
 If Kafka is down the rows wait; the service keeps accepting work and the relay catches up.
 A crash between the ack and the delete publishes a row twice; consumers are idempotent.
 The relay returns after a failed round so its caller reconnects and ensures the topics again.
@@ -17,24 +21,27 @@ from datetime import UTC, datetime
 from aiokafka import AIOKafkaProducer
 from prometheus_client import Counter, Gauge
 from sqlalchemy import (
+    ARRAY,
     BigInteger,
     Column,
     DateTime,
     Identity,
     LargeBinary,
     MetaData,
+    Select,
     Table,
     Text,
     delete,
     event,
     func,
+    insert,
     select,
 )
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm import Session
 
-from opspor_shared.db import insert_rows, unit_of_work
+from opspor_shared.db import unit_of_work
 from opspor_shared.events import CloudEvent
 from opspor_shared.faults import fault_point
 from opspor_shared.kafka import TOPIC_DATA_LOST
@@ -43,10 +50,12 @@ from opspor_shared.outage import Outage, clear_not_ready, set_not_ready
 
 log = get_logger(__name__)
 
-PUBLISHED = Counter("opspor_outbox_published_total", "Outbox rows published", ["table"])
+PUBLISHED = Counter("opspor_outbox_published_total", "Events published from the outbox", ["table"])
 RELAY_ERRORS = Counter("opspor_outbox_relay_errors_total", "Failed relay rounds", ["table"])
 PENDING = Gauge(
-    "opspor_outbox_pending", "Outbox rows seen waiting at the last relay round", ["table"]
+    "opspor_outbox_pending",
+    "Outbox rows (runs of events) seen waiting at the last relay round",
+    ["table"],
 )
 OLDEST_AGE = Gauge(
     "opspor_outbox_oldest_pending_age_seconds",
@@ -91,11 +100,17 @@ def outbox_table(name: str, metadata: MetaData) -> Table:
         metadata,
         Column("id", BigInteger, Identity(), primary_key=True),
         Column("topic", Text, nullable=False),
-        Column("key", Text, nullable=False),
-        Column("payload", LargeBinary, nullable=False),
-        Column("headers", JSONB, nullable=False, server_default="{}"),
+        Column("partition_keys", ARRAY(Text), nullable=False),
+        Column("payloads", ARRAY(LargeBinary), nullable=False),
+        # One JSON object per event, in the order of `partition_keys`.
+        Column("headers", JSONB, nullable=False),
         Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     )
+
+
+def waiting_events(table: Table) -> Select[int]:
+    """How many events wait in an outbox table (a row holds one or more)."""
+    return select(func.coalesce(func.sum(func.cardinality(table.c.partition_keys)), 0))
 
 
 @dataclass(frozen=True)
@@ -142,21 +157,26 @@ def _forget_rows(session: Session) -> None:
 
 
 async def enqueue(session: AsyncSession, table: Table, messages: Sequence[OutboxMessage]) -> None:
-    """One statement for any number of messages; ids follow the order of `messages`, so the
-    relay publishes them in that order. The table's relay is woken when the session commits."""
+    """One statement and one row per topic, however many messages; ids and the order inside a
+    row follow `messages`, so the relay publishes them in that order. The table's relay is
+    woken when the session commits."""
     if not messages:
         return
     session.info.setdefault(_WROTE, set()).add(table.name)
+    per_topic: dict[str, list[OutboxMessage]] = {}
+    for m in messages:
+        per_topic.setdefault(m.topic, []).append(m)
     await session.execute(
-        insert_rows(
-            table,
+        insert(table),
+        [
             {
-                "topic": [m.topic for m in messages],
-                "key": [m.key for m in messages],
-                "payload": [m.event.to_bytes() for m in messages],
-                "headers": [m.headers() for m in messages],
-            },
-        )
+                "topic": topic,
+                "partition_keys": [m.key for m in run],
+                "payloads": [m.event.to_bytes() for m in run],
+                "headers": [m.headers() for m in run],
+            }
+            for topic, run in per_topic.items()
+        ],
     )
 
 
@@ -204,33 +224,54 @@ class OutboxRelay:
         self._ensure = ensure
         self._ensure_every = ensure_every_seconds
 
-    async def publish_once(self) -> int:
+    async def publish_once(self) -> tuple[int, bool]:
+        """Publishes the oldest rows, up to `batch_size` events (at least one row, however
+        long); returns how many events it published and whether more rows were waiting."""
         t = self._table
         assert self.producer is not None
         lost: set[str] = set()
         async with unit_of_work(self._sessionmaker) as session:
-            rows = (
+            # Lock first, by id and size only, then read the chosen rows' events: a row can
+            # hold thousands of them.
+            waiting = (
                 await session.execute(
-                    select(t.c.id, t.c.topic, t.c.key, t.c.payload, t.c.headers, t.c.created_at)
+                    select(t.c.id, func.cardinality(t.c.partition_keys), t.c.created_at)
                     .order_by(t.c.id)
                     .limit(self._batch_size)
                     .with_for_update(skip_locked=True)
                 )
             ).all()
-            PENDING.labels(t.name).set(len(rows))
+            PENDING.labels(t.name).set(len(waiting))
             # Ids grow with time, so the first row (by id) is the oldest one waiting.
-            oldest_tracker(t.name).created = rows[0].created_at if rows else None
-            if not rows:
-                return 0
+            oldest_tracker(t.name).created = waiting[0].created_at if waiting else None
+            chosen: list[int] = []
+            events = 0
+            for row_id, size, _ in waiting:
+                if chosen and events + size > self._batch_size:
+                    break
+                chosen.append(row_id)
+                events += size
+            if not chosen:
+                return 0, False
+            rows = (
+                await session.execute(
+                    select(t.c.topic, t.c.partition_keys, t.c.payloads, t.c.headers)
+                    .where(t.c.id.in_(chosen))
+                    .order_by(t.c.id)
+                )
+            ).all()
             fault_point("relay_before_publish")
             futures = [
                 await self.producer.send(
                     row.topic,
-                    value=row.payload,
-                    key=row.key.encode(),
-                    headers=[(k, str(v).encode()) for k, v in row.headers.items()],
+                    value=payload,
+                    key=key.encode(),
+                    headers=[(k, str(v).encode()) for k, v in headers.items()],
                 )
                 for row in rows
+                for key, payload, headers in zip(
+                    row.partition_keys, row.payloads, row.headers, strict=True
+                )
             ]
             for meta in await asyncio.gather(*futures):
                 key = (meta.topic, meta.partition)
@@ -238,11 +279,11 @@ class OutboxRelay:
                     lost.add(meta.topic)
                 self._high[key] = max(meta.offset, self._high.get(key, -1))
             fault_point("relay_after_publish_before_delete")
-            await session.execute(delete(t).where(t.c.id.in_([row.id for row in rows])))
-        PUBLISHED.labels(t.name).inc(len(rows))
+            await session.execute(delete(t).where(t.c.id.in_(chosen)))
+        PUBLISHED.labels(t.name).inc(events)
         for topic in sorted(lost):
             await self._topic_lost(topic)
-        return len(rows)
+        return events, len(chosen) < len(waiting) or len(waiting) == self._batch_size
 
     async def _topic_lost(self, topic: str) -> None:
         # Offsets restart from the new log: forget the old marks of this topic.
@@ -271,7 +312,7 @@ class OutboxRelay:
                 if self._ensure is not None and loop.time() >= ensure_at:
                     ensure_at = loop.time() + self._ensure_every
                     await self._ensure()
-                published = await self.publish_once()
+                published, more = await self.publish_once()
             except Exception as exc:
                 RELAY_ERRORS.labels(self._table.name).inc()
                 if outage is not None:
@@ -284,7 +325,7 @@ class OutboxRelay:
             succeeded = True
             if outage is not None:
                 outage.succeeded()
-            if published >= self._batch_size:
+            if more:
                 continue
             if self._replaying and published == 0:
                 self._replaying = False

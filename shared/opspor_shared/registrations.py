@@ -13,6 +13,7 @@ from decimal import Decimal
 from typing import TypeVar
 
 from sqlalchemy import Numeric, Table, Text, tuple_
+from sqlalchemy.dialects.postgresql import Insert
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -32,6 +33,9 @@ class RegistrationStateColumns:
     retracted: Mapped[bool]
 
 
+# Current state holds one registration per (pupil, date, slot).
+REGISTRATION_KEY = ("pupil_id", "date", "slot")
+
 Fact = TypeVar("Fact", RegistrationData, EnrolmentData)
 
 
@@ -48,27 +52,31 @@ def newest_per_key(items: Iterable[Fact], key: Callable[[Fact], Hashable]) -> li
     return list(winners.values())
 
 
+def newest_wins(stmt: Insert, keys: Sequence[str], names: Sequence[str]) -> Insert:
+    """`stmt` as an upsert on `keys` in which a stored row is replaced only by a newer one
+    (recorded_at, then event id), so any arrival order converges to the same state."""
+    table = stmt.table
+    return stmt.on_conflict_do_update(
+        index_elements=[table.c[k] for k in keys],
+        set_={c: stmt.excluded[c] for c in names if c not in keys},
+        where=tuple_(table.c.recorded_at, table.c.event_id)
+        < tuple_(stmt.excluded.recorded_at, stmt.excluded.event_id),
+    )
+
+
 async def _upsert_newest(
     session: AsyncSession,
     table: Table,
     keys: Sequence[str],
     rows: Sequence[RegistrationData | EnrolmentData],
 ) -> None:
-    """Upserts rows whose key columns are `keys`; a stored row is replaced only by a newer one
-    (recorded_at, then event id), so any arrival order converges to the same state. One
-    statement with an array per column, however many rows."""
+    """Upserts rows whose key columns are `keys`, newest wins (see newest_wins). One statement
+    with an array per column, however many rows."""
     if not rows:
         return
     # A table keeps the fields it has columns for: the worker's enrolments have no grade.
     names = model_columns(table, type(rows[0]))
-    stmt = insert_models(table, rows)
-    stmt = stmt.on_conflict_do_update(
-        index_elements=[table.c[k] for k in keys],
-        set_={c: stmt.excluded[c] for c in names if c not in keys},
-        where=tuple_(table.c.recorded_at, table.c.event_id)
-        < tuple_(stmt.excluded.recorded_at, stmt.excluded.event_id),
-    )
-    await session.execute(stmt)
+    await session.execute(newest_wins(insert_models(table, rows), keys, names))
 
 
 async def apply_last_writer_wins(
@@ -76,7 +84,7 @@ async def apply_last_writer_wins(
 ) -> None:
     """Upserts `items` into `model`'s table, keeping the newest per (pupil, date, slot)."""
     newest = newest_per_key(items, lambda i: (i.pupil_id, i.date, i.slot))
-    await _upsert_newest(session, model.__table__, ("pupil_id", "date", "slot"), newest)  # type: ignore[attr-defined]
+    await _upsert_newest(session, model.__table__, REGISTRATION_KEY, newest)  # type: ignore[attr-defined]
 
 
 class EnrolmentColumns:

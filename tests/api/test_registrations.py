@@ -16,6 +16,7 @@ from opspor_api.settings import ApiSettings
 from opspor_shared.devstack.kafka import EmbeddedBroker
 from opspor_shared.devstack.net import free_port
 from opspor_shared.events import CloudEvent, RegistrationData
+from opspor_shared.outbox import waiting_events
 from tests.api.conftest import api_settings
 from tests.auth import RouteAuth
 from tests.support import configure, read_topic, registration
@@ -269,7 +270,8 @@ async def test_api_keeps_accepting_while_kafka_is_down_and_the_relay_catches_up(
             assert r.status_code == 200
             assert (await client.get("/readyz")).status_code == 503
             await asyncio.sleep(1.0)  # give the relay rounds to fail
-            assert await count(sessionmaker, api_outbox) == 10
+            async with sessionmaker() as s:
+                assert await s.scalar(waiting_events(api_outbox)) == 10
             with EmbeddedBroker(port=port, log_file=var_dir / "late-broker.log"):
                 assert await wait_until_empty(sessionmaker, api_outbox) == 0
                 received = await read_topic(settings, settings.registrations_topic, expect=10)

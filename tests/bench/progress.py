@@ -42,8 +42,10 @@ class Progress:
             """
             select
               (select count(*) from worker_registrations where school_id = any($1)) as regs,
-              (select count(*) from api_outbox) as api_outbox,
-              (select count(*) from worker_outbox) as worker_outbox,
+              (select coalesce(sum(cardinality(partition_keys)), 0) from api_outbox)
+                as api_outbox,
+              (select coalesce(sum(cardinality(partition_keys)), 0) from worker_outbox)
+                as worker_outbox,
               (select count(*) from notices where status = 'pending') as pending,
               (select count(*) from concerns where school_id = any($1)) as concerns
             """,

@@ -437,7 +437,7 @@ async def state(url: str) -> dict[str, int]:
             select
               (select count(*) from concerns where status = 'active') as active,
               (select count(distinct pupil_id) from concerns where status = 'active') as pupils,
-              (select count(*) from worker_outbox) as outbox,
+              (select coalesce(sum(cardinality(partition_keys)), 0) from worker_outbox) as outbox,
               (select count(distinct school_id) from worker_school_horizons) as schools_done
             """
         )
@@ -449,7 +449,7 @@ async def state(url: str) -> dict[str, int]:
     out = {
         "active_concerns": row["active"],
         "pupils_with_active_concerns": row["pupils"],
-        "outbox_rows": row["outbox"],
+        "outbox_events": row["outbox"],
         "schools_marked_done": row["schools_done"],
     }
     out |= {f"active_{r['level']}": r["n"] for r in sorted(levels, key=lambda r: r["level"])}
@@ -518,10 +518,10 @@ async def reeval_phase(
     finally:
         if not keep_database:
             await drop_database(admin, database)
-    first["events_written"] = after_first["outbox_rows"]
-    second["events_written"] = after_second["outbox_rows"] - after_first["outbox_rows"]
-    split["events_written"] = after_split["outbox_rows"] - after_second["outbox_rows"]
-    day["events_written"] = after_day["outbox_rows"] - after_split["outbox_rows"]
+    first["events_written"] = after_first["outbox_events"]
+    second["events_written"] = after_second["outbox_events"] - after_first["outbox_events"]
+    split["events_written"] = after_split["outbox_events"] - after_second["outbox_events"]
+    day["events_written"] = after_day["outbox_events"] - after_split["outbox_events"]
     return {
         "database": database,
         "rule_packs": list(RULE_PACKS),

@@ -132,7 +132,7 @@ def format_report(results: dict[str, Any]) -> str:
                     _n(lat["p50"]),
                     _n(lat["p95"]),
                     _n(w["registrations_held_when_ingest_ended"]),
-                    _n(w["api_outbox_rows_when_ingest_ended"]),
+                    _n(w["api_outbox_events_when_ingest_ended"]),
                     _n(w["drain_seconds_after_ingest"], 1) + ("" if w["caught_up"] else " (!)"),
                     _n(w["registrations_evaluated_per_second"]),
                 ]

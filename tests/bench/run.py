@@ -281,7 +281,7 @@ async def ingest_phase(
         figures["worker"] = {
             "caught_up": caught_up,
             "registrations_held_when_ingest_ended": at_end.worker_registrations - before,
-            "api_outbox_rows_when_ingest_ended": at_end.api_outbox,
+            "api_outbox_events_when_ingest_ended": at_end.api_outbox,
             "drain_seconds_after_ingest": round(when - ended, 2),
             "seconds_from_ingest_start_to_caught_up": round(when - started, 2),
             "registrations_evaluated_per_second": round(absorbed / (when - started))

@@ -78,8 +78,8 @@ async def concerns(sessionmaker: async_sessionmaker[AsyncSession]) -> dict[str, 
 
 async def outbox(sessionmaker: async_sessionmaker[AsyncSession]) -> list[CloudEvent]:
     async with sessionmaker() as session:
-        rows = await session.execute(select(worker_outbox.c.payload).order_by(worker_outbox.c.id))
-        return [CloudEvent.from_bytes(r.payload) for r in rows]
+        rows = await session.execute(select(worker_outbox.c.payloads).order_by(worker_outbox.c.id))
+        return [CloudEvent.from_bytes(p) for r in rows for p in r.payloads]
 
 
 async def test_five_consecutive_days_raise_one_concern_with_an_explanation(

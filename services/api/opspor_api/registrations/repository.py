@@ -5,28 +5,46 @@ from datetime import date
 from decimal import Decimal
 
 from sqlalchemy import ColumnElement, Date, Table, cast, func, select
+from sqlalchemy.dialects.postgresql import distinct_on, insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from opspor_api.models import Registration, RegistrationEvent, api_outbox
-from opspor_shared.db import insert_models
+from opspor_shared.db import insert_models, model_columns
 from opspor_shared.events import RegistrationData
 from opspor_shared.outbox import OutboxMessage, enqueue
-from opspor_shared.registrations import apply_last_writer_wins
+from opspor_shared.registrations import REGISTRATION_KEY, newest_wins
 
 
 class RegistrationRepository:
     def __init__(self, session: AsyncSession) -> None:
         self.session = session
 
-    async def insert_events(self, items: Sequence[RegistrationData]) -> set[str]:
-        """Stores new events; returns the ids that were new (the rest were already stored)."""
-        table = RegistrationEvent.__table__
-        assert isinstance(table, Table)
-        stmt = (
-            insert_models(table, items)
-            .on_conflict_do_nothing(index_elements=[table.c.event_id])
-            .returning(table.c.event_id)
+    async def store(self, items: Sequence[RegistrationData]) -> set[str]:
+        """Stores the events not stored before and applies them to the current state, in one
+        statement (the rows are sent once); returns the ids that were new. Among new events
+        for the same (pupil, date, slot) the newest is applied, as apply_last_writer_wins
+        does; event ids compare by code point there, so here too."""
+        events = RegistrationEvent.__table__
+        current = Registration.__table__
+        assert isinstance(events, Table) and isinstance(current, Table)
+        names = model_columns(current, RegistrationData)
+        new = (
+            insert_models(events, items)
+            .on_conflict_do_nothing(index_elements=[events.c.event_id])
+            .returning(*(events.c[n] for n in names))
+            .cte("new_events")
         )
+        newest = (
+            select(*(new.c[n] for n in names))
+            .ext(distinct_on(*(new.c[k] for k in REGISTRATION_KEY)))
+            .order_by(
+                *(new.c[k] for k in REGISTRATION_KEY),
+                new.c.recorded_at.desc(),
+                new.c.event_id.collate("C").desc(),
+            )
+        )
+        apply = newest_wins(insert(current).from_select(names, newest), REGISTRATION_KEY, names)
+        stmt = select(new.c.event_id).add_cte(apply.cte("applied"))
         return set((await self.session.execute(stmt)).scalars())
 
     async def events(self, event_ids: Sequence[str]) -> dict[str, RegistrationEvent]:
@@ -34,9 +52,6 @@ class RegistrationRepository:
             select(RegistrationEvent).where(RegistrationEvent.event_id.in_(event_ids))
         )
         return {r.event_id: r for r in rows}
-
-    async def apply_current(self, items: Sequence[RegistrationData]) -> None:
-        await apply_last_writer_wins(self.session, Registration, items)
 
     async def current_for_pupil(
         self, pupil_id: str, visible: ColumnElement[bool]

@@ -36,11 +36,13 @@ Loc = tuple[str | int, ...]
 
 
 def _data(item: Item) -> RegistrationData:
+    # The item passed the stricter request schema a moment ago, field by field the same
+    # types: validating it again cost a tenth of the api's time per registration.
     if isinstance(item, RetractionIn):
-        return RegistrationData.model_validate(
-            {**item.__dict__, "category": None, "extent": None, "retracted": True}
+        return RegistrationData.model_construct(
+            **item.__dict__, category=None, extent=None, retracted=True
         )
-    return RegistrationData.model_validate({**item.__dict__, "retracted": False})
+    return RegistrationData.model_construct(**item.__dict__, retracted=False)
 
 
 def _same(stored: RegistrationEvent, new: RegistrationData) -> bool:
@@ -186,7 +188,8 @@ async def _store(
         REFUSED.labels("event_id_conflict").inc(len(errors))
         raise Conflict("event ids reused with different content; nothing was stored", errors)
 
-    new_ids = await repo.insert_events([d for d, _ in by_id.values()])
+    # A conflict found below raises, and the request's transaction rolls all of it back.
+    new_ids = await repo.store([d for d, _ in by_id.values()])
     old_ids = [e for e in by_id if e not in new_ids]
     if old_ids:
         stored = await repo.events(old_ids)
@@ -202,7 +205,6 @@ async def _store(
         dup_ids.extend(old_ids)
 
     fresh = [by_id[e][0] for e in by_id if e in new_ids]
-    await repo.apply_current(fresh)
     cid = correlation_id.get()
     await repo.publish(
         [
