@@ -17,8 +17,11 @@ import weakref
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 from aiokafka import AIOKafkaProducer
+from aiokafka.producer.message_accumulator import BatchBuilder
+from aiokafka.structs import RecordMetadata
 from prometheus_client import Counter, Gauge
 from sqlalchemy import (
     ARRAY,
@@ -28,6 +31,7 @@ from sqlalchemy import (
     Identity,
     LargeBinary,
     MetaData,
+    Row,
     Select,
     Table,
     Text,
@@ -44,7 +48,7 @@ from sqlalchemy.orm import Session
 from opspor_shared.db import unit_of_work
 from opspor_shared.events import CloudEvent
 from opspor_shared.faults import fault_point
-from opspor_shared.kafka import TOPIC_DATA_LOST
+from opspor_shared.kafka import TOPIC_DATA_LOST, partition_of
 from opspor_shared.logging import CORRELATION_HEADER, get_logger
 from opspor_shared.outage import Outage, clear_not_ready, set_not_ready
 
@@ -261,19 +265,8 @@ class OutboxRelay:
                 )
             ).all()
             fault_point("relay_before_publish")
-            futures = [
-                await self.producer.send(
-                    row.topic,
-                    value=payload,
-                    key=key.encode(),
-                    headers=[(k, str(v).encode()) for k, v in headers.items()],
-                )
-                for row in rows
-                for key, payload, headers in zip(
-                    row.partition_keys, row.payloads, row.headers, strict=True
-                )
-            ]
-            for meta in await asyncio.gather(*futures):
+            acks = await self._send(rows)
+            for meta in acks:
                 key = (meta.topic, meta.partition)
                 if meta.offset < self._high.get(key, -1):
                     lost.add(meta.topic)
@@ -284,6 +277,40 @@ class OutboxRelay:
         for topic in sorted(lost):
             await self._topic_lost(topic)
         return events, len(chosen) < len(waiting) or len(waiting) == self._batch_size
+
+    async def _send(self, rows: Sequence[Row[Any, Any, Any, Any]]) -> list[RecordMetadata]:
+        """Sends the rows' events in order as record batches, one open batch per partition,
+        each event to the partition `send` would choose (murmur2 of its key). One `send` per
+        event cost three times the CPU: a future and an accumulator lookup each."""
+        assert self.producer is not None
+        producer = self.producer
+        futures = []
+        for row in rows:
+            partitions = len(await producer.partitions_for(row.topic))
+            batches: dict[int, BatchBuilder] = {}
+            for key, payload, headers in zip(
+                row.partition_keys, row.payloads, row.headers, strict=True
+            ):
+                partition = partition_of(key, partitions)
+                record = {
+                    "key": key.encode(),
+                    "value": payload,
+                    "timestamp": None,
+                    "headers": [(k, str(v).encode()) for k, v in headers.items()],
+                }
+                batch = batches.get(partition)
+                # A full batch takes nothing more (append answers None): send it, start the
+                # next one. An empty batch always takes its first record.
+                if batch is None or batch.append(**record) is None:
+                    if batch is not None:
+                        futures.append(
+                            await producer.send_batch(batch, row.topic, partition=partition)
+                        )
+                    batch = batches[partition] = producer.create_batch()
+                    batch.append(**record)
+            for partition, batch in batches.items():
+                futures.append(await producer.send_batch(batch, row.topic, partition=partition))
+        return list(await asyncio.gather(*futures))
 
     async def _topic_lost(self, topic: str) -> None:
         # Offsets restart from the new log: forget the old marks of this topic.
