@@ -13,8 +13,11 @@ serves only about 200 single POSTs/s at full load (see the 'single' row of phase
 200/s single POSTs measure an overloaded queue; the default is 10 registrations per POST.
 
 Latency of one crossing pupil = arrival of its concern mail in the mailbox minus the moment
-the client received the HTTP response of the crossing POST. Both are wall-clock readings on
-this machine: the mailbox (in this process, another thread) names each stored file after
+the client received the HTTP response of the crossing POST. Its concern.raised event is also
+timed where an integrator sees it: a consumer in this process reads absence.concerns.v1 from
+the end while the plan runs (fetch wait 10 ms) and notes `time.time()` at each arrival.
+All are wall-clock readings on this machine: the mailbox (in this process, another thread)
+names each stored file after
 `time.time_ns()` taken when the SMTP DATA command completed; the client reads `time.time()`
 right after the response.
 """
@@ -36,7 +39,9 @@ from pathlib import Path
 from typing import Any, Literal
 
 import httpx
+from aiokafka import AIOKafkaConsumer
 
+from opspor_shared.events import CONCERN_RAISED
 from tests.bench.ingest import HEADERS, warm_up
 from tests.bench.stats import summary
 from tests.bench.workload import MAX_DAYS_PER_PUPIL, quiet_pupil_items, registration
@@ -92,6 +97,8 @@ class LatencyRun:
     last_send: float = 0.0
     last_response: float = 0.0
     mails: dict[str, Mail] = field(default_factory=dict)
+    # Crossing pupil -> when its concern.raised was read from Kafka (time.time()).
+    on_kafka: dict[str, float] = field(default_factory=dict)
     extra_mails: list[str] = field(default_factory=list)
     stages: dict[str, dict[str, Any]] = field(default_factory=dict)
 
@@ -106,11 +113,14 @@ class LatencyRun:
         span = self.last_send - self.first_send
         expected = self.crossing()
         e2e: list[float] = []
+        kafka: list[float] = []
         missing: list[str] = []
         stamp_vs_mtime: list[float] = []
         for item in expected:
             mail = self.mails.get(item.pupil)
             accepted = self.accepted_at(item)
+            if accepted is not None and item.pupil in self.on_kafka:
+                kafka.append((self.on_kafka[item.pupil] - accepted) * 1000)
             if mail is None or accepted is None:
                 missing.append(item.pupil)
                 continue
@@ -147,6 +157,8 @@ class LatencyRun:
             "mails_unexpected": self.extra_mails,
             "crossings_sent_before_their_early_days_were_accepted": self._early_late(),
             "e2e_latency_ms": summary(e2e),
+            "concerns_on_kafka_expected": len(expected),
+            "accepted_to_concern_on_kafka_ms": summary(kafka),
             "stages_ms": self.stages,
             "mail_stamp_vs_file_mtime_ms_max": round(max(stamp_vs_mtime), 1)
             if stamp_vs_mtime
@@ -315,6 +327,47 @@ async def collect_mail(run: LatencyRun, directory: Path, before: set[str], timeo
         if wanted <= run.mails.keys() or time.monotonic() >= deadline:
             return
         await asyncio.sleep(0.2)
+
+
+class ConcernWatch:
+    """Reads the concerns topic from its end and notes when each crossing pupil's
+    concern.raised arrives, as a municipal integrator's consumer would see it."""
+
+    def __init__(self, bootstrap_servers: str, topic: str, run_on: dict[str, float]) -> None:
+        self._consumer = AIOKafkaConsumer(
+            topic,
+            bootstrap_servers=bootstrap_servers,
+            group_id=None,
+            auto_offset_reset="latest",
+            fetch_max_wait_ms=10,
+        )
+        self._arrived = run_on
+        self._task: asyncio.Task[None] | None = None
+
+    async def __aenter__(self) -> ConcernWatch:
+        await self._consumer.start()
+        # Resolve the end of every partition now, before the first crossing is posted.
+        for _ in range(100):  # at most 10 s for the assignment
+            if self._consumer.assignment():
+                break
+            await asyncio.sleep(0.1)
+        for tp in self._consumer.assignment():
+            await self._consumer.position(tp)
+        self._task = asyncio.create_task(self._read())
+        return self
+
+    async def _read(self) -> None:
+        async for record in self._consumer:
+            event = json.loads(record.value or b"{}")
+            pupil = event.get("subject", "")
+            if event.get("type") == CONCERN_RAISED and PUPIL_RE.fullmatch(pupil):
+                self._arrived.setdefault(pupil, time.time())
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+        await self._consumer.stop()
 
 
 STAGE_SQL = """

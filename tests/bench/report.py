@@ -7,7 +7,10 @@ from typing import Any
 from tests.bench.reports import reports_lines
 
 TARGET_INGEST_RATIO = 0.5  # of the parse-only reference in the same run (issue 11)
-TARGET_P95_MS = 2_000
+# Freshness at a national morning's peak (issue 11): accepted POST -> concern.raised on Kafka
+# and -> the mail in the mailbox, p99, with the notice settle period 0.
+TARGET_KAFKA_P99_MS = 250
+TARGET_MAIL_P99_MS = 1_000
 TARGET_REEVAL_SECONDS = 60
 TARGET_REEVAL_RSS_MIB = 300  # at 100,000 pupils (issue 11)
 TARGET_REEVAL_RATIO = 10  # times the SQL job on the same data (issue 11)
@@ -191,8 +194,7 @@ def format_report(results: dict[str, Any]) -> str:
             "",
             f"(b) End-to-end latency: POST {lat['endpoint']} with {lat['registrations_per_post']}"
             " registration(s) each on a fixed clock (open loop), planned"
-            f" {lat['planned_rate_per_second']:g} registrations/s for {lat['planned_seconds']:g} s"
-            f" (target p95 < {TARGET_P95_MS:,} ms)",
+            f" {lat['planned_rate_per_second']:g} registrations/s for {lat['planned_seconds']:g} s",
             f"    registrations {lat['registrations_planned']:,} in {lat['posts_planned']:,} POSTs,"
             f" accepted POSTs {lat['posts_accepted']:,}, failed {lat['posts_failed']:,};"
             " achieved send rate"
@@ -207,18 +209,32 @@ def format_report(results: dict[str, Any]) -> str:
             f" missing {len(lat['mails_missing'])}, unexpected {len(lat['mails_unexpected'])}",
             "",
         ]
-        rows = [["mail stored - crossing POST accepted", *_stat_cells(e2e)]]
+        kafka = lat["accepted_to_concern_on_kafka_ms"]
+        rows = [
+            ["concern.raised read from Kafka - crossing POST accepted", *_stat_cells(kafka)],
+            ["mail stored - crossing POST accepted", *_stat_cells(e2e)],
+        ]
         for name, stage in lat["stages_ms"].items():
             rows.append([f"  stage: {name.replace('_', ' ')}", *_stat_cells(stage)])
         lines += _table(["", "count", "p50 ms", "p95 ms", "p99 ms", "max ms"], rows)
         lines.append(f"    CPU cores used while sending: {_cores(lat['cpu_cores_during_sending'])}")
-        p95 = e2e["p95"]
-        verdict = "-" if p95 is None else ("met" if p95 < TARGET_P95_MS else "NOT met")
+        all_there = (
+            kafka["count"] == lat["concerns_on_kafka_expected"]
+            and e2e["count"] == lat["mails_expected"]
+        )
         lines.append(
-            f"    target p95 < {TARGET_P95_MS:,} ms: {verdict}; mail arrival = the mailbox's"
-            " time_ns() file-name stamp (max |stamp - file mtime|"
-            f" {_n(lat['mail_stamp_vs_file_mtime_ms_max'], 1)} ms); POST accepted = client"
-            " time.time() at the response"
+            f"    targets at {lat['planned_rate_per_second']:g} registrations/s (issue 11: at"
+            " 2,000/s): p99 to Kafka <="
+            f" {TARGET_KAFKA_P99_MS} ms: {_verdict(kafka['p99'], TARGET_KAFKA_P99_MS)};"
+            f" p99 to the mailbox <= {TARGET_MAIL_P99_MS:,} ms:"
+            f" {_verdict(e2e['p99'], TARGET_MAIL_P99_MS)}; every event and mail present:"
+            f" {'yes' if all_there else 'NO'}"
+        )
+        lines.append(
+            "    mail arrival = the mailbox's time_ns() file-name stamp (max |stamp - file mtime|"
+            f" {_n(lat['mail_stamp_vs_file_mtime_ms_max'], 1)} ms); Kafka arrival = time.time()"
+            " when this process's consumer read it; POST accepted = client time.time() at the"
+            " response"
         )
         if lat["mails_missing"]:
             lines.append(f"    missing: {', '.join(lat['mails_missing'][:20])}")
@@ -391,6 +407,10 @@ def reeval_scaling_lines(runs: list[dict[str, Any]]) -> list[str]:
             rows,
         ),
     ]
+
+
+def _verdict(value: float | None, limit: float) -> str:
+    return "-" if value is None else ("met" if value <= limit else "NOT met")
 
 
 def _stat_cells(s: dict[str, Any]) -> list[str]:

@@ -32,8 +32,15 @@ import httpx
 from opspor_shared.auth import Role
 from opspor_shared.devstack.net import free_port
 from opspor_shared.devstack.stack import Service, Stack
+from opspor_shared.settings import ServiceSettings
 from tests.bench.ingest import HEADERS, run_ingest
-from tests.bench.latency import build_plan, collect_mail, send_plan, stage_breakdown
+from tests.bench.latency import (
+    ConcernWatch,
+    build_plan,
+    collect_mail,
+    send_plan,
+    stage_breakdown,
+)
 from tests.bench.morning import morning_phase, school_of
 from tests.bench.profile import Profiler
 from tests.bench.progress import Progress
@@ -53,6 +60,8 @@ ROOT = Path(__file__).resolve().parents[2]
 PHASES = ("ingest", "latency", "reeval", "reports", "morning")
 INGEST_SCHOOL = "bench-ingest"
 LATENCY_SCHOOL = "bench-latency"
+# The stack runs with the default topic names.
+CONCERNS_TOPIC = ServiceSettings.model_fields["concerns_topic"].default
 # Grown by the ingest; vacuumed between settings so autovacuum does not start mid-measurement.
 INGESTED_TABLES = (
     "registration_events",
@@ -72,10 +81,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--single-total", type=int, default=3000, help="single POSTs, 0 = skip")
     p.add_argument("--single-connections", type=int, default=4)
     p.add_argument("--warmup-batches", type=int, default=3, help="untimed batches before (a)")
-    p.add_argument("--latency-rate", type=float, default=200.0, help="registrations per second")
+    p.add_argument("--latency-rate", type=float, default=2000.0, help="registrations per second")
     p.add_argument("--latency-seconds", type=float, default=60.0)
     p.add_argument(
-        "--latency-batch", type=int, default=10, help="registrations per POST in (b); 1 = single"
+        "--latency-batch", type=int, default=50, help="registrations per POST in (b); 1 = single"
     )
     p.add_argument("--crossings-per-second", type=float, default=2.0)
     p.add_argument("--latency-connections", type=int, default=64, help="client pool cap in (b)")
@@ -416,21 +425,25 @@ async def latency_phase(
     quiet = await wait_for_quiet(meter, args.quiet_timeout, log)
     spy = profiler(stack, args)
     spy.start("latency")
-    meter.start()
-    run = await send_plan(
-        stack.api_url,
-        items,
-        posts,
-        args.latency_rate,
-        args.latency_batch,
-        args.latency_connections,
-        timeout=60,
-        headers=writer_headers(stack),
-    )
-    cpu = meter.stop()
-    spy.stop()
-    log(f"latency: sent {len(posts)} POSTs ({len(items)} registrations); collecting mail")
-    await collect_mail(run, directory, before, args.mail_timeout)
+    on_kafka: dict[str, float] = {}
+    async with ConcernWatch(stack.bootstrap_servers, CONCERNS_TOPIC, on_kafka):
+        meter.start()
+        run = await send_plan(
+            stack.api_url,
+            items,
+            posts,
+            args.latency_rate,
+            args.latency_batch,
+            args.latency_connections,
+            timeout=60,
+            headers=writer_headers(stack),
+        )
+        cpu = meter.stop()
+        spy.stop()
+        log(f"latency: sent {len(posts)} POSTs ({len(items)} registrations); collecting mail")
+        # A concern's mail comes after its event: once the mail is in, so is the event.
+        await collect_mail(run, directory, before, args.mail_timeout)
+    run.on_kafka = on_kafka
     await stage_breakdown(progress.conn, run)
     figures = run.figures()
     figures["cpu_cores_during_sending"] = cpu
