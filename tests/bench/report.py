@@ -257,6 +257,8 @@ def format_report(results: dict[str, Any]) -> str:
             f" s after the first POST (caught up: {morning['caught_up']})",
             f"    {morning['mailbox_note']}",
         ]
+    if catchup := results.get("catchup"):
+        lines += _catchup_lines(catchup)
     if reeval := results.get("reeval"):
         lines += _reeval_lines(reeval)
     if len(sizes := results.get("reeval_sizes", [])) > 1:
@@ -265,6 +267,49 @@ def format_report(results: dict[str, Any]) -> str:
         lines += reports_lines(reports)
     lines.append("=" * 100)
     return "\n".join(lines)
+
+
+def _catchup_lines(c: dict[str, Any]) -> list[str]:
+    first = c["rounds"][0]
+    lines = [
+        "",
+        f"(f) Catch-up after a backlog: {first['registrations']:,} registrations posted while"
+        " the worker was stopped (all on Kafka), then 1 or 2 worker processes in one consumer"
+        " group, until the worker holds them all and both outboxes are empty",
+    ]
+    rows = [
+        [
+            str(r["processes"]),
+            "yes" if r["caught_up"] else "NO",
+            _n(r["seconds"], 1),
+            _n(r["seconds_until_ready"], 1),
+            _n(r["seconds_until_first_evaluated"], 1),
+            _n(r["registrations_per_second"]),
+            _n(r["registrations_per_second_consuming"]),
+            _n(r["cpu_cores"].get("workers"), 2),
+            _n(r["cpu_cores"].get("postgres"), 2),
+        ]
+        for r in c["rounds"]
+    ]
+    lines += _table(
+        [
+            "processes",
+            "caught up",
+            "seconds",
+            "ready after",
+            "first evaluated after",
+            "reg/s",
+            "reg/s consuming",
+            "cores wrk",
+            "cores pg",
+        ],
+        rows,
+    )
+    lines.append(
+        f"    2 processes: {_n(c['speedup'], 2)}x the speed of one overall,"
+        f" {_n(c['speedup_consuming'], 2)}x while consuming"
+    )
+    return lines
 
 
 def _reeval_lines(r: dict[str, Any]) -> list[str]:

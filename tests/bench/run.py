@@ -33,6 +33,9 @@ from opspor_shared.auth import Role
 from opspor_shared.devstack.net import free_port
 from opspor_shared.devstack.stack import Service, Stack
 from opspor_shared.settings import ServiceSettings
+from tests.bench.catchup import SCHOOLS as CATCHUP_SCHOOLS
+from tests.bench.catchup import catchup_phase
+from tests.bench.catchup import configure_schools as configure_catchup_schools
 from tests.bench.ingest import HEADERS, run_ingest
 from tests.bench.latency import (
     ConcernWatch,
@@ -57,7 +60,7 @@ from tests.bench.workload import (
 )
 
 ROOT = Path(__file__).resolve().parents[2]
-PHASES = ("ingest", "latency", "reeval", "reports", "morning")
+PHASES = ("ingest", "latency", "reeval", "reports", "morning", "catchup")
 INGEST_SCHOOL = "bench-ingest"
 LATENCY_SCHOOL = "bench-latency"
 # The stack runs with the default topic names.
@@ -106,6 +109,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--skip-latency", action="store_true")
     p.add_argument("--skip-reeval", action="store_true")
     p.add_argument("--skip-reports", action="store_true")
+    p.add_argument("--skip-catchup", action="store_true")
+    p.add_argument(
+        "--catchup-registrations", type=int, default=100_000, help="backlog per round in (f)"
+    )
+    p.add_argument("--catchup-connections", type=int, default=4)
     p.add_argument(
         "--skip-morning",
         action="store_true",
@@ -456,7 +464,10 @@ async def latency_phase(
 def writer_headers(stack: Stack) -> dict[str, str]:
     """The school admin system's token, as a real one would send it on every request."""
     return HEADERS | stack.headers(
-        Role.SCHOOL_SYSTEM, MUNICIPALITY, (INGEST_SCHOOL, LATENCY_SCHOOL), ttl_seconds=6 * 3600
+        Role.SCHOOL_SYSTEM,
+        MUNICIPALITY,
+        (INGEST_SCHOOL, LATENCY_SCHOOL, *CATCHUP_SCHOOLS),
+        ttl_seconds=6 * 3600,
     )
 
 
@@ -475,6 +486,19 @@ async def bench(stack: Stack, args: argparse.Namespace, log: Any) -> dict[str, A
             results["ingest"] = await ingest_phase(stack, progress, args, log)
         if not args.skip_latency:
             results["latency"] = await latency_phase(stack, progress, args, log)
+        if not args.skip_catchup:
+            schools = await configure_catchup_schools(stack.api_url, admin)
+            await progress.wait_for_horizons(schools, timeout=3 * args.tick_seconds + 15)
+            results["catchup"] = await catchup_phase(
+                stack,
+                progress,
+                writer_headers(stack),
+                component_pids(stack),
+                registrations=args.catchup_registrations,
+                connections=args.catchup_connections,
+                timeout=args.catch_up_timeout,
+                log=log,
+            )
         if not args.skip_morning:
             results["morning"] = await morning_phase(
                 stack.api_url,
@@ -557,7 +581,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "machine": describe_machine(),
             "config": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
         }
-        if not (args.skip_ingest and args.skip_latency and args.skip_morning):
+        if not (args.skip_ingest and args.skip_latency and args.skip_morning and args.skip_catchup):
             log("starting the stack")
             with Stack(
                 var_dir=args.var_dir,
