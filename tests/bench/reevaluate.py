@@ -465,6 +465,20 @@ async def forget_horizons(url: str) -> None:
         await conn.close()
 
 
+async def only_pack(url: str, pack: str) -> None:
+    """Every school keeps only `pack`, and the worker starts again from no concerns: its next
+    tick does the SQL job's work, on the same registrations, for the same pack."""
+    conn = await asyncpg.connect(url)
+    try:
+        async with conn.transaction():
+            await conn.execute("update schools set rule_packs = array[$1]::text[]", pack)
+            await conn.execute("delete from concerns")
+            await conn.execute("delete from worker_outbox")
+            await conn.execute("delete from worker_school_horizons")
+    finally:
+        await conn.close()
+
+
 async def reeval_phase(
     *,
     database: str,
@@ -515,6 +529,16 @@ async def reeval_phase(
         # The next school day comes: only pupils whose next change has come are evaluated.
         day = await run_tick(seeded, "reeval-day-change", chunk, profiler, log, seeded.now)
         after_day = await state(url)
+        # The comparison the SQL job stands for: the same pack, every concern new.
+        await only_pack(url, sql_job.PACK)
+        same = await run_tick(
+            seeded, "reeval-first-same-pack", chunk, profiler, log, seeded.day_before
+        )
+        after_same = await state(url)
+        job["worker_same_pack_over_sql_time"] = (
+            round(job["seconds"] / same["seconds"], 2) if same["seconds"] else None
+        )
+        job["same_pack"] = await sql_job.compare(url)
     finally:
         if not keep_database:
             await drop_database(admin, database)
@@ -522,6 +546,7 @@ async def reeval_phase(
     second["events_written"] = after_second["outbox_events"] - after_first["outbox_events"]
     split["events_written"] = after_split["outbox_events"] - after_second["outbox_events"]
     day["events_written"] = after_day["outbox_events"] - after_split["outbox_events"]
+    same["events_written"] = after_same["outbox_events"]
     return {
         "database": database,
         "rule_packs": list(RULE_PACKS),
@@ -543,4 +568,6 @@ async def reeval_phase(
         "state_after_again": after_second,
         "again_two_processes": split,
         "day_change": day,
+        "first_same_pack": same,
+        "state_after_first_same_pack": after_same,
     }

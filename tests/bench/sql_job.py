@@ -130,6 +130,16 @@ async def run_job(url: str, horizon: date) -> dict[str, Any]:
             " on d.school_id = p.school_id and d.day <= $1",
             horizon,
         )
+    finally:
+        await conn.close()
+    return {"pack": PACK, "seconds": round(seconds, 2), "grid_rows": grid} | await compare(url)
+
+
+async def compare(url: str) -> dict[str, Any]:
+    """The job's crossings (kept in bi_crossings) against the worker's active concerns of the
+    same pack, as they are now."""
+    conn = await asyncpg.connect(url)
+    try:
         crossings = {
             (r["pupil_id"], r["rule_id"], r["day"])
             for r in await conn.fetch("select pupil_id, rule_id, day from bi_crossings")
@@ -145,9 +155,6 @@ async def run_job(url: str, horizon: date) -> dict[str, Any]:
     finally:
         await conn.close()
     return {
-        "pack": PACK,
-        "seconds": round(seconds, 2),
-        "grid_rows": grid,
         "crossings": len(crossings),
         "worker_crossings": len(worker),
         "only_sql": len(crossings - worker),
