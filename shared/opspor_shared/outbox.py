@@ -58,7 +58,7 @@ PUBLISHED = Counter("opspor_outbox_published_total", "Events published from the 
 RELAY_ERRORS = Counter("opspor_outbox_relay_errors_total", "Failed relay rounds", ["table"])
 PENDING = Gauge(
     "opspor_outbox_pending",
-    "Outbox rows (runs of events) seen waiting at the last relay round",
+    "Outbox rows (each holds one or more events) seen waiting at the last relay round",
     ["table"],
 )
 OLDEST_AGE = Gauge(
