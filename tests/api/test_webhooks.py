@@ -151,6 +151,21 @@ async def test_an_internal_url_and_an_unknown_school_are_named_together(
     assert problem_fields(response) == {"url", "school_ids[0]"}
 
 
+async def test_schema_and_domain_errors_are_named_in_one_answer(
+    client: httpx.AsyncClient,
+) -> None:
+    await configure(client)
+    bad_secret = "whsec_short"
+    response = await client.put(
+        HOOK,
+        json=BODY | {"url": "https://127.0.0.1/x", "secret": bad_secret, "school_ids": ["nowhere"]},
+    )
+    assert response.status_code == 422
+    assert problem_fields(response) == {"url", "secret", "school_ids[0]"}
+    assert_no_secret(response, bad_secret)
+    assert (await client.get(HOOK)).status_code == 404
+
+
 async def test_an_operator_allow_list_admits_a_private_network(
     database_url: str, kafka_bootstrap: str, topic_suffix: str, clean_db: object
 ) -> None:

@@ -3,6 +3,7 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Path, Response
+from pydantic import SkipValidation
 
 from opspor_api.deps import Session, Settings
 from opspor_api.errors import PROBLEM_RESPONSES
@@ -25,7 +26,8 @@ PathId = Annotated[str, Path(min_length=1, max_length=64, pattern=ID_PATTERN)]
 async def put_webhook(
     municipality_id: PathId,
     webhook_id: PathId,
-    body: WebhookIn,
+    # Checked in the service, so that schema and domain errors come back together.
+    body: Annotated[WebhookIn, SkipValidation],
     _admin: MunicipalityAdmin,
     session: Session,
     settings: Settings,

@@ -6,7 +6,8 @@ import hashlib
 from collections.abc import Sequence
 from urllib.parse import urlsplit, urlunsplit
 
-from opspor_api.errors import InvalidInput, NotFound, field_error
+from opspor_api.bodies import parse, refuse, valid_fields
+from opspor_api.errors import NotFound, field_error
 from opspor_api.models import WebhookEndpoint
 from opspor_api.webhooks.repository import WebhookRepository
 from opspor_api.webhooks.schemas import WebhookIn, WebhookOut, secret_key
@@ -41,24 +42,29 @@ async def put_webhook(
     repo: WebhookRepository,
     municipality_id: str,
     webhook_id: str,
-    data: WebhookIn,
+    raw: object,
     allowed_networks: Sequence[IPNetwork] = (),
 ) -> tuple[WebhookOut, bool]:
+    """Checks the body against the schema and the domain at once (a bad secret, an internal
+    URL and an unknown school are named in one answer), then stores it."""
     await _require_municipality(repo, municipality_id)
-    errors = []
-    parts = urlsplit(data.url)
-    # The schema has checked the URL's form, so it has a host and a valid port.
-    why = await refusal(parts.hostname or "", parts.port or 443, allowed_networks)
-    if why is not None:
-        errors.append(field_error(("url",), f"the URL {why}"))
-    known = await repo.schools_of(municipality_id, data.school_ids)
+    data, errors = parse(WebhookIn, raw)
+    fields = valid_fields(WebhookIn, raw, errors, (), ("url", "school_ids"))
+    if (url := fields.get("url")) is not None:
+        parts = urlsplit(url)
+        # The schema has checked the URL's form, so it has a host and a valid port.
+        why = await refusal(parts.hostname or "", parts.port or 443, allowed_networks)
+        if why is not None:
+            errors.append(field_error(("url",), f"the URL {why}"))
+    school_ids = fields.get("school_ids", [])
+    known = await repo.schools_of(municipality_id, school_ids)
     errors += [
         field_error(("school_ids", i), "no such school in this municipality")
-        for i, school_id in enumerate(data.school_ids)
+        for i, school_id in enumerate(school_ids)
         if school_id not in known
     ]
-    if errors:
-        raise InvalidInput("the webhook cannot be stored", errors)
+    refuse(errors, "the webhook was not stored")
+    assert data is not None
     values: dict[str, object] = {
         "municipality_id": municipality_id,
         "id": webhook_id,
