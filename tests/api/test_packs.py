@@ -196,6 +196,11 @@ level = "warn-parents"
     assert r.status_code == 422 and fields(r) == {"body"}
     r = await client.put(f"{BASE}/other", json=LOCAL | {"id": "else"})
     assert r.status_code == 422 and fields(r) == {"id"}
+    # A wrong id and a bad rule in one answer.
+    wrong = copy.deepcopy(LOCAL) | {"id": "else"}
+    wrong["versions"][0]["rules"][0]["n"] = 0
+    r = await client.put(f"{BASE}/other", json=wrong)
+    assert r.status_code == 422 and fields(r) == {"id", "versions[0].rules[0].n"}, r.text
     r = await client.put(f"{BASE}/dk-national", json=LOCAL)
     assert r.status_code == 409
     r = await client.put("/v1/municipalities/nowhere/rule-packs/lokal", json=LOCAL)
@@ -264,7 +269,21 @@ async def test_dry_run_refuses_bad_requests_naming_the_field(client: httpx.Async
         },
     )
     assert r.status_code == 422
-    assert fields(r) == {"pack.versions[0].rules[0].n", "last_day"}
+    # dk-national is in force at no school of Aalborg: named with the rest.
+    assert fields(r) == {"pack.versions[0].rules[0].n", "last_day", "replaces"}
+    # Schema errors (a date that is not one, an unknown field) come with the domain's.
+    r = await client.post(
+        f"{BASE}/dry-run",
+        json={
+            "pack": bad_pack,
+            "replaces": "dk-national",
+            "first_day": "the first",
+            "last_day": "2026-10-01",
+            "extra": 1,
+        },
+    )
+    assert r.status_code == 422
+    assert fields(r) == {"pack.versions[0].rules[0].n", "first_day", "extra", "replaces"}
     r = await client.post(
         f"{BASE}/dry-run",
         json={

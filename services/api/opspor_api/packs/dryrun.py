@@ -15,7 +15,8 @@ from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any
 
-from opspor_api.errors import InvalidInput, NotFound, field_error
+from opspor_api.bodies import parse, refuse, valid_fields
+from opspor_api.errors import FieldError, NotFound, field_error
 from opspor_api.packs.repository import PackRepository
 from opspor_api.packs.schemas import (
     LIST_LIMIT,
@@ -42,20 +43,22 @@ class _School:
     horizon: date | None
 
 
-def _check(body: DryRunIn) -> RulePack:
+def _check(fields: dict[str, Any]) -> tuple[RulePack | None, list[FieldError]]:
+    """The candidate pack and the day range, of the fields that passed the schema."""
     errors = []
-    if body.last_day < body.first_day:
-        errors.append(field_error(("last_day",), "is before first_day"))
-    elif (body.last_day - body.first_day).days > MAX_DAYS:
-        errors.append(field_error(("last_day",), f"a dry run spans at most {MAX_DAYS} days"))
-    try:
-        pack = parse_pack(body.pack)
-    except PackError as exc:
-        errors.extend(field_error(("pack", *pack_location(w)), m) for w, m in exc.problems)
-        pack = None
-    if errors or pack is None:
-        raise InvalidInput("the dry run request is not valid", errors)
-    return pack
+    first_day, last_day = fields.get("first_day"), fields.get("last_day")
+    if first_day is not None and last_day is not None:
+        if last_day < first_day:
+            errors.append(field_error(("last_day",), "is before first_day"))
+        elif (last_day - first_day).days > MAX_DAYS:
+            errors.append(field_error(("last_day",), f"a dry run spans at most {MAX_DAYS} days"))
+    pack = None
+    if (document := fields.get("pack")) is not None:
+        try:
+            pack = parse_pack(document)
+        except PackError as exc:
+            errors.extend(field_error(("pack", *pack_location(w)), m) for w, m in exc.problems)
+    return pack, errors
 
 
 def _concern(pupil: str, school: str, c: Any) -> DryRunConcern:
@@ -143,25 +146,32 @@ def _compare(
 async def dry_run(
     repo: PackRepository,
     municipality_id: str,
-    body: DryRunIn,
+    raw: object,
     calendars: CalendarCache,
     packs: PackCache,
     now: datetime,
 ) -> DryRunOut:
-    candidate = _check(body)
+    """Checks the request against the schema and the domain at once (every bad field named in
+    one answer), then compares."""
+    body, errors = parse(DryRunIn, raw)
+    fields = valid_fields(DryRunIn, raw, errors, (), ("pack", "replaces", "first_day", "last_day"))
+    candidate, more = _check(fields)
+    errors += more
     reference = ReferenceRepository(repo.session)
     refs = {
         s: r for s, r in (await reference.schools()).items() if r.municipality_id == municipality_id
     }
     if not refs:
+        refuse(errors, "nothing was compared")
         raise NotFound(f"no municipality {municipality_id!r} with schools")
-    if body.replaces is not None:
-        refs = {s: r for s, r in refs.items() if body.replaces in r.rule_packs}
+    if (replaces := fields.get("replaces")) is not None:
+        refs = {s: r for s, r in refs.items() if replaces in r.rule_packs}
         if not refs:
-            raise InvalidInput(
-                f"no school of {municipality_id!r} uses {body.replaces!r}",
-                [field_error(("replaces",), "is not in force at any school of the municipality")],
+            errors.append(
+                field_error(("replaces",), "is not in force at any school of the municipality")
             )
+    refuse(errors, "nothing was compared")
+    assert body is not None and candidate is not None
     held = await reference.packs(
         {(municipality_id, body.replaces)} if body.replaces else set(), packs
     )

@@ -4,6 +4,7 @@ from datetime import UTC, datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Path, Request, Response
+from pydantic import SkipValidation
 
 from opspor_api.audit.service import Auditor
 from opspor_api.deps import Calendars, Packs, Session, audited
@@ -106,7 +107,8 @@ async def put_pack(
 )
 async def dry_run(
     municipality_id: PathId,
-    body: DryRunIn,
+    # Checked in the service, so that schema and domain errors come back together.
+    body: Annotated[DryRunIn, SkipValidation],
     _admin: MunicipalityAdmin,
     session: Session,
     calendars: Calendars,

@@ -108,16 +108,18 @@ async def put(
     repo: PackRepository, municipality_id: str, pack_id: str, document: dict[str, Any]
 ) -> tuple[RulePackOut, bool]:
     await _municipality_exists(repo, municipality_id)
-    if document.setdefault("id", pack_id) != pack_id:
-        raise InvalidInput(
-            "the pack id differs from the path", [field_error(("id",), f"must be {pack_id!r}")]
-        )
     if pack_id in builtin_packs():
         raise Conflict(f"{pack_id!r} is a shipped pack; store your own under another id")
+    errors = []
+    if document.setdefault("id", pack_id) != pack_id:
+        errors.append(field_error(("id",), f"must be {pack_id!r}"))
     try:
-        pack = parse_pack(document)
+        # With the path's id, so that the rest of the document is judged in the same answer.
+        pack = parse_pack(document | {"id": pack_id})
     except PackError as exc:
-        raise InvalidInput(f"rule pack {pack_id!r} is not valid", _problems(exc)) from exc
+        errors += _problems(exc)
+    if errors:
+        raise InvalidInput(f"rule pack {pack_id!r} is not valid", errors)
 
     canonical = pack_document(pack)
     existing = await repo.one(municipality_id, pack_id, lock=True)
