@@ -17,14 +17,14 @@ from babel.messages.pofile import read_po
 
 from opspor_alerter.reminders import ReminderContent, build_reminder_email
 from opspor_alerter.render import NoticeContent, build_digest_email, build_email
-from opspor_alerter.wording import (
+from opspor_shared.engine import builtin_packs
+from opspor_shared.wording import (
     LOCALE_DIR,
     RuleSpec,
     describe_finding,
     describe_rule,
     level_name,
 )
-from opspor_shared.engine import builtin_packs
 
 LANGUAGES = ("da", "nb", "en")
 ALERTER = Path(LOCALE_DIR).parent

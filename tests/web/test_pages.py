@@ -5,6 +5,7 @@ in a real Chromium."""
 from __future__ import annotations
 
 import hashlib
+import re
 import uuid
 from datetime import UTC, datetime, timedelta
 from urllib.parse import parse_qs, urlsplit
@@ -17,13 +18,15 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from opspor_api.app import create_app
+from opspor_api.concerns.repository import ConcernRepository
 from opspor_api.models import AuditEntry, WebSession
 from opspor_api.settings import ApiSettings
 from opspor_api.web.deps import PLAIN_COOKIE, SECURE_COOKIE
 from opspor_api.web.security import CONTENT_SECURITY_POLICY
 from opspor_shared.access import route_rules
 from opspor_shared.auth import Role
-from tests.api.test_access import PUPIL_OF, concern_id
+from tests.api.test_access import MONDAY, PUPIL_OF, concern_id
+from tests.api.test_concerns import concern_event
 from tests.web.conftest import csrf_of, sign_in
 
 pytestmark = pytest.mark.usefixtures("seeded")
@@ -230,6 +233,41 @@ async def test_language_by_choice_or_browser(web: httpx.AsyncClient) -> None:
     # Dates in the chosen language: the crossing date of the seeded concerns (2026-09-21).
     assert "Sep 21, 2026" in chosen.text
     assert "21. sep. 2026" in da.text
+
+
+async def test_a_concerns_rule_and_finding_are_worded_in_the_readers_language(
+    web: httpx.AsyncClient, sessionmaker: async_sessionmaker[AsyncSession]
+) -> None:
+    """As the mails word them (one catalogue, opspor_shared.wording), with the categories the
+    rule counts; a concern whose rule its pack does not define keeps the engine's words."""
+    event = concern_event(PUPIL_OF["a1"], MONDAY, level="concern", school="a1")
+    async with sessionmaker() as session, session.begin():
+        await ConcernRepository(session).apply(
+            [
+                {
+                    **event.data,
+                    "concern_id": uuid.UUID(event.data["concern_id"]),
+                    "crossing_date": MONDAY,
+                    "pack_id": "dk-aalborg-2018",
+                    "rule_id": "consecutive-5",
+                    "rule_version": "1",
+                }
+            ]
+        )
+    await sign_in(web, "staff-a1")
+    page = f"/ui/pupils/{PUPIL_OF['a1']}"
+    da = (await web.get(page, headers={"Accept-Language": "da"})).text
+    article = re.search(rf'<article id="concern-{event.data["concern_id"]}".*?</article>', da, re.S)
+    assert article, "the concern is not on the page"
+    assert "5 fraværsdage i træk, grænse 5" in article.group(0)
+    assert "5 fraværsdage i træk (Ulovligt fravær)" in article.group(0)
+    assert "consecutive" not in article.group(0).replace("consecutive-5", "")
+    nb = (await web.get(page, headers={"Accept-Language": "nb"})).text
+    assert "5 fraværsdager på rad, grense 5" in nb
+    en = (await web.get(page, headers={"Accept-Language": "en"})).text
+    assert "5 consecutive absence days, limit 5" in en
+    # The seeded concerns name rules (rule-concern, rule-ppr-may) the pack does not have.
+    assert "secret explanation of a1" in da
 
 
 async def test_pages_carry_a_strict_csp_and_security_headers(web: httpx.AsyncClient) -> None:

@@ -24,11 +24,11 @@ from opspor_alerter.render import mail, message_id
 from opspor_alerter.repository import NoticeRepository
 from opspor_alerter.routing import MailRole, Unroutable, mailbox_route
 from opspor_alerter.settings import AlerterSettings
-from opspor_alerter.wording import Language, day, notice_language, texts
 from opspor_shared.events import CloudEvent
 from opspor_shared.logging import get_logger
 from opspor_shared.reference import ReferenceRepository
 from opspor_shared.retention import RetentionWindow
+from opspor_shared.wording import Language, day, notice_language, texts
 
 log = get_logger(__name__)
 

@@ -22,7 +22,8 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict
 
 from opspor_alerter.models import DIGEST_PREFIX
-from opspor_alerter.wording import (
+from opspor_shared.events import ConcernData
+from opspor_shared.wording import (
     Language,
     RuleSpec,
     day,
@@ -32,7 +33,6 @@ from opspor_alerter.wording import (
     notice_language,
     texts,
 )
-from opspor_shared.events import ConcernData
 
 Kind = Literal["raised", "withdrawn"]
 

@@ -37,7 +37,6 @@ from opspor_alerter.repository import NoticeRepository
 from opspor_alerter.routing import Route, Unroutable, role_for_level, routes_for
 from opspor_alerter.settings import AlerterSettings
 from opspor_alerter.webhook import webhook_message_id
-from opspor_alerter.wording import RuleSpec
 from opspor_shared.clock import Clock, system_clock
 from opspor_shared.db import unit_of_work
 from opspor_shared.events import (
@@ -53,6 +52,7 @@ from opspor_shared.outage import Outage
 from opspor_shared.reference import PackCache, ReferenceRepository, SchoolRef
 from opspor_shared.retention import retention_window
 from opspor_shared.routing import next_digest
+from opspor_shared.wording import RuleSpec, spec_in
 
 log = get_logger(__name__)
 
@@ -454,11 +454,7 @@ async def rule_spec(
     e = concern.explanation
     key = (school.municipality_id, e.pack_id)
     found = (await reference.packs([key], _PACKS)).get(key)
-    version = next(
-        (v for v in (found.pack.versions if found else ()) if v.version == e.rule_version), None
-    )
-    rule = version.rule(e.rule_id) if version is not None else None
-    return RuleSpec.of(rule) if rule is not None else None
+    return spec_in(found.pack if found else None, e.rule_version, e.rule_id)
 
 
 def _carry_spec(held: NoticeContent, fresh: NoticeContent) -> NoticeContent:

@@ -249,7 +249,7 @@ async def school_page(
     _check_id(school_id)
     now = request.app.state.clock()
     try:
-        view = await service.school_view(session, user.principal, school_id, calendars, now)
+        view = await service.school_view(session, user.principal, school_id, calendars, packs, now)
     except NotFound:
         raise PageError(404, "Page not found.") from None
     reports = await service.school_reports(
@@ -322,7 +322,7 @@ async def school_export(
         raise PageError(404, "Page not found.")
     now = request.app.state.clock()
     try:
-        view = await service.school_view(session, user.principal, school_id, calendars, now)
+        view = await service.school_view(session, user.principal, school_id, calendars, packs, now)
     except NotFound:
         raise PageError(404, "Page not found.") from None
     document = await service.school_report(
@@ -340,12 +340,17 @@ async def school_export(
 
 @router.get("/pupils/{pupil_id}")
 async def pupil_page(
-    request: Request, pupil_id: str, user: ConcernReader, session: Session, calendars: Calendars
+    request: Request,
+    pupil_id: str,
+    user: ConcernReader,
+    session: Session,
+    calendars: Calendars,
+    packs: Packs,
 ) -> HTMLResponse:
     _check_id(pupil_id)
     try:
         view = await service.pupil_view(
-            session, user.principal, pupil_id, calendars, request.app.state.clock()
+            session, user.principal, pupil_id, calendars, packs, request.app.state.clock()
         )
     except NotFound:
         raise PageError(404, "Page not found.") from None

@@ -10,10 +10,14 @@ from collections.abc import Callable
 from datetime import date, datetime
 from decimal import Decimal
 from pathlib import Path
+from typing import NamedTuple
 from zoneinfo import ZoneInfo
 
 from babel import dates, numbers
 from babel.support import NullTranslations, Translations
+
+from opspor_shared.events import ExplanationData
+from opspor_shared.wording import RuleSpec, describe_finding, describe_rule
 
 LOCALE_DIR = Path(__file__).parent / "locale"
 DOMAIN = "messages"
@@ -49,6 +53,11 @@ def negotiate(chosen: str | None, accept_language: str | None) -> str:
     return min(weighted)[2] if weighted else DEFAULT_LANGUAGE
 
 
+class Described(NamedTuple):
+    rule: str
+    finding: str
+
+
 class Formatter:
     """What templates need for one request: translated texts and locale-aware dates, with
     times shown in the school's (or municipality's) time zone."""
@@ -66,6 +75,24 @@ class Formatter:
         message = f"{kind}:{key}"
         translated = self.gettext(message)
         return key if translated == message else translated
+
+    def described(self, spec: RuleSpec | None, explanation: ExplanationData) -> Described:
+        """A concern's rule and finding in the reader's language, as the mails word them, with
+        the absence categories the rule counts (the resource team sees the days anyway); the
+        engine's English words when the rule's definition is not at hand."""
+        if spec is None:
+            return Described(explanation.rule, explanation.summary)
+        finding = describe_finding(
+            spec, explanation.value, explanation.threshold, explanation.window_days, self.language
+        )
+        return Described(self.rule(spec, explanation.rule), finding)
+
+    def rule(self, spec: RuleSpec | None, engine_words: str) -> str:
+        """A rule in the reader's language with the categories it counts."""
+        if spec is None:
+            return engine_words
+        categories = ", ".join(self.label("category", c) for c in spec.categories)
+        return f"{describe_rule(spec, self.language)} ({categories})"
 
     def day(self, d: date, style: str = "medium") -> str:
         return dates.format_date(d, format=style, locale=self.language)

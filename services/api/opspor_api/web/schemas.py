@@ -12,6 +12,10 @@ from opspor_api.concerns.schemas import ConcernOut
 from opspor_api.reports.schemas import BaerumRow, CaseCountRow, NearCrossing, PatternRow
 from opspor_shared.casemodels import CaseModel, Phase
 from opspor_shared.reference import SchoolRef
+from opspor_shared.wording import RuleSpec
+
+# (school id, pack id, rule version, rule id): a rule as a school's pack version defines it.
+RuleKey = tuple[str, str, str, str]
 
 CATEGORIES = ("illness", "authorized", "unauthorized")
 
@@ -35,6 +39,7 @@ class SchoolView:
     truncated: bool
     months: list[MonthBar]
     period: tuple[date, date]
+    specs: dict[RuleKey, RuleSpec] = field(default_factory=dict)
 
     @property
     def open_count(self) -> int:
@@ -73,6 +78,7 @@ class PupilView:
     totals: dict[str, Decimal]
     cases: list[CaseSummary] = field(default_factory=list)
     phase_names: dict[str, Mapping[str, str]] = field(default_factory=dict)  # by case id
+    specs: dict[RuleKey, RuleSpec] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -151,6 +157,7 @@ class SchoolReports:
     weekdays: list[PatternRow] | None
     baerum: list[BaerumRow] | None
     report_date: date | None
+    specs: dict[RuleKey, RuleSpec] = field(default_factory=dict)  # of the `near` rows' rules
 
 
 @dataclass(frozen=True)

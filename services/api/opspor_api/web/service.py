@@ -8,7 +8,7 @@ import hashlib
 import secrets
 import uuid
 from collections import defaultdict
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from decimal import Decimal
@@ -43,6 +43,7 @@ from opspor_api.web.schemas import (
     OpenGoal,
     PupilView,
     Requirement,
+    RuleKey,
     SchoolCount,
     SchoolReports,
     SchoolView,
@@ -50,6 +51,7 @@ from opspor_api.web.schemas import (
 from opspor_shared.auth import Principal, Role
 from opspor_shared.calendar import SchoolCalendar
 from opspor_shared.reference import CalendarCache, PackCache, ReferenceRepository, SchoolRef
+from opspor_shared.wording import RuleSpec, spec_in
 
 # What needs action first: the levels of the shipped packs from the most to the least urgent
 # (a referral to PPR before a talk with the parents). Levels a municipality invents come after
@@ -263,11 +265,40 @@ async def _calendar(
     return (await reference.calendars({school.id: school.country}, calendars))[school.id]
 
 
+async def rule_specs(
+    session: AsyncSession, packs: PackCache, rules: Iterable[RuleKey]
+) -> dict[RuleKey, RuleSpec]:
+    """Rules as their pack versions define them, so the page can word a rule and a finding in
+    the reader's language, as the mails do; a rule whose pack version is gone is left out (the
+    page then shows the engine's words)."""
+    wanted = set(rules)
+    reference = ReferenceRepository(session)
+    schools = await reference.schools(sorted({school for school, *_ in wanted}))
+
+    def pack_key(rule: RuleKey) -> tuple[str, str]:
+        school = schools.get(rule[0])
+        return (school.municipality_id if school else "", rule[1])
+
+    found = await reference.packs({pack_key(r) for r in wanted}, packs)
+    specs: dict[RuleKey, RuleSpec] = {}
+    for rule in wanted:
+        ref = found.get(pack_key(rule))
+        spec = spec_in(ref.pack if ref else None, rule[2], rule[3])
+        if spec is not None:
+            specs[rule] = spec
+    return specs
+
+
+def concern_rules(concerns: Iterable[ConcernOut]) -> set[RuleKey]:
+    return {(c.school_id, c.pack_id, c.rule_version, c.rule_id) for c in concerns}
+
+
 async def school_view(
     session: AsyncSession,
     principal: Principal,
     school_id: str,
     calendars: CalendarCache,
+    packs: PackCache,
     now: datetime,
 ) -> SchoolView:
     # The concerns service decides visibility (404 outside the tenancy) before anything else.
@@ -307,6 +338,7 @@ async def school_view(
         truncated=page.next_cursor is not None,
         months=[MonthBar(m, d) for m, d in sorted(months.items())],
         period=(first, last),
+        specs=await rule_specs(session, packs, concern_rules(page.items)),
     )
 
 
@@ -348,6 +380,7 @@ async def pupil_view(
     principal: Principal,
     pupil_id: str,
     calendars: CalendarCache,
+    packs: PackCache,
     now: datetime,
 ) -> PupilView:
     concerns = await concerns_service.pupil_concerns(
@@ -398,6 +431,7 @@ async def pupil_view(
         months=months,
         shows_absence=shows_absence,
         totals=dict(totals),
+        specs=await rule_specs(session, packs, concern_rules(concerns)),
     )
 
 
@@ -474,13 +508,14 @@ async def school_reports(
     )
     model = await cases_service.school_model(cases_repo, school_id)
     baerum = await reports_service.baerum(repo, scope, None, now)
+    near = (await reports_service.close_to_limit(repo, scope, None, now, calendars, packs)).rows
     return SchoolReports(
         overdue=sorted(page.items, key=lambda c: (c.next_evaluation_due or c.opened_on, c.id)),
         phase_names={
             p.id: p.names.get(language) or p.names.get("en") or p.id for p in model.phases
         },
         cases=(await reports_service.case_counts(repo, scope, roll_up=False)).rows,
-        near=(await reports_service.close_to_limit(repo, scope, None, now, calendars, packs)).rows,
+        near=near,
         weekdays=[
             r
             for r in (await reports_service.patterns(repo, scope, *period)).rows
@@ -488,6 +523,9 @@ async def school_reports(
         ],
         baerum=baerum.rows,
         report_date=baerum.report_date,
+        specs=await rule_specs(
+            session, packs, {(school_id, n.pack_id, n.rule_version, n.rule_id) for n in near}
+        ),
     )
 
 

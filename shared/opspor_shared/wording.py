@@ -1,4 +1,5 @@
-"""Every word of a notice or reminder, in the school's language (issue 9).
+"""Every word of a notice or reminder, in the school's language (issue 9), and the words the
+web page uses for a concern's rule and finding, in the reader's.
 
 The texts live in gettext catalogues (locale/<language>/LC_MESSAGES/notices.po, compiled to the
 .mo beside it and committed, like the web page's); their msgids are keys such as
@@ -21,7 +22,7 @@ from babel import dates
 from babel.support import NullTranslations, Translations
 from pydantic import BaseModel, ConfigDict
 
-from opspor_shared.engine.model import Rule
+from opspor_shared.engine.model import Rule, RulePack
 
 Language = Literal["da", "nb", "en"]
 LOCALE_DIR = Path(__file__).parent / "locale"
@@ -87,6 +88,14 @@ class RuleSpec(BaseModel):
             over=str(rule.over) if rule.over is not None else None,
             min_days=rule.min_days,
         )
+
+
+def spec_in(pack: RulePack | None, version: str, rule_id: str) -> RuleSpec | None:
+    """The definition of a rule in a pack version; None when the version or rule is not
+    there (a concern of a pack since removed: it is then named in the engine's words)."""
+    found = next((v for v in (pack.versions if pack else ()) if v.version == version), None)
+    rule = found.rule(rule_id) if found is not None else None
+    return RuleSpec.of(rule) if rule is not None else None
 
 
 def _number(value: Decimal, language: str) -> str:
