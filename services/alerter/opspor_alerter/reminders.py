@@ -20,7 +20,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from opspor_alerter.render import mail, message_id
+from opspor_alerter.render import Rendered, mail, message_id
 from opspor_alerter.repository import NoticeRepository
 from opspor_alerter.routing import MailRole, Unroutable, mailbox_route
 from opspor_alerter.settings import AlerterSettings
@@ -28,7 +28,7 @@ from opspor_shared.events import CloudEvent
 from opspor_shared.logging import get_logger
 from opspor_shared.reference import ReferenceRepository
 from opspor_shared.retention import RetentionWindow
-from opspor_shared.wording import Language, day, notice_language, texts
+from opspor_shared.wording import day, notice_language, texts
 
 log = get_logger(__name__)
 
@@ -190,20 +190,13 @@ async def record_case_event(
 _PARTIES = ("school", "ppr", "municipality")
 
 
-@dataclass(frozen=True)
-class RenderedReminder:
-    subject: str
-    body: str
-    language: Language
-
-
 def case_link(web_base_url: str | None, case_id: str) -> str | None:
     return f"{web_base_url}/ui/cases/{case_id}" if web_base_url else None
 
 
 def render_reminder(
     content: ReminderContent, language: str, role: str, web_base_url: str | None
-) -> RenderedReminder:
+) -> Rendered:
     lang = notice_language(language)
     t = texts(lang)
     roles = dict(zip(_PARTIES, t("reminder.roles").split("|"), strict=True))
@@ -238,7 +231,7 @@ def render_reminder(
     subject = t("reminder.subject").format(
         pupil=content.pupil_id, school=content.school_name, reason=reason
     )
-    return RenderedReminder(subject, "\n".join(lines), lang)
+    return Rendered(subject, "\n".join(lines), lang)
 
 
 def build_reminder_email(
@@ -252,11 +245,8 @@ def build_reminder_email(
     created_at: datetime,
     web_base_url: str | None,
 ) -> EmailMessage:
-    rendered = render_reminder(content, language, role, web_base_url)
     return mail(
-        rendered.subject,
-        rendered.body,
-        rendered.language,
+        render_reminder(content, language, role, web_base_url),
         sender=sender,
         recipient=recipient,
         message_id=message_id,

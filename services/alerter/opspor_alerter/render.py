@@ -326,9 +326,7 @@ def render_digest(
 
 
 def mail(
-    subject: str,
-    body: str,
-    language: str,
+    rendered: Rendered,
     *,
     sender: str,
     recipient: str,
@@ -342,16 +340,16 @@ def mail(
     msg = EmailMessage()
     msg["From"] = sender
     msg["To"] = recipient
-    msg["Subject"] = header_text(subject)
+    msg["Subject"] = header_text(rendered.subject)
     msg["Date"] = format_datetime(date)
     msg["Message-ID"] = message_id
     if replaces:
         msg["In-Reply-To"] = replaces[0]
         msg["References"] = " ".join(replaces)
     msg["Auto-Submitted"] = "auto-generated"
-    msg.set_content(body, charset="utf-8", cte="quoted-printable")
+    msg.set_content(rendered.body, charset="utf-8", cte="quoted-printable")
     # After set_content, which clears every Content-* header set before it.
-    msg["Content-Language"] = language
+    msg["Content-Language"] = rendered.language
     return msg
 
 
@@ -367,11 +365,8 @@ def build_digest_email(
 ) -> EmailMessage:
     """The digest as a mail. Its Date is the digest's own time, so a resend is the same mail."""
     slot = digest_slot(group)
-    rendered = render_digest(items, language, slot.date(), link_base)
     return mail(
-        rendered.subject,
-        rendered.body,
-        rendered.language,
+        render_digest(items, language, slot.date(), link_base),
         sender=sender,
         recipient=recipient,
         message_id=message_id,
@@ -390,14 +385,11 @@ def build_email(
     created_at: datetime,
     link_base: str | None,
 ) -> EmailMessage:
-    rendered = render(kind, content, language, link_base)
     contents = [content] if isinstance(content, NoticeContent) else list(content)
     # A withdrawal answers the mail(s) it withdraws, so mail clients thread them.
     replaced = list(dict.fromkeys(c.replaces_message_id for c in contents if c.replaces_message_id))
     return mail(
-        rendered.subject,
-        rendered.body,
-        rendered.language,
+        render(kind, content, language, link_base),
         sender=sender,
         recipient=recipient,
         message_id=message_id,
