@@ -8,12 +8,14 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import httpx
-from aiokafka import AIOKafkaConsumer
+from aiokafka import AIOKafkaConsumer, ConsumerRecord
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from opspor_api.models import Municipality, School, SchoolYearRow
 from opspor_shared.settings import ServiceSettings
+from opspor_worker.settings import WorkerSettings
+from tests.auth import issuers_setting
 
 SCHOOL_YEAR = "2026-2027"
 # A Danish school year with an autumn break (week 42) and a Christmas break.
@@ -145,23 +147,43 @@ async def seed_reference(
         )
 
 
-async def read_topic(
-    settings: ServiceSettings, topic: str, expect: int, timeout: float = 30.0
-) -> list[tuple[str, bytes]]:
+async def read_records(
+    bootstrap_servers: str, topic: str, expect: int, timeout: float = 30.0
+) -> list[ConsumerRecord[bytes, bytes]]:
+    """The topic's records from the start, in offset order per partition, until `expect` of
+    them came or `timeout` passed."""
     consumer = AIOKafkaConsumer(
         topic,
-        bootstrap_servers=settings.kafka_bootstrap_servers,
+        bootstrap_servers=bootstrap_servers,
         auto_offset_reset="earliest",
         enable_auto_commit=False,
     )
     await consumer.start()
-    out: list[tuple[str, bytes]] = []
+    out: list[ConsumerRecord[bytes, bytes]] = []
     deadline = time.monotonic() + timeout
     try:
         while len(out) < expect and time.monotonic() < deadline:
-            batches = await consumer.getmany(timeout_ms=200)
-            for records in batches.values():
-                out.extend(((r.key or b"").decode(), r.value or b"") for r in records)
+            for records in (await consumer.getmany(timeout_ms=200)).values():
+                out.extend(records)
     finally:
         await consumer.stop()
     return out
+
+
+async def read_topic(
+    settings: ServiceSettings, topic: str, expect: int, timeout: float = 30.0
+) -> list[tuple[str, bytes]]:
+    records = await read_records(settings.kafka_bootstrap_servers, topic, expect, timeout)
+    return [((r.key or b"").decode(), r.value or b"") for r in records]
+
+
+def broker_settings(bootstrap_servers: str, **fields: Any) -> WorkerSettings:
+    """Settings for a test of the broker alone: no database, and no idempotent producer (the
+    Tansu broker has none)."""
+    return WorkerSettings(
+        database_url="postgresql://unused/x",
+        kafka_bootstrap_servers=bootstrap_servers,
+        kafka_enable_idempotence=False,
+        auth_issuers=issuers_setting(),
+        **fields,
+    )

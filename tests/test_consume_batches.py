@@ -9,7 +9,7 @@ import asyncio
 import time
 import uuid
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import TopicPartition
 
 from opspor_shared.events import CloudEvent, utcnow
 from opspor_shared.kafka import (
@@ -20,8 +20,7 @@ from opspor_shared.kafka import (
     make_producer,
     partition_of,
 )
-from opspor_worker.settings import WorkerSettings
-from tests.auth import issuers_setting
+from tests.support import broker_settings, read_records
 
 PARTITIONS = 3
 
@@ -42,13 +41,8 @@ async def test_one_call_per_fetch_keeps_dead_letters_and_offsets_per_partition(
     kafka_bootstrap: str, topic_suffix: str
 ) -> None:
     topic = f"absence.registrations.v1.{topic_suffix}"
-    settings = WorkerSettings(
-        database_url="postgresql://unused/x",
-        kafka_bootstrap_servers=kafka_bootstrap,
-        kafka_enable_idempotence=False,
-        registrations_topic=topic,
-        topic_partitions=PARTITIONS,
-        auth_issuers=issuers_setting(),
+    settings = broker_settings(
+        kafka_bootstrap, registrations_topic=topic, topic_partitions=PARTITIONS
     )
     await ensure_topics(settings, [topic, f"{topic}.dlq"])
     keys = keys_for_every_partition(3)
@@ -106,22 +100,8 @@ async def test_one_call_per_fetch_keeps_dead_letters_and_offsets_per_partition(
     assert sorted(i for batch in handled for i in batch) == sorted(e.id for e in events)
     assert committed == ends
 
-    letters = AIOKafkaConsumer(
-        f"{topic}.dlq",
-        bootstrap_servers=kafka_bootstrap,
-        auto_offset_reset="earliest",
-        enable_auto_commit=False,
-    )
-    await letters.start()
-    found: dict[str, dict[str, bytes]] = {}
-    try:
-        deadline = time.monotonic() + 20
-        while len(found) < 2 and time.monotonic() < deadline:
-            for records in (await letters.getmany(timeout_ms=300)).values():
-                for r in records:
-                    found[(r.key or b"").decode()] = dict(r.headers or ())
-    finally:
-        await letters.stop()
+    letters = await read_records(kafka_bootstrap, f"{topic}.dlq", expect=2, timeout=20)
+    found = {(r.key or b"").decode(): dict(r.headers or ()) for r in letters}
     assert {k: h["opspor-dlq-reason"] for k, h in found.items()} == {
         refused.subject: b"refused",
         broken_key: b"undecodable",

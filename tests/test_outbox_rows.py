@@ -7,10 +7,9 @@ Real PostgreSQL and the Tansu broker."""
 
 from __future__ import annotations
 
-import time
 import uuid
 
-from aiokafka import AIOKafkaConsumer
+from aiokafka import ConsumerRecord
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
@@ -20,8 +19,7 @@ from opspor_shared.kafka import ensure_topics, make_producer, partition_of
 from opspor_shared.logging import CORRELATION_HEADER
 from opspor_shared.outbox import OutboxMessage, OutboxRelay, enqueue, waiting_events
 from opspor_worker.models import worker_outbox
-from opspor_worker.settings import WorkerSettings
-from tests.auth import issuers_setting
+from tests.support import broker_settings, read_records
 
 PARTITIONS = 4
 KEYS = [f"elev-{n}" for n in range(7)]
@@ -39,33 +37,15 @@ def message(topic: str, key: str, n: int) -> OutboxMessage:
     return OutboxMessage(topic=topic, key=key, event=event, correlation_id=f"request-{n // 10}")
 
 
-async def read_all(bootstrap: str, topic: str, expect: int) -> list[tuple[int, str, int, str]]:
-    """(partition, key, n, correlation header) of every record, bounded in time."""
-    consumer = AIOKafkaConsumer(
-        topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest", enable_auto_commit=False
+def seen(record: ConsumerRecord[bytes, bytes]) -> tuple[int, str, int, str]:
+    """(partition, key, n, correlation header) of a published event."""
+    headers = dict(record.headers or ())
+    return (
+        record.partition,
+        (record.key or b"").decode(),
+        CloudEvent.from_bytes(record.value or b"").data["n"],
+        headers.get(CORRELATION_HEADER, b"").decode(),
     )
-    await consumer.start()
-    out: list[tuple[int, str, int, str]] = []
-    deadline = time.monotonic() + 20
-    try:
-        while len(out) < expect and time.monotonic() < deadline:
-            for tp, records in (await consumer.getmany(timeout_ms=300)).items():
-                for r in sorted(records, key=lambda r: r.offset):
-                    headers = dict(r.headers or ())
-                    out.append(
-                        (
-                            tp.partition,
-                            (r.key or b"").decode(),
-                            CloudEvent.from_bytes(r.value or b"").data["n"],
-                            headers.get(CORRELATION_HEADER, b"").decode(),
-                        )
-                    )
-        # Anything published twice would arrive with the rest; wait a little for it.
-        for records in (await consumer.getmany(timeout_ms=500)).values():
-            out += [(-1, "", -1, "")] * len(records)
-    finally:
-        await consumer.stop()
-    return out
 
 
 async def test_rows_of_many_events_reach_their_partitions_once_and_in_order(
@@ -76,14 +56,7 @@ async def test_rows_of_many_events_reach_their_partitions_once_and_in_order(
 ) -> None:
     topic = f"absence.concerns.v1.{topic_suffix}"
     other = f"absence.cases.v1.{topic_suffix}"
-    settings = WorkerSettings(
-        database_url="postgresql://unused/x",
-        kafka_bootstrap_servers=kafka_bootstrap,
-        kafka_enable_idempotence=False,
-        concerns_topic=topic,
-        topic_partitions=PARTITIONS,
-        auth_issuers=issuers_setting(),
-    )
+    settings = broker_settings(kafka_bootstrap, concerns_topic=topic, topic_partitions=PARTITIONS)
     await ensure_topics(settings, [topic, other])
     # Three transactions of 10, 25 and 5 events over seven keys, and one event for another
     # topic in the first: four rows. With batch_size 12 the relay takes the first row alone,
@@ -119,7 +92,8 @@ async def test_rows_of_many_events_reach_their_partitions_once_and_in_order(
     # (events, more waiting): 10 from row 1 (+ the other topic's row: 11), then 25, then 5.
     assert rounds == [(11, True), (25, True), (5, False), (0, False)]
 
-    got = await read_all(kafka_bootstrap, topic, expect=40)
+    # Asks for one more than was sent: anything published twice would be read too.
+    got = [seen(r) for r in await read_records(kafka_bootstrap, topic, expect=41, timeout=3)]
     assert len(got) == 40, got
     assert sorted(e[2] for e in got) == list(range(40))
     for partition, key, number, correlation in got:
@@ -128,5 +102,5 @@ async def test_rows_of_many_events_reach_their_partitions_once_and_in_order(
     for key in KEYS:
         numbers = [number for _, k, number, _ in got if k == key]
         assert numbers == sorted(numbers), f"{key} out of order: {numbers}"
-    elsewhere = await read_all(kafka_bootstrap, other, expect=1)
+    elsewhere = [seen(r) for r in await read_records(kafka_bootstrap, other, expect=2, timeout=3)]
     assert [(k, number) for _, k, number, _ in elsewhere] == [("elev-x", 999)]

@@ -17,8 +17,7 @@ from opspor_shared.events import CloudEvent, utcnow
 from opspor_shared.kafka import ensure_topics, make_consumer, make_producer
 from opspor_shared.outbox import OutboxMessage, OutboxRelay, enqueue
 from opspor_worker.models import worker_outbox
-from opspor_worker.settings import WorkerSettings
-from tests.auth import issuers_setting
+from tests.support import broker_settings
 
 
 async def test_a_commit_wakes_the_relay_and_a_rollback_does_not(
@@ -28,14 +27,7 @@ async def test_a_commit_wakes_the_relay_and_a_rollback_does_not(
     topic_suffix: str,
 ) -> None:
     topic = f"absence.concerns.v1.{topic_suffix}"
-    settings = WorkerSettings(
-        database_url="postgresql://unused/x",
-        kafka_bootstrap_servers=kafka_bootstrap,
-        kafka_enable_idempotence=False,
-        concerns_topic=topic,
-        topic_partitions=1,
-        auth_issuers=issuers_setting(),
-    )
+    settings = broker_settings(kafka_bootstrap, concerns_topic=topic, topic_partitions=1)
     await ensure_topics(settings, [topic])
     producer = make_producer(settings, "wake-test")
     await producer.start()

@@ -21,8 +21,7 @@ from opspor_worker import service
 from opspor_worker.models import Concern
 from opspor_worker.repository import WorkerRepository
 from opspor_worker.service import Context, tick
-from opspor_worker.settings import WorkerSettings
-from tests.auth import issuers_setting
+from tests.support import broker_settings
 from tests.worker.test_tick import QUARTER, noon
 from tests.worker.test_worker import feed, reg
 
@@ -136,14 +135,11 @@ async def test_two_consumers_of_a_group_hold_disjoint_partitions_where_the_produ
     kafka_bootstrap: str, topic_suffix: str
 ) -> None:
     topic = f"absence.registrations.v1.{topic_suffix}"
-    settings = WorkerSettings(
-        database_url="postgresql://unused/x",
-        kafka_bootstrap_servers=kafka_bootstrap,
-        kafka_enable_idempotence=False,
+    settings = broker_settings(
+        kafka_bootstrap,
         kafka_session_timeout_ms=6000,
         registrations_topic=topic,
         topic_partitions=TOTAL,
-        auth_issuers=issuers_setting(),
     )
     group = f"worker-{topic_suffix}"
     stop = asyncio.Event()
