@@ -13,6 +13,7 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from opspor_api.models import Municipality, School, SchoolYearRow
+from opspor_shared.events import CloudEvent, utcnow
 from opspor_shared.settings import ServiceSettings
 from opspor_worker.settings import WorkerSettings
 from tests.auth import issuers_setting
@@ -175,6 +176,18 @@ async def read_topic(
 ) -> list[tuple[str, bytes]]:
     records = await read_records(settings.kafka_bootstrap_servers, topic, expect, timeout)
     return [((r.key or b"").decode(), r.value or b"") for r in records]
+
+
+def plain_event(kind: str, subject: str, data: dict[str, Any]) -> CloudEvent:
+    """A CloudEvent of type `test.<kind>` with a fresh id, for tests of the event plumbing."""
+    return CloudEvent(
+        id=f"{kind}-{uuid.uuid4().hex}",
+        source="/test",
+        type=f"test.{kind}",
+        time=utcnow(),
+        subject=subject,
+        data=data,
+    )
 
 
 def broker_settings(bootstrap_servers: str, **fields: Any) -> WorkerSettings:

@@ -7,11 +7,10 @@ from __future__ import annotations
 
 import asyncio
 import time
-import uuid
 
 from aiokafka import TopicPartition
 
-from opspor_shared.events import CloudEvent, utcnow
+from opspor_shared.events import CloudEvent
 from opspor_shared.kafka import (
     Delivered,
     consume_forever,
@@ -20,7 +19,7 @@ from opspor_shared.kafka import (
     make_producer,
     partition_of,
 )
-from tests.support import broker_settings, read_records
+from tests.support import broker_settings, plain_event, read_records
 
 PARTITIONS = 3
 
@@ -46,17 +45,7 @@ async def test_one_call_per_fetch_keeps_dead_letters_and_offsets_per_partition(
     )
     await ensure_topics(settings, [topic, f"{topic}.dlq"])
     keys = keys_for_every_partition(3)
-    events = [
-        CloudEvent(
-            id=f"batch-{key}-{uuid.uuid4().hex[:8]}",
-            source="/test",
-            type="test.batch",
-            time=utcnow(),
-            subject=key,
-            data={"key": key},
-        )
-        for key in keys
-    ]
+    events = [plain_event("batch", key, {"key": key}) for key in keys]
     refused = events[4]
     producer = make_producer(settings, "batch-test")
     await producer.start()

@@ -7,33 +7,24 @@ Real PostgreSQL and the Tansu broker."""
 
 from __future__ import annotations
 
-import uuid
-
 from aiokafka import ConsumerRecord
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from opspor_shared.db import unit_of_work
-from opspor_shared.events import CloudEvent, utcnow
+from opspor_shared.events import CloudEvent
 from opspor_shared.kafka import ensure_topics, make_producer, partition_of
 from opspor_shared.logging import CORRELATION_HEADER
 from opspor_shared.outbox import OutboxMessage, OutboxRelay, enqueue, waiting_events
 from opspor_worker.models import worker_outbox
-from tests.support import broker_settings, read_records
+from tests.support import broker_settings, plain_event, read_records
 
 PARTITIONS = 4
 KEYS = [f"elev-{n}" for n in range(7)]
 
 
 def message(topic: str, key: str, n: int) -> OutboxMessage:
-    event = CloudEvent(
-        id=f"rows-{n}-{uuid.uuid4().hex}",
-        source="/test",
-        type="test.rows",
-        time=utcnow(),
-        subject=key,
-        data={"n": n},
-    )
+    event = plain_event("rows", key, {"n": n})
     return OutboxMessage(topic=topic, key=key, event=event, correlation_id=f"request-{n // 10}")
 
 

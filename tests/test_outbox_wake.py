@@ -7,17 +7,16 @@ from __future__ import annotations
 
 import asyncio
 import time
-import uuid
 
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from opspor_shared.db import unit_of_work
-from opspor_shared.events import CloudEvent, utcnow
+from opspor_shared.events import CloudEvent
 from opspor_shared.kafka import ensure_topics, make_consumer, make_producer
 from opspor_shared.outbox import OutboxMessage, OutboxRelay, enqueue
 from opspor_worker.models import worker_outbox
-from tests.support import broker_settings
+from tests.support import broker_settings, plain_event
 
 
 async def test_a_commit_wakes_the_relay_and_a_rollback_does_not(
@@ -36,14 +35,7 @@ async def test_a_commit_wakes_the_relay_and_a_rollback_does_not(
     running = asyncio.create_task(relay.run(stop))
 
     def message(n: int) -> OutboxMessage:
-        event = CloudEvent(
-            id=f"wake-{n}-{uuid.uuid4().hex}",
-            source="/test",
-            type="test.wake",
-            time=utcnow(),
-            subject="elev-1",
-            data={"n": n},
-        )
+        event = plain_event("wake", "elev-1", {"n": n})
         return OutboxMessage(topic=topic, key="elev-1", event=event)
 
     async def waiting() -> int:
