@@ -6,7 +6,6 @@ Commit happens only at the edge (request dependency, consumer unit of work); ser
 from __future__ import annotations
 
 import asyncio
-import json
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from datetime import datetime
@@ -18,15 +17,13 @@ from sqlalchemy import (
     DateTime,
     MetaData,
     Table,
-    Text,
     bindparam,
-    cast,
     column,
     func,
     select,
     text,
 )
-from sqlalchemy.dialects.postgresql import JSONB, Insert, insert
+from sqlalchemy.dialects.postgresql import Insert, insert
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -94,27 +91,17 @@ def insert_rows(table: Table, columns: Mapping[str, Sequence[Any]]) -> Insert:
 
     Inserting n rows this way is one statement with one parameter per column, whatever n:
     asyncpg encodes each array in C, where an executemany builds n parameter sets in Python
-    (the largest cost of a 1,000-item batch before). JSONB values are sent as JSON text and
-    cast. The PostgreSQL insert it returns takes ON CONFLICT and RETURNING as usual."""
+    (the largest cost of a 1,000-item batch before). The PostgreSQL insert it returns takes ON
+    CONFLICT and RETURNING as usual. Columns that are arrays themselves cannot be sent so
+    (unnest would flatten them)."""
     names = list(columns)
-    jsonb = {n for n in names if isinstance(table.c[n].type, JSONB)}
-    sent = {n: Text() if n in jsonb else table.c[n].type for n in names}
-    arrays = [
-        bindparam(
-            f"rows_{n}",
-            [json.dumps(v) for v in columns[n]] if n in jsonb else list(columns[n]),
-            type_=ARRAY(sent[n]),
-        )
-        for n in names
-    ]
+    arrays = [bindparam(f"rows_{n}", list(columns[n]), type_=ARRAY(table.c[n].type)) for n in names]
     source = (
         func.unnest(*arrays)
-        .table_valued(*(column(n, sent[n]) for n in names), with_ordinality="ordinal")
+        .table_valued(*(column(n, table.c[n].type) for n in names), with_ordinality="ordinal")
         .render_derived(name="array_rows")
     )
-    chosen = select(
-        *(cast(source.c[n], JSONB) if n in jsonb else source.c[n] for n in names)
-    ).order_by(source.c.ordinal)
+    chosen = select(*(source.c[n] for n in names)).order_by(source.c.ordinal)
     return insert(table).from_select(names, chosen)
 
 
