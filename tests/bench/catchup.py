@@ -17,14 +17,12 @@ import time
 from dataclasses import replace
 from typing import Any
 
-import httpx
-
 from opspor_shared.devstack.net import free_port
 from opspor_shared.devstack.stack import Service, Stack
 from tests.bench.ingest import run_ingest
 from tests.bench.progress import Progress
 from tests.bench.system import CpuMeter
-from tests.bench.workload import configure, evaluated_school_days, ingest_bodies
+from tests.bench.workload import evaluated_school_days, ingest_bodies
 
 WORKER = "threshold-worker"
 
@@ -34,13 +32,6 @@ def school_of(processes: int) -> str:
 
 
 SCHOOLS = (school_of(1), school_of(2))
-
-
-async def configure_schools(api_url: str, admin: dict[str, str]) -> list[str]:
-    async with httpx.AsyncClient(base_url=api_url, timeout=30, headers=admin) as client:
-        for school in SCHOOLS:
-            await configure(client, school)
-    return list(SCHOOLS)
 
 
 def extra_workers(stack: Stack, count: int) -> list[Service]:
@@ -86,8 +77,7 @@ async def catch_up_round(
     own = stack.services[WORKER]
     own.stop()
     run = await run_ingest(stack.api_url, bodies, 1000, connections, timeout, headers=writer)
-    if run.failures:
-        raise RuntimeError(f"catch-up: {len(run.failures)} batches refused: {run.failures[:2]}")
+    run.require_all_accepted("catch-up")
     # Every registration on Kafka before the clock starts: the backlog is the broker's.
     published, _, state = await progress.wait_caught_up(school, 0, timeout)
     if not published:

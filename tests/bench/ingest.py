@@ -32,6 +32,13 @@ class IngestRun:
     latencies_ms: list[float] = field(default_factory=list)
     wall_seconds: float = 0.0
 
+    def require_all_accepted(self, what: str) -> None:
+        """Stops a phase at once when the api refused batches: nothing would ever catch up."""
+        if self.failures:
+            raise RuntimeError(
+                f"{what}: {len(self.failures)} batches refused, e.g. {self.failures[:2]}"
+            )
+
     def figures(self) -> dict[str, Any]:
         lat = summary(self.latencies_ms)
         return {

@@ -70,12 +70,6 @@ def plan(
     return history, morning, crossing
 
 
-def refused(run: Any, what: str) -> None:
-    """Stops the phase at once when the api refused batches: nothing would ever catch up."""
-    if run.failures:
-        raise RuntimeError(f"{what}: {len(run.failures)} batches refused, e.g. {run.failures[:2]}")
-
-
 async def morning_phase(
     api_url: str,
     admin: dict[str, str],
@@ -108,7 +102,7 @@ async def morning_phase(
     before = await run_ingest(
         api_url, history_bodies, batch_size, connections, 120, headers=writer, sizes=history_sizes
     )
-    refused(before, "the earlier days")
+    before.require_all_accepted("the earlier days")
     done, _, state = await progress.wait_caught_up(ids, len(history), timeout)
     log(f"morning: {before.accepted_registrations:,} earlier days stored and evaluated: {done}")
 
@@ -117,7 +111,7 @@ async def morning_phase(
         api_url, morning_bodies, batch_size, connections, 120, headers=writer, sizes=morning_sizes
     )
     posted = time.monotonic()
-    refused(run, "the morning")
+    run.require_all_accepted("the morning")
     done, ended, state = await progress.wait_caught_up(
         ids, len(history) + len(morning), timeout, concerns=crossing
     )

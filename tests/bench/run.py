@@ -35,7 +35,6 @@ from opspor_shared.devstack.stack import Service, Stack
 from opspor_shared.settings import ServiceSettings
 from tests.bench.catchup import SCHOOLS as CATCHUP_SCHOOLS
 from tests.bench.catchup import catchup_phase
-from tests.bench.catchup import configure_schools as configure_catchup_schools
 from tests.bench.ingest import HEADERS, run_ingest
 from tests.bench.latency import (
     ConcernWatch,
@@ -63,6 +62,8 @@ ROOT = Path(__file__).resolve().parents[2]
 PHASES = ("ingest", "latency", "reeval", "reports", "morning", "catchup")
 INGEST_SCHOOL = "bench-ingest"
 LATENCY_SCHOOL = "bench-latency"
+# Configured when the stack is up; the school system's token covers them.
+BENCH_SCHOOLS = (INGEST_SCHOOL, LATENCY_SCHOOL, *CATCHUP_SCHOOLS)
 # The stack runs with the default topic names.
 CONCERNS_TOPIC = ServiceSettings.model_fields["concerns_topic"].default
 # Grown by the ingest; vacuumed between settings so autovacuum does not start mid-measurement.
@@ -461,13 +462,10 @@ async def latency_phase(
     return figures
 
 
-def writer_headers(stack: Stack) -> dict[str, str]:
+def writer_headers(stack: Stack, schools: Sequence[str] = BENCH_SCHOOLS) -> dict[str, str]:
     """The school admin system's token, as a real one would send it on every request."""
     return HEADERS | stack.headers(
-        Role.SCHOOL_SYSTEM,
-        MUNICIPALITY,
-        (INGEST_SCHOOL, LATENCY_SCHOOL, *CATCHUP_SCHOOLS),
-        ttl_seconds=6 * 3600,
+        Role.SCHOOL_SYSTEM, MUNICIPALITY, tuple(schools), ttl_seconds=6 * 3600
     )
 
 
@@ -475,20 +473,16 @@ async def bench(stack: Stack, args: argparse.Namespace, log: Any) -> dict[str, A
     results: dict[str, Any] = {}
     admin = stack.headers(Role.MUNICIPALITY_ADMIN, MUNICIPALITY)
     async with httpx.AsyncClient(base_url=stack.api_url, timeout=30, headers=admin) as client:
-        for school in (INGEST_SCHOOL, LATENCY_SCHOOL):
+        for school in BENCH_SCHOOLS:
             await configure(client, school)
     async with Progress(stack.database_url) as progress:
-        ok = await progress.wait_for_horizons(
-            [INGEST_SCHOOL, LATENCY_SCHOOL], timeout=3 * args.tick_seconds + 15
-        )
-        log(f"worker tick has seen both schools: {ok}")
+        ok = await progress.wait_for_horizons(BENCH_SCHOOLS, timeout=3 * args.tick_seconds + 15)
+        log(f"worker tick has seen the schools: {ok}")
         if not args.skip_ingest:
             results["ingest"] = await ingest_phase(stack, progress, args, log)
         if not args.skip_latency:
             results["latency"] = await latency_phase(stack, progress, args, log)
         if not args.skip_catchup:
-            schools = await configure_catchup_schools(stack.api_url, admin)
-            await progress.wait_for_horizons(schools, timeout=3 * args.tick_seconds + 15)
             results["catchup"] = await catchup_phase(
                 stack,
                 progress,
@@ -503,13 +497,7 @@ async def bench(stack: Stack, args: argparse.Namespace, log: Any) -> dict[str, A
             results["morning"] = await morning_phase(
                 stack.api_url,
                 admin,
-                HEADERS
-                | stack.headers(
-                    Role.SCHOOL_SYSTEM,
-                    MUNICIPALITY,
-                    tuple(school_of(n) for n in range(args.morning_schools)),
-                    ttl_seconds=6 * 3600,
-                ),
+                writer_headers(stack, [school_of(n) for n in range(args.morning_schools)]),
                 progress,
                 pupils=args.morning_pupils,
                 schools=args.morning_schools,
