@@ -10,16 +10,16 @@ reach a limit. POSTs are fired on schedule whether or not earlier responses have
 
 Single POSTs are possible (--latency-batch 1), but on the 2-core reference machine the api
 serves only about 200 single POSTs/s at full load (see the 'single' row of phase (a)), so
-200/s single POSTs measure an overloaded queue; the default is 10 registrations per POST.
+200/s single POSTs measure an overloaded queue; the default is 50 registrations per POST at
+2,000 registrations/s (issue 11's national peak).
 
 Latency of one crossing pupil = arrival of its concern mail in the mailbox minus the moment
 the client received the HTTP response of the crossing POST. Its concern.raised event is also
 timed where an integrator sees it: a consumer in this process reads absence.concerns.v1 from
 the end while the plan runs (fetch wait 10 ms) and notes `time.time()` at each arrival.
 All are wall-clock readings on this machine: the mailbox (in this process, another thread)
-names each stored file after
-`time.time_ns()` taken when the SMTP DATA command completed; the client reads `time.time()`
-right after the response.
+names each stored file after `time.time_ns()` taken when the SMTP DATA command completed;
+the client reads `time.time()` right after the response.
 """
 
 from __future__ import annotations
@@ -333,7 +333,7 @@ class ConcernWatch:
     """Reads the concerns topic from its end and notes when each crossing pupil's
     concern.raised arrives, as a municipal integrator's consumer would see it."""
 
-    def __init__(self, bootstrap_servers: str, topic: str, run_on: dict[str, float]) -> None:
+    def __init__(self, bootstrap_servers: str, topic: str, arrived: dict[str, float]) -> None:
         self._consumer = AIOKafkaConsumer(
             topic,
             bootstrap_servers=bootstrap_servers,
@@ -341,7 +341,7 @@ class ConcernWatch:
             auto_offset_reset="latest",
             fetch_max_wait_ms=10,
         )
-        self._arrived = run_on
+        self._arrived = arrived
         self._task: asyncio.Task[None] | None = None
 
     async def __aenter__(self) -> ConcernWatch:

@@ -46,6 +46,7 @@ from opspor_api.models import Municipality, School, SchoolYearRow
 from opspor_shared.db import make_engine
 from opspor_shared.devstack.postgres import admin_url, create_database, drop_database
 from opspor_shared.migrate import upgrade_async
+from opspor_shared.settings import ServiceSettings
 from tests.bench import sql_job
 from tests.bench.profile import Profiler
 from tests.bench.system import CpuMeter
@@ -415,8 +416,9 @@ async def run_tick(
     return figures
 
 
-# The worker's default partition count: how the tick's work is split between processes.
-PARTITIONS = 6
+# The worker's partition count (its default, as the seeded database has no other): how the
+# tick's work is split between processes.
+PARTITIONS: int = ServiceSettings.model_fields["topic_partitions"].default
 
 
 def _out(proc: asyncio.subprocess.Process) -> asyncio.StreamReader:
