@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Hashable, Iterable, Sequence
 from datetime import date, datetime
 from decimal import Decimal
-from typing import TypeVar
+from typing import Protocol, TypeVar
 
 from sqlalchemy import Numeric, Table, Text, tuple_
 from sqlalchemy.dialects.postgresql import Insert
@@ -31,6 +31,29 @@ class RegistrationStateColumns:
     recorded_at: Mapped[datetime]
     event_id: Mapped[str] = mapped_column(Text)
     retracted: Mapped[bool]
+
+
+class _Stored(Protocol):
+    @property
+    def school_id(self) -> str: ...
+    @property
+    def date(self) -> date: ...
+    @property
+    def recorded_at(self) -> datetime: ...
+    @property
+    def event_id(self) -> str: ...
+    @property
+    def retracted(self) -> bool: ...
+
+
+def school_of_latest(rows: Sequence[_Stored]) -> str | None:
+    """The school of a pupil's latest-dated registration (a live one if there is any; the
+    newest report breaks a tie), which decides calendar and packs for a pupil without
+    enrolments: in the worker, and in the dry run of a pack."""
+    live = [r for r in rows if not r.retracted] or list(rows)
+    if not live:
+        return None
+    return max(live, key=lambda r: (r.date, r.recorded_at, r.event_id)).school_id
 
 
 # Current state holds one registration per (pupil, date, slot).

@@ -255,6 +255,84 @@ async def test_dry_run_reports_added_and_removed_concerns_and_changes_nothing(
     assert (await client.get(f"{BASE}/aalborg-strict")).status_code == 404
 
 
+# The school system of both schools of the enrolment test.
+BOTH = bearer(Role.SCHOOL_SYSTEM, "aalborg", ("vestbjerg", "lind"))
+
+
+async def _enrol(
+    client: httpx.AsyncClient, pupil: str, school: str, first: date, until: date | None = None
+) -> None:
+    body = {
+        "event_id": f"{pupil}-{school}",
+        "enrolled_from": first.isoformat(),
+        "enrolled_until": until.isoformat() if until else None,
+        "recorded_at": "2026-08-01T08:00:00+02:00",
+    }
+    r = await client.put(f"/v1/schools/{school}/enrolments/{pupil}", json=body, headers=BOTH)
+    assert r.status_code == 200, r.text
+
+
+async def test_dry_run_judges_each_pupil_over_their_enrolments_as_the_worker_does(
+    client: httpx.AsyncClient,
+) -> None:
+    """Days before a pupil's enrolment do not count, windows reach back across a move, and a
+    crossing on a day the pupil attends another school belongs to that school."""
+    await configure(client)
+    # A second school of the municipality, which keeps packs of its own: not compared.
+    await configure(client, school="lind")
+    r = await client.put(
+        "/v1/schools/lind",
+        json={
+            "municipality_id": "aalborg",
+            "name": "Lindholm Skole",
+            "timezone": "Europe/Copenhagen",
+            "mailbox": "lind@sikkerpost.aalborg.dk",
+            "rule_packs": ["dk-slagelse-2019"],
+        },
+    )
+    assert r.status_code == 200, r.text
+    days = school_days(date(2026, 9, 7), 5)  # Monday to Friday
+    # Enrolled from Wednesday: the absences on Monday and Tuesday were not at this school.
+    await _enrol(client, "late", "vestbjerg", days[2])
+    # Moved in on Wednesday from Lind, and moved away to Lind on Wednesday.
+    await _enrol(client, "moved-in", "lind", date(2026, 8, 10), days[1])
+    await _enrol(client, "moved-in", "vestbjerg", days[2])
+    await _enrol(client, "moved-away", "vestbjerg", date(2026, 8, 10), days[1])
+    await _enrol(client, "moved-away", "lind", days[2])
+    items = [registration("late", d) for d in days]
+    for pupil, before, after in (
+        ("moved-in", "lind", "vestbjerg"),
+        ("moved-away", "vestbjerg", "lind"),
+    ):
+        items += [registration(pupil, d, school=before if d < days[2] else after) for d in days]
+    r = await client.post("/v1/registrations/batch", json={"items": items}, headers=BOTH)
+    assert r.json()["inserted"] == 15, r.text
+    body = {
+        "pack": copy.deepcopy(LOCAL) | {"id": "aalborg-strict"},
+        "replaces": "dk-aalborg-2018",
+        "first_day": "2026-08-10",
+        "last_day": "2026-11-20",
+    }
+
+    r = await client.post(f"{BASE}/dry-run", json=body)
+    assert r.status_code == 200, r.text
+    out = r.json()
+    assert (out["schools"], out["pupils_evaluated"]) == (["vestbjerg"], 3)
+    found = {
+        (side, c["pupil_id"], c["school_id"], c["rule_id"], c["crossing_date"])
+        for side in ("added", "removed")
+        for c in out[f"concerns_{side}"]
+    }
+    assert found == {
+        # Three of the late pupil's days: consecutive-3 on the third, never consecutive-5.
+        ("added", "late", "vestbjerg", "consecutive-3", days[4].isoformat()),
+        # Two days at Lind and three here make five in a row, judged here from the move on.
+        ("added", "moved-in", "vestbjerg", "consecutive-3", days[2].isoformat()),
+        ("removed", "moved-in", "vestbjerg", "consecutive-5", days[4].isoformat()),
+        # The pupil who moved away crosses on days at Lind, whose packs do not change.
+    }
+
+
 async def test_dry_run_refuses_bad_requests_naming_the_field(client: httpx.AsyncClient) -> None:
     await configure(client)
     bad_pack = copy.deepcopy(LOCAL) | {"id": "x"}

@@ -11,16 +11,16 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta
+from datetime import date, datetime
 
 from pydantic import ValidationError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from opspor_shared.calendar import SchoolCalendar, horizon_for
+from opspor_shared.calendar import horizon_for
 from opspor_shared.clock import Clock, system_clock
 from opspor_shared.db import unit_of_work
 from opspor_shared.engine import Crossing, RulePack, concern_id
-from opspor_shared.engine.timeline import Stay, evaluate_stays
+from opspor_shared.engine.timeline import enrolled_stays, evaluate_stays
 from opspor_shared.events import (
     CONCERN_RAISED,
     CONCERN_UPDATED,
@@ -39,14 +39,14 @@ from opspor_shared.outbox import OutboxMessage
 from opspor_shared.reference import (
     CalendarCache,
     PackCache,
-    PackRef,
     ReferenceRepository,
     SchoolRef,
 )
+from opspor_shared.registrations import school_of_latest
 from opspor_shared.retention import retention_window
 from opspor_worker.metrics import CONCERNS_CHANGED, PUPILS_EVALUATED, TICK_PUPILS
-from opspor_worker.models import Concern, WorkerEnrolment
-from opspor_worker.repository import RegistrationRow, WorkerRepository, live_registrations
+from opspor_worker.models import Concern
+from opspor_worker.repository import WorkerRepository, live_registrations
 from opspor_worker.settings import WorkerSettings
 
 log = get_logger(__name__)
@@ -68,15 +68,6 @@ class Context:
             total = self.settings.topic_partitions
             return frozenset(range(total)), total
         return self.assignment.partitions, self.assignment.total
-
-
-def _pupil_school(rows: Sequence[RegistrationRow]) -> str | None:
-    """The school of the pupil's latest-dated registration decides calendar and pack."""
-    live = [r for r in rows if not r.retracted] or list(rows)
-    if not live:
-        return None
-    latest = max(live, key=lambda r: (r.date, r.recorded_at, r.event_id))
-    return latest.school_id
 
 
 def explanation_of(crossing: Crossing, pack: RulePack) -> ExplanationData:
@@ -148,32 +139,6 @@ def concern_message(
     )
 
 
-def _stays(
-    enrolments: Sequence[WorkerEnrolment],
-    fallback_school: str | None,
-    refs: dict[str, SchoolRef],
-    calendars: dict[str, SchoolCalendar],
-    packs: dict[tuple[str, str], PackRef],
-) -> list[Stay]:
-    """The pupil's stays from their enrolments; without any, one open stay at the school of
-    their latest registration. A stay at an unknown school, or one without packs, is left
-    out (its days are not judged) and logged."""
-    wanted: list[tuple[str | None, date | None, date | None]] = [
-        (e.school_id, e.enrolled_from, e.enrolled_until) for e in enrolments
-    ] or [(fallback_school, None, None)]
-    stays: list[Stay] = []
-    for school_id, start, until in sorted(wanted, key=lambda w: (w[1] or date.min, w[0] or "")):
-        ref = refs.get(school_id) if school_id else None
-        keys = [(ref.municipality_id, p) for p in ref.rule_packs] if ref else []
-        chosen = tuple(packs[k].pack for k in keys if k in packs)
-        if ref is None or not chosen:
-            log.warning("stay_not_evaluated", reason="unknown school or pack", school=school_id)
-            continue
-        end = until + timedelta(days=1) if until else None
-        stays.append(Stay(ref.id, calendars[ref.id], chosen, start, end))
-    return stays
-
-
 # Evaluation runs to the last school day the calendars know, past the horizon: a crossing on a
 # day depends only on that day and the days before it, so the crossings up to the horizon are
 # the same, and the first one after it is the day this pupil's concerns next change unless a
@@ -209,14 +174,11 @@ async def evaluate_pupils(repo: WorkerRepository, ctx: Context, pupil_ids: Seque
     await repo.lock_pupils(pupil_ids)
     regs = await repo.registrations(pupil_ids)
     enrolments = await repo.enrolments(pupil_ids)
-    schools_of = {p: _pupil_school(regs[p]) for p in pupil_ids}
+    schools_of = {p: school_of_latest(regs[p]) for p in pupil_ids}
     needed = {s for s in schools_of.values() if s is not None}
     needed.update(e.school_id for rows in enrolments.values() for e in rows)
-    reference = ReferenceRepository(repo.session)
-    refs = await reference.schools(sorted(needed))
-    calendars = await reference.calendars({s: r.country for s, r in refs.items()}, ctx.calendars)
-    packs = await reference.packs(
-        {(r.municipality_id, p) for r in refs.values() for p in r.rule_packs}, ctx.packs
+    refs, judged = await ReferenceRepository(repo.session).judged(
+        sorted(needed), ctx.calendars, ctx.packs
     )
     held = await repo.concerns(pupil_ids)
     now = ctx.clock()
@@ -224,7 +186,13 @@ async def evaluate_pupils(repo: WorkerRepository, ctx: Context, pupil_ids: Seque
     messages: list[OutboxMessage] = []
     pupils: list[dict[str, object]] = []
     for pupil_id in pupil_ids:
-        stays = _stays(enrolments[pupil_id], schools_of[pupil_id], refs, calendars, packs)
+        stays, left_out = enrolled_stays(
+            [(e.school_id, e.enrolled_from, e.enrolled_until) for e in enrolments[pupil_id]],
+            schools_of[pupil_id],
+            judged,
+        )
+        for school_id in left_out:
+            log.warning("stay_not_evaluated", reason="unknown school or pack", school=school_id)
         if not stays:
             continue
         current = refs[stays[-1].school_id]

@@ -11,9 +11,9 @@ latest registration, covering all of that school's days.
 from __future__ import annotations
 
 from bisect import bisect_right
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
-from datetime import date
+from datetime import date, timedelta
 
 from opspor_shared.calendar import SchoolCalendar, SchoolYear
 from opspor_shared.engine.evaluate import evaluate_packs
@@ -27,6 +27,31 @@ class Stay:
     packs: tuple[RulePack, ...]
     start: date | None  # None: from the calendar's first day
     end: date | None = None  # exclusive; None: until the next stay starts, or open
+
+
+def enrolled_stays(
+    enrolments: Iterable[tuple[str, date, date | None]],
+    fallback_school: str | None,
+    schools: Mapping[str, tuple[SchoolCalendar, tuple[RulePack, ...]]],
+) -> tuple[list[Stay], list[str | None]]:
+    """A pupil's stays, by start, from their enrolments (school, enrolled_from, enrolled_until
+    inclusive); without any, one open stay at ``fallback_school`` (the school of their latest
+    registration). ``schools`` gives each known school's calendar and packs in force. A stay
+    at a school it does not hold, or one without packs, is left out (its days are not judged);
+    the second list names the schools left out, for the caller to log."""
+    wanted: list[tuple[str | None, date | None, date | None]] = [*enrolments] or [
+        (fallback_school, None, None)
+    ]
+    stays: list[Stay] = []
+    left_out: list[str | None] = []
+    for school_id, start, until in sorted(wanted, key=lambda w: (w[1] or date.min, w[0] or "")):
+        known = schools.get(school_id) if school_id is not None else None
+        if school_id is None or known is None or not known[1]:
+            left_out.append(school_id)
+            continue
+        end = until + timedelta(days=1) if until else None
+        stays.append(Stay(school_id, known[0], known[1], start, end))
+    return stays, left_out
 
 
 class SplicedCalendar(SchoolCalendar):

@@ -1,9 +1,9 @@
 """Dry run: which concerns a candidate pack would add or remove, changing nothing.
 
-Both sides are computed from scratch from the api's current registrations with the same
-engine the worker runs, so the comparison is exact and independent of the worker's state.
-Crossings are compared by (pupil, school, rule id, rule version, date, level): a candidate
-that keeps a rule's id and version keeps its concerns.
+Both sides are computed from scratch from the api's current registrations and enrolments with
+the same engine and the same stays the worker uses, so the comparison is exact and independent
+of the worker's state. Crossings are compared by (pupil, school, rule id, rule version, date,
+level): a candidate that keeps a rule's id and version keeps its concerns.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 from collections import Counter, defaultdict
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import date, datetime
 from typing import Any
 
@@ -28,8 +28,9 @@ from opspor_api.packs.schemas import (
 from opspor_api.packs.service import pack_location
 from opspor_shared.calendar import SchoolCalendar, horizon_for
 from opspor_shared.engine import PackError, Registration, RulePack, parse_pack
-from opspor_shared.engine.timeline import Stay, evaluate_stays
+from opspor_shared.engine.timeline import enrolled_stays, evaluate_stays
 from opspor_shared.reference import CalendarCache, PackCache, ReferenceRepository
+from opspor_shared.registrations import school_of_latest
 
 MAX_DAYS = 800  # two school years and some: a bound on the work one request can ask for
 
@@ -37,10 +38,16 @@ Key = tuple[str, str, str, str, date, str]
 
 
 @dataclass(frozen=True)
-class _School:
-    calendar: SchoolCalendar
+class _Schools:
+    """What the comparison needs of the schools, read before it runs in a thread."""
+
+    # Every school a pupil of the compared ones attends: its calendar and real packs decide
+    # the pupil's stays exactly as in the worker (a stay at a school without packs is left out).
+    judged: dict[str, tuple[SchoolCalendar, tuple[RulePack, ...]]]
+    timezones: dict[str, str]
+    compared: frozenset[str]  # where the candidate is tried
     current: RulePack | None  # the replaced pack, None when the candidate is added
-    horizon: date | None
+    now: datetime
 
 
 def _check(fields: dict[str, Any]) -> tuple[RulePack | None, list[FieldError]]:
@@ -75,9 +82,10 @@ def _concern(pupil: str, school: str, c: Any) -> DryRunConcern:
 
 
 def _compare(
-    schools: dict[str, _School],
+    schools: _Schools,
     candidate: RulePack,
     registrations: Sequence[Any],
+    enrolments: dict[str, list[tuple[str, date, date | None]]],
     first_day: date,
     last_day: date,
 ) -> DryRunOut:
@@ -89,23 +97,30 @@ def _compare(
     unchanged = 0
     evaluated = 0
     for pupil, rows in by_pupil.items():
-        # The pupil's school is the school of their latest-dated registration (as the worker).
-        school_id = max(rows, key=lambda r: r.date).school_id
-        school = schools.get(school_id)
-        if school is None or school.horizon is None:
+        stays, _ = enrolled_stays(enrolments.get(pupil, []), school_of_latest(rows), schools.judged)
+        if not any(s.school_id in schools.compared for s in stays):
+            continue
+        current = stays[-1]
+        horizon = horizon_for(current.calendar, schools.timezones[current.school_id], schools.now)
+        if horizon is None:
             continue
         evaluated += 1
-        horizon = min(school.horizon, last_day)
         facts = [Registration(r.date, r.slot, r.category, r.extent) for r in rows]
         sides: list[dict[Key, DryRunConcern]] = []
-        for pack in (school.current, candidate):
+        for pack in (schools.current, candidate):
+            # The pack tried on this side at the compared schools, none elsewhere: the other
+            # packs' crossings are the same on both sides. Every stay keeps its days.
+            tried = tuple(
+                replace(
+                    s, packs=(pack,) if pack is not None and s.school_id in schools.compared else ()
+                )
+                for s in stays
+            )
             found: dict[Key, DryRunConcern] = {}
-            if pack is not None:
-                stay = Stay(school_id, school.calendar, (pack,), None)
-                for owner, c in evaluate_stays([stay], facts, horizon):
-                    if c.date >= first_day:
-                        key = (pupil, owner, c.rule_id, c.rule_version, c.date, c.level)
-                        found[key] = _concern(pupil, owner, c)
+            for owner, c in evaluate_stays(tried, facts, min(horizon, last_day)):
+                if c.date >= first_day:
+                    key = (pupil, owner, c.rule_id, c.rule_version, c.date, c.level)
+                    found[key] = _concern(pupil, owner, c)
             sides.append(found)
         now, then = sides
         unchanged += len(now.keys() & then.keys())
@@ -123,7 +138,7 @@ def _compare(
         removed.values(), key=lambda c: (c.crossing_date, c.pupil_id, c.rule_id)
     )
     return DryRunOut(
-        schools=sorted(schools),
+        schools=sorted(schools.compared),
         pupils_evaluated=evaluated,
         added=len(added),
         removed=len(removed),
@@ -175,14 +190,21 @@ async def dry_run(
     held = await reference.packs(
         {(municipality_id, body.replaces)} if body.replaces else set(), packs
     )
-    current = held[(municipality_id, body.replaces)].pack if body.replaces else None
-    built = await reference.calendars({s: r.country for s, r in refs.items()}, calendars)
-    schools = {
-        s: _School(built[s], current, horizon_for(built[s], r.timezone, now))
-        for s, r in refs.items()
+    registrations = await repo.live_registrations(sorted(refs))
+    pupils = sorted({r.pupil_id for r in registrations})
+    enrolments = await repo.enrolments(pupils)
+    attended = {r.school_id for r in registrations} | {
+        school for rows in enrolments.values() for school, _, _ in rows
     }
-    registrations = await repo.live_registrations(sorted(schools))
+    known, judged = await reference.judged(sorted(attended | set(refs)), calendars, packs)
+    schools = _Schools(
+        judged=judged,
+        timezones={s: r.timezone for s, r in known.items()},
+        compared=frozenset(refs),
+        current=held[(municipality_id, body.replaces)].pack if body.replaces else None,
+        now=now,
+    )
     # Pure CPU work: off the event loop, so other requests keep being served meanwhile.
     return await asyncio.to_thread(
-        _compare, schools, candidate, registrations, body.first_day, body.last_day
+        _compare, schools, candidate, registrations, enrolments, body.first_day, body.last_day
     )

@@ -1,16 +1,16 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import date
+from datetime import date, datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import Row, func, select
-from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy import Row, Text, any_, cast, func, select, union
+from sqlalchemy.dialects.postgresql import ARRAY, insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from opspor_api.config.repository import INSERTED
-from opspor_api.models import Registration, RulePackRow
+from opspor_api.models import Enrolment, Registration, RulePackRow
 
 
 class PackRepository:
@@ -54,14 +54,43 @@ class PackRepository:
 
     async def live_registrations(
         self, school_ids: Sequence[str]
-    ) -> Sequence[Row[str, str, date, str, str | None, Decimal | None]]:
-        """Current registrations of every pupil registered at one of the schools (all of
-        that pupil's registrations, so their school can be decided as the worker does)."""
-        r = Registration
-        pupils = select(r.pupil_id).where(r.school_id.in_(school_ids)).distinct()
+    ) -> Sequence[Row[str, str, date, str, str | None, Decimal | None, datetime, str, bool]]:
+        """Current registrations of every pupil registered or enrolled at one of the schools
+        (all of that pupil's registrations: windows reach across a change of school, and a
+        pupil without enrolments is judged at the school of their latest one)."""
+        r, e = Registration, Enrolment
+        pupils = union(
+            select(r.pupil_id).where(r.school_id.in_(school_ids)),
+            select(e.pupil_id).where(e.school_id.in_(school_ids)),
+        )
         rows = await self.session.execute(
-            select(r.pupil_id, r.school_id, r.date, r.slot, r.category, r.extent)
+            select(
+                r.pupil_id,
+                r.school_id,
+                r.date,
+                r.slot,
+                r.category,
+                r.extent,
+                r.recorded_at,
+                r.event_id,
+                r.retracted,
+            )
             .where(r.pupil_id.in_(pupils), r.retracted.is_(False))
             .order_by(r.pupil_id, r.date, r.slot)
         )
         return rows.all()
+
+    async def enrolments(
+        self, pupil_ids: Sequence[str]
+    ) -> dict[str, list[tuple[str, date, date | None]]]:
+        """(school, enrolled_from, enrolled_until) of each of the pupils' enrolments."""
+        e = Enrolment
+        rows = await self.session.execute(
+            select(e.pupil_id, e.school_id, e.enrolled_from, e.enrolled_until).where(
+                e.pupil_id == any_(cast(list(pupil_ids), ARRAY(Text)))
+            )
+        )
+        out: dict[str, list[tuple[str, date, date | None]]] = {}
+        for pupil_id, school_id, enrolled_from, enrolled_until in rows:
+            out.setdefault(pupil_id, []).append((school_id, enrolled_from, enrolled_until))
+        return out
