@@ -2,14 +2,17 @@
 
     DATABASE_URL=postgresql+asyncpg://... opspor-replay registrations [--since T] [--school ID]...
     DATABASE_URL=postgresql+asyncpg://... opspor-replay concerns [--since T] [--school ID]...
+    DATABASE_URL=postgresql+asyncpg://... opspor-replay cases [--since T] [--school ID]...
     (or: python -m opspor_shared.replay ...)
 
 `registrations` reads the api's database (registration_events) and queues the events in the
 api's outbox for absence.registrations.v1; `concerns` reads the threshold-worker's database
 (concerns, current revision each) and queues them in the worker's outbox for
-absence.concerns.v1. The running services' relays publish them. Consumers are idempotent, so a
-replay changes nothing already right and restores what the broker lost. Topic names follow
-REGISTRATIONS_TOPIC / CONCERNS_TOPIC like the services.
+absence.concerns.v1; `cases` reads the api's database (cases, current state each) and queues
+them in the api's outbox for absence.cases.v1. The running services' relays publish them.
+Consumers are idempotent, so a replay changes nothing already right and restores what the
+broker lost. Topic names follow REGISTRATIONS_TOPIC / CONCERNS_TOPIC / CASES_TOPIC like the
+services.
 
 The one command lives here, next to the other shared operations code; the two replays import
 their service's tables lazily, so each runs with only that service's database.
@@ -40,7 +43,7 @@ def _since(value: str) -> datetime:
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="opspor-replay", description=__doc__.split("\n\n")[0])
-    p.add_argument("what", choices=["registrations", "concerns"])
+    p.add_argument("what", choices=["registrations", "concerns", "cases"])
     p.add_argument("--since", type=_since, help="only events received/changed at or after")
     p.add_argument("--school", action="append", default=[], help="only this school (repeat)")
     return p
@@ -55,6 +58,11 @@ async def replay(what: str, database_url: str, since: datetime | None, schools: 
 
             topic = os.environ.get("REGISTRATIONS_TOPIC", "absence.registrations.v1")
             return await replay_registrations(sessionmaker, topic, since=since, schools=schools)
+        if what == "cases":
+            from opspor_api.replay import replay_cases
+
+            topic = os.environ.get("CASES_TOPIC", "absence.cases.v1")
+            return await replay_cases(sessionmaker, topic, since=since, schools=schools)
         from opspor_worker.replay import replay_concerns
 
         topic = os.environ.get("CONCERNS_TOPIC", "absence.concerns.v1")

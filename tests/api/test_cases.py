@@ -4,6 +4,10 @@ clock, and who sees what."""
 
 from __future__ import annotations
 
+import asyncio
+import os
+import subprocess
+import sys
 import uuid
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
@@ -25,7 +29,7 @@ from opspor_shared.casemodels import CaseModelError, parse_model
 from opspor_shared.events import CloudEvent, ConcernData
 from tests.api.test_concerns import concern_event
 from tests.auth import bearer
-from tests.support import configure, read_topic
+from tests.support import configure, read_records, read_topic
 
 STAFF = bearer(Role.SCHOOL_STAFF, "aalborg", ["vestbjerg"], subject="lærer-1")
 OTHER_STAFF = bearer(Role.SCHOOL_STAFF, "aalborg", ["hals"], subject="lærer-2")
@@ -635,6 +639,81 @@ async def test_an_overdue_case_is_published_once_a_week_per_reason(
                             "result": "continue"})).json()  # fmt: skip
     assert done["overdue_reasons"] == []
     assert await check(due + timedelta(days=9)) == []
+
+
+async def test_a_replay_publishes_every_cases_current_state_under_the_original_ids(
+    client: httpx.AsyncClient,
+    settings: ApiSettings,
+    sessionmaker: async_sessionmaker[AsyncSession],
+) -> None:
+    """After the cases topic lost data (the relay notices and replays; opspor-replay cases by
+    hand), consumers get each case's state again: nothing they held comes under a new id."""
+    topic = settings.cases_topic
+    await use_model(client, "baerum")
+    open_one = Worker(client, await open_case(client))
+    closed_one = Worker(client, await open_case(client, pupil_id="elev-2"))
+    await closed_one.record(
+        {"kind": "contact", "form": "call", "with": ["parents"], "on": TODAY.isoformat(),
+         "reached": True, "outcome": "Tilbake på skolen"}
+    )  # fmt: skip
+    await closed_one.record({"kind": "evaluation", "done": TODAY.isoformat(), "result": "resolved"})
+    await closed_one.close("back-to-everyday-life")
+    overdue_on = TODAY + timedelta(days=22)  # the day after the evaluation was due
+    async with sessionmaker() as session, session.begin():
+        now = datetime.combine(overdue_on, datetime.min.time(), UTC) + timedelta(hours=10)
+        assert await cases_service.check_overdue(CaseRepository(session, topic), now) == 1
+    # Opened + evaluation due for each, the closing of one, the other overdue.
+    cases = {open_one.id, closed_one.id}
+    first = await case_events(settings, cases, 6)
+    assert len(first) == 6, [e.type for e in first]
+
+    env = os.environ | {"DATABASE_URL": settings.database_url, "CASES_TOPIC": topic}
+    done = await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, "-m", "opspor_shared.replay", "cases", "--school", "vestbjerg"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    # The open case: opened and evaluation due (untouched since), and its overdue reminder;
+    # the closed case: its closing event.
+    assert done.stdout.split()[:2] == ["queued", "4"], done.stdout
+    every = await case_events(settings, cases, 10)
+    assert len(every) == 10
+    copies: dict[str, list[CloudEvent]] = {}
+    for event in every:
+        copies.setdefault(event.id, []).append(event)
+    # Each replayed event has the id of one consumers already had, and the same content.
+    again = {i: pair for i, pair in copies.items() if len(pair) == 2}
+    assert len(again) == 4 and len(copies) == 6
+    assert {pair[0].type.rsplit(".", 1)[1] for pair in again.values()} == {
+        "opened", "evaluation-due", "overdue", "closed",
+    }  # fmt: skip
+    for original, replayed in again.values():
+        assert (replayed.type, replayed.subject, replayed.data) == (
+            original.type,
+            original.subject,
+            original.data,
+        )
+
+
+async def case_events(settings: ApiSettings, cases: set[str], expect: int) -> list[CloudEvent]:
+    """The events of these cases on the cases topic (other tests' cases share it), once at
+    least `expect` of them are there (or after 30 reads)."""
+    events: list[CloudEvent] = []
+    for _ in range(30):
+        records = await read_records(
+            settings.kafka_bootstrap_servers, settings.cases_topic, 10**9, timeout=1.0
+        )
+        events = [
+            e for r in records if (e := CloudEvent.from_bytes(r.value or b"")).subject in cases
+        ]
+        if len(events) >= expect:
+            break
+    return events
 
 
 async def test_closed_cases_are_purged_with_their_text_after_the_retention_period(

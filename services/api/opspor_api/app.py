@@ -39,7 +39,7 @@ from opspor_api.purge import SERVICE as PURGE_SERVICE
 from opspor_api.purge import purge_once
 from opspor_api.ratelimit import RateLimiter
 from opspor_api.registrations.endpoints import router as registrations_router
-from opspor_api.replay import replay_registrations
+from opspor_api.replay import replay_cases, replay_registrations
 from opspor_api.reports.endpoints import router as reports_router
 from opspor_api.routing.endpoints import router as routing_router
 from opspor_api.settings import ApiSettings
@@ -241,12 +241,14 @@ def create_app(settings: ApiSettings, *, clock: Clock = system_clock) -> FastAPI
                 await sleep_or_stop(stop, settings.case_check_seconds)
 
         async def replay_lost(topic: str) -> int:
-            # The registrations topic lost events this relay published (the outbox rows are
-            # gone once published): queue every stored registration event again; the worker
-            # applies them newest-wins, so nothing changes twice. Case events are not replayed:
-            # overdue reminders come again from check_cases, the rest is read through the API.
+            # A topic lost events this relay published (the outbox rows are gone once
+            # published): queue every stored registration event again, which the worker applies
+            # newest-wins, or every case's current state, whose events keep their ids; so
+            # nothing changes twice.
             if topic == settings.registrations_topic:
                 return await replay_registrations(sessionmaker, topic)
+            if topic == settings.cases_topic:
+                return await replay_cases(sessionmaker, topic)
             return 0
 
         async def watch_silent_schools(stop: asyncio.Event) -> None:

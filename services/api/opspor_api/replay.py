@@ -1,19 +1,26 @@
-"""Registration events queued again from the api's tables (the database is the record).
+"""Events queued again from the api's tables (the database is the record).
 
-Every accepted event is kept in `registration_events` until retention; queuing them in the
-outbox again makes the relay publish them to the registrations topic once more. The worker
-applies registrations newest-wins by event, so a replay changes nothing already right and
-restores what a broker lost.
+Registrations: every accepted event is kept in `registration_events` until retention; queuing
+them in the outbox again makes the relay publish them to the registrations topic once more.
+The worker applies registrations newest-wins by event, so a replay changes nothing already
+right and restores what a broker lost.
+
+Cases: each case's current state is published again (opspor_api.cases.service.republish);
+events carry deterministic ids, so a consumer that holds one ignores it, and the alerter keeps
+one reminder per case, reason and day.
 """
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from opspor_api.cases import service as cases_service
+from opspor_api.cases.repository import CaseRepository
 from opspor_api.models import RegistrationEvent, api_outbox
 from opspor_shared.db import unit_of_work
 from opspor_shared.events import RegistrationData, registration_event
@@ -57,3 +64,24 @@ async def replay_registrations(
         if len(rows) < CHUNK:
             return queued
         after = rows[-1].event_id
+
+
+async def replay_cases(
+    sessionmaker: async_sessionmaker[AsyncSession],
+    topic: str,
+    *,
+    since: datetime | None = None,
+    schools: Sequence[str] = (),
+) -> int:
+    """Queues the current state of every case (changed since `since`, of `schools`) in chunks
+    of their own transactions; returns the events queued."""
+    queued = 0
+    after: uuid.UUID | None = None
+    while True:
+        async with unit_of_work(sessionmaker) as session:
+            repo = CaseRepository(session, topic)
+            page = await repo.every_case(after, CHUNK, since=since, schools=schools)
+            queued += await cases_service.republish(repo, page, datetime.now(UTC))
+        if len(page) < CHUNK:
+            return queued
+        after = page[-1].id

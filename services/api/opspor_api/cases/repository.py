@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
-from datetime import date
+from datetime import date, datetime
 from typing import Any
 
 from sqlalchemy import ColumnElement, and_, func, or_, select, text, update
@@ -131,6 +131,24 @@ class CaseRepository:
                 )
             )
         query = query.order_by(Case.opened_on.desc(), Case.id.desc()).limit(limit)
+        return list(await self.session.scalars(query))
+
+    async def every_case(
+        self,
+        after: uuid.UUID | None,
+        limit: int,
+        *,
+        since: datetime | None = None,
+        schools: Sequence[str] = (),
+    ) -> list[Case]:
+        """A page of all cases by id (changed since `since`, of `schools`), for a replay."""
+        query = select(Case).order_by(Case.id).limit(limit)
+        if after is not None:
+            query = query.where(Case.id > after)
+        if since is not None:
+            query = query.where(Case.updated_at >= since)
+        if schools:
+            query = query.where(Case.school_id.in_(list(schools)))
         return list(await self.session.scalars(query))
 
     async def open_cases(self) -> list[Case]:

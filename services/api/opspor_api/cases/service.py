@@ -58,6 +58,7 @@ from opspor_shared.casemodels import (
     REQUIREMENTS,
     CaseModel,
     CaseModelError,
+    Phase,
     builtin_models,
     default_model_id,
     parse_model,
@@ -766,6 +767,25 @@ def _due_date(reason: str, case: Case) -> date | None:
     return None
 
 
+def _overdue_event(
+    repo: CaseRepository, case: Case, phase: Phase, reason: str, day: date, now: datetime
+) -> OutboxMessage:
+    # One per case, reason and day: the alerter keeps one reminder per id.
+    due = _due_date(reason, case)
+    return _message(
+        repo.topic,
+        case,
+        CASE_OVERDUE,
+        f"{case.id}:overdue:{reason}:{day.isoformat()}",
+        now,
+        responsible_role=phase.responsible,
+        responsible_party=phase.party,
+        reason=reason,
+        day=day.isoformat(),
+        due_date=due.isoformat() if due else None,
+    )
+
+
 async def check_overdue(repo: CaseRepository, now: datetime) -> int:
     """Judges every open case on the school's current day; publishes `case.overdue` when a
     reason first appears and again every REMIND_EVERY while it lasts (the alerter turns each
@@ -795,21 +815,7 @@ async def check_overdue(repo: CaseRepository, now: datetime) -> int:
             last = reminded.get(reason)
             if last is not None and today - date.fromisoformat(last) < REMIND_EVERY:
                 continue
-            due = _due_date(reason, case)
-            messages.append(
-                _message(
-                    repo.topic,
-                    case,
-                    CASE_OVERDUE,
-                    f"{case.id}:overdue:{reason}:{today.isoformat()}",
-                    now,
-                    responsible_role=phase.responsible,
-                    responsible_party=phase.party,
-                    reason=reason,
-                    day=today.isoformat(),
-                    due_date=due.isoformat() if due else None,
-                )
-            )
+            messages.append(_overdue_event(repo, case, phase, reason, today, now))
             reminded[reason] = today.isoformat()
         reminded = {r: d for r, d in reminded.items() if r in reasons}
         if reasons != list(case.overdue_reasons) or reminded != case.reminded:
@@ -824,6 +830,43 @@ async def check_overdue(repo: CaseRepository, now: datetime) -> int:
     OVERDUE.clear()
     for (municipality_id, reason), n in counts.items():
         OVERDUE.labels(municipality_id, reason).set(n)
+    return len(messages)
+
+
+async def republish(repo: CaseRepository, cases: Sequence[Case], now: datetime) -> int:
+    """Publishes the cases' current state again, for the consumers of a cases topic that lost
+    data (the database is the record; opspor_api.replay). A closed case gives its closing
+    event; an open case gives `case.opened` at its current version, its due evaluation, and
+    the overdue event of each current reason for the day it was last published (the alerter's
+    reminders). Ids are the originals' where the event can be rebuilt as it was (closing,
+    overdue, a case untouched since opening) and otherwise new ones per version, so a
+    consumer that holds an event ignores it. Returns the events queued."""
+    models: dict[str, dict[str, CaseModel]] = {}
+    messages: list[OutboxMessage] = []
+    for case in cases:
+        if case.status == "closed":
+            closed_on = case.closed_on.isoformat() if case.closed_on else None
+            messages.append(
+                _version_event(
+                    repo, case, CASE_CLOSED, now, outcome=case.outcome, closed_on=closed_on
+                )
+            )
+            continue
+        messages.append(_version_event(repo, case, CASE_OPENED, now, source=case.source))
+        if case.next_evaluation_due is not None:
+            due = case.next_evaluation_due.isoformat()
+            messages.append(_version_event(repo, case, CASE_EVALUATION_DUE, now, due_date=due))
+        reminded = [r for r in case.overdue_reasons if r in case.reminded]
+        if not reminded:
+            continue
+        if case.municipality_id not in models:
+            models[case.municipality_id] = await models_of(repo, case.municipality_id)
+        phase = models[case.municipality_id][case.model_id].phase(case.phase)
+        assert phase is not None  # a case is always in a phase of its model
+        for reason in reminded:
+            day = date.fromisoformat(case.reminded[reason])
+            messages.append(_overdue_event(repo, case, phase, reason, day, now))
+    await repo.publish(messages)
     return len(messages)
 
 
