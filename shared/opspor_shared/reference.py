@@ -81,7 +81,8 @@ class WebhookRef:
     municipality_id: str
     id: str
     url: str = field(repr=False)
-    secret: str = field(repr=False)
+    # As stored: sealed when WEBHOOK_SECRET_KEYS is set (opspor_shared.secretbox opens it).
+    stored_secret: str = field(repr=False)
     levels: tuple[str, ...]  # empty: every level
     school_ids: tuple[str, ...]  # empty: every school of the municipality
     enabled: bool
@@ -285,7 +286,7 @@ def _webhook_ref(row: RowMapping) -> WebhookRef:
         municipality_id=row["municipality_id"],
         id=row["id"],
         url=row["url"],
-        secret=row["secret"],
+        stored_secret=row["secret"],
         levels=tuple(row["levels"] or ()),
         school_ids=tuple(row["school_ids"] or ()),
         enabled=bool(row["enabled"]),

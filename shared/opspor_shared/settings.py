@@ -15,6 +15,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from opspor_shared.auth import IssuerConfig
 from opspor_shared.netguard import AllowedNetworks
+from opspor_shared.secretbox import SecretBox, key_problem
 
 
 class ServiceSettings(BaseSettings):
@@ -70,6 +71,27 @@ class ServiceSettings(BaseSettings):
     # private, link-local): comma-separated CIDRs, empty by default. The api checks stored URLs
     # and the alerter the addresses it connects to against the same list (README "Webhooks").
     webhook_allowed_networks: AllowedNetworks = Field(default_factory=list)
+    # Fernet keys that seal webhook secrets in the database (opspor_shared.secretbox),
+    # comma-separated, the first one sealing; the api and the alerter need the same value.
+    # Unset: secrets are stored as given (the api warns at start).
+    webhook_secret_keys: SecretStr | None = None
+
+    def secret_box(self) -> SecretBox:
+        keys = self.webhook_secret_keys
+        return SecretBox.of(keys.get_secret_value() if keys is not None else None)
+
+    @field_validator("webhook_secret_keys")
+    @classmethod
+    def _fernet_keys(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None:
+            return None
+        keys = [k.strip() for k in value.get_secret_value().split(",") if k.strip()]
+        if not keys:
+            raise ValueError("names no key (leave it unset to store secrets as given)")
+        for number, key in enumerate(keys, 1):
+            if (problem := key_problem(key)) is not None:
+                raise ValueError(f"key {number} {problem}")
+        return value
 
     @model_validator(mode="after")
     def _kafka_security(self) -> ServiceSettings:

@@ -90,6 +90,18 @@ def test_validation_errors_do_not_echo_the_password(tmp_path: Path) -> None:
     assert "Top-Secret-Value" not in repr(problems)
 
 
+def test_webhook_secret_keys_must_be_fernet_keys_and_are_never_echoed() -> None:
+    good = "Q2zBXQ7i4Qm6ZL3xQm4W8r2tV9sYk1nP0aHcEdFgJjU="
+    assert settings(webhook_secret_keys=f" {good} , {good}").secret_box().seals
+    assert not settings().secret_box().seals
+    for bad in ("not-a-key-Top-Secret", f"{good},not-a-key-Top-Secret", " , "):
+        with pytest.raises(ValidationError) as info:
+            settings(webhook_secret_keys=bad)
+        problems = info.value.errors(include_input=False)
+        assert "webhook_secret_keys" in repr(problems)
+        assert "Top-Secret" not in repr(problems) and good not in repr(problems)
+
+
 def test_link_base_is_normalised() -> None:
     assert settings(notice_link_base="https://opspor.example/").notice_link_base == (
         "https://opspor.example"

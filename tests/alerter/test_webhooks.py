@@ -13,6 +13,7 @@ from email.utils import format_datetime
 from pathlib import Path
 
 import pytest
+from cryptography.fernet import Fernet
 from prometheus_client import REGISTRY
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
@@ -26,10 +27,12 @@ from opspor_alerter.webhook import classify_response, retry_after_seconds
 from opspor_shared.devstack.certs import ensure_certs
 from opspor_shared.devstack.mailbox import Mailbox
 from opspor_shared.devstack.net import free_port
+from opspor_shared.secretbox import SecretBox
 from tests.alerter.conftest import (
     SCHOOL_MAILBOX,
     WEBHOOK_SECRET,
     all_attempts,
+    all_notices,
     concern_event,
     deliver_until,
     record,
@@ -329,6 +332,37 @@ async def test_secret_rotated_after_recording_signs_with_the_new_secret(
     verify_signature(request, rotated)
     with pytest.raises(AssertionError):
         verify_signature(request, WEBHOOK_SECRET)
+
+
+async def test_a_sealed_secret_signs_and_one_no_key_opens_waits_for_its_key(
+    clean_db: AsyncEngine,
+    sessionmaker: SessionMaker,
+    mailbox: Mailbox,
+    receiver: WebhookReceiver,
+    settings_for: Callable[..., AlerterSettings],
+) -> None:
+    """WEBHOOK_SECRET_KEYS: the alerter opens the secret the api sealed, with any of its keys;
+    a secret sealed with a key it lacks is not guessed at: the notice waits, retried."""
+    old, new = Fernet.generate_key().decode(), Fernet.generate_key().decode()
+    await seed_school(clean_db, mailbox="")
+    await seed_webhook(clean_db, receiver.url(), secret=SecretBox([old]).seal(WEBHOOK_SECRET))
+    without_old = settings_for(mailbox, webhook_secret_keys=new)
+    await record(sessionmaker, without_old, concern_event())
+
+    await deliver_until(
+        sessionmaker, without_old, lambda notices: bool(notices) and notices[0].attempts >= 2
+    )
+    [notice] = await all_notices(sessionmaker)
+    assert notice.status == "pending" and receiver.requests == []
+    assert notice.last_error is not None and "WEBHOOK_SECRET_KEYS" in notice.last_error
+    assert WEBHOOK_SECRET not in notice.last_error
+
+    # The old key back, after the new one (a rotation under way): it opens and signs.
+    rotating = settings_for(mailbox, webhook_secret_keys=f"{new},{old}")
+    [notice] = await deliver_until(sessionmaker, rotating, settled)
+    assert notice.status == "sent"
+    [request] = receiver.requests
+    verify_signature(request)
 
 
 async def test_metrics_are_labelled_by_channel(

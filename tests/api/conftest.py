@@ -10,10 +10,14 @@ from opspor_api.app import create_app
 from opspor_api.settings import ApiSettings
 from tests.auth import RouteAuth, issuers_setting
 
+# Webhook secrets are sealed in every api test, as in a deployment (deploy/compose.yaml).
+WEBHOOK_SECRET_KEYS = "Q2zBXQ7i4Qm6ZL3xQm4W8r2tV9sYk1nP0aHcEdFgJjU="
+
 
 def api_settings(
     database_url: str, bootstrap: str, suffix: str, **overrides: object
 ) -> ApiSettings:
+    defaults = {"auth_issuers": issuers_setting(), "webhook_secret_keys": WEBHOOK_SECRET_KEYS}
     return ApiSettings(
         database_url=database_url,
         kafka_bootstrap_servers=bootstrap,
@@ -22,7 +26,7 @@ def api_settings(
         registrations_topic=f"absence.registrations.v1.{suffix}",
         concerns_topic=f"absence.concerns.v1.{suffix}",
         topic_partitions=2,
-        **({"auth_issuers": issuers_setting()} | overrides),  # type: ignore[arg-type]
+        **(defaults | overrides),  # type: ignore[arg-type]
     )
 
 

@@ -3,16 +3,26 @@ neither the secret nor the URL's query string shows up in a problem document."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import os
+import subprocess
+import sys
 from typing import Any
 
 import httpx
 import pytest
+from cryptography.fernet import Fernet
+from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from opspor_api.app import create_app
+from opspor_api.settings import ApiSettings
+from opspor_api.webhooks import service
+from opspor_api.webhooks.repository import WebhookRepository
 from opspor_shared.reference import ReferenceRepository
-from tests.api.conftest import api_settings
+from opspor_shared.secretbox import SecretBox
+from tests.api.conftest import WEBHOOK_SECRET_KEYS, api_settings
 from tests.auth import RouteAuth
 from tests.support import configure, seed_reference
 
@@ -57,6 +67,7 @@ async def test_webhook_is_created_read_listed_and_deleted_without_its_secret(
         "url_query_redacted": True,
         "secret_set": True,
         "secret_fingerprint": body["secret_fingerprint"],
+        "secret_encrypted": True,
         "levels": ["concern", "ppr-must"],
         "school_ids": [],
         "enabled": True,
@@ -222,7 +233,75 @@ async def test_the_alerter_reads_what_the_api_stored(
     await client.put(HOOK, json=BODY | {"levels": ["concern"], "school_ids": ["vestbjerg"]})
     async with sessionmaker() as session:
         [ref] = await ReferenceRepository(session).webhook_endpoints("aalborg")
-    assert (ref.url, ref.secret) == (URL, SECRET)
+    assert ref.url == URL
+    assert SecretBox.of(WEBHOOK_SECRET_KEYS).open(ref.stored_secret) == SECRET
     assert ref.matches("concern", "vestbjerg") and not ref.matches("ppr-must", "vestbjerg")
     assert not ref.matches("concern", "another-school")
     assert URL not in repr(ref) and SECRET not in repr(ref)
+
+
+async def stored_secrets(sessionmaker: async_sessionmaker[AsyncSession]) -> dict[str, str]:
+    async with sessionmaker() as session:
+        rows = await session.execute(text("select id, secret from webhook_endpoints"))
+        return {webhook_id: secret for webhook_id, secret in rows}
+
+
+async def reseal_command(settings: ApiSettings, keys: str) -> subprocess.CompletedProcess[str]:
+    env = os.environ | {"DATABASE_URL": settings.database_url, "WEBHOOK_SECRET_KEYS": keys}
+    return await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, "-m", "opspor_api.reseal"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+async def test_secrets_are_sealed_at_rest_and_a_new_key_reseals_them(
+    client: httpx.AsyncClient,
+    settings: ApiSettings,
+    sessionmaker: async_sessionmaker[AsyncSession],
+) -> None:
+    """WEBHOOK_SECRET_KEYS: the table holds no usable secret, one stored before the keys were
+    set stays readable, and the reseal command moves every secret to a new first key."""
+    await configure(client)
+    sealed = (await client.put(HOOK, json=BODY)).json()
+    assert sealed["secret_encrypted"] is True
+    async with sessionmaker() as session, session.begin():
+        repo = WebhookRepository(session)  # as an api without WEBHOOK_SECRET_KEYS stores it
+        legacy, _ = await service.put_webhook(repo, "aalborg", "legacy", BODY, SecretBox())
+    assert legacy.secret_encrypted is False
+    stored = await stored_secrets(sessionmaker)
+    assert stored["legacy"] == SECRET
+    assert stored["sager"].startswith("fernet:")
+    assert SECRET.removeprefix("whsec_").rstrip("=") not in stored["sager"]
+    listed = (await client.get("/v1/municipalities/aalborg/webhooks")).json()
+    assert {w["id"]: (w["secret_fingerprint"], w["secret_encrypted"]) for w in listed} == {
+        "legacy": (sealed["secret_fingerprint"], False),
+        "sager": (sealed["secret_fingerprint"], True),
+    }
+
+    new = Fernet.generate_key().decode()
+    done = await reseal_command(settings, f"{new},{WEBHOOK_SECRET_KEYS}")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split()[:2] == ["resealed", "2"]
+    resealed = await stored_secrets(sessionmaker)
+    async with sessionmaker() as session:
+        repo = WebhookRepository(session)
+        fresh = await service.list_webhooks(repo, "aalborg", SecretBox([new]))
+        stale = await service.list_webhooks(repo, "aalborg", SecretBox.of(WEBHOOK_SECRET_KEYS))
+    # The new key alone opens both; the old one alone opens neither any more.
+    assert [(w.secret_fingerprint, w.secret_encrypted) for w in fresh] == [
+        (sealed["secret_fingerprint"], True)
+    ] * 2
+    assert {w.secret_fingerprint for w in stale} == {service.UNREADABLE}
+
+    # A key that opens nothing: the command names the endpoints and changes nothing.
+    lost = await reseal_command(settings, Fernet.generate_key().decode())
+    assert lost.returncode == 1
+    assert "aalborg/legacy" in lost.stderr and "aalborg/sager" in lost.stderr
+    assert await stored_secrets(sessionmaker) == resealed
+    for output in (done.stdout + done.stderr, lost.stdout + lost.stderr):
+        assert SECRET.removeprefix("whsec_").rstrip("=") not in output

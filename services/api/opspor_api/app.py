@@ -215,6 +215,11 @@ def create_app(settings: ApiSettings, *, clock: Clock = system_clock) -> FastAPI
         app.state.clock = clock
 
         app.state.checks = readiness_checks(engine, settings)
+        if not settings.secret_box().seals:
+            log.warning(
+                "webhook_secrets_not_encrypted",
+                hint="set WEBHOOK_SECRET_KEYS on the api and the alerter (README: Webhooks)",
+            )
 
         async def handle_concerns(batch: list[Delivered]) -> list[CloudEvent]:
             window = retention_window(settings, clock())

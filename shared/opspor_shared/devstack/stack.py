@@ -7,6 +7,7 @@ DATABASE_URL, KAFKA_BOOTSTRAP_SERVERS or SMTP_HOST/SMTP_PORT/SMTP_FROM replace t
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
@@ -16,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
+from cryptography.fernet import Fernet
 
 from opspor_shared.auth import Role
 from opspor_shared.devstack.certs import ensure_certs
@@ -168,6 +170,10 @@ class Stack:
                 "SMTP_CA_FILE": str(self.mailbox.ca_file),
                 "MESSAGE_ID_DOMAIN": "opspor.localhost.localdomain",
             }
+        if not env.get("WEBHOOK_SECRET_KEYS"):
+            # Sealed as in a deployment; the key is kept with the stack's database, so the
+            # secrets stored by an earlier run stay readable.
+            env["WEBHOOK_SECRET_KEYS"] = webhook_secret_key(self.var_dir / "webhook-secret.key")
         if "NOTICE_LINK_BASE" not in env and self.api_port:
             env["NOTICE_LINK_BASE"] = f"http://127.0.0.1:{self.api_port}"
         return env | self.extra_env
@@ -220,3 +226,19 @@ class Stack:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def webhook_secret_key(path: Path) -> str:
+    """The development stack's key for WEBHOOK_SECRET_KEYS, made once (readable by its owner
+    only) and reused."""
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        # Written aside and linked into place: two stacks starting at once agree on one key.
+        draft = path.with_name(f"{path.name}.{os.getpid()}")
+        descriptor = os.open(draft, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(descriptor, "w") as out:
+            out.write(Fernet.generate_key().decode())
+        with contextlib.suppress(FileExistsError):
+            os.link(draft, path)
+        draft.unlink()
+    return path.read_text().strip()

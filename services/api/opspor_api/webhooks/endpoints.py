@@ -38,6 +38,7 @@ async def put_webhook(
         municipality_id,
         webhook_id,
         body,
+        settings.secret_box(),
         settings.webhook_allowed_networks,
     )
     response.status_code = 201 if created else 200
@@ -46,16 +47,24 @@ async def put_webhook(
 
 @router.get("/municipalities/{municipality_id}/webhooks", response_model=list[WebhookOut])
 async def list_webhooks(
-    municipality_id: PathId, _admin: MunicipalityAdmin, session: Session
+    municipality_id: PathId, _admin: MunicipalityAdmin, session: Session, settings: Settings
 ) -> list[WebhookOut]:
-    return await service.list_webhooks(WebhookRepository(session), municipality_id)
+    return await service.list_webhooks(
+        WebhookRepository(session), municipality_id, settings.secret_box()
+    )
 
 
 @router.get("/municipalities/{municipality_id}/webhooks/{webhook_id}", response_model=WebhookOut)
 async def get_webhook(
-    municipality_id: PathId, webhook_id: PathId, _admin: MunicipalityAdmin, session: Session
+    municipality_id: PathId,
+    webhook_id: PathId,
+    _admin: MunicipalityAdmin,
+    session: Session,
+    settings: Settings,
 ) -> WebhookOut:
-    return await service.get_webhook(WebhookRepository(session), municipality_id, webhook_id)
+    return await service.get_webhook(
+        WebhookRepository(session), municipality_id, webhook_id, settings.secret_box()
+    )
 
 
 @router.delete("/municipalities/{municipality_id}/webhooks/{webhook_id}", status_code=204)

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -61,3 +61,22 @@ class WebhookRepository:
             .returning(WebhookEndpoint.id)
         )
         return result.first() is not None
+
+    async def every_endpoint(self) -> Sequence[WebhookEndpoint]:
+        """Every municipality's endpoints, locked: the reseal rewrites their secrets."""
+        rows = await self.session.scalars(
+            select(WebhookEndpoint)
+            .order_by(WebhookEndpoint.municipality_id, WebhookEndpoint.id)
+            .with_for_update()
+        )
+        return list(rows)
+
+    async def set_secret(self, municipality_id: str, webhook_id: str, stored: str) -> None:
+        await self.session.execute(
+            update(WebhookEndpoint)
+            .where(
+                WebhookEndpoint.municipality_id == municipality_id,
+                WebhookEndpoint.id == webhook_id,
+            )
+            .values(secret=stored)
+        )

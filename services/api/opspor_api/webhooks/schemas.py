@@ -103,8 +103,15 @@ class WebhookOut(BaseModel):
     url_query_redacted: bool = Field(description="True when the stored URL has a query string")
     secret_set: Literal[True] = True
     secret_fingerprint: str = Field(
-        description="First 8 hex digits of SHA-256 of the key: tells secrets apart, reveals none",
+        description=(
+            "First 8 hex digits of SHA-256 of the key: tells secrets apart, reveals none; "
+            "`unreadable` when no key in WEBHOOK_SECRET_KEYS opens the stored secret (PUT it "
+            "again)"
+        ),
         examples=["sha256:3f9a0c12"],
+    )
+    secret_encrypted: bool = Field(
+        description="True when the secret is stored sealed with WEBHOOK_SECRET_KEYS"
     )
     levels: list[str]
     school_ids: list[str]

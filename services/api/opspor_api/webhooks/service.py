@@ -12,6 +12,10 @@ from opspor_api.models import WebhookEndpoint
 from opspor_api.webhooks.repository import WebhookRepository
 from opspor_api.webhooks.schemas import WebhookIn, WebhookOut, secret_key
 from opspor_shared.netguard import IPNetwork, refusal
+from opspor_shared.secretbox import SEALED, SecretBox, SecretUnreadable
+
+# The fingerprint of a secret that WEBHOOK_SECRET_KEYS cannot open (its key was removed).
+UNREADABLE = "unreadable"
 
 
 def fingerprint(secret: str) -> str:
@@ -19,14 +23,19 @@ def fingerprint(secret: str) -> str:
     return "sha256:" + hashlib.sha256(secret_key(secret)).hexdigest()[:8]
 
 
-def webhook_out(row: WebhookEndpoint) -> WebhookOut:
+def webhook_out(row: WebhookEndpoint, box: SecretBox) -> WebhookOut:
     parts = urlsplit(row.url)
+    try:
+        secret_fingerprint = fingerprint(box.open(row.secret))
+    except SecretUnreadable:
+        secret_fingerprint = UNREADABLE
     return WebhookOut(
         id=row.id,
         municipality_id=row.municipality_id,
         url=urlunsplit((parts.scheme, parts.netloc, parts.path, "", "")),
         url_query_redacted=bool(parts.query),
-        secret_fingerprint=fingerprint(row.secret),
+        secret_fingerprint=secret_fingerprint,
+        secret_encrypted=row.secret.startswith(SEALED),
         levels=list(row.levels),
         school_ids=list(row.school_ids),
         enabled=row.enabled,
@@ -43,6 +52,7 @@ async def put_webhook(
     municipality_id: str,
     webhook_id: str,
     raw: object,
+    box: SecretBox,
     allowed_networks: Sequence[IPNetwork] = (),
 ) -> tuple[WebhookOut, bool]:
     """Checks the body against the schema and the domain at once (a bad secret, an internal
@@ -69,28 +79,49 @@ async def put_webhook(
         "municipality_id": municipality_id,
         "id": webhook_id,
         "url": data.url,
-        "secret": data.secret.get_secret_value(),
+        "secret": box.seal(data.secret.get_secret_value()),
         "levels": sorted(set(data.levels)),
         "school_ids": sorted(set(data.school_ids)),
         "enabled": data.enabled,
     }
     created = await repo.upsert(values)
     row = WebhookEndpoint(**values)
-    return webhook_out(row), created
+    return webhook_out(row, box), created
 
 
-async def get_webhook(repo: WebhookRepository, municipality_id: str, webhook_id: str) -> WebhookOut:
+async def get_webhook(
+    repo: WebhookRepository, municipality_id: str, webhook_id: str, box: SecretBox
+) -> WebhookOut:
     row = await repo.get(municipality_id, webhook_id)
     if row is None:
         raise NotFound(f"municipality {municipality_id!r} has no webhook {webhook_id!r}")
-    return webhook_out(row)
+    return webhook_out(row, box)
 
 
-async def list_webhooks(repo: WebhookRepository, municipality_id: str) -> list[WebhookOut]:
+async def list_webhooks(
+    repo: WebhookRepository, municipality_id: str, box: SecretBox
+) -> list[WebhookOut]:
     await _require_municipality(repo, municipality_id)
-    return [webhook_out(row) for row in await repo.list(municipality_id)]
+    return [webhook_out(row, box) for row in await repo.list(municipality_id)]
 
 
 async def delete_webhook(repo: WebhookRepository, municipality_id: str, webhook_id: str) -> None:
     if not await repo.delete(municipality_id, webhook_id):
         raise NotFound(f"municipality {municipality_id!r} has no webhook {webhook_id!r}")
+
+
+async def reseal(repo: WebhookRepository, box: SecretBox) -> tuple[int, list[str]]:
+    """Seals every stored secret with the first key (secrets stored as given, or sealed with an
+    older key); returns how many, and the endpoints (municipality/id) whose secret no key opens,
+    which are left as they are."""
+    resealed = 0
+    unreadable: list[str] = []
+    for row in await repo.every_endpoint():
+        try:
+            secret = box.open(row.secret)
+        except SecretUnreadable:
+            unreadable.append(f"{row.municipality_id}/{row.id}")
+            continue
+        await repo.set_secret(row.municipality_id, row.id, box.seal(secret))
+        resealed += 1
+    return resealed, unreadable
