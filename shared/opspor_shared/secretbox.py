@@ -5,11 +5,11 @@ itself, not a hash. With WEBHOOK_SECRET_KEYS set (the same value on both), the s
 holds `fernet:<token>`: Fernet from `cryptography` (AES-128-CBC with HMAC-SHA256, a timestamped
 and authenticated token), so a database dump or backup carries no usable secret. Several keys,
 comma-separated, allow rotation: the first seals, every one opens (MultiFernet); after adding a
-new first key, `python -m opspor_api.webhooks.reseal` seals every stored secret with it, and the
+new first key, `python -m opspor_api.reseal` seals every stored secret with it, and the
 old key can go.
 
-Without keys a secret is stored as given (a development stack, or a deployment that has not
-set them yet), and a secret stored as given stays readable after keys are set, until it is
+Without keys a secret is stored as given (a deployment that has not set them yet; `make run`
+makes a key), and a secret stored as given stays readable after keys are set, until it is
 sealed by a PUT or the reseal command. Secrets are `whsec_...` (the api refuses anything else),
 so a stored value is unambiguous.
 """

@@ -87,7 +87,8 @@ class WebhookEndpoint(TimestampMixin, Base):
     """A municipality's HTTPS endpoint for signed notices (Standard Webhooks).
 
     The alerter reads these through opspor_shared.reference and signs with `secret`, so the
-    secret is stored as given: HMAC needs the key itself, a hash of it would not do.
+    secret itself is stored (HMAC needs the key, a hash of it would not do), sealed with
+    WEBHOOK_SECRET_KEYS where that is set (opspor_shared.secretbox).
     """
 
     __tablename__ = "webhook_endpoints"
