@@ -33,11 +33,22 @@ class RegistrationStateColumns:
     retracted: Mapped[bool]
 
 
-class _Stored(Protocol):
+class RegistrationRow(Protocol):
+    """A current-state row as read (read-only): a RegistrationStateColumns instance, a
+    SQLAlchemy row or an asyncpg record with these fields."""
+
+    @property
+    def pupil_id(self) -> str: ...
+    @property
+    def date(self) -> date: ...
+    @property
+    def slot(self) -> str: ...
     @property
     def school_id(self) -> str: ...
     @property
-    def date(self) -> date: ...
+    def category(self) -> str | None: ...
+    @property
+    def extent(self) -> Decimal | None: ...
     @property
     def recorded_at(self) -> datetime: ...
     @property
@@ -46,7 +57,7 @@ class _Stored(Protocol):
     def retracted(self) -> bool: ...
 
 
-def school_of_latest(rows: Sequence[_Stored]) -> str | None:
+def school_of_latest(rows: Sequence[RegistrationRow]) -> str | None:
     """The school of a pupil's latest-dated registration (a live one if there is any; the
     newest report breaks a tie), which decides calendar and packs for a pupil without
     enrolments: in the worker, and in the dry run of a pack."""

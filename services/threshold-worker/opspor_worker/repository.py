@@ -5,9 +5,8 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterable, Sequence
 from datetime import date, datetime
-from decimal import Decimal
 from operator import itemgetter
-from typing import Any, Protocol, cast
+from typing import Any, cast
 
 import asyncpg
 from sqlalchemy import Table, func, or_, select, text, union, update
@@ -18,7 +17,11 @@ from opspor_shared.db import insert_rows
 from opspor_shared.engine import RegistrationLike
 from opspor_shared.events import EnrolmentData, RegistrationData
 from opspor_shared.outbox import OutboxMessage, enqueue
-from opspor_shared.registrations import apply_enrolments, apply_last_writer_wins
+from opspor_shared.registrations import (
+    RegistrationRow,
+    apply_enrolments,
+    apply_last_writer_wins,
+)
 from opspor_worker.models import (
     Concern,
     SchoolHorizon,
@@ -29,31 +32,9 @@ from opspor_worker.models import (
 )
 
 
-class RegistrationRow(Protocol):
-    """A row of worker_registrations as `registrations()` returns it (read-only)."""
-
-    @property
-    def pupil_id(self) -> str: ...
-    @property
-    def date(self) -> date: ...
-    @property
-    def slot(self) -> str: ...
-    @property
-    def school_id(self) -> str: ...
-    @property
-    def category(self) -> str | None: ...
-    @property
-    def extent(self) -> Decimal | None: ...
-    @property
-    def recorded_at(self) -> datetime: ...
-    @property
-    def event_id(self) -> str: ...
-    @property
-    def retracted(self) -> bool: ...
-
-
 class _RegistrationRecord(asyncpg.Record):  # type: ignore[misc]  # asyncpg ships no types
-    """asyncpg builds these in C; the properties read fields by position, also in C."""
+    """A RegistrationRow. asyncpg builds these in C; the properties read fields by position,
+    also in C."""
 
     pupil_id = property(itemgetter(0))
     date = property(itemgetter(1))
