@@ -234,25 +234,20 @@ class ReferenceRepository:
         return {s: cache.get(countries[s], rows[s]) for s in countries}
 
     async def judged(
-        self, school_ids: Sequence[str], calendars: CalendarCache, packs: PackCache
-    ) -> tuple[dict[str, SchoolRef], dict[str, tuple[SchoolCalendar, tuple[RulePack, ...]]]]:
-        """The schools that exist among ``school_ids``, and how each judges its pupils' days:
-        its calendar and the packs in force there (those that exist), as
-        ``opspor_shared.engine.timeline.enrolled_stays`` takes them."""
-        refs = await self.schools(school_ids)
+        self, refs: Mapping[str, SchoolRef], calendars: CalendarCache, packs: PackCache
+    ) -> dict[str, tuple[SchoolCalendar, tuple[RulePack, ...]]]:
+        """How each of the schools judges its pupils' days: its calendar and the packs in force
+        there (those that exist), as ``opspor_shared.engine.timeline.enrolled_stays`` takes
+        them."""
         built = await self.calendars({s: r.country for s, r in refs.items()}, calendars)
         found = await self.packs(
             {(r.municipality_id, p) for r in refs.values() for p in r.rule_packs}, packs
         )
-        return refs, {
-            s: (
-                built[s],
-                tuple(
-                    found[k].pack for p in r.rule_packs if (k := (r.municipality_id, p)) in found
-                ),
-            )
+        in_force = {
+            s: [found[k].pack for p in r.rule_packs if (k := (r.municipality_id, p)) in found]
             for s, r in refs.items()
         }
+        return {s: (built[s], tuple(in_force[s])) for s in refs}
 
 
 @dataclass(frozen=True)

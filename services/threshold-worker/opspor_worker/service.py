@@ -177,9 +177,9 @@ async def evaluate_pupils(repo: WorkerRepository, ctx: Context, pupil_ids: Seque
     schools_of = {p: school_of_latest(regs[p]) for p in pupil_ids}
     needed = {s for s in schools_of.values() if s is not None}
     needed.update(e.school_id for rows in enrolments.values() for e in rows)
-    refs, judged = await ReferenceRepository(repo.session).judged(
-        sorted(needed), ctx.calendars, ctx.packs
-    )
+    reference = ReferenceRepository(repo.session)
+    refs = await reference.schools(sorted(needed))
+    judged = await reference.judged(refs, ctx.calendars, ctx.packs)
     held = await repo.concerns(pupil_ids)
     now = ctx.clock()
     window = retention_window(ctx.settings, now)

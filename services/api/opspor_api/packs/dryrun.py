@@ -173,9 +173,8 @@ async def dry_run(
     candidate, more = _check(fields)
     errors += more
     reference = ReferenceRepository(repo.session)
-    refs = {
-        s: r for s, r in (await reference.schools()).items() if r.municipality_id == municipality_id
-    }
+    every = await reference.schools()
+    refs = {s: r for s, r in every.items() if r.municipality_id == municipality_id}
     if not refs:
         refuse(errors, "nothing was compared")
         raise NotFound(f"no municipality {municipality_id!r} with schools")
@@ -196,9 +195,9 @@ async def dry_run(
     attended = {r.school_id for r in registrations} | {
         school for rows in enrolments.values() for school, _, _ in rows
     }
-    known, judged = await reference.judged(sorted(attended | set(refs)), calendars, packs)
+    known = {s: every[s] for s in attended | set(refs) if s in every}
     schools = _Schools(
-        judged=judged,
+        judged=await reference.judged(known, calendars, packs),
         timezones={s: r.timezone for s, r in known.items()},
         compared=frozenset(refs),
         current=held[(municipality_id, body.replaces)].pack if body.replaces else None,
