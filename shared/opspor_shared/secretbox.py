@@ -28,16 +28,25 @@ class SecretUnreadable(Exception):
     secret."""
 
 
-def key_problem(key: str) -> str | None:
-    """Why `key` is not a Fernet key, in words that do not quote it; None when it is one."""
-    try:
-        Fernet(key.encode())
-    except (ValueError, TypeError):
-        return (
-            "is not a Fernet key (32 bytes in URL-safe base64, as "
-            "`python -c 'from cryptography.fernet import Fernet; print(Fernet.generate_key())'`"
-            " makes)"
-        )
+def key_list(setting: str | None) -> list[str]:
+    """The keys of a WEBHOOK_SECRET_KEYS value (comma-separated; spaces and empty items
+    ignored)."""
+    return [k.strip() for k in (setting or "").split(",") if k.strip()]
+
+
+def keys_problem(keys: Sequence[str]) -> str | None:
+    """Why `keys` cannot seal, in words that do not quote a key; None when they can."""
+    if not keys:
+        return "names no key (leave it unset to store secrets as given)"
+    for number, key in enumerate(keys, 1):
+        try:
+            Fernet(key.encode())
+        except (ValueError, TypeError):
+            return (
+                f"key {number} is not a Fernet key (32 bytes in URL-safe base64, as "
+                "`python -c 'from cryptography.fernet import Fernet; print(Fernet.generate_key())'`"
+                " makes)"
+            )
     return None
 
 
@@ -48,7 +57,7 @@ class SecretBox:
     @classmethod
     def of(cls, setting: str | None) -> SecretBox:
         """From WEBHOOK_SECRET_KEYS (comma-separated; unset or empty: no encryption)."""
-        return cls([k.strip() for k in (setting or "").split(",") if k.strip()])
+        return cls(key_list(setting))
 
     @property
     def seals(self) -> bool:

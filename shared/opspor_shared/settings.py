@@ -15,7 +15,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from opspor_shared.auth import IssuerConfig
 from opspor_shared.netguard import AllowedNetworks
-from opspor_shared.secretbox import SecretBox, key_problem
+from opspor_shared.secretbox import SecretBox, key_list, keys_problem
 
 
 class ServiceSettings(BaseSettings):
@@ -83,14 +83,8 @@ class ServiceSettings(BaseSettings):
     @field_validator("webhook_secret_keys")
     @classmethod
     def _fernet_keys(cls, value: SecretStr | None) -> SecretStr | None:
-        if value is None:
-            return None
-        keys = [k.strip() for k in value.get_secret_value().split(",") if k.strip()]
-        if not keys:
-            raise ValueError("names no key (leave it unset to store secrets as given)")
-        for number, key in enumerate(keys, 1):
-            if (problem := key_problem(key)) is not None:
-                raise ValueError(f"key {number} {problem}")
+        if value is not None and (problem := keys_problem(key_list(value.get_secret_value()))):
+            raise ValueError(problem)
         return value
 
     @model_validator(mode="after")

@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from opspor_api.webhooks import service
 from opspor_api.webhooks.repository import WebhookRepository
 from opspor_shared.db import make_engine, make_sessionmaker, unit_of_work
-from opspor_shared.secretbox import SecretBox, key_problem
+from opspor_shared.secretbox import SecretBox, key_list, keys_problem
 
 
 class _Unreadable(Exception):
@@ -46,12 +46,11 @@ async def reseal(database_url: str, box: SecretBox) -> tuple[int, list[str]]:
 def main(argv: Sequence[str] | None = None) -> None:
     del argv  # no options
     url = os.environ.get("DATABASE_URL")
-    keys = [k.strip() for k in os.environ.get("WEBHOOK_SECRET_KEYS", "").split(",") if k.strip()]
+    keys = key_list(os.environ.get("WEBHOOK_SECRET_KEYS"))
     if not url or not keys:
         sys.exit("opspor_api.reseal: set DATABASE_URL (the api's) and WEBHOOK_SECRET_KEYS")
-    for number, key in enumerate(keys, 1):
-        if (problem := key_problem(key)) is not None:
-            sys.exit(f"opspor_api.reseal: WEBHOOK_SECRET_KEYS key {number} {problem}")
+    if (problem := keys_problem(keys)) is not None:
+        sys.exit(f"opspor_api.reseal: WEBHOOK_SECRET_KEYS {problem}")
     resealed, unreadable = asyncio.run(reseal(url, SecretBox(keys)))
     if unreadable:
         sys.exit(
