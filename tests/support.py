@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
+import os
+import subprocess
+import sys
 import time
 import uuid
+from collections.abc import Mapping
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
@@ -39,6 +44,7 @@ async def configure(
     language: str = "da",
     rule_packs: tuple[str, ...] = ("dk-aalborg-2018",),
     mailbox: str = "vestbjerg.skole@sikkerpost.aalborg.dk",
+    school_rule_packs: tuple[str, ...] | None = None,
 ) -> None:
     r = await client.put(
         f"/v1/municipalities/{municipality}",
@@ -58,7 +64,9 @@ async def configure(
             "name": "Vestbjerg Skole",
             "timezone": "Europe/Copenhagen",
             "mailbox": mailbox,
-        },
+        }
+        # The school's own packs instead of the municipality's.
+        | ({"rule_packs": list(school_rule_packs)} if school_rule_packs is not None else {}),
     )
     assert r.status_code in (200, 201), r.text
     r = await client.put(f"/v1/schools/{school}/school-years/{SCHOOL_YEAR}", json=YEAR_BODY)
@@ -199,4 +207,21 @@ def broker_settings(bootstrap_servers: str, **fields: Any) -> WorkerSettings:
         kafka_enable_idempotence=False,
         auth_issuers=issuers_setting(),
         **fields,
+    )
+
+
+async def run_module(
+    module: str, *args: str, env: Mapping[str, str]
+) -> subprocess.CompletedProcess[str]:
+    """`python -m module args` as an operator runs it, with `env` added to this process's
+    environment; off the event loop (the services under test keep running) and bounded at
+    60 s."""
+    return await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, "-m", module, *args],
+        env=os.environ | dict(env),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
     )

@@ -4,10 +4,6 @@ clock, and who sees what."""
 
 from __future__ import annotations
 
-import asyncio
-import os
-import subprocess
-import sys
 import uuid
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
@@ -29,7 +25,7 @@ from opspor_shared.casemodels import CaseModelError, parse_model
 from opspor_shared.events import CloudEvent, ConcernData
 from tests.api.test_concerns import concern_event
 from tests.auth import bearer
-from tests.support import configure, read_records, read_topic
+from tests.support import configure, read_records, read_topic, run_module
 
 STAFF = bearer(Role.SCHOOL_STAFF, "aalborg", ["vestbjerg"], subject="lærer-1")
 OTHER_STAFF = bearer(Role.SCHOOL_STAFF, "aalborg", ["hals"], subject="lærer-2")
@@ -667,16 +663,8 @@ async def test_a_replay_publishes_every_cases_current_state_under_the_original_i
     first = await case_events(settings, cases, 6)
     assert len(first) == 6, [e.type for e in first]
 
-    env = os.environ | {"DATABASE_URL": settings.database_url, "CASES_TOPIC": topic}
-    done = await asyncio.to_thread(
-        subprocess.run,
-        [sys.executable, "-m", "opspor_shared.replay", "cases", "--school", "vestbjerg"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    env = {"DATABASE_URL": settings.database_url, "CASES_TOPIC": topic}
+    done = await run_module("opspor_shared.replay", "cases", "--school", "vestbjerg", env=env)
     assert done.returncode == 0, done.stderr
     # The open case: opened and evaluation due (untouched since), and its overdue reminder;
     # the closed case: its closing event.

@@ -4,9 +4,7 @@ form the api first published them."""
 from __future__ import annotations
 
 import asyncio
-import os
 import subprocess
-import sys
 from datetime import date
 
 import httpx
@@ -17,7 +15,7 @@ from opspor_api.models import api_outbox
 from opspor_api.settings import ApiSettings
 from opspor_shared.events import CloudEvent, RegistrationData
 from tests.auth import RouteAuth
-from tests.support import configure, read_topic, registration
+from tests.support import configure, read_topic, registration, run_module
 
 MONDAY = date(2026, 9, 7)
 
@@ -35,19 +33,12 @@ async def drained(sessionmaker: async_sessionmaker[AsyncSession]) -> None:
     raise AssertionError("the relay did not publish the outbox")
 
 
-def replay(settings: ApiSettings, *args: str) -> subprocess.CompletedProcess[str]:
-    env = os.environ | {
+async def replay(settings: ApiSettings, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {
         "DATABASE_URL": settings.database_url,
         "REGISTRATIONS_TOPIC": settings.registrations_topic,
     }
-    return subprocess.run(
-        [sys.executable, "-m", "opspor_shared.replay", "registrations", *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    return await run_module("opspor_shared.replay", "registrations", *args, env=env)
 
 
 async def test_replay_publishes_the_stored_events_again_filtered_by_school_and_time(
@@ -64,11 +55,11 @@ async def test_replay_publishes_the_stored_events_again_filtered_by_school_and_t
     assert r.json()["inserted"] == 5, r.text
     await drained(sessionmaker)
 
-    future = replay(settings, "--since", "2999-01-01T00:00:00+00:00")
+    future = await replay(settings, "--since", "2999-01-01T00:00:00+00:00")
     assert (future.returncode, future.stdout.split()[:2]) == (0, ["queued", "0"]), future.stderr
-    naive = replay(settings, "--since", "2026-01-01T00:00:00")
+    naive = await replay(settings, "--since", "2026-01-01T00:00:00")
     assert naive.returncode == 2 and "time zone" in naive.stderr
-    done = replay(settings, "--school", "vestbjerg")
+    done = await replay(settings, "--school", "vestbjerg")
     assert done.returncode == 0, done.stderr
     assert done.stdout.split()[:2] == ["queued", "3"]
     await drained(sessionmaker)

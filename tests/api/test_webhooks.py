@@ -3,11 +3,8 @@ neither the secret nor the URL's query string shows up in a problem document."""
 
 from __future__ import annotations
 
-import asyncio
 import base64
-import os
 import subprocess
-import sys
 from typing import Any
 
 import httpx
@@ -24,7 +21,7 @@ from opspor_shared.reference import ReferenceRepository
 from opspor_shared.secretbox import SecretBox
 from tests.api.conftest import WEBHOOK_SECRET_KEYS, api_settings
 from tests.auth import RouteAuth
-from tests.support import configure, seed_reference
+from tests.support import configure, run_module, seed_reference
 
 SECRET = "whsec_" + base64.b64encode(b"s" * 32).decode()  # ends in "="
 TOKEN = "q-token-83bd1f"
@@ -247,16 +244,8 @@ async def stored_secrets(sessionmaker: async_sessionmaker[AsyncSession]) -> dict
 
 
 async def reseal_command(settings: ApiSettings, keys: str) -> subprocess.CompletedProcess[str]:
-    env = os.environ | {"DATABASE_URL": settings.database_url, "WEBHOOK_SECRET_KEYS": keys}
-    return await asyncio.to_thread(
-        subprocess.run,
-        [sys.executable, "-m", "opspor_api.reseal"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    env = {"DATABASE_URL": settings.database_url, "WEBHOOK_SECRET_KEYS": keys}
+    return await run_module("opspor_api.reseal", env=env)
 
 
 async def test_secrets_are_sealed_at_rest_and_a_new_key_reseals_them(
