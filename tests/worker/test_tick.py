@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import Callable
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from prometheus_client import REGISTRY
@@ -16,7 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from opspor_api.models import Municipality
 from opspor_shared.engine import Registration, builtin_packs, concern_id, evaluate_packs
 from opspor_worker.models import Concern, WorkerPupil
-from opspor_worker.service import NO_CHANGE_AHEAD, Context, tick
+from opspor_worker.service import NO_CHANGE_AHEAD, Context, at_most, tick
 from tests.support import school_days
 from tests.worker.test_convergence import calendar
 from tests.worker.test_worker import feed, reg
@@ -159,3 +161,34 @@ async def test_day_change_ticks_equal_a_from_scratch_evaluation_every_day(
                 await session.scalars(select(Concern.concern_id).where(Concern.status == "active"))
             )
         assert active == wanted, days[at]
+
+
+async def test_schools_in_flight_are_bounded_and_one_failure_stops_the_rest() -> None:
+    """The tick's schools run at most two at a time; when one fails, the one running beside
+    it is cancelled (its chunk rolls back), none not yet started runs, and the error is the
+    tick's."""
+    running = 0
+    most = 0
+    ran: list[str] = []
+
+    async def school(name: str, fail: bool = False) -> int:
+        nonlocal running, most
+        running += 1
+        most = max(most, running)
+        try:
+            await asyncio.sleep(0.01)
+            if fail:
+                raise RuntimeError(name)
+            await asyncio.sleep(0.05)
+            ran.append(name)
+            return 1
+        finally:
+            running -= 1
+
+    assert await at_most(2, [school(f"s{i}") for i in range(5)]) == 5
+    assert most == 2 and sorted(ran) == ["s0", "s1", "s2", "s3", "s4"]
+
+    ran.clear()
+    with pytest.raises(RuntimeError, match="bad"):
+        await at_most(2, [school("ok"), school("bad", fail=True), school("later")])
+    assert ran == [] and running == 0  # "ok" cancelled while running, "later" never started
