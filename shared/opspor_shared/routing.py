@@ -261,6 +261,33 @@ def recipients(
 
 
 @dataclass(frozen=True)
+class LevelsReaching:
+    """Which levels a school's routing sends to a recipient kind, for every level there can
+    be (levels are open-ended: a municipality may invent its own): those in ``named`` that are
+    in ``levels``, and every level outside ``named`` when ``others`` (the `*` routing)."""
+
+    named: frozenset[str]
+    levels: frozenset[str]
+    others: bool
+
+
+def levels_reaching(
+    kind: Kind, school: Routing | None = None, municipality: Routing | None = None
+) -> LevelsReaching:
+    """The levels `recipients` sends to a recipient of ``kind``; e.g. the concerns PPR may
+    read (DOMAIN.md s.9: "PPR sees the concerns routed to it")."""
+    documents = [d for d in (school, municipality, DEFAULT) if d]
+    named = frozenset(level for d in documents for level in d) - {ANY_LEVEL}
+
+    def reaches(level: str) -> bool:
+        return any(r.to == kind for r in recipients(level, school, municipality))
+
+    return LevelsReaching(
+        named, frozenset(level for level in named if reaches(level)), reaches(ANY_LEVEL)
+    )
+
+
+@dataclass(frozen=True)
 class Mailboxes:
     """What a recipient kind needs to be deliverable, for one school."""
 

@@ -7,6 +7,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import UTC, datetime, time
 
+from hypothesis import given
+from hypothesis import strategies as st
 from prometheus_client import REGISTRY
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
@@ -15,7 +17,7 @@ from opspor_alerter.service import record_concern_events
 from opspor_alerter.settings import AlerterSettings
 from opspor_shared.db import unit_of_work
 from opspor_shared.devstack.mailbox import Mailbox
-from opspor_shared.routing import Window
+from opspor_shared.routing import Recipient, Window, levels_reaching, recipients
 from tests.alerter.conftest import (
     PPR_MAILBOX,
     SCHOOL_MAILBOX,
@@ -181,3 +183,23 @@ async def test_a_mail_due_outside_its_window_waits_for_it_and_webhooks_do_not(
             text("select next_attempt_at <= now() from notices where channel = 'webhook'")
         )
     assert webhook_due_now is True
+
+
+_LEVELS = st.sampled_from(["concern", "ppr-may", "ppr-must", "notify-municipality", "watch", "*"])
+_KINDS = st.sampled_from(["school", "ppr", "unit"])
+_DOCUMENTS = st.none() | st.dictionaries(
+    _LEVELS, st.lists(_KINDS, min_size=1, max_size=2).map(lambda ks: tuple(map(Recipient, ks)))
+)
+
+
+@given(_DOCUMENTS, _DOCUMENTS, st.sampled_from(["concern", "ppr-may", "watch", "never-named"]))
+def test_the_levels_reaching_a_kind_are_those_recipients_sends_there(
+    school: dict[str, tuple[Recipient, ...]] | None,
+    municipality: dict[str, tuple[Recipient, ...]] | None,
+    level: str,
+) -> None:
+    """What PPR may read (levels_reaching) and where mail goes (recipients) are one definition:
+    for any level, named or invented, the two agree."""
+    reaching = levels_reaching("ppr", school, municipality)
+    listed = level in reaching.levels if level in reaching.named else reaching.others
+    assert listed == any(r.to == "ppr" for r in recipients(level, school, municipality))

@@ -595,7 +595,7 @@ async def test_a_school_token_of_another_municipality_does_not_reach_the_school(
     assert own.status_code == 200 and len(own.json()["items"]) == 2
 
 
-async def test_ppr_sees_only_ppr_levels_of_its_municipality(
+async def test_ppr_sees_only_ppr_levels_of_its_municipality_by_default(
     client: httpx.AsyncClient, sessionmaker: async_sessionmaker[AsyncSession]
 ) -> None:
     await seed(client, sessionmaker)
@@ -607,6 +607,52 @@ async def test_ppr_sees_only_ppr_levels_of_its_municipality(
     # Asking for the non-PPR level explicitly changes nothing.
     page = (await client.get("/v1/schools/a1/concerns?level=concern", headers=ppr)).json()
     assert page["items"] == []
+
+
+async def test_ppr_sees_the_concerns_routed_to_it_as_routing_changes(
+    client: httpx.AsyncClient, sessionmaker: async_sessionmaker[AsyncSession]
+) -> None:
+    """DOMAIN.md s.9: what PPR reads follows the routing the mails follow, not fixed levels:
+    the municipality's routing, a school's own overriding it, `*` for the levels not named."""
+    await seed(client, sessionmaker)
+    ppr, admin = token(PPR), token(ADMIN)
+
+    async def seen(school: str) -> list[str]:
+        page = await client.get(f"/v1/schools/{school}/concerns", headers=ppr)
+        assert page.status_code == 200, page.text
+        return sorted(c["level"] for c in page.json()["items"])
+
+    async def opens(school: str, level: str) -> int:
+        r = await client.get(f"/v1/concerns/{concern_id(school, level)}", headers=ppr)
+        return r.status_code
+
+    # The municipality sends every level it does not name (`concern` among them) to PPR as
+    # well, and ppr-may to the school only.
+    routing = {
+        "levels": {
+            "*": [{"to": "school"}, {"to": "ppr"}],
+            "ppr-may": [{"to": "school"}],
+        }
+    }
+    r = await client.put("/v1/municipalities/aalborg/routing", json=routing, headers=admin)
+    assert r.status_code == 200, r.text
+    assert await seen("a1") == ["concern"] and await seen("a2") == ["concern"]
+    assert await opens("a1", "concern") == 200 and await opens("a1", "ppr-may") == 404
+    pupil = await client.get(f"/v1/pupils/{PUPIL_OF['a2']}/concerns", headers=ppr)
+    assert [c["level"] for c in pupil.json()] == ["concern"]
+
+    # a1's own routing, level by level, overrides the municipality's; a2 keeps that.
+    own = {"levels": {"ppr-may": [{"to": "ppr"}], "concern": [{"to": "school"}]}}
+    r = await client.put("/v1/schools/a1/routing", json=own, headers=admin)
+    assert r.status_code == 200, r.text
+    assert await seen("a1") == ["ppr-may"] and await seen("a2") == ["concern"]
+    assert await opens("a1", "concern") == 404 and await opens("a1", "ppr-may") == 200
+
+    # Without the school's routing, a1 follows the municipality's again; another
+    # municipality's concerns stay out of reach whatever its routing says.
+    assert (await client.delete("/v1/schools/a1/routing", headers=admin)).status_code == 204
+    assert await seen("a1") == ["concern"]
+    assert await opens("o1", "concern") == 404
 
 
 async def test_no_token_is_401_and_a_bad_token_never_echoes(

@@ -16,12 +16,11 @@ from sqlalchemy import ColumnElement, Select, and_, exists, false, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from opspor_api.errors import NotFound
-from opspor_api.models import ConcernView, Enrolment, Registration, School
+from opspor_api.models import ConcernView, Enrolment, Municipality, Registration, School
 from opspor_api.validation import ID_PATTERN
 from opspor_shared.access import allow
 from opspor_shared.auth import SCHOOL_BOUND_ROLES, Principal, Role
-
-PPR_LEVELS = ("ppr-may", "ppr-must")
+from opspor_shared.routing import Routing, from_document, levels_reaching
 
 
 def may_use_school(principal: Principal, school_id: str, municipality_id: str) -> bool:
@@ -37,12 +36,52 @@ def visible_schools(principal: Principal) -> Select[str]:
     return query
 
 
-def concern_visible(principal: Principal) -> ColumnElement[bool]:
+async def concern_visible(session: AsyncSession, principal: Principal) -> ColumnElement[bool]:
     if principal.municipality is None:
         return false()
     condition: ColumnElement[bool] = ConcernView.school_id.in_(visible_schools(principal))
     if principal.role is Role.PPR:
-        condition = and_(condition, ConcernView.level.in_(PPR_LEVELS))
+        condition = and_(condition, await _routed_to_ppr(session, principal.municipality))
+    return condition
+
+
+async def _routed_to_ppr(session: AsyncSession, municipality_id: str) -> ColumnElement[bool]:
+    """PPR sees the concerns routed to it (DOMAIN.md s.9): those whose level the routing in
+    force at their school sends to the PPR mailbox, the same routing the alerter mails by. A
+    routing change therefore changes what PPR can open, for past concerns too: what it may
+    read follows who is meant to act now."""
+    municipality = from_document(
+        await session.scalar(select(Municipality.routing).where(Municipality.id == municipality_id))
+    )
+    own = (
+        await session.execute(
+            select(School.id, School.routing).where(
+                School.municipality_id == municipality_id, School.routing.is_not(None)
+            )
+        )
+    ).all()
+    # Schools without a routing of their own share the municipality's.
+    parts = [
+        and_(
+            ConcernView.school_id.not_in([school_id for school_id, _ in own]),
+            _levels_to_ppr(None, municipality),
+        )
+    ]
+    for school_id, document in own:
+        parts.append(
+            and_(
+                ConcernView.school_id == school_id,
+                _levels_to_ppr(from_document(document), municipality),
+            )
+        )
+    return or_(*parts)
+
+
+def _levels_to_ppr(school: Routing | None, municipality: Routing) -> ColumnElement[bool]:
+    reaching = levels_reaching("ppr", school, municipality)
+    condition: ColumnElement[bool] = ConcernView.level.in_(sorted(reaching.levels))
+    if reaching.others:
+        condition = or_(condition, ConcernView.level.not_in(sorted(reaching.named)))
     return condition
 
 
@@ -60,9 +99,11 @@ async def school_visible(session: AsyncSession, principal: Principal, school_id:
 
 
 async def pupil_visible(session: AsyncSession, principal: Principal, pupil_id: str) -> bool:
-    """PPR sees a pupil only through a concern at a PPR level; the others through any
+    """PPR sees a pupil only through a concern routed to it; the others through any
     registration, enrolment or concern at one of their schools."""
-    concerns = exists().where(ConcernView.pupil_id == pupil_id, concern_visible(principal))
+    concerns = exists().where(
+        ConcernView.pupil_id == pupil_id, await concern_visible(session, principal)
+    )
     condition: ColumnElement[bool]
     if principal.role is Role.PPR:
         condition = concerns

@@ -52,7 +52,7 @@ async def pupil_concerns(
 ) -> list[ConcernOut]:
     if not await pupil_visible(repo.session, principal, pupil_id):
         raise NotFound(f"no pupil {pupil_id!r}")
-    rows = await repo.for_pupil(pupil_id, status, concern_visible(principal))
+    rows = await repo.for_pupil(pupil_id, status, await concern_visible(repo.session, principal))
     return await _with_acks(repo, rows)
 
 
@@ -69,7 +69,7 @@ async def school_page(
         raise NotFound(f"no school {school_id!r}")
     after = decode_cursor(cursor, _cursor_key) if cursor else None
     rows = await repo.page_for_school(
-        school_id, status, level, after, limit + 1, concern_visible(principal)
+        school_id, status, level, after, limit + 1, await concern_visible(repo.session, principal)
     )
     more = len(rows) > limit
     rows = rows[:limit]
@@ -86,7 +86,9 @@ async def school_page(
 async def active_counts(repo: ConcernRepository, principal: Principal) -> dict[str, dict[str, int]]:
     """Active concerns per visible school and level: numbers only, no pupil data."""
     counts: dict[str, dict[str, int]] = {}
-    for school_id, level, n in await repo.active_counts(concern_visible(principal)):
+    for school_id, level, n in await repo.active_counts(
+        await concern_visible(repo.session, principal)
+    ):
         counts.setdefault(school_id, {})[level] = n
     return counts
 
@@ -94,7 +96,7 @@ async def active_counts(repo: ConcernRepository, principal: Principal) -> dict[s
 async def get_concern(
     repo: ConcernRepository, principal: Principal, concern_id: uuid.UUID
 ) -> ConcernOut:
-    row = await repo.one(concern_id, concern_visible(principal))
+    row = await repo.one(concern_id, await concern_visible(repo.session, principal))
     if row is None:
         raise NotFound(f"no concern {concern_id}")
     return (await _with_acks(repo, [row]))[0]

@@ -294,7 +294,7 @@ async def open_concerns(
     repo: ReportRepository, principal: Principal, scope: Coverage
 ) -> OpenConcernsReport:
     (school,) = scope.refs
-    found = await repo.open_concerns([school], concern_visible(principal))
+    found = await repo.open_concerns([school], await concern_visible(repo.session, principal))
     pupils = [
         OpenConcernPupil(
             level=level,
@@ -319,7 +319,9 @@ async def open_concerns(
 async def open_concern_counts(
     repo: ReportRepository, principal: Principal, municipality_id: str, scope: Coverage
 ) -> OpenConcernCounts:
-    found = await repo.open_concerns(sorted(scope.refs), concern_visible(principal))
+    found = await repo.open_concerns(
+        sorted(scope.refs), await concern_visible(repo.session, principal)
+    )
     per: dict[tuple[str, str], set[str]] = defaultdict(set)
     total: dict[str, set[str]] = defaultdict(set)
     for school, level, pupil, *_ in found:
