@@ -176,8 +176,17 @@ class WorkerRepository:
             out[c.pupil_id][c.concern_id] = c
         return out
 
-    def add_concern(self, concern: Concern) -> None:
-        self.session.add(concern)
+    async def insert_concerns(self, concerns: Sequence[Concern]) -> None:
+        """New concerns in one statement (an array per column), however many: a first tick
+        after a pack change raises thousands, and the ORM would insert them one by one."""
+        if not concerns:
+            return
+        table = Concern.__table__
+        assert isinstance(table, Table)
+        names = [c.name for c in table.columns if c.server_default is None]
+        await self.session.execute(
+            insert_rows(table, {n: [getattr(c, n) for c in concerns] for n in names})
+        )
 
     async def set_status(
         self,
