@@ -360,6 +360,14 @@ EXPECTED: dict[tuple[str, str], Case] = {
             None,
         ),
     ),
+    ("GET", "/v1/municipalities/{municipality_id}/reports/patterns"): case(
+        {ADMIN},
+        lambda s, lv: (
+            "GET",
+            f"/v1/municipalities/{MUNICIPALITY_OF[s]}/reports/patterns?{PERIOD}",
+            None,
+        ),
+    ),
     ("GET", "/v1/municipalities/{municipality_id}/reports/open-concerns"): case(
         {ADMIN},
         lambda s, lv: (

@@ -86,9 +86,33 @@ def missing(r: httpx.Response) -> list[str]:
     return [e["detail"] for e in r.json()["errors"]]
 
 
+def bad_fields(r: httpx.Response) -> set[str]:
+    assert r.headers["content-type"] == "application/problem+json"
+    return {e["field"] for e in r.json()["errors"]}
+
+
+async def unchanged(client: httpx.AsyncClient, w: Worker, version: int, entries: int) -> None:
+    """Nothing was stored: the case is at the version and has the entries it had."""
+    case = (await client.get(f"/v1/cases/{w.id}", headers=STAFF)).json()
+    assert (case["version"], len(case["entries"])) == (version, entries)
+
+
 # The schools' "today" (Copenhagen and Oslo share a date): the service judges dates in the
 # school's time zone, so the machine's UTC date would be a day behind between 23:00 and 24:00.
 TODAY = datetime.now(ZoneInfo("Europe/Copenhagen")).date()
+SUPPORT_PLAN = (
+    "an action plan with the pupil and the parents: the support in class and how they take "
+    "part, how long it runs, when it is followed up"
+)
+# The ladder's plan in full (seed 001): with pupil and home, how long, when it is followed up,
+# and what it is in its text.
+LADDER_PLAN = {
+    "kind": "action-plan",
+    "with": ["pupil", "parents", "school"],
+    "until": (TODAY + timedelta(days=42)).isoformat(),
+    "follow_up": (TODAY + timedelta(days=14)).isoformat(),
+    "note": "Fast voksen i klassen i 1. lektion; eleven og forældrene er med til opfølgningen",
+}
 
 
 async def test_the_shipped_models_are_served_with_their_phases(client: httpx.AsyncClient) -> None:
@@ -208,6 +232,7 @@ async def test_a_municipality_stores_its_own_model_and_its_cases_follow_it(
             "with": ["parents"],
             "on": TODAY.isoformat(),
             "reached": True,
+            "outcome": "Mor kommer til møde",
         }
     )
     await w.record({"kind": "evaluation", "done": TODAY.isoformat(), "result": "resolved"})
@@ -227,9 +252,11 @@ async def test_a_ladder_case_climbs_to_external_help_and_back_to_class(
     )  # fmt: skip
     await w.move("plan")
     assert missing(await w.move("external", 409)) == [
+        f"missing: {SUPPORT_PLAN}",
         "missing: at least one intervention",
         "missing: a named coordinator (tovholder)",
     ]
+    await w.record(LADDER_PLAN)
     await w.record(
         {"kind": "intervention", "type": "support-in-class", "owner": "laerer",
          "start": TODAY.isoformat()}
@@ -282,8 +309,8 @@ async def test_a_ros_case_from_intake_to_handover(client: httpx.AsyncClient) -> 
          "start": TODAY.isoformat()}
     )  # fmt: skip
     await w.record(
-        {"kind": "contact", "form": "call", "with": ["pupil"], "on": TODAY.isoformat(),
-         "reached": True}
+        {"kind": "contact", "form": "call", "with": ["pupil", "parents"], "on": TODAY.isoformat(),
+         "reached": True, "outcome": "Kommer i skole torsdag"}
     )  # fmt: skip
     await w.move("investigative")
     assert missing(await w.move("handover", 409)) == [
@@ -298,7 +325,7 @@ async def test_a_ros_case_from_intake_to_handover(client: httpx.AsyncClient) -> 
     # An outcome outside the model is refused; handing over needs the agreement sheets.
     assert (await w.close("back-to-everyday-life", 422)).json()["errors"][0]["field"] == "close"
     assert missing(await w.close("handed-over", 409)) == [
-        "missing: an agreement sheet / cooperation agreement"
+        "missing: an agreement sheet with the pupil, the family and the school"
     ]
     await w.record({"kind": "agreement", "with": ["pupil", "parents", "school"]})
     closed = (await w.close("handed-over")).json()
@@ -340,6 +367,185 @@ async def test_ros_not_eligible_is_a_recorded_decision_never_a_silent_drop(
     decision = next(e for e in closed["entries"] if e["kind"] == "eligibility")
     assert decision["data"]["exclusions"] == ["child-welfare-investigation"]
     assert decision["text"] == "Børnefaglig undersøgelse i gang"
+
+
+async def test_an_eligibility_decision_says_why_or_is_refused_whole(
+    client: httpx.AsyncClient,
+) -> None:
+    await use_model(client, "ros-herning")
+    w = Worker(client, await open_case(client))
+    # Each refusal names every bad field at once and stores nothing.
+    silent = await w.record({"kind": "eligibility", "eligible": False}, 422)
+    assert bad_fields(silent) == {"exclusions", "note"}
+    contradiction = await w.record(
+        {"kind": "eligibility", "eligible": True, "exclusions": ["substance-abuse"]}, 422
+    )
+    assert bad_fields(contradiction) == {"exclusions", "basis"}
+    unexplained = await w.record(
+        {"kind": "eligibility", "eligible": True, "basis": "staff-judgement", "note": " \n"}, 422
+    )
+    assert missing(unexplained) == ["a staff judgement needs its reason in the note"]
+    await unchanged(client, w, 1, 1)
+    assert missing(await w.close("not-eligible", 409)) == [
+        "missing: an eligibility decision of not eligible, with its reason"
+    ]
+    # A staff reason without an exclusion from the model's list: the note is the reason.
+    await w.record(
+        {"kind": "eligibility", "eligible": False, "note": "Eleven er i dagbehandling hver dag"}
+    )
+    closed = (await w.close("not-eligible")).json()
+    decision = next(e for e in closed["entries"] if e["kind"] == "eligibility")
+    assert decision["data"] == {"eligible": False, "exclusions": []}
+    assert decision["text"] == "Eleven er i dagbehandling hver dag"
+    # Eligible as a staff judgement below the limits, with its reason.
+    again = Worker(client, await open_case(client))
+    await again.record(
+        {"kind": "eligibility", "eligible": True, "basis": "staff-judgement",
+         "note": "Bekymrende fravær under 60-dages-grænsen"}
+    )  # fmt: skip
+    assert (await again.move("preparatory")).json()["phase"] == "preparatory"
+
+
+async def test_a_model_without_exclusions_takes_a_not_eligible_decision_with_a_note(
+    client: httpx.AsyncClient,
+) -> None:
+    await use_model(client, "baerum")
+    w = Worker(client, await open_case(client))
+    r = await w.record({"kind": "eligibility", "eligible": False}, 422)
+    assert missing(r) == ["a not-eligible decision needs its reason in the note"]
+    r = await w.record(
+        {"kind": "eligibility", "eligible": False, "exclusions": ["substance-abuse"]}, 422
+    )
+    assert bad_fields(r) == {"exclusions[0]", "note"}
+    await unchanged(client, w, 1, 1)
+    await w.record({"kind": "eligibility", "eligible": False, "note": "Går på privatskole"})
+
+
+async def test_ros_meeting_and_agreement_count_only_with_pupil_family_and_school(
+    client: httpx.AsyncClient,
+) -> None:
+    await use_model(client, "ros-herning")
+    w = Worker(client, await open_case(client))
+    await w.record({"kind": "eligibility", "eligible": True, "basis": "limit-crossed"})
+    await w.move("preparatory")
+    await w.record({"kind": "action-plan", "with": ["pupil", "parents", "school", "ros"]})
+    goal = (await w.record({"kind": "goal", "text": "Møde op mandag"})).json()["entries"][-1]
+    day = TODAY.isoformat()
+    # Not the meeting R.O.S. asks for: the family missing, the pupil missing, nobody came.
+    for with_, reached in (
+        (["pupil", "school"], True),
+        (["parents", "school"], True),
+        (["pupil", "parents", "school"], False),
+    ):
+        await w.record(
+            {"kind": "contact", "form": "meeting", "with": with_, "on": day, "reached": reached}
+        )
+    # A call with all of them is no meeting either.
+    await w.record(
+        {"kind": "contact", "form": "call", "with": ["pupil", "parents"], "on": day,
+         "reached": True, "outcome": "Aftalt møde"}
+    )  # fmt: skip
+    assert missing(await w.move("relational", 409)) == [
+        "missing: a meeting held with the pupil and the family"
+    ]
+    await w.record(
+        {"kind": "contact", "form": "meeting", "with": ["pupil", "parents", "school"], "on": day,
+         "reached": True}
+    )  # fmt: skip
+    await w.move("relational")
+    await w.move("investigative")  # the call home above is the relational phase's contact
+    await w.record({"kind": "cause", "category": "school"})
+    await w.record(
+        {
+            "kind": "goal",
+            "text": "opfølgning",
+            "goal_entry": goal["id"],
+            "status": "partly-achieved",
+        }
+    )
+    await w.move("handover")
+    # Agreement sheets with the pupil and the family but not the school are not the handover's.
+    await w.record({"kind": "agreement", "with": ["pupil", "parents", "ros"]})
+    assert missing(await w.close("handed-over", 409)) == [
+        "missing: an agreement sheet with the pupil, the family and the school"
+    ]
+    await w.record({"kind": "agreement", "with": ["pupil", "parents", "school"]})
+    assert (await w.close("handed-over")).json()["outcome"] == "handed-over"
+
+
+async def test_the_baerum_call_home_reaches_the_parents_and_has_its_outcome(
+    client: httpx.AsyncClient,
+) -> None:
+    await use_model(client, "baerum")
+    w = Worker(client, await open_case(client))
+    day = TODAY.isoformat()
+    call_home = "missing: a contact with the home that reached someone, with its outcome"
+    for contact in (
+        # Sparring with the resource team is no call home, whatever came of it.
+        {"form": "sparring", "with": ["resource-team"], "reached": True, "outcome": "Drøftet"},
+        {"form": "call", "with": ["pupil"], "reached": True, "outcome": "Eleven var syg"},
+        {"form": "call", "with": ["parents"], "reached": False, "outcome": "Intet svar"},
+        {"form": "call", "with": ["parents"], "reached": True},
+        {"form": "call", "with": ["parents"], "reached": True, "outcome": "  "},
+    ):
+        await w.record({"kind": "contact", "on": day} | contact)
+    assert missing(await w.move("mapping", 409)) == [call_home]
+    assert missing(await w.close("no-concern-after-contact", 409)) == [call_home]
+    await w.record(
+        {"kind": "contact", "form": "call", "with": ["parents"], "on": day, "reached": True,
+         "outcome": "Far bekymret; eleven vil ikke i skole"}
+    )  # fmt: skip
+    await w.move("mapping")
+    # Mapping's meeting is with the pupil and the parents.
+    await w.record(
+        {"kind": "contact", "form": "meeting", "with": ["parents", "school"], "on": day,
+         "reached": True}
+    )  # fmt: skip
+    assert "missing: a meeting held with the pupil and the family" in missing(
+        await w.move("further-measures", 409)
+    )
+    await w.record(
+        {"kind": "contact", "form": "meeting", "with": ["pupil", "parents"], "on": day,
+         "reached": True}
+    )  # fmt: skip
+    assert "missing: a meeting held with the pupil and the family" not in missing(
+        await w.move("further-measures", 409)
+    )
+    # The call home that found the worry also lets a case close as no concern after contact.
+    closed = (await w.close("no-concern-after-contact")).json()
+    assert closed["outcome"] == "no-concern-after-contact"
+
+
+async def test_a_ladder_plan_is_whole_or_refused_and_sets_the_follow_up(
+    client: httpx.AsyncClient,
+) -> None:
+    await use_model(client, "dk-ladder")
+    w = Worker(client, await open_case(client))
+    await w.move("resource-team")
+    await w.record(
+        {"kind": "contact", "form": "sparring", "with": ["resource-team"], "on": TODAY.isoformat(),
+         "reached": True}
+    )  # fmt: skip
+    moved = (await w.move("plan")).json()
+    r = await w.record({"kind": "action-plan", "with": ["school"], "note": " "}, 422)
+    assert bad_fields(r) == {"with", "until", "follow_up", "note"}
+    await unchanged(client, w, moved["version"], len(moved["entries"]))
+    planned = (await w.record(LADDER_PLAN)).json()
+    # "The follow-up date of each plan" is the ladder's clock.
+    assert planned["next_evaluation_due"] == LADDER_PLAN["follow_up"]
+    plan = planned["entries"][-1]
+    assert plan["data"] == {
+        "with": ["pupil", "parents", "school"],
+        "until": LADDER_PLAN["until"],
+        "follow_up": LADDER_PLAN["follow_up"],
+    }
+    assert missing(await w.move("external", 409)) == [
+        "missing: at least one intervention",
+        "missing: a named coordinator (tovholder)",
+    ]
+    # An agreement is no plan, and a model that does not ask for the plan's parts takes an
+    # action plan without them (R.O.S. above).
+    await w.record({"kind": "agreement", "with": ["parents"]})
 
 
 async def test_closing_without_contact_needs_three_failed_days_and_a_leader(

@@ -226,6 +226,187 @@ async def test_weekday_and_month_patterns(client: httpx.AsyncClient) -> None:
     assert shares(("month", "2026-09")) == (29, "0.0603", "0.0517", "0.0690", "0.1810")
 
 
+# Two weeks over a month's end: Mon 28 Sep - Fri 9 Oct, 3 school days in September, 7 in October.
+TWO_MONTHS = {"from": "2026-09-28", "to": "2026-10-09"}
+
+
+async def seed_patterns(client: httpx.AsyncClient) -> None:
+    """vestbjerg: v1 and v2 the whole period, v3 until Fri 2 Oct; hals: h1 only."""
+    await configure(client)
+    await add_school(client, "hals")
+    await enrol(client, "v1", "2026-08-10", grade=3, class_name="3A")
+    await enrol(client, "v2", "2026-08-10", grade=3, class_name="3A")
+    await enrol(client, "v3", "2026-08-10", "2026-10-02", grade=5, class_name="5A")
+    await enrol(client, "h1", "2026-08-10", grade=1, class_name="1A", school="hals")
+    r = registration
+    await post(
+        client,
+        [
+            r("v1", d("2026-09-28"), category="illness"),  # Mon, September
+            r("v3", d("2026-09-29")),  # Tue, September
+            r("v1", d("2026-10-07"), category="authorized", extent="0.5", slot="am"),  # Wed
+            r("v2", d("2026-10-09")),  # Fri
+            r("v3", d("2026-10-06"), category="illness"),  # after v3 left: not counted
+            r("h1", d("2026-09-28"), school="hals"),  # Mon, September
+            r("h1", d("2026-10-02"), category="illness", extent="0.5", slot="am", school="hals"),
+            # Mon 5 Oct: am + pm + a lesson, c(d) capped at 1.
+            r("h1", d("2026-10-05"), extent="0.5", slot="am", school="hals"),
+            r("h1", d("2026-10-05"), extent="0.5", slot="pm", school="hals"),
+            r("h1", d("2026-10-05"), extent="0.125", slot="3", school="hals"),
+        ],
+    )
+
+
+def pattern_figures(rows: list[dict[str, Any]], school: str | None, kind: str, key: str) -> Any:
+    x = row_of(rows, school_id=school, kind=kind, key=key)
+    return (
+        x["pupil_days"],
+        x["illness_share"],
+        x["authorized_share"],
+        x["unauthorized_share"],
+        x["total_share"],
+    )
+
+
+async def test_municipality_patterns_pool_the_schools_pupil_days(
+    client: httpx.AsyncClient, sessionmaker: async_sessionmaker[AsyncSession]
+) -> None:
+    await seed_patterns(client)
+    url = "/v1/municipalities/aalborg/reports/patterns"
+    r = await client.get(url, params=TWO_MONTHS, headers=ADMIN)
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert (body["municipality_id"], body["period_from"], body["period_to"]) == (
+        "aalborg",
+        "2026-09-28",
+        "2026-10-09",
+    )
+    rows = body["rows"]
+    buckets = [("weekday", str(n)) for n in range(1, 6)] + [
+        ("month", "2026-09"),
+        ("month", "2026-10"),
+    ]
+    # Each school's rows, then the municipality's (school null), weekdays before months.
+    assert [(x["school_id"], x["kind"], x["key"]) for x in rows] == [
+        (s, kind, key) for s in ("hals", "vestbjerg", None) for kind, key in buckets
+    ]
+    assert list(rows[0]) == [
+        "school_id",
+        "kind",
+        "key",
+        "pupil_days",
+        "illness_share",
+        "authorized_share",
+        "unauthorized_share",
+        "total_share",
+    ]
+
+    # hals, one pupil: 2 of each weekday; Mon 28 Sep and Mon 5 Oct unauthorized (the second
+    # capped at 1), Fri 2 Oct half a day of illness.
+    assert pattern_figures(rows, "hals", "weekday", "1") == (
+        2,
+        "0.0000",
+        "0.0000",
+        "1.0000",
+        "1.0000",
+    )
+    assert pattern_figures(rows, "hals", "month", "2026-10") == (
+        7,
+        "0.0714",
+        "0.0000",
+        "0.1429",
+        "0.2143",
+    )
+    # vestbjerg: Mondays 28 Sep (v1, v2, v3) and 5 Oct (v1, v2) are 5 pupil days, one of
+    # illness; September 3 days x 3 pupils, October 2 x 3 + 5 x 2.
+    assert pattern_figures(rows, "vestbjerg", "weekday", "1") == (
+        5,
+        "0.2000",
+        "0.0000",
+        "0.0000",
+        "0.2000",
+    )
+    assert pattern_figures(rows, "vestbjerg", "month", "2026-09") == (
+        9,
+        "0.1111",
+        "0.0000",
+        "0.1111",
+        "0.2222",
+    )
+    assert pattern_figures(rows, "vestbjerg", "month", "2026-10") == (
+        16,
+        "0.0000",
+        "0.0312",
+        "0.0625",
+        "0.0938",
+    )
+
+    # The municipality: the sums of c(d) over both schools' pupil days divided by those days
+    # (Monday 3 / 7 = 0.4286, where the mean of the schools' shares would be 0.6).
+    expected = {
+        ("weekday", "1"): (7, "0.1429", "0.0000", "0.2857", "0.4286"),  # 1, 0, 2 of 7
+        ("weekday", "2"): (7, "0.0000", "0.0000", "0.1429", "0.1429"),  # v3's 29 Sep
+        ("weekday", "3"): (7, "0.0000", "0.0714", "0.0000", "0.0714"),  # v1's half day
+        ("weekday", "4"): (7, "0.0000", "0.0000", "0.0000", "0.0000"),
+        ("weekday", "5"): (7, "0.0714", "0.0000", "0.1429", "0.2143"),  # h1 0.5, v2 1
+        ("month", "2026-09"): (12, "0.0833", "0.0000", "0.1667", "0.2500"),  # 1, 0, 2 of 9 + 3
+        ("month", "2026-10"): (23, "0.0217", "0.0217", "0.0870", "0.1304"),  # .5, .5, 2 of 16 + 7
+    }
+    assert {b: pattern_figures(rows, None, *b) for b in expected} == expected
+
+    # The CSV: the same rows, one a line, school null as an empty cell.
+    r = await client.get(url, params=TWO_MONTHS, headers=ADMIN | {"Accept": "text/csv"})
+    assert r.status_code == 200
+    assert r.headers["content-type"] == "text/csv; charset=utf-8"
+    assert r.headers["content-disposition"] == 'attachment; filename="patterns-aalborg.csv"'
+    table = list(csv.reader(io.StringIO(r.text)))
+    assert table[0] == list(rows[0]) and len(table) == 1 + 3 * 7
+    assert table[-1] == ["", "month", "2026-10", "23", "0.0217", "0.0217", "0.0870", "0.1304"]
+    # An aggregate names no pupil and writes no audit row, as the other roll-ups.
+    assert "v1" not in r.text and "h1" not in r.text
+    assert (
+        await audited(sessionmaker, "/v1/municipalities/{municipality_id}/reports/patterns") == []
+    )
+
+    # The school route agrees with the school's rows of the roll-up.
+    r = await client.get("/v1/schools/vestbjerg/reports/patterns", params=TWO_MONTHS, headers=STAFF)
+    own = [x | {"school_id": "vestbjerg"} for x in r.json()["rows"]]
+    assert own == [x for x in rows if x["school_id"] == "vestbjerg"]
+
+
+async def test_municipality_patterns_are_for_its_own_administrator_with_checked_parameters(
+    client: httpx.AsyncClient,
+) -> None:
+    await seed_patterns(client)
+    url = "/v1/municipalities/aalborg/reports/patterns"
+    # School staff read their school's patterns, not the roll-up; another municipality's
+    # administrator gets the 404 of a municipality that does not exist.
+    r = await client.get(url, params=TWO_MONTHS, headers=STAFF)
+    assert r.status_code == 403, r.text
+    assert r.headers["content-type"] == "application/problem+json"
+    r = await client.get(url, params=TWO_MONTHS, headers=ODENSE_ADMIN)
+    assert r.status_code == 404, r.text
+    unknown = await client.get(
+        "/v1/municipalities/nowhere/reports/patterns", params=TWO_MONTHS, headers=ODENSE_ADMIN
+    )
+    assert r.json()["detail"].replace("aalborg", "X") == unknown.json()["detail"].replace(
+        "nowhere", "X"
+    )
+    assert "hals" not in r.text and "vestbjerg" not in r.text
+
+    r = await client.get(url, params={"from": "2026-10-09", "to": "2026-09-28"}, headers=ADMIN)
+    assert r.status_code == 422 and r.headers["content-type"] == "application/problem+json"
+    assert {e["field"] for e in r.json()["errors"]} == {"query.from", "query.to"}
+    r = await client.get(url, params={"from": "2026-02-30", "to": "2026-10-09"}, headers=ADMIN)
+    assert r.status_code == 422
+    assert [e["field"] for e in r.json()["errors"]] == ["query.from"]
+    r = await client.get(url, params={"from": "2026-09-28"}, headers=ADMIN)
+    assert r.status_code == 422
+    assert [e["field"] for e in r.json()["errors"]] == ["query.to"]
+    r = await client.get(url, params={"from": "2024-01-01", "to": "2026-10-09"}, headers=ADMIN)
+    assert r.status_code == 422 and r.json()["errors"][0]["field"] == "query.to"
+
+
 async def add_concerns(
     sessionmaker: async_sessionmaker[AsyncSession], items: list[tuple[str, str, int]]
 ) -> None:
@@ -529,6 +710,7 @@ async def test_every_report_exports_the_same_rows_as_csv(client: httpx.AsyncClie
         ("/v1/schools/vestbjerg/reports/absence", PERIOD, "rows", STAFF),
         ("/v1/municipalities/aalborg/reports/absence", PERIOD, "rows", ADMIN),
         ("/v1/schools/vestbjerg/reports/patterns", PERIOD, "rows", STAFF),
+        ("/v1/municipalities/aalborg/reports/patterns", PERIOD, "rows", ADMIN),
         ("/v1/schools/vestbjerg/reports/open-concerns", {}, "pupils", STAFF),
         ("/v1/municipalities/aalborg/reports/open-concerns", {}, "counts", ADMIN),
         ("/v1/schools/vestbjerg/reports/close-to-limit", {"date": "2026-09-18"}, "rows", STAFF),
@@ -589,6 +771,7 @@ async def test_other_tenants_get_404_and_bad_parameters_name_every_field(
         assert (await client.get(url, headers=HALS_STAFF)).status_code == 404
     for url in (
         "/v1/municipalities/aalborg/reports/absence",
+        "/v1/municipalities/aalborg/reports/patterns",
         "/v1/municipalities/aalborg/reports/open-concerns",
         "/v1/municipalities/aalborg/reports/baerum",
     ):

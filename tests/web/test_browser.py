@@ -7,21 +7,26 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import httpx
+import pytest
 from playwright.async_api import Page, async_playwright
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from opspor_api.concerns.repository import ConcernRepository
+from opspor_api.web.i18n import Formatter
+from opspor_api.web.schemas import CATEGORIES
 from opspor_api.web.security import CONTENT_SECURITY_POLICY
 from opspor_shared.auth import Role
 from tests.api.test_access import PUPIL_OF, seed
 from tests.api.test_concerns import concern_event
 from tests.auth import bearer
-from tests.support import registration
+from tests.support import YEAR_BODY, registration
 
 ROOT = Path(__file__).resolve().parents[2]
 SCREENSHOTS = ROOT / "docs" / "screenshots"
@@ -30,6 +35,7 @@ CHROMIUM = "/usr/bin/chromium"
 ARGS = ["--no-sandbox", "--disable-background-networking", "--disable-component-update"]
 # The whole browser session, sign-ins and scans included, must finish well inside this.
 BUDGET_SECONDS = 90
+DANISH = Formatter("da")  # the browser context's locale
 
 
 async def seed_school_year(
@@ -89,6 +95,22 @@ async def seed_school_year(
         )
     async with sessionmaker() as session, session.begin():
         await ConcernRepository(session).apply(rows)
+
+
+async def municipal_patterns(web: httpx.AsyncClient) -> list[dict[str, Any]]:
+    """aalborg's own rows (school null) of the patterns API over the school year so far, the
+    period the municipality page shows."""
+    today = datetime.now(ZoneInfo("Europe/Copenhagen")).date()
+    r = await web.get(
+        "/v1/municipalities/aalborg/reports/patterns",
+        params={
+            "from": YEAR_BODY["first_day"],
+            "to": min(today, date.fromisoformat(YEAR_BODY["last_day"])).isoformat(),
+        },
+        headers=bearer(Role.MUNICIPALITY_ADMIN, "aalborg"),
+    )
+    assert r.status_code == 200, r.text
+    return [row for row in r.json()["rows"] if row["school_id"] is None]
 
 
 async def sign_in(page: Page, base: str, sub: str) -> None:
@@ -202,11 +224,40 @@ async def test_the_resource_team_uses_the_pages_in_chromium(
             assert await page.get_by_role("cell", name="Skole o1").count() == 0
             failures += [f"municipality: {v}" for v in await serious_violations(page, axe_source)]
 
-            # The municipality's administrator: the roll-up with cases and the Bærum table.
+            # The municipality's administrator: the roll-up with cases, the Bærum table and the
+            # weekday and month patterns of all its schools' pupils, as charts and tables with
+            # the API's numbers for the school year.
             await context.clear_cookies()
             await sign_in(page, base, "admin-aalborg")
             assert page.url == f"{base}/ui/municipality"
             assert await page.get_by_role("heading", name="Bærum-tabellen").is_visible()
+            assert await page.get_by_role("heading", name="Fravær pr. ugedag").is_visible()
+            assert await page.get_by_role("heading", name="Fravær pr. måned").is_visible()
+            await page.wait_for_function(
+                "() => Chart.getChart('weekday-chart') && Chart.getChart('month-chart')"
+            )
+            expected = await municipal_patterns(web)
+            for kind, table, chart in (
+                ("weekday", "#weekday-table", "weekday-chart"),
+                ("month", "#month-table", "month-chart"),
+            ):
+                rows = [r for r in expected if r["kind"] == kind]
+                cells = await page.locator(f"{table} tbody tr").evaluate_all(
+                    "rows => rows.map(r => [...r.cells].slice(1).map(c => c.textContent))"
+                )
+                assert cells == [
+                    [DANISH.percent(Decimal(r[f"{c}_share"])) for c in (*CATEGORIES, "total")]
+                    for r in rows
+                ], kind
+                drawn = await page.evaluate(
+                    f"Chart.getChart('{chart}').data.datasets.map(d => d.data)"
+                )
+                assert drawn == [
+                    pytest.approx([float(r[f"{c}_share"]) * 100 for r in rows]) for c in CATEGORIES
+                ], kind
+            assert any(Decimal(r["total_share"]) > 0 for r in expected)  # not all zero
+            link = page.get_by_role("link", name="Hent som CSV, pr. skole og for alle skoler")
+            assert await link.get_attribute("href") == "/ui/municipality/export/patterns.csv"
             failures += [f"roll-up: {v}" for v in await serious_violations(page, axe_source)]
             await shoot(page, "municipality")
         finally:
@@ -282,6 +333,16 @@ async def test_staff_work_a_case_from_opening_to_closing_in_chromium(
                 },
             )
             await move("Resource-team plan")
+            await record(
+                "Action plan",
+                {
+                    "pupil": "on",
+                    "parents": "on",
+                    "Runs until": "2027-01-15",
+                    "Follow-up date agreed": "2026-12-08",
+                    "Note": "A steady adult in the first lesson; pupil and parents at follow-up",
+                },
+            )
             await record(
                 "Intervention",
                 {"Type": "support-in-class", "Owner": "teacher-1", "Start": "2026-11-24"},

@@ -27,6 +27,7 @@ from opspor_shared.access import route_rules
 from opspor_shared.auth import Role
 from tests.api.test_access import MONDAY, PUPIL_OF, concern_id
 from tests.api.test_concerns import concern_event
+from tests.auth import bearer
 from tests.web.conftest import csrf_of, sign_in
 
 pytestmark = pytest.mark.usefixtures("seeded")
@@ -146,6 +147,8 @@ async def test_each_page_admits_only_the_roles_of_its_api_routes(
         ("POST", "/ui/cases/{case_id}/transitions"): {Role.SCHOOL_STAFF},
         # The CSV exports of the school's reports: as the API's report routes, school staff.
         ("GET", "/ui/schools/{school_id}/export/{report}.csv"): {Role.SCHOOL_STAFF},
+        # The municipality's roll-ups as CSV: as the API's municipality report routes.
+        ("GET", "/ui/municipality/export/{report}.csv"): {Role.MUNICIPALITY_ADMIN},
         ("POST", "/ui/concerns/{concern_id}/acknowledgement"): {Role.SCHOOL_STAFF, Role.PPR},
     }
     public = {"/ui/login", "/ui/callback", "/ui/signed-out", "/ui/static"}
@@ -373,3 +376,75 @@ async def test_a_notice_link_leads_to_the_pupil_page_and_never_across_schools(
     for other in (concern_id("a2", "concern"), concern_id("o1", "concern"), "not-a-uuid"):
         assert (await web.get(f"/ui/concerns/{other}")).status_code == 404
     assert (await web.get(f"/ui/cases/{uuid.uuid4()}")).status_code == 404
+
+
+def _table(html: str, table_id: str) -> list[list[str]]:
+    found = re.search(
+        rf'<table class="numbers" id="{table_id}">.*?<tbody>(.*?)</tbody>', html, re.S
+    )
+    assert found, f"no table {table_id}"
+    return [
+        [
+            re.sub(r"<[^>]+>", "", cell).strip()
+            for cell in re.findall(r"<t[hd][^>]*>.*?</t[hd]>", row)
+        ]
+        for row in re.findall(r"<tr>.*?</tr>", found.group(1), re.S)
+    ]
+
+
+async def test_the_municipality_page_shows_its_pooled_weekday_and_month_patterns(
+    web_settings: ApiSettings,
+) -> None:
+    """On Friday 2 October 2026, the school year so far is 10 August - 2 October. The matrix
+    data: a1's and a2's pupil (no enrolment, so at their school for the whole period) each
+    have one unauthorized day, Monday 21 September. The municipality: 2 of 2 x 8 Mondays
+    (12.5 %), 2 of 2 x 22 September school days (0.0455, shown as 4.6 %)."""
+    friday = datetime(2026, 10, 2, 12, tzinfo=UTC)
+    app = create_app(web_settings, clock=lambda: friday)
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+        async with httpx.AsyncClient(
+            transport=transport, base_url=web_settings.web_base_url or ""
+        ) as web:
+            await sign_in(web, "admin-aalborg")
+            page = await web.get("/ui/municipality", headers={"Accept-Language": "en"})
+            assert page.status_code == 200
+            assert "Absence per weekday" in page.text and "Absence per month" in page.text
+            period = r"The school year so far:\s+Aug 10, 2026 \u2013 Oct 2, 2026\."
+            assert re.search(period, page.text), page.text
+            days = _table(page.text, "weekday-table")
+            assert [r[0] for r in days] == ["Monday", "Tuesday", "Wednesday", "Thursday", "Friday"]
+            # Weekday or month, illness, authorized, unauthorized, total.
+            assert days[0][1:] == ["0.0 %", "0.0 %", "12.5 %", "12.5 %"]
+            assert {tuple(r[1:]) for r in days[1:]} == {("0.0 %",) * 4}
+            months = _table(page.text, "month-table")
+            assert [r[0] for r in months] == ["August 2026", "September 2026", "October 2026"]
+            assert months[1][1:] == ["0.0 %", "0.0 %", "4.6 %", "4.6 %"]
+            assert 'href="/ui/municipality/export/patterns.csv"' in page.text
+            assert 'id="weekday-chart"' in page.text and 'id="month-chart"' in page.text
+
+            # The CSV link: the API's document for the page's period, each school, then all.
+            export = await web.get("/ui/municipality/export/patterns.csv")
+            assert export.status_code == 200, export.text
+            disposition = export.headers["content-disposition"]
+            assert disposition == 'attachment; filename="patterns-aalborg.csv"'
+            api = await web.get(
+                "/v1/municipalities/aalborg/reports/patterns",
+                params={"from": "2026-08-10", "to": "2026-10-02"},
+                headers=bearer(Role.MUNICIPALITY_ADMIN, "aalborg") | {"Accept": "text/csv"},
+            )
+            assert api.status_code == 200 and export.text == api.text
+            lines = export.text.splitlines()
+            assert lines[0].startswith("school_id,kind,key,")
+            assert ",weekday,1,16,0.0000,0.0000,0.1250,0.1250" in lines
+            assert ",month,2026-09,44,0.0000,0.0000,0.0455,0.0455" in lines
+            assert "a1,weekday,1,8,0.0000,0.0000,0.1250,0.1250" in lines
+            assert {line.split(",")[0] for line in lines[1:]} == {"a1", "a2", ""}
+            assert (await web.get("/ui/municipality/export/nothing.csv")).status_code == 404
+
+            # PPR sees the concern counts only: no patterns, and no export.
+            web.cookies.clear()
+            await sign_in(web, "ppr-aalborg")
+            page = await web.get("/ui/municipality")
+            assert page.status_code == 200 and 'id="weekday-table"' not in page.text
+            assert (await web.get("/ui/municipality/export/patterns.csv")).status_code == 403

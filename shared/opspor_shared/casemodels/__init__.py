@@ -19,7 +19,10 @@ from opspor_shared.text import control_problem
 
 LANGUAGES = ("da", "nb", "en")
 
-# What a phase can require before it is left. Each is checked against the case's entries.
+# What a phase can require before it is left. Each is checked against the case's entries
+# (opspor_api.cases.service), including who took part; the texts say it, since a refusal and
+# the case page name what is missing with them. "The family" and "the home" are the `parents`
+# code of a contact or plan: parents or guardians (Bærum's "foresatte").
 REQUIREMENTS: dict[str, str] = {
     "eligibility-decision": "an eligibility decision (eligible)",
     "meeting": "a meeting held with the pupil and the family",
@@ -28,7 +31,7 @@ REQUIREMENTS: dict[str, str] = {
     "contact": "a contact with the home that reached someone, with its outcome",
     "causes": "causes mapped in the cause circle",
     "goals-followed-up": "every goal followed up (achieved, partly achieved or not achieved)",
-    "agreement": "an agreement sheet / cooperation agreement",
+    "agreement": "an agreement sheet with the pupil, the family and the school",
     "cooperation-agreement": "a cooperation agreement",
     "leader": "a named leader responsible for the case",
     "coordinator": "a named coordinator (tovholder)",
@@ -36,6 +39,12 @@ REQUIREMENTS: dict[str, str] = {
     "sparring": "sparring given by the resource team",
     "intervention": "at least one intervention",
     "evaluation-escalate": "an evaluation that decided on further measures",
+    # The ladder's plan (seed 001): an action plan entry that itself carries these; a model
+    # that requires it has every action plan refused without them.
+    "support-plan": (
+        "an action plan with the pupil and the parents: the support in class and how they "
+        "take part, how long it runs, when it is followed up"
+    ),
 }
 
 # Who is responsible for a phase, and which mailbox a reminder about it goes to.

@@ -94,6 +94,16 @@ class CaseRepository:
         )
         return {r.entry_id: r.text for r in rows}
 
+    async def texted(self, case_id: uuid.UUID) -> frozenset[int]:
+        """The case's entries that carry free text (blank text is none): a requirement such as
+        a contact's outcome asks whether it was written, never what it says."""
+        rows = await self.session.scalars(
+            select(CaseText.entry_id)
+            .join(CaseEntry, CaseEntry.id == CaseText.entry_id)
+            .where(CaseEntry.case_id == case_id, func.btrim(CaseText.text, " \t\r\n") != "")
+        )
+        return frozenset(rows)
+
     async def concern_attached(self, concern_id: uuid.UUID) -> bool:
         found = await self.session.scalar(
             select(CaseEntry.id).where(CaseEntry.concern_id == concern_id).limit(1)

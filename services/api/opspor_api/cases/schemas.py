@@ -48,11 +48,18 @@ class Goal(BaseModel):
     )
 
 
+PARTIES_DESCRIPTION = "Who took part; `parents` is the family (parents or guardians)"
+
+
 class Plan(BaseModel):
     model_config = ConfigDict(extra="forbid")
     kind: Literal["action-plan", "agreement"]
     with_: list[Literal["pupil", "parents", "school", "ros", "ppr", "other"]] = Field(
-        default_factory=list, alias="with", max_length=6
+        default_factory=list, alias="with", max_length=6, description=PARTIES_DESCRIPTION
+    )
+    until: date | None = Field(None, description="How long the plan runs: its last day")
+    follow_up: date | None = Field(
+        None, description="When the plan is followed up; the case's next follow-up date"
     )
     note: Note | None = None
 
@@ -79,7 +86,7 @@ class Contact(BaseModel):
     kind: Literal["contact"]
     form: Literal["call", "meeting", "home-visit", "message", "sparring"]
     with_: list[Literal["pupil", "parents", "school", "resource-team", "ppr", "gp", "other"]] = (
-        Field(alias="with", min_length=1, max_length=7)
+        Field(alias="with", min_length=1, max_length=7, description=PARTIES_DESCRIPTION)
     )
     on: date
     reached: bool = Field(description="false: a failed attempt (nobody reached)")
@@ -111,8 +118,14 @@ class Eligibility(BaseModel):
     model_config = ConfigDict(extra="forbid")
     kind: Literal["eligibility"]
     eligible: bool
-    basis: Literal["limit-crossed", "staff-judgement"] | None = None
-    exclusions: list[Code] = Field(default_factory=list, max_length=10)
+    basis: Literal["limit-crossed", "staff-judgement"] | None = Field(
+        None, description="Why eligible (required then); `staff-judgement` needs its note"
+    )
+    exclusions: list[Code] = Field(
+        default_factory=list,
+        max_length=10,
+        description="Why not eligible: the model's exclusion reasons (or a note instead)",
+    )
     note: Note | None = None
 
 

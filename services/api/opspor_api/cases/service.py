@@ -10,7 +10,7 @@ judges the clocks when the school's day changes.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import Any
@@ -34,6 +34,7 @@ from opspor_api.cases.schemas import (
     Evaluation,
     Goal,
     InterventionIn,
+    Plan,
     Referral,
     Transition,
 )
@@ -212,6 +213,8 @@ class Loaded:
     model: CaseModel
     school: School
     entries: list[CaseEntry]
+    # The entries with free text (CaseRepository.texted), for the requirements that need it.
+    texted: frozenset[int] = frozenset()
 
 
 async def load(
@@ -224,7 +227,7 @@ async def load(
     found = await repo.school(case.school_id)
     assert found is not None  # a case's school is a foreign key
     models = await models_of(repo, case.municipality_id)
-    return Loaded(case, models[case.model_id], found[0], entries)
+    return Loaded(case, models[case.model_id], found[0], entries, await repo.texted(case_id))
 
 
 async def case_out(repo: CaseRepository, loaded: Loaded, with_text: bool) -> CaseOut:
@@ -390,27 +393,92 @@ def latest_goals(entries: Sequence[CaseEntry]) -> dict[int, str]:
     return status
 
 
-def _met(requirement: str, case: Case, entries: Sequence[CaseEntry]) -> bool:
+# Who counts as whom in `with` (DOMAIN.md s.7): the family, the home, is the `parents` code
+# (parents or guardians); the pupil is `pupil`; the school `school`.
+FAMILY = "parents"
+# R.O.S.'s "meeting with school, pupil and family" and Bærum's "with pupil and parents": the
+# school's own staff record it, so `with` names whom they met: the pupil and the family.
+MEETING_WITH = frozenset({"pupil", FAMILY})
+# R.O.S.: "agreement sheets with the pupil, the family and the school": parties to a document,
+# each named (R.O.S. itself may be one more).
+AGREEMENT_WITH = frozenset({"pupil", FAMILY, "school"})
+# The ladder's plan: "how pupil and home take part" (seed 001).
+SUPPORT_PLAN_WITH = frozenset({"pupil", FAMILY})
+
+
+def _with(entry: CaseEntry) -> set[str]:
+    return set(entry.data.get("with") or ())
+
+
+def _home_contact(entry: CaseEntry, texted: Collection[int]) -> bool:
+    """A contact with the home and its outcome (Bærum: "the contact teacher's call home"): it
+    reached the parents, it was no sparring among staff, its outcome was written (whether,
+    never what: the text is not read here)."""
+    return (
+        entry.kind == "contact"
+        and bool(entry.data.get("reached"))
+        and entry.data.get("form") != "sparring"
+        and FAMILY in _with(entry)
+        and entry.id in texted
+    )
+
+
+def _eligible(entry: CaseEntry, texted: Collection[int]) -> bool:
+    if entry.kind != "eligibility" or not entry.data.get("eligible"):
+        return False
+    basis = entry.data.get("basis")
+    return basis == "limit-crossed" or (basis == "staff-judgement" and entry.id in texted)
+
+
+def _not_eligible(entry: CaseEntry, texted: Collection[int]) -> bool:
+    """A not-eligible decision with its reason: an exclusion, or a note for a staff reason."""
+    return (
+        entry.kind == "eligibility"
+        and not entry.data.get("eligible")
+        and (bool(entry.data.get("exclusions")) or entry.id in texted)
+    )
+
+
+def _support_plan(entry: CaseEntry, texted: Collection[int]) -> bool:
+    return (
+        entry.kind == "action-plan"
+        and _with(entry) >= SUPPORT_PLAN_WITH
+        and bool(entry.data.get("until"))
+        and bool(entry.data.get("follow_up"))
+        and entry.id in texted
+    )
+
+
+def _met(
+    requirement: str, case: Case, entries: Sequence[CaseEntry], texted: Collection[int]
+) -> bool:
     kinds = [e.kind for e in entries]
     if requirement == "eligibility-decision":
-        return any(e.kind == "eligibility" and e.data.get("eligible") for e in entries)
+        return any(_eligible(e, texted) for e in entries)
     if requirement == "meeting":
         return any(
-            e.kind == "contact" and e.data.get("form") == "meeting" and e.data.get("reached")
+            e.kind == "contact"
+            and e.data.get("form") == "meeting"
+            and e.data.get("reached")
+            and _with(e) >= MEETING_WITH
             for e in entries
         )
     if requirement == "action-plan":
         return "action-plan" in kinds
+    if requirement == "support-plan":
+        return any(_support_plan(e, texted) for e in entries)
     if requirement == "goal":
         return "goal" in kinds
     if requirement == "contact":
-        return any(e.kind == "contact" and e.data.get("reached") for e in entries)
+        return any(_home_contact(e, texted) for e in entries)
     if requirement == "causes":
         return "cause" in kinds
     if requirement == "goals-followed-up":
         goals = latest_goals(entries)
         return bool(goals) and all(s != "open" for s in goals.values())
-    if requirement in ("agreement", "cooperation-agreement"):
+    if requirement == "agreement":
+        return any(e.kind == "agreement" and _with(e) >= AGREEMENT_WITH for e in entries)
+    if requirement == "cooperation-agreement":
         return "agreement" in kinds
     if requirement == "leader":
         return case.leader is not None
@@ -418,7 +486,9 @@ def _met(requirement: str, case: Case, entries: Sequence[CaseEntry]) -> bool:
         return case.coordinator is not None
     if requirement == "follow-up-date":
         return case.next_evaluation_due is not None or any(
-            e.kind == "evaluation" and e.data.get("due") for e in entries
+            (e.kind == "evaluation" and e.data.get("due"))
+            or (e.kind == "action-plan" and e.data.get("follow_up"))
+            for e in entries
         )
     if requirement == "sparring":
         return any(e.kind == "contact" and e.data.get("form") == "sparring" for e in entries)
@@ -429,10 +499,12 @@ def _met(requirement: str, case: Case, entries: Sequence[CaseEntry]) -> bool:
     raise AssertionError(f"unknown requirement {requirement}")  # the model parser refuses it
 
 
-def missing(model: CaseModel, case: Case, entries: Sequence[CaseEntry]) -> list[str]:
+def missing(
+    model: CaseModel, case: Case, entries: Sequence[CaseEntry], texted: Collection[int]
+) -> list[str]:
     phase = model.phase(case.phase)
     assert phase is not None
-    return [r for r in phase.requires if not _met(r, case, entries)]
+    return [r for r in phase.requires if not _met(r, case, entries, texted)]
 
 
 def failed_contact_days(entries: Sequence[CaseEntry]) -> int:
@@ -462,7 +534,11 @@ def describe_need(code: str, entries: Sequence[CaseEntry]) -> str:
 
 
 def close_missing(
-    model: CaseModel, case: Case, entries: Sequence[CaseEntry], outcome: str
+    model: CaseModel,
+    case: Case,
+    entries: Sequence[CaseEntry],
+    outcome: str,
+    texted: Collection[int],
 ) -> list[str]:
     """What closing with this outcome still needs (DOMAIN.md s.7), as codes of REQUIREMENTS
     and CLOSE_NEEDS."""
@@ -474,13 +550,14 @@ def close_missing(
             needs.append("no-contact-approval")
         return needs
     if outcome == NOT_ELIGIBLE:
-        decided = any(e.kind == "eligibility" and not e.data.get("eligible") for e in entries)
+        decided = any(_not_eligible(e, texted) for e in entries)
         return [] if decided else ["not-eligible-decision"]
     if outcome == NO_CONCERN_AFTER_CONTACT:
-        return [] if _met("contact", case, entries) else ["contact"]
+        # Bærum: the call home found no worry; the same call the identification phase needs.
+        return [] if _met("contact", case, entries, texted) else ["contact"]
     if outcome in LEFT:
         return []
-    needs = missing(model, case, entries)
+    needs = missing(model, case, entries, texted)
     if model.evaluation_days and not any(
         e.kind == "evaluation" and e.data.get("result") == "resolved" for e in entries
     ):
@@ -525,15 +602,84 @@ def _entry_errors(model: CaseModel, loaded: Loaded, body: EntryIn) -> list[Field
     if isinstance(body, Evaluation) and body.done is None and body.result is not None:
         errors.append(field_error(("done",), "a result needs the day the evaluation was done"))
     if isinstance(body, Eligibility):
-        for i, code in enumerate(body.exclusions):
-            if code not in model.exclusions:
-                errors.append(
-                    field_error(
-                        ("exclusions", i),
-                        f"not an exclusion reason of {model.id}: "
-                        + (", ".join(model.exclusions) or "the model has none"),
-                    )
+        errors += _eligibility_errors(model, body)
+    if isinstance(body, Plan) and body.kind == "action-plan" and _requires(model, "support-plan"):
+        errors += _support_plan_errors(body)
+    return errors
+
+
+def _written(text: str | None) -> bool:
+    return text is not None and text.strip() != ""
+
+
+def _requires(model: CaseModel, requirement: str) -> bool:
+    return any(requirement in phase.requires for phase in model.phases)
+
+
+def _eligibility_errors(model: CaseModel, body: Eligibility) -> list[FieldError]:
+    """A decision says why (DOMAIN.md s.7): eligible on its basis, a staff judgement with its
+    reason; not eligible with an exclusion reason of the model or, for a staff reason (and in
+    a model without exclusions), a note: "a not-eligible decision is recorded, never silent"."""
+    errors: list[FieldError] = []
+    for i, code in enumerate(body.exclusions):
+        if code not in model.exclusions:
+            errors.append(
+                field_error(
+                    ("exclusions", i),
+                    f"not an exclusion reason of {model.id}: "
+                    + (", ".join(model.exclusions) or "the model has none"),
                 )
+            )
+    noted = _written(body.note)
+    if body.eligible:
+        if body.exclusions:
+            errors.append(
+                field_error(
+                    ("exclusions",),
+                    "an exclusion reason means not eligible: decide not eligible, or remove it",
+                )
+            )
+        if body.basis is None:
+            errors.append(
+                field_error(
+                    ("basis",),
+                    "an eligible decision needs its basis: limit-crossed or staff-judgement",
+                )
+            )
+        elif body.basis == "staff-judgement" and not noted:
+            errors.append(field_error(("note",), "a staff judgement needs its reason in the note"))
+    elif not noted and not any(code in model.exclusions for code in body.exclusions):
+        if model.exclusions:
+            reason = "a not-eligible decision needs its reason: an exclusion reason, or a note"
+            errors.append(field_error(("exclusions",), reason))
+            errors.append(field_error(("note",), reason))
+        else:
+            errors.append(
+                field_error(("note",), "a not-eligible decision needs its reason in the note")
+            )
+    return errors
+
+
+def _support_plan_errors(body: Plan) -> list[FieldError]:
+    """The ladder's plan (REQUIREMENTS["support-plan"]), refused without its parts where the
+    model asks for it, so a plan on record is a whole plan."""
+    errors: list[FieldError] = []
+    if not set(body.with_) >= SUPPORT_PLAN_WITH:
+        errors.append(
+            field_error(
+                ("with",), "include the pupil and the parents: the plan says how they take part"
+            )
+        )
+    if body.until is None:
+        errors.append(field_error(("until",), "say how long the plan runs: its last day"))
+    if body.follow_up is None:
+        errors.append(field_error(("follow_up",), "say when the plan is followed up"))
+    if not _written(body.note):
+        errors.append(
+            field_error(
+                ("note",), "describe the support in class and how the pupil and home take part"
+            )
+        )
     return errors
 
 
@@ -561,6 +707,11 @@ async def add_entry(
         case.leader = body.leader or case.leader
     if isinstance(body, Approval):
         case.leader = case.leader or body.leader
+    rescheduled = isinstance(body, Evaluation)
+    if isinstance(body, Plan) and body.follow_up is not None:
+        # The ladder's clock is "the follow-up date of each plan" (DOMAIN.md s.7).
+        case.next_evaluation_due = body.follow_up
+        rescheduled = True
     if isinstance(body, Evaluation):
         if body.done is not None:
             case.next_evaluation_due = None
@@ -569,16 +720,16 @@ async def add_entry(
                 _schedule(model, case, body.done)
         if body.due is not None and body.done is None:
             case.next_evaluation_due = body.due
-        if case.next_evaluation_due is not None:
-            messages.append(
-                _version_event(
-                    repo,
-                    case,
-                    CASE_EVALUATION_DUE,
-                    now,
-                    due_date=case.next_evaluation_due.isoformat(),
-                )
+    if rescheduled and case.next_evaluation_due is not None:
+        messages.append(
+            _version_event(
+                repo,
+                case,
+                CASE_EVALUATION_DUE,
+                now,
+                due_date=case.next_evaluation_due.isoformat(),
             )
+        )
     if isinstance(body, Referral):
         messages.append(
             _version_event(
@@ -609,7 +760,7 @@ async def transition(
             [field_error(("to",), "give `to` or `close`, not both")],
         )
     loaded = await load(repo, principal, case_id, lock=True)
-    case, model, entries = loaded.case, loaded.model, loaded.entries
+    case, model, entries, texted = loaded.case, loaded.model, loaded.entries, loaded.texted
     _check_if_match(case, if_match)
     if case.status != "open":
         raise Conflict("the case is closed")
@@ -621,7 +772,7 @@ async def transition(
                 "not an outcome of this model",
                 [field_error(("close",), f"expected one of {', '.join(model.outcomes)}")],
             )
-        needs = close_missing(model, case, entries, body.close)
+        needs = close_missing(model, case, entries, body.close, texted)
         if needs:
             raise Conflict(
                 f"the case cannot close as {body.close!r} yet",
@@ -656,7 +807,7 @@ async def transition(
                     )
                 ],
             )
-        needs = missing(model, case, entries)
+        needs = missing(model, case, entries, texted)
         if needs:
             raise Conflict(
                 f"phase {case.phase!r} cannot be left yet",

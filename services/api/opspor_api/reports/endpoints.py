@@ -22,6 +22,7 @@ from opspor_api.reports.schemas import (
     CaseReport,
     CloseToLimitReport,
     CsvReport,
+    MunicipalityPatternReport,
     OpenConcernCounts,
     OpenConcernsReport,
     PatternReport,
@@ -125,6 +126,28 @@ async def school_patterns(
     scope = await service.school_scope(repo, principal, school_id, calendars)
     report = await service.patterns(repo, scope, first, last)
     return _respond(request, report, f"patterns-{school_id}")
+
+
+@router.get(
+    "/municipalities/{municipality_id}/reports/patterns",
+    response_model=MunicipalityPatternReport,
+    responses=CSV_RESPONSE,
+    summary="Absence share per weekday and per month per school and for the municipality",
+)
+async def municipality_patterns(
+    request: Request,
+    municipality_id: PathId,
+    first: From,
+    last: To,
+    principal: MunicipalityAdmin,
+    session: Session,
+    calendars: Calendars,
+) -> Any:
+    repo = ReportRepository(session)
+    service.check_period(first, last)
+    scope = await service.municipality_scope(repo, municipality_id, calendars)
+    report = await service.municipality_patterns(repo, municipality_id, scope, first, last)
+    return _respond(request, report, f"patterns-{municipality_id}")
 
 
 @router.get(

@@ -25,6 +25,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql import Subquery
+from sqlalchemy.sql.selectable import LateralFromClause
 from sqlalchemy.types import Date, SmallInteger, Text
 
 from opspor_api.models import Case, CaseEntry, ConcernView, Enrolment, Registration
@@ -162,21 +163,18 @@ class ReportRepository:
         )
         return [tuple(row) for row in (await self.session.execute(query)).all()]
 
-    async def absence_by_stay(
-        self, school_ids: Sequence[str], first: date, last: date
-    ) -> list[tuple[str, int | None, str | None, str, Decimal]]:
-        """Sum of c(d) per school, grade, class and category over each pupil's days in
-        [first, last] within their stay, school day or not (see `absence_by_group` for the
-        days that are not).
-
-        Per pupil (a lateral subquery over the registrations' primary key), so the pupil-day
-        rows are grouped a pupil at a time in memory, instead of hashing or sorting the
-        municipality's year of them in one piece."""
-        await self._roomy()
-        s = self._stays(school_ids, first, last)
+    def _per_day(self, s: Subquery, first: date, last: date) -> LateralFromClause:
+        """c(d) per day and category of a stay's pupil at its school, on each day of
+        [first, last] within the stay, school day or not: a lateral subquery over the
+        registrations' primary key, so the pupil-day rows are grouped a pupil at a time in
+        memory, instead of hashing or sorting the municipality's year of them in one piece."""
         y = Registration
-        per_day = (
-            select(y.category.label("category"), func.least(1, func.sum(y.extent)).label("c"))
+        return (
+            select(
+                y.date.label("date"),
+                y.category.label("category"),
+                func.least(1, func.sum(y.extent)).label("c"),
+            )
             .where(
                 y.pupil_id == s.c.pupil_id,
                 y.school_id == s.c.school_id,
@@ -190,6 +188,16 @@ class ReportRepository:
             .group_by(y.date, y.category)
             .lateral("per_day")
         )
+
+    async def absence_by_stay(
+        self, school_ids: Sequence[str], first: date, last: date
+    ) -> list[tuple[str, int | None, str | None, str, Decimal]]:
+        """Sum of c(d) per school, grade, class and category over each pupil's days in
+        [first, last] within their stay, school day or not (see `absence_by_group` for the
+        days that are not)."""
+        await self._roomy()
+        s = self._stays(school_ids, first, last)
+        per_day = self._per_day(s, first, last)
         query = (
             select(
                 s.c.school_id, s.c.grade, s.c.class_name, per_day.c.category, func.sum(per_day.c.c)
@@ -201,17 +209,20 @@ class ReportRepository:
         return [tuple(row) for row in (await self.session.execute(query)).all()]
 
     async def absence_by_date(
-        self, school_days: Mapping[str, Sequence[date]], first: date, last: date
-    ) -> list[tuple[date, str, Decimal]]:
-        """Sum of c(d) per school day and category over the schools' pupils."""
+        self, school_ids: Sequence[str], first: date, last: date
+    ) -> list[tuple[str, date, str, Decimal]]:
+        """Sum of c(d) per school, day and category over the schools' pupils, on each day of
+        [first, last] within their stays, school day or not: the caller keeps the school
+        days. (Joining the registrations to the school days instead takes twice as long for a
+        municipality's year.)"""
         await self._roomy()
-        s = self._stays(list(school_days), first, last)
-        c = self._c(school_days, first, last)
+        s = self._stays(school_ids, first, last)
+        per_day = self._per_day(s, first, last)
         query = (
-            select(c.c.date, c.c.category, func.sum(c.c.c))
-            .select_from(c)
-            .join(s, self._covered(s, c))
-            .group_by(c.c.date, c.c.category)
+            select(s.c.school_id, per_day.c.date, per_day.c.category, func.sum(per_day.c.c))
+            .select_from(s)
+            .join(per_day, true())
+            .group_by(s.c.school_id, per_day.c.date, per_day.c.category)
         )
         return [tuple(row) for row in (await self.session.execute(query)).all()]
 

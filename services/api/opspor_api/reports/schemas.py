@@ -98,6 +98,32 @@ class PatternReport(CsvReport):
             yield list(row.model_dump().values())
 
 
+class _OfSchool(BaseModel):
+    school_id: str | None = Field(description="Null on the municipality rows")
+
+
+# _OfSchool is the last base so that pydantic, which orders inherited fields from the last base
+# on, puts school_id first: the other roll-ups' rows (and CSV columns) start with it too.
+class MunicipalityPatternRow(PatternRow, _OfSchool):
+    """A school's share per weekday or month, or (school null) the municipality's: its sums
+    of c(d) and pupil school days pooled over the schools, not an average of their shares."""
+
+
+class MunicipalityPatternReport(CsvReport):
+    csv_name: ClassVar[str] = "patterns"
+    municipality_id: str
+    period_from: date
+    period_to: date
+    rows: list[MunicipalityPatternRow]
+
+    def csv_header(self) -> list[str]:
+        return list(MunicipalityPatternRow.model_fields)
+
+    def csv_rows(self) -> Iterator[list[Any]]:
+        for row in self.rows:
+            yield list(row.model_dump().values())
+
+
 class OpenConcernPupil(BaseModel):
     level: str
     pupil_id: str

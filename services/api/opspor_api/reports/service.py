@@ -27,7 +27,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from decimal import ROUND_HALF_EVEN, Decimal
-from typing import Any
+from itertools import accumulate
+from typing import Any, Literal
 from zoneinfo import ZoneInfo
 
 from opspor_api.errors import InvalidInput, NotFound, field_error
@@ -41,6 +42,8 @@ from opspor_api.reports.schemas import (
     CaseReport,
     CloseToLimitReport,
     LevelCount,
+    MunicipalityPatternReport,
+    MunicipalityPatternRow,
     NearCrossing,
     OpenConcernCounts,
     OpenConcernPupil,
@@ -246,48 +249,116 @@ async def absence(
     return AbsenceReport(period_from=first, period_to=last, rows=rows)
 
 
+# A pattern bucket: ("weekday", ISO weekday) or ("month", YYYY-MM).
+_Bucket = tuple[Literal["weekday", "month"], str]
+
+
+def _buckets(d: date) -> tuple[_Bucket, _Bucket]:
+    return ("weekday", str(d.isoweekday())), ("month", f"{d.year:04d}-{d.month:02d}")
+
+
+def _bucket_order(b: _Bucket) -> tuple[bool, str]:
+    return (b[0] != "weekday", b[1])  # the weekdays first, then the months
+
+
+@dataclass
+class _PatternTally:
+    pupil_days: int = 0
+
+    def __post_init__(self) -> None:
+        self.sums: dict[str, Decimal] = dict.fromkeys(CATEGORIES, Decimal(0))
+
+    def add(self, other: _PatternTally) -> None:
+        self.pupil_days += other.pupil_days
+        for c in CATEGORIES:
+            self.sums[c] += other.sums[c]
+
+    def figures(self) -> dict[str, Any]:
+        n = self.pupil_days
+        return {
+            "pupil_days": n,
+            "illness_share": _share(self.sums["illness"], n),
+            "authorized_share": _share(self.sums["authorized"], n),
+            "unauthorized_share": _share(self.sums["unauthorized"], n),
+            "total_share": _share(sum(self.sums.values(), Decimal(0)), n),
+        }
+
+
+async def _pattern_tallies(
+    repo: ReportRepository, scope: Coverage, first: date, last: date
+) -> dict[str, dict[_Bucket, _PatternTally]]:
+    """Per school and bucket: its pupils' school days there and their sums of c(d)."""
+    check_period(first, last)
+    days = {s: scope.calendars[s].school_days(first, last) for s in sorted(scope.refs)}
+    days = {s: d for s, d in days.items() if d}
+    if not days:
+        return {}
+    # Pupils per school day as steps at each stay's first school day and after its last:
+    # linear in stays plus days, however many pupils join or leave during the period.
+    steps = {s: [0] * (len(d) + 1) for s, d in days.items()}
+    for g in await repo.stay_groups(list(days), first, last):
+        school_days = days[g.school_id]
+        lo = bisect_left(school_days, g.first or first)
+        hi = bisect_right(school_days, g.last or last)
+        if lo < hi:
+            steps[g.school_id][lo] += g.pupils
+            steps[g.school_id][hi] -= g.pupils
+    tallies: dict[str, dict[_Bucket, _PatternTally]] = {}
+    for s, school_days in days.items():
+        # Every bucket with school days gets a row, absence or not.
+        per_bucket: dict[_Bucket, _PatternTally] = defaultdict(_PatternTally)
+        for d, pupils in zip(school_days, accumulate(steps[s]), strict=False):
+            for b in _buckets(d):
+                per_bucket[b].pupil_days += pupils
+        tallies[s] = per_bucket
+    open_days = {s: set(d) for s, d in days.items()}
+    for school, d, category, total in await repo.absence_by_date(list(days), first, last):
+        # A registration on a day that is no longer a school day (a closure added after it)
+        # does not count.
+        if d in open_days[school]:
+            for b in _buckets(d):
+                tallies[school][b].sums[category] += total
+    return tallies
+
+
 async def patterns(
     repo: ReportRepository, scope: Coverage, first: date, last: date
 ) -> PatternReport:
     """Absence share per weekday and per month of one school's pupils."""
-    check_period(first, last)
     (school,) = scope.refs
-    days = scope.calendars[school].school_days(first, last)
-    pupils_on: dict[date, int] = defaultdict(int)
-    for g in await repo.stay_groups([school], first, last):
-        lo, hi = g.first or first, g.last or last
-        for d in days[bisect_left(days, lo) : bisect_right(days, hi)]:
-            pupils_on[d] += g.pupils
-    sums: dict[tuple[str, str], dict[str, Decimal]] = defaultdict(
-        lambda: dict.fromkeys(CATEGORIES, Decimal(0))
-    )
-    pupil_days: dict[tuple[str, str], int] = defaultdict(int)
-
-    def buckets(d: date) -> tuple[tuple[str, str], tuple[str, str]]:
-        return ("weekday", str(d.isoweekday())), ("month", f"{d.year:04d}-{d.month:02d}")
-
-    for d in days:
-        for b in buckets(d):
-            pupil_days[b] += pupils_on[d]
-            sums[b]  # every bucket with school days gets a row, absence or not
-    for d, category, total in await repo.absence_by_date({school: days}, first, last):
-        for b in buckets(d):
-            sums[b][category] += total
-    rows = []
-    for b in sorted(sums, key=lambda b: (b[0] != "weekday", b[1])):
-        s, n = sums[b], pupil_days[b]
-        rows.append(
-            PatternRow(
-                kind=b[0],  # type: ignore[arg-type]
-                key=b[1],
-                pupil_days=n,
-                illness_share=_share(s["illness"], n),
-                authorized_share=_share(s["authorized"], n),
-                unauthorized_share=_share(s["unauthorized"], n),
-                total_share=_share(sum(s.values(), Decimal(0)), n),
-            )
-        )
+    tallies = (await _pattern_tallies(repo, scope, first, last)).get(school, {})
+    rows = [
+        PatternRow(kind=b[0], key=b[1], **tallies[b].figures())
+        for b in sorted(tallies, key=_bucket_order)
+    ]
     return PatternReport(school_id=school, period_from=first, period_to=last, rows=rows)
+
+
+async def municipality_patterns(
+    repo: ReportRepository, municipality_id: str, scope: Coverage, first: date, last: date
+) -> MunicipalityPatternReport:
+    """Per school, then the municipality's rows (school null): the schools' sums of c(d) and
+    pupil school days added up per bucket before dividing, so a school weighs by its pupil
+    days, as if the municipality were one school (the absence report's municipality row does
+    the same)."""
+    tallies = await _pattern_tallies(repo, scope, first, last)
+    pooled: dict[_Bucket, _PatternTally] = defaultdict(_PatternTally)
+    rows: list[MunicipalityPatternRow] = []
+    for school, per_bucket in sorted(tallies.items()):
+        for b in sorted(per_bucket, key=_bucket_order):
+            pooled[b].add(per_bucket[b])
+            rows.append(
+                MunicipalityPatternRow(
+                    school_id=school, kind=b[0], key=b[1], **per_bucket[b].figures()
+                )
+            )
+    rows += [
+        MunicipalityPatternRow(school_id=None, kind=b[0], key=b[1], **pooled[b].figures())
+        for b in sorted(pooled, key=_bucket_order)
+    ]
+    return MunicipalityPatternReport(
+        municipality_id=municipality_id, period_from=first, period_to=last, rows=rows
+    )
 
 
 async def open_concerns(

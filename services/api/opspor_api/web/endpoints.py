@@ -6,7 +6,8 @@ from __future__ import annotations
 import json
 import re
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from datetime import date
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -26,7 +27,7 @@ from opspor_api.concerns.repository import ConcernRepository
 from opspor_api.concerns.schemas import AcknowledgementIn
 from opspor_api.deps import Calendars, Packs, Session
 from opspor_api.errors import NotFound, ProblemError
-from opspor_api.reports.schemas import CloseToLimitReport
+from opspor_api.reports.schemas import CloseToLimitReport, PatternRow
 from opspor_api.settings import ApiSettings
 from opspor_api.validation import ID_PATTERN
 from opspor_api.web import service
@@ -272,20 +273,11 @@ async def school_page(
         ],
         "yLabel": fmt.gettext("Absence days"),
     }
-    weekday_chart = {
-        "labels": [fmt.gettext(WEEKDAYS[int(r.key) - 1]) for r in reports.weekdays or []],
-        "series": [
-            {
-                "category": c,
-                "label": fmt.label("category", c),
-                "data": [
-                    float(getattr(r, f"{c}_share") or 0) * 100 for r in reports.weekdays or []
-                ],
-            }
-            for c in CATEGORIES
-        ],
-        "yLabel": fmt.gettext("Absence, per cent of pupil school days"),
-    }
+    weekday_chart = share_chart(
+        fmt,
+        [fmt.gettext(WEEKDAYS[int(r.key) - 1]) for r in reports.weekdays or []],
+        reports.weekdays or [],
+    )
     return render(
         request,
         "school.html",
@@ -302,6 +294,29 @@ async def school_page(
 
 # Catalogue keys of the weekdays, Monday first (ISO weekday - 1).
 WEEKDAYS = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
+
+
+def share_chart(fmt: Formatter, labels: list[str], rows: Sequence[PatternRow]) -> dict[str, Any]:
+    """A patterns chart (static/js/charts.js): per cent of pupil school days per category."""
+    return {
+        "labels": labels,
+        "series": [
+            {
+                "category": c,
+                "label": fmt.label("category", c),
+                "data": [float(getattr(r, f"{c}_share") or 0) * 100 for r in rows],
+            }
+            for c in CATEGORIES
+        ],
+        "yLabel": fmt.gettext("Absence, per cent of pupil school days"),
+    }
+
+
+def month_of(key: str) -> date:
+    """A patterns row's month key (YYYY-MM) as its first day, for fmt.month."""
+    return date.fromisoformat(f"{key}-01")
+
+
 EXPORTS = ("cases", "baerum", "close-to-limit", "patterns")
 
 
@@ -625,7 +640,53 @@ async def municipality_page(
     rollup = await service.municipality_rollup(
         session, user.principal, calendars, user.language, request.app.state.clock()
     )
-    return render(request, "municipality.html", formatter(user), user, view=view, rollup=rollup)
+    fmt = formatter(user)
+    weekday_chart = share_chart(
+        fmt, [fmt.gettext(WEEKDAYS[int(r.key) - 1]) for r in rollup.weekdays], rollup.weekdays
+    )
+    month_chart = share_chart(
+        fmt, [fmt.month(month_of(r.key)) for r in rollup.months], rollup.months
+    )
+    return render(
+        request,
+        "municipality.html",
+        fmt,
+        user,
+        view=view,
+        rollup=rollup,
+        categories=CATEGORIES,
+        weekday_names=WEEKDAYS,
+        month_of=month_of,
+        weekday_chart_json=json.dumps(weekday_chart),
+        month_chart_json=json.dumps(month_chart),
+    )
+
+
+MUNICIPALITY_EXPORTS = ("patterns",)
+# The same role as the API's municipality report routes.
+Administrator = Annotated[WebUser, page_allow(Role.MUNICIPALITY_ADMIN)]
+
+
+@router.get("/municipality/export/{report}.csv")
+async def municipality_export(
+    request: Request, report: str, user: Administrator, session: Session, calendars: Calendars
+) -> Response:
+    """A municipality report as CSV, one click from the page: the same document as the API's
+    `Accept: text/csv` answer (each school, then the municipality), for its administrator."""
+    if report not in MUNICIPALITY_EXPORTS:
+        raise PageError(404, "Page not found.")
+    try:
+        document = await service.municipality_report(
+            session, user.principal, report, calendars, request.app.state.clock()
+        )
+    except NotFound:
+        raise PageError(404, "Page not found.") from None
+    name = f"{report}-{user.principal.municipality}"
+    return Response(
+        document.to_csv(),
+        media_type="text/csv; charset=utf-8",
+        headers={"Content-Disposition": f'attachment; filename="{name}.csv"'},
+    )
 
 
 def install_web(app: FastAPI, settings: ApiSettings) -> frozenset[str]:

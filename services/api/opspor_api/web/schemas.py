@@ -9,7 +9,13 @@ from decimal import Decimal
 
 from opspor_api.cases.schemas import CaseOut, CaseSummary
 from opspor_api.concerns.schemas import ConcernOut
-from opspor_api.reports.schemas import BaerumRow, CaseCountRow, NearCrossing, PatternRow
+from opspor_api.reports.schemas import (
+    BaerumRow,
+    CaseCountRow,
+    MunicipalityPatternRow,
+    NearCrossing,
+    PatternRow,
+)
 from opspor_shared.casemodels import CaseModel, Phase
 from opspor_shared.reference import SchoolRef
 from opspor_shared.wording import RuleSpec
@@ -162,10 +168,15 @@ class SchoolReports:
 
 @dataclass(frozen=True)
 class MunicipalityRollup:
-    """Case metadata and the Bærum table of every school, for the municipality's
-    administrator (no free text, no pupil); None for PPR, who sees concern counts only."""
+    """Case metadata, the Bærum table of every school and the municipality's absence pattern,
+    for the municipality's administrator (no free text, no pupil); None for PPR, who sees
+    concern counts only."""
 
     cases: list[CaseCountRow] | None
     baerum: list[BaerumRow] | None
     report_date: date | None
     phase_names: dict[str, str] = field(default_factory=dict)
+    # The municipality's rows of the patterns report over `period` (None: no school).
+    weekdays: list[MunicipalityPatternRow] = field(default_factory=list)
+    months: list[MunicipalityPatternRow] = field(default_factory=list)
+    period: tuple[date, date] | None = None

@@ -29,7 +29,7 @@ from opspor_api.registrations import service as registrations_service
 from opspor_api.registrations.repository import RegistrationRepository
 from opspor_api.reports import service as reports_service
 from opspor_api.reports.repository import ReportRepository
-from opspor_api.reports.schemas import CsvReport
+from opspor_api.reports.schemas import CsvReport, MunicipalityPatternRow
 from opspor_api.web.oidc import LoginRequest
 from opspor_api.web.repository import WebSessionRepository
 from opspor_api.web.schemas import (
@@ -464,7 +464,7 @@ async def case_view(session: AsyncSession, principal: Principal, case_id: uuid.U
     phase = model.phase(case.phase)
     assert phase is not None  # a case's phase is one of its model's
     following = model.next_phase(case.phase)
-    missing = set(cases_service.missing(model, case, entries))
+    missing = set(cases_service.missing(model, case, entries, loaded.texted))
     texts = {e.id: e.text for e in out.entries}
     goals = cases_service.latest_goals(entries)
     return CaseView(
@@ -476,7 +476,8 @@ async def case_view(session: AsyncSession, principal: Principal, case_id: uuid.U
         requirements=[Requirement(r, r not in missing) for r in phase.requires],
         next_phase=None if following is None or following == model.closed else following,
         close_needs={
-            o: cases_service.close_missing(model, case, entries, o) for o in model.outcomes
+            o: cases_service.close_missing(model, case, entries, o, loaded.texted)
+            for o in model.outcomes
         },
         failed_contact_days=cases_service.failed_contact_days(entries),
         goals=[OpenGoal(i, texts.get(i), status) for i, status in sorted(goals.items())],
@@ -518,7 +519,9 @@ async def school_reports(
         near=near,
         weekdays=[
             r
-            for r in (await reports_service.patterns(repo, scope, *period)).rows
+            for r in (
+                await reports_service.patterns(repo, scope, *_so_far(scope, period, now))
+            ).rows
             if r.kind == "weekday"
         ],
         baerum=baerum.rows,
@@ -547,7 +550,33 @@ async def school_report(
         return await reports_service.baerum(repo, scope, None, now)
     if name == "close-to-limit":
         return await reports_service.close_to_limit(repo, scope, None, now, calendars, packs)
-    return await reports_service.patterns(repo, scope, *period)
+    return await reports_service.patterns(repo, scope, *_so_far(scope, period, now))
+
+
+def _so_far(
+    scope: reports_service.Coverage, period: tuple[date, date], now: datetime
+) -> tuple[date, date]:
+    """The page's school year up to the school's today: school days still to come have no
+    registrations yet, and counted as days without absence they would dilute every share."""
+    (ref,) = scope.refs.values()
+    first, last = period
+    return first, max(first, min(last, school_today(ref, now)))
+
+
+def municipality_period(scope: reports_service.Coverage, now: datetime) -> tuple[date, date] | None:
+    """The school year so far: from the earliest first day of each school's year around today
+    to today (at the latest its last day). School days still to come have no registrations
+    yet; counted as days without absence they would dilute every share. None before any
+    school's year has begun, or without schools."""
+    spans = []
+    for s, ref in scope.refs.items():
+        today = school_today(ref, now)
+        first, last = _year_around(scope.calendars[s], today)
+        spans.append((first, min(last, today)))
+    if not spans:
+        return None
+    first, last = min(f for f, _ in spans), max(la for _, la in spans)
+    return (first, last) if first <= last else None
 
 
 async def municipality_rollup(
@@ -571,4 +600,35 @@ async def municipality_rollup(
         for m in models.values()
         for p in m.phases
     }
-    return MunicipalityRollup(cases.rows, baerum.rows, baerum.report_date, names)
+    patterns: list[MunicipalityPatternRow] = []
+    period = municipality_period(scope, now)
+    if period is not None:
+        report = await reports_service.municipality_patterns(
+            repo, principal.municipality, scope, *period
+        )
+        # The page shows the municipality's rows; the school rows are in the CSV.
+        patterns = [r for r in report.rows if r.school_id is None]
+    return MunicipalityRollup(
+        cases.rows,
+        baerum.rows,
+        baerum.report_date,
+        names,
+        weekdays=[r for r in patterns if r.kind == "weekday"],
+        months=[r for r in patterns if r.kind == "month"],
+        period=period,
+    )
+
+
+async def municipality_report(
+    session: AsyncSession, principal: Principal, name: str, calendars: CalendarCache, now: datetime
+) -> CsvReport:
+    """A report of the municipality page as CSV: the same document as the API's answer, for
+    the period the page shows. Only `patterns` so far."""
+    if principal.municipality is None:
+        raise NotFound("no municipality")
+    repo = ReportRepository(session)
+    scope = await reports_service.municipality_scope(repo, principal.municipality, calendars)
+    period = municipality_period(scope, now)
+    if period is None:
+        raise NotFound("no school year has begun")
+    return await reports_service.municipality_patterns(repo, principal.municipality, scope, *period)
