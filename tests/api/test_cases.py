@@ -127,7 +127,7 @@ async def test_the_shipped_models_are_served_with_their_phases(client: httpx.Asy
     assert {i["code"] for i in ros["interventions"]} >= {"gradual-exposure", "practical-help"}
     assert ros["phases"][0]["name"] == {"da": "Visitation", "nb": "Inntak", "en": "Intake"}
     baerum = (await client.get("/v1/case-models/baerum", headers=STAFF)).json()
-    assert baerum["evaluation_days"] == 21
+    assert (baerum["evaluation_days"], baerum["evaluation_from"]) == (21, "plan")
     assert (await client.get("/v1/case-models/nope", headers=STAFF)).status_code == 404
 
 
@@ -139,6 +139,7 @@ def test_a_model_document_names_every_mistake_by_its_place() -> None:
         "name": {"da": "x", "nb": "x", "en": "x", "fr": "x"},
         "outcomes": ["back-in-class"],
         "evaluation_days": 1000,
+        "evaluation_from": "tuesday",
         "phases": [
             {"id": "start", "name": {"da": "a", "nb": "a", "en": "a"}, "responsible": "teacher",
              "requires": ["goal", "magic"]},
@@ -152,6 +153,7 @@ def test_a_model_document_names_every_mistake_by_its_place() -> None:
         "id",
         "name.fr",
         "evaluation_days",
+        "evaluation_from",
         "phases[0].responsible",
         "phases[0].requires[1]",
         "phases[1].id",
@@ -245,11 +247,21 @@ async def test_a_ladder_case_climbs_to_external_help_and_back_to_class(
     await use_model(client, "dk-ladder")
     w = Worker(client, await open_case(client))
     await w.move("resource-team")
-    assert missing(await w.move("plan", 409)) == ["missing: sparring given by the resource team"]
+    # The 14-day follow-up the case opened with is the model's, not one the team agreed.
+    assert (await client.get(f"/v1/cases/{w.id}", headers=STAFF)).json()["next_evaluation_due"] == (
+        TODAY + timedelta(days=14)
+    ).isoformat()
+    assert missing(await w.move("plan", 409)) == [
+        "missing: sparring given by the resource team",
+        "missing: a follow-up date agreed",
+    ]
     await w.record(
         {"kind": "contact", "form": "sparring", "with": ["resource-team"], "on": TODAY.isoformat(),
          "reached": True}
     )  # fmt: skip
+    agreed = TODAY + timedelta(days=10)
+    followed = await w.record({"kind": "evaluation", "due": agreed.isoformat()})
+    assert followed.json()["next_evaluation_due"] == agreed.isoformat()
     await w.move("plan")
     assert missing(await w.move("external", 409)) == [
         f"missing: {SUPPORT_PLAN}",
@@ -526,6 +538,7 @@ async def test_a_ladder_plan_is_whole_or_refused_and_sets_the_follow_up(
         {"kind": "contact", "form": "sparring", "with": ["resource-team"], "on": TODAY.isoformat(),
          "reached": True}
     )  # fmt: skip
+    await w.record({"kind": "evaluation", "due": (TODAY + timedelta(days=7)).isoformat()})
     moved = (await w.move("plan")).json()
     r = await w.record({"kind": "action-plan", "with": ["school"], "note": " "}, 422)
     assert bad_fields(r) == {"with", "until", "follow_up", "note"}
@@ -576,13 +589,16 @@ async def test_closing_without_contact_needs_three_failed_days_and_a_leader(
 async def test_a_baerum_case_loops_through_new_three_week_plans(client: httpx.AsyncClient) -> None:
     await use_model(client, "baerum")
     first = await open_case(client)
-    assert first.json()["next_evaluation_due"] == (TODAY + timedelta(days=21)).isoformat()
+    assert first.json()["next_evaluation_due"] is None  # no plan yet, no clock
     w = Worker(client, first)
     await w.record(
         {"kind": "contact", "form": "call", "with": ["parents"], "on": TODAY.isoformat(),
          "reached": True, "outcome": "Bekymring bekreftet"}
     )  # fmt: skip
     await w.move("mapping")
+    # The first plan starts the clock: evaluation three weeks after it.
+    plan = await w.record({"kind": "action-plan", "with": ["pupil", "parents"], "note": "Plan"})
+    assert plan.json()["next_evaluation_due"] == (TODAY + timedelta(days=21)).isoformat()
     for when in (TODAY + timedelta(days=21), TODAY + timedelta(days=42)):
         r = await w.record({"kind": "evaluation", "done": when.isoformat(), "result": "new-plan"})
         assert r.json()["phase"] == "mapping"
@@ -654,6 +670,9 @@ async def test_bad_entries_are_named_and_store_nothing(client: httpx.AsyncClient
     assert "010203" not in r.text
     r = await w.record({"kind": "contact", "form": "call", "with": [], "reached": True}, 422)
     assert {e["field"] for e in r.json()["errors"]} == {"with", "on"}
+    # An evaluation held without its result would stop the clock with nothing decided.
+    r = await w.record({"kind": "evaluation", "done": TODAY.isoformat()}, 422)
+    assert {e["field"] for e in r.json()["errors"]} == {"result"}
     case = (await client.get(f"/v1/cases/{w.id}", headers=STAFF)).json()
     assert [e["kind"] for e in case["entries"]] == ["phase-change"]
     assert case["version"] == 1
@@ -791,7 +810,13 @@ async def test_an_overdue_case_is_published_once_a_week_per_reason(
     published: list[CloudEvent] = []
     await use_model(client, "baerum")
     w = Worker(client, await open_case(client))
+    # Bærum evaluates "3 weeks after each plan": no clock until the cooperation agreement.
+    assert (await client.get(f"/v1/cases/{w.id}", headers=STAFF)).json()[
+        "next_evaluation_due"
+    ] is None
+    agreed = await w.record({"kind": "agreement", "with": ["pupil", "parents", "school"]})
     due = TODAY + timedelta(days=21)
+    assert agreed.json()["next_evaluation_due"] == due.isoformat()
 
     async def check(day: date) -> list[CloudEvent]:
         """The overdue events the check on `day` published (read back from the broker)."""
@@ -851,16 +876,16 @@ async def test_a_replay_publishes_every_cases_current_state_under_the_original_i
     """After the cases topic lost data (the relay notices and replays; opspor-replay cases by
     hand), consumers get each case's state again: nothing they held comes under a new id."""
     topic = settings.cases_topic
-    await use_model(client, "baerum")
+    await use_model(client, "dk-ladder")  # its clock runs from opening
     open_one = Worker(client, await open_case(client))
     closed_one = Worker(client, await open_case(client, pupil_id="elev-2"))
     await closed_one.record(
         {"kind": "contact", "form": "call", "with": ["parents"], "on": TODAY.isoformat(),
-         "reached": True, "outcome": "Tilbake på skolen"}
+         "reached": True, "outcome": "Tilbage i klassen"}
     )  # fmt: skip
     await closed_one.record({"kind": "evaluation", "done": TODAY.isoformat(), "result": "resolved"})
-    await closed_one.close("back-to-everyday-life")
-    overdue_on = TODAY + timedelta(days=22)  # the day after the evaluation was due
+    await closed_one.close("back-in-class")
+    overdue_on = TODAY + timedelta(days=15)  # the day after the follow-up was due
     async with sessionmaker() as session, session.begin():
         now = datetime.combine(overdue_on, datetime.min.time(), UTC) + timedelta(hours=10)
         assert await cases_service.check_overdue(CaseRepository(session, topic), now) == 1

@@ -332,6 +332,7 @@ async def test_staff_work_a_case_from_opening_to_closing_in_chromium(
                     "Was someone reached?": "true",
                 },
             )
+            await record("Evaluation or follow-up date", {"Follow-up date agreed": "2026-12-01"})
             await move("Resource-team plan")
             await record(
                 "Action plan",

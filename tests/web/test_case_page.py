@@ -93,11 +93,11 @@ async def test_staff_move_a_case_and_record_entries_through_the_page(
         web, case_id, "transitions", page, action="move", to="plan", reason="Vi prøver"
     )
     assert r.status_code == 409
-    # (The follow-up date it also needs was set when the case entered the phase: the
-    # resource team meets every 14 days.)
+    # The follow-up date must be one the team agreed, not the model's 14 days from opening.
     assert problems_of(r.text) == [
         "Sagen kan ikke dette endnu.",
         "mangler: sparring fra ressourceteamet",
+        "mangler: en aftalt opfølgningsdato",
     ]
     assert ">Vi prøver</textarea>" in r.text
     assert (await api_case(web, case_id))["phase"] == "resource-team"

@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import cache
 from importlib import resources
-from typing import Any
+from typing import Any, Literal, get_args
 
 from opspor_shared.text import control_problem
 
@@ -89,6 +89,10 @@ class Intervention:
     names: Mapping[str, str]
 
 
+EvaluationFrom = Literal["opening", "plan"]
+EVALUATION_FROM: tuple[EvaluationFrom, ...] = get_args(EvaluationFrom)
+
+
 @dataclass(frozen=True)
 class CaseModel:
     id: str
@@ -98,6 +102,10 @@ class CaseModel:
     opening_levels: tuple[str, ...]
     default_length_days: int
     evaluation_days: int
+    # When the evaluation clock starts: "opening" (the ladder's resource team meets every 14
+    # days from the start) or "plan" (Bærum: "evaluation 3 weeks after each plan"; no clock
+    # before the first plan).
+    evaluation_from: EvaluationFrom
     outcomes: tuple[str, ...]
     exclusions: tuple[str, ...]
     interventions: tuple[Intervention, ...]
@@ -175,6 +183,7 @@ KEYS = {
     "opening_levels",
     "default_length_days",
     "evaluation_days",
+    "evaluation_from",
     "outcomes",
     "exclusions",
     "interventions",
@@ -197,6 +206,9 @@ def parse_model(data: Mapping[str, Any]) -> CaseModel:
     opening = _slugs(data.get("opening_levels", ["concern"]), "opening_levels", problems)
     length = _days(data.get("default_length_days", 0), "default_length_days", problems)
     evaluation = _days(data.get("evaluation_days", 0), "evaluation_days", problems)
+    evaluation_from: EvaluationFrom = data.get("evaluation_from", "opening")
+    if evaluation_from not in EVALUATION_FROM:
+        problems.append(("evaluation_from", f"must be one of {', '.join(EVALUATION_FROM)}"))
     outcomes = _slugs(data.get("outcomes"), "outcomes", problems)
     if not outcomes:
         problems.append(("outcomes", "must list at least one outcome a case may close with"))
@@ -267,6 +279,7 @@ def parse_model(data: Mapping[str, Any]) -> CaseModel:
         opening_levels=opening,
         default_length_days=length,
         evaluation_days=evaluation,
+        evaluation_from=evaluation_from,
         outcomes=outcomes,
         exclusions=exclusions,
         interventions=tuple(interventions),

@@ -59,6 +59,7 @@ def _model_out(model: CaseModel) -> CaseModelOut:
         opening_levels=list(model.opening_levels),
         default_length_days=model.default_length_days,
         evaluation_days=model.evaluation_days,
+        evaluation_from=model.evaluation_from,
         outcomes=list(model.outcomes),
         exclusions=list(model.exclusions),
         interventions=[{"code": i.code, "name": dict(i.names)} for i in model.interventions],

@@ -217,6 +217,9 @@ class CaseModelOut(BaseModel):
     opening_levels: list[str]
     default_length_days: int
     evaluation_days: int
+    evaluation_from: Literal["opening", "plan"] = Field(
+        description="When the evaluation clock starts: at opening, or with the first plan"
+    )
     outcomes: list[str]
     exclusions: list[str]
     interventions: list[dict[str, object]]

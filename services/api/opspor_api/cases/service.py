@@ -304,6 +304,12 @@ def _schedule(model: CaseModel, case: Case, from_day: date) -> None:
         case.next_evaluation_due = from_day + timedelta(days=model.evaluation_days)
 
 
+def _clock_from_opening(model: CaseModel) -> bool:
+    """The ladder's resource team meets every 14 days from the start; Bærum evaluates three
+    weeks after each plan, so its clock waits for the first one (CaseModel.evaluation_from)."""
+    return bool(model.evaluation_days) and model.evaluation_from == "opening"
+
+
 async def _new_case(
     repo: CaseRepository,
     school: School,
@@ -332,7 +338,7 @@ async def _new_case(
         "opened_by": by,
         "version": 1,
         "next_evaluation_due": (
-            today + timedelta(days=model.evaluation_days) if model.evaluation_days else None
+            today + timedelta(days=model.evaluation_days) if _clock_from_opening(model) else None
         ),
     }
     if not await repo.insert_case(values):
@@ -485,7 +491,8 @@ def _met(
     if requirement == "coordinator":
         return case.coordinator is not None
     if requirement == "follow-up-date":
-        return case.next_evaluation_due is not None or any(
+        # A date the team agreed and recorded, not the model's own interval set at opening.
+        return any(
             (e.kind == "evaluation" and e.data.get("due"))
             or (e.kind == "action-plan" and e.data.get("follow_up"))
             for e in entries
@@ -601,6 +608,15 @@ def _entry_errors(model: CaseModel, loaded: Loaded, body: EntryIn) -> list[Field
         errors.append(field_error(("due",), "give a due date (a follow-up agreed) or done"))
     if isinstance(body, Evaluation) and body.done is None and body.result is not None:
         errors.append(field_error(("done",), "a result needs the day the evaluation was done"))
+    if isinstance(body, Evaluation) and body.done is not None and body.result is None:
+        # An evaluation held ends its clock only with a result (DOMAIN.md s.7: overdue is a
+        # date passed "without a result"); a held evaluation without one would hide the case.
+        errors.append(
+            field_error(
+                ("result",),
+                "an evaluation held says its result: continue, new-plan, escalate or resolved",
+            )
+        )
     if isinstance(body, Eligibility):
         errors += _eligibility_errors(model, body)
     if isinstance(body, Plan) and body.kind == "action-plan" and _requires(model, "support-plan"):
@@ -709,8 +725,14 @@ async def add_entry(
         case.leader = case.leader or body.leader
     rescheduled = isinstance(body, Evaluation)
     if isinstance(body, Plan) and body.follow_up is not None:
-        # The ladder's clock is "the follow-up date of each plan" (DOMAIN.md s.7).
+        # The ladder's clock is "the follow-up date of each plan" (DOMAIN.md s.7); a date the
+        # team agreed wins over the model's interval.
         case.next_evaluation_due = body.follow_up
+        rescheduled = True
+    elif isinstance(body, Plan) and model.evaluation_from == "plan" and model.evaluation_days:
+        # Bærum: "evaluation 3 weeks after each plan" (an action plan or the cooperation
+        # agreement), counted from the school's day the plan is recorded.
+        _schedule(model, case, today_at(loaded.school, now))
         rescheduled = True
     if isinstance(body, Evaluation):
         if body.done is not None:
@@ -817,7 +839,7 @@ async def transition(
             # R.O.S.: the course runs its default length from the end of intake.
             case.planned_end = today + timedelta(days=model.default_length_days)
         case.phase = target.id
-        if model.evaluation_days and case.next_evaluation_due is None:
+        if _clock_from_opening(model) and case.next_evaluation_due is None:
             _schedule(model, case, today)
     case.version += 1
     await repo.add_entry(
