@@ -140,6 +140,10 @@ def test_a_model_document_names_every_mistake_by_its_place() -> None:
         "outcomes": ["back-in-class"],
         "evaluation_days": 1000,
         "evaluation_from": "tuesday",
+        "interventions": [
+            {"code": "mentor", "name": {"da": "Mentor", "nb": "Mentor", "en": "Mentor"}},
+            {"code": "walk", "name": {"da": "Gå", "nb": "Gå", "en": "Walk"}, "da": "Gå"},
+        ],
         "phases": [
             {"id": "start", "name": {"da": "a", "nb": "a", "en": "a"}, "responsible": "teacher",
              "requires": ["goal", "magic"]},
@@ -154,6 +158,7 @@ def test_a_model_document_names_every_mistake_by_its_place() -> None:
         "name.fr",
         "evaluation_days",
         "evaluation_from",
+        "interventions[1].da",
         "phases[0].responsible",
         "phases[0].requires[1]",
         "phases[1].id",
@@ -205,6 +210,21 @@ async def test_a_municipality_stores_its_own_model_and_its_cases_follow_it(
     assert changed.status_code == 409
     listed = await client.get("/v1/municipalities/aalborg/case-models", headers=ADMIN)
     assert "aalborg-team" in [m["id"] for m in listed.json()]
+    # A shipped model, as served, stored back under an id of the municipality's own.
+    served = (await client.get("/v1/case-models/baerum", headers=ADMIN)).json()
+    copy = await client.put(
+        "/v1/municipalities/aalborg/case-models/baerum-aalborg",
+        json=served | {"id": "baerum-aalborg", "evaluation_days": 14},
+        headers=ADMIN,
+    )
+    assert copy.status_code == 201, copy.text
+    stored = copy.json()
+    assert (stored["interventions"], stored["phases"], stored["evaluation_from"]) == (
+        served["interventions"],
+        served["phases"],
+        "plan",
+    )
+    assert stored["evaluation_days"] == 14
     # Another municipality neither sees nor can pick it.
     odense = bearer(Role.MUNICIPALITY_ADMIN, "odense")
     assert (

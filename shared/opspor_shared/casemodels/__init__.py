@@ -223,8 +223,16 @@ def parse_model(data: Mapping[str, Any]) -> CaseModel:
         if not isinstance(raw, Mapping) or not _slug(raw.get("code")):
             problems.append((f"{where}.code", "must be a lower-case code"))
             continue
-        texts = {k: v for k, v in raw.items() if k != "code"}
-        interventions.append(Intervention(raw["code"], _names(texts, where, problems)))
+        if "name" in raw:
+            # As GET /v1/case-models serves it (and a phase writes its name), so that a served
+            # model can be stored back as it is.
+            for key in set(raw) - {"code", "name"}:
+                problems.append((f"{where}.{key}", "unknown key; expected code and name"))
+            names = _names(raw["name"], f"{where}.name", problems)
+        else:
+            # As the shipped TOML files write it: the languages beside the code.
+            names = _names({k: v for k, v in raw.items() if k != "code"}, where, problems)
+        interventions.append(Intervention(raw["code"], names))
     phases: list[Phase] = []
     raw_phases = data.get("phases")
     if not isinstance(raw_phases, list) or len(raw_phases) < 2:
