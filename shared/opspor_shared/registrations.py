@@ -60,9 +60,7 @@ class RegistrationRow(Protocol):
 def school_of_latest(rows: Sequence[RegistrationRow]) -> str | None:
     """The school of a pupil's latest-dated registration (a live one if there is any; the
     newest report breaks a tie), which decides calendar and packs for a pupil without
-    enrolments: in the dry run of a pack. The worker has PostgreSQL pick the same row while
-    it reads the registrations (opspor_worker.repository, proven equal by
-    tests/worker/test_latest_school.py)."""
+    enrolments: in the worker, and in the dry run of a pack."""
     live = [r for r in rows if not r.retracted] or list(rows)
     if not live:
         return None

@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 from datetime import date, datetime
-from decimal import Decimal
 from operator import itemgetter
-from typing import Any, Protocol, cast
+from typing import Any, cast
 
 import asyncpg
 from sqlalchemy import Table, func, or_, select, text, union, update
@@ -20,6 +18,7 @@ from opspor_shared.engine import RegistrationLike
 from opspor_shared.events import EnrolmentData, RegistrationData
 from opspor_shared.outbox import OutboxMessage, enqueue
 from opspor_shared.registrations import (
+    RegistrationRow,
     apply_enrolments,
     apply_last_writer_wins,
 )
@@ -33,29 +32,9 @@ from opspor_worker.models import (
 )
 
 
-class StoredRegistration(Protocol):
-    """A registration row as the worker reads it back: what the engine evaluates, whether it
-    is retracted, and the school it was reported by."""
-
-    @property
-    def pupil_id(self) -> str: ...
-    @property
-    def date(self) -> date: ...
-    @property
-    def slot(self) -> str: ...
-    @property
-    def school_id(self) -> str: ...
-    @property
-    def category(self) -> str | None: ...
-    @property
-    def extent(self) -> Decimal | None: ...
-    @property
-    def retracted(self) -> bool: ...
-
-
 class _RegistrationRecord(asyncpg.Record):  # type: ignore[misc]  # asyncpg ships no types
-    """A StoredRegistration. asyncpg builds these in C; the properties read fields by
-    position, also in C."""
+    """A RegistrationRow. asyncpg builds these in C; the properties read fields by position,
+    also in C."""
 
     pupil_id = property(itemgetter(0))
     date = property(itemgetter(1))
@@ -63,42 +42,26 @@ class _RegistrationRecord(asyncpg.Record):  # type: ignore[misc]  # asyncpg ship
     school_id = property(itemgetter(3))
     category = property(itemgetter(4))
     extent = property(itemgetter(5))
-    retracted = property(itemgetter(6))
+    recorded_at = property(itemgetter(6))
+    event_id = property(itemgetter(7))
+    retracted = property(itemgetter(8))
 
 
-# The column order _RegistrationRecord reads, and in the last column whether the row is the
-# pupil's latest (opspor_shared.registrations.school_of_latest, in the same order: a live row
-# before a retracted one, then the latest date, the newest report, the highest event id as
-# Python compares strings, by code point, and the first slot of a full tie).
-# PostgreSQL picks it, so recorded_at and event_id need not be decoded for every row: that
-# was 45 % of the read's CPU. The primary key (pupil_id, date, slot) serves the filter and
-# the order.
+# The column order _RegistrationRecord reads. The primary key (pupil_id, date, slot) serves
+# both the filter and the order.
 _REGISTRATIONS_OF_PUPILS = """
-select pupil_id, date, slot, school_id, category, extent, retracted,
-       row_number() over (
-           partition by pupil_id
-           order by retracted, date desc, recorded_at desc, event_id collate "C" desc, slot
-       ) = 1
+select pupil_id, date, slot, school_id, category, extent, recorded_at, event_id, retracted
 from worker_registrations
 where pupil_id = any($1::text[])
 order by pupil_id, date, slot
 """
 
 
-def live_registrations(rows: Sequence[StoredRegistration]) -> list[RegistrationLike]:
+def live_registrations(rows: Sequence[RegistrationRow]) -> list[RegistrationLike]:
     """The rows the engine evaluates (not retracted), handed over as they are: the engine
     reads the same four fields, and an object per registration would cost more than that."""
     live = [r for r in rows if not r.retracted and r.category is not None and r.extent is not None]
     return cast(list[RegistrationLike], live)
-
-
-@dataclass(frozen=True)
-class PupilRegistrations:
-    """Every registration row of some pupils, by pupil in date order, and each pupil's school
-    of their latest registration (None without any)."""
-
-    rows: dict[str, list[StoredRegistration]]
-    latest_school: dict[str, str | None]
 
 
 class WorkerRepository:
@@ -133,9 +96,8 @@ class WorkerRepository:
             {"ids": sorted(set(pupil_ids))},
         )
 
-    async def registrations(self, pupil_ids: Sequence[str]) -> PupilRegistrations:
-        """Every registration row of the pupils, retracted ones included, by pupil and date,
-        and the school of each one's latest.
+    async def registrations(self, pupil_ids: Sequence[str]) -> dict[str, list[RegistrationRow]]:
+        """Every registration row of the pupils, retracted ones included, by pupil and date.
 
         The day-change tick reads every registration of every pupil of a school, so this read
         goes straight to asyncpg: SQLAlchemy's Row (or worse, ORM instance) per row cost more
@@ -147,13 +109,10 @@ class WorkerRepository:
         # sequential scan) would stay until the next ANALYZE while the table grows.
         statement = await driver.prepare(_REGISTRATIONS_OF_PUPILS, record_class=_RegistrationRecord)
         records = await statement.fetch(list(pupil_ids))
-        out: dict[str, list[StoredRegistration]] = {p: [] for p in pupil_ids}
-        latest: dict[str, str | None] = dict.fromkeys(pupil_ids)
+        out: dict[str, list[RegistrationRow]] = {p: [] for p in pupil_ids}
         for record in records:
             out[record[0]].append(record)
-            if record[7]:
-                latest[record[0]] = record[3]
-        return PupilRegistrations(out, latest)
+        return out
 
     async def _driver_connection(self) -> Any:
         connection = await self.session.connection()

@@ -43,6 +43,7 @@ from opspor_shared.reference import (
     ReferenceRepository,
     SchoolRef,
 )
+from opspor_shared.registrations import school_of_latest
 from opspor_shared.retention import retention_window
 from opspor_worker.metrics import CONCERNS_CHANGED, PUPILS_EVALUATED, TICK_PUPILS
 from opspor_worker.models import Concern
@@ -175,9 +176,9 @@ async def evaluate_pupils(repo: WorkerRepository, ctx: Context, pupil_ids: Seque
     if not pupil_ids:
         return 0
     await repo.lock_pupils(pupil_ids)
-    read = await repo.registrations(pupil_ids)
-    regs, schools_of = read.rows, read.latest_school
+    regs = await repo.registrations(pupil_ids)
     enrolments = await repo.enrolments(pupil_ids)
+    schools_of = {p: school_of_latest(regs[p]) for p in pupil_ids}
     needed = {s for s in schools_of.values() if s is not None}
     needed.update(e.school_id for rows in enrolments.values() for e in rows)
     reference = ReferenceRepository(repo.session)
