@@ -126,6 +126,7 @@ async def test_the_shipped_models_are_served_with_their_phases(client: httpx.Asy
     assert ros["default_length_days"] == 92
     assert {i["code"] for i in ros["interventions"]} >= {"gradual-exposure", "practical-help"}
     assert ros["phases"][0]["name"] == {"da": "Visitation", "nb": "Inntak", "en": "Intake"}
+    assert ros["name"]["en"] == "R.O.S. (Herning)"
     baerum = (await client.get("/v1/case-models/baerum", headers=STAFF)).json()
     assert (baerum["evaluation_days"], baerum["evaluation_from"]) == (21, "plan")
     assert (await client.get("/v1/case-models/nope", headers=STAFF)).status_code == 404
@@ -219,11 +220,12 @@ async def test_a_municipality_stores_its_own_model_and_its_cases_follow_it(
     )
     assert copy.status_code == 201, copy.text
     stored = copy.json()
-    assert (stored["interventions"], stored["phases"], stored["evaluation_from"]) == (
+    assert (stored["name"], stored["interventions"], stored["phases"]) == (
+        served["name"],
         served["interventions"],
         served["phases"],
-        "plan",
     )
+    assert stored["evaluation_from"] == "plan"
     assert stored["evaluation_days"] == 14
     # Another municipality neither sees nor can pick it.
     odense = bearer(Role.MUNICIPALITY_ADMIN, "odense")

@@ -228,11 +228,11 @@ def parse_model(data: Mapping[str, Any]) -> CaseModel:
             # model can be stored back as it is.
             for key in set(raw) - {"code", "name"}:
                 problems.append((f"{where}.{key}", "unknown key; expected code and name"))
-            names = _names(raw["name"], f"{where}.name", problems)
+            labels = _names(raw["name"], f"{where}.name", problems)
         else:
             # As the shipped TOML files write it: the languages beside the code.
-            names = _names({k: v for k, v in raw.items() if k != "code"}, where, problems)
-        interventions.append(Intervention(raw["code"], names))
+            labels = _names({k: v for k, v in raw.items() if k != "code"}, where, problems)
+        interventions.append(Intervention(raw["code"], labels))
     phases: list[Phase] = []
     raw_phases = data.get("phases")
     if not isinstance(raw_phases, list) or len(raw_phases) < 2:
