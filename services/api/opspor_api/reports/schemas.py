@@ -1,4 +1,4 @@
-"""Report documents. Each has `csv_header` / `csv_rows`: the CSV export is the same rows."""
+"""Report documents. Each is a CsvReport: the CSV export is the same rows as the JSON."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import io
 from collections.abc import Iterator
 from datetime import date
 from decimal import Decimal
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal, get_args
 
 from pydantic import BaseModel, Field
 
@@ -28,13 +28,19 @@ def _cell(value: Any) -> Any:
 
 
 class CsvReport(BaseModel):
+    """A report whose CSV has a line per item of one of its list fields (`csv_rows_field`),
+    a column per field of the item."""
+
     csv_name: ClassVar[str]
+    csv_rows_field: ClassVar[str] = "rows"
 
     def csv_header(self) -> list[str]:
-        raise NotImplementedError
+        (item,) = get_args(type(self).model_fields[self.csv_rows_field].annotation)
+        return list(item.model_fields)
 
     def csv_rows(self) -> Iterator[list[Any]]:
-        raise NotImplementedError
+        for row in getattr(self, self.csv_rows_field):
+            yield list(row.model_dump().values())
 
     def to_csv(self) -> str:
         buffer = io.StringIO()
@@ -65,13 +71,6 @@ class AbsenceReport(CsvReport):
     period_to: date
     rows: list[AbsenceRow]
 
-    def csv_header(self) -> list[str]:
-        return list(AbsenceRow.model_fields)
-
-    def csv_rows(self) -> Iterator[list[Any]]:
-        for row in self.rows:
-            yield list(row.model_dump().values())
-
 
 class PatternRow(BaseModel):
     kind: Literal["weekday", "month"]
@@ -89,13 +88,6 @@ class PatternReport(CsvReport):
     period_from: date
     period_to: date
     rows: list[PatternRow]
-
-    def csv_header(self) -> list[str]:
-        return list(PatternRow.model_fields)
-
-    def csv_rows(self) -> Iterator[list[Any]]:
-        for row in self.rows:
-            yield list(row.model_dump().values())
 
 
 class _OfSchool(BaseModel):
@@ -116,13 +108,6 @@ class MunicipalityPatternReport(CsvReport):
     period_to: date
     rows: list[MunicipalityPatternRow]
 
-    def csv_header(self) -> list[str]:
-        return list(MunicipalityPatternRow.model_fields)
-
-    def csv_rows(self) -> Iterator[list[Any]]:
-        for row in self.rows:
-            yield list(row.model_dump().values())
-
 
 class OpenConcernPupil(BaseModel):
     level: str
@@ -141,29 +126,17 @@ class LevelCount(BaseModel):
 
 class OpenConcernsReport(CsvReport):
     csv_name: ClassVar[str] = "open-concerns"
+    csv_rows_field: ClassVar[str] = "pupils"
     school_id: str
     counts: list[LevelCount]
     pupils: list[OpenConcernPupil]
 
-    def csv_header(self) -> list[str]:
-        return list(OpenConcernPupil.model_fields)
-
-    def csv_rows(self) -> Iterator[list[Any]]:
-        for row in self.pupils:
-            yield list(row.model_dump().values())
-
 
 class OpenConcernCounts(CsvReport):
     csv_name: ClassVar[str] = "open-concerns"
+    csv_rows_field: ClassVar[str] = "counts"
     municipality_id: str
     counts: list[LevelCount]
-
-    def csv_header(self) -> list[str]:
-        return list(LevelCount.model_fields)
-
-    def csv_rows(self) -> Iterator[list[Any]]:
-        for row in self.counts:
-            yield list(row.model_dump().values())
 
 
 class NearCrossing(BaseModel):
@@ -185,13 +158,6 @@ class CloseToLimitReport(CsvReport):
     horizon: date | None = Field(description="The last school day on or before the report date")
     pupils: int = Field(description="Distinct pupils in `rows`")
     rows: list[NearCrossing]
-
-    def csv_header(self) -> list[str]:
-        return list(NearCrossing.model_fields)
-
-    def csv_rows(self) -> Iterator[list[Any]]:
-        for row in self.rows:
-            yield list(row.model_dump().values())
 
 
 class BaerumRow(BaseModel):
@@ -221,13 +187,6 @@ class BaerumReport(CsvReport):
     report_date: date
     rows: list[BaerumRow]
 
-    def csv_header(self) -> list[str]:
-        return list(BaerumRow.model_fields)
-
-    def csv_rows(self) -> Iterator[list[Any]]:
-        for row in self.rows:
-            yield list(row.model_dump().values())
-
 
 class CaseCountRow(BaseModel):
     school_id: str | None = Field(description="Null on the municipality rows")
@@ -243,10 +202,3 @@ class CaseCountRow(BaseModel):
 class CaseReport(CsvReport):
     csv_name: ClassVar[str] = "cases"
     rows: list[CaseCountRow]
-
-    def csv_header(self) -> list[str]:
-        return list(CaseCountRow.model_fields)
-
-    def csv_rows(self) -> Iterator[list[Any]]:
-        for row in self.rows:
-            yield list(row.model_dump().values())
