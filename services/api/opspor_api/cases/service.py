@@ -213,8 +213,6 @@ class Loaded:
     model: CaseModel
     school: School
     entries: list[CaseEntry]
-    # The entries with free text (CaseRepository.texted), for the requirements that need it.
-    texted: frozenset[int] = frozenset()
 
 
 async def load(
@@ -227,7 +225,7 @@ async def load(
     found = await repo.school(case.school_id)
     assert found is not None  # a case's school is a foreign key
     models = await models_of(repo, case.municipality_id)
-    return Loaded(case, models[case.model_id], found[0], entries, await repo.texted(case_id))
+    return Loaded(case, models[case.model_id], found[0], entries)
 
 
 async def case_out(repo: CaseRepository, loaded: Loaded, with_text: bool) -> CaseOut:
@@ -782,7 +780,9 @@ async def transition(
             [field_error(("to",), "give `to` or `close`, not both")],
         )
     loaded = await load(repo, principal, case_id, lock=True)
-    case, model, entries, texted = loaded.case, loaded.model, loaded.entries, loaded.texted
+    case, model, entries = loaded.case, loaded.model, loaded.entries
+    # Which entries carry text: read here, where a requirement needs it, not on every load.
+    texted = await repo.texted(case.id)
     _check_if_match(case, if_match)
     if case.status != "open":
         raise Conflict("the case is closed")

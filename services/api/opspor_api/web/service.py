@@ -464,7 +464,8 @@ async def case_view(session: AsyncSession, principal: Principal, case_id: uuid.U
     phase = model.phase(case.phase)
     assert phase is not None  # a case's phase is one of its model's
     following = model.next_phase(case.phase)
-    missing = set(cases_service.missing(model, case, entries, loaded.texted))
+    texted = await repo.texted(case.id)
+    missing = set(cases_service.missing(model, case, entries, texted))
     texts = {e.id: e.text for e in out.entries}
     goals = cases_service.latest_goals(entries)
     return CaseView(
@@ -476,8 +477,7 @@ async def case_view(session: AsyncSession, principal: Principal, case_id: uuid.U
         requirements=[Requirement(r, r not in missing) for r in phase.requires],
         next_phase=None if following is None or following == model.closed else following,
         close_needs={
-            o: cases_service.close_missing(model, case, entries, o, loaded.texted)
-            for o in model.outcomes
+            o: cases_service.close_missing(model, case, entries, o, texted) for o in model.outcomes
         },
         failed_contact_days=cases_service.failed_contact_days(entries),
         goals=[OpenGoal(i, texts.get(i), status) for i, status in sorted(goals.items())],
