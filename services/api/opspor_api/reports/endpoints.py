@@ -52,14 +52,20 @@ CSV_RESPONSE: dict[int | str, dict[str, Any]] = {
 }
 
 
-def _respond(request: Request, report: CsvReport, name: str) -> CsvReport | Response:
-    if CSV not in request.headers.get("accept", ""):
-        return report
+def csv_response(report: CsvReport, name: str) -> Response:
+    """The report as a CSV download `{name}.csv` (the API's `Accept: text/csv` answer, and the
+    web page's export links)."""
     return Response(
         report.to_csv(),
         media_type="text/csv; charset=utf-8",
         headers={"Content-Disposition": f'attachment; filename="{name}.csv"'},
     )
+
+
+def _respond(request: Request, report: CsvReport, name: str) -> CsvReport | Response:
+    if CSV not in request.headers.get("accept", ""):
+        return report
+    return csv_response(report, name)
 
 
 @router.get(

@@ -27,6 +27,7 @@ from opspor_api.concerns.repository import ConcernRepository
 from opspor_api.concerns.schemas import AcknowledgementIn
 from opspor_api.deps import Calendars, Packs, Session
 from opspor_api.errors import NotFound, ProblemError
+from opspor_api.reports.endpoints import csv_response
 from opspor_api.reports.schemas import CloseToLimitReport, PatternRow
 from opspor_api.settings import ApiSettings
 from opspor_api.validation import ID_PATTERN
@@ -346,11 +347,7 @@ async def school_export(
     if isinstance(document, CloseToLimitReport):
         pupils = sorted({(r.pupil_id, school_id) for r in document.rows})
         await page_auditor(request, session, user).record(pupils, 200)
-    return Response(
-        document.to_csv(),
-        media_type="text/csv; charset=utf-8",
-        headers={"Content-Disposition": f'attachment; filename="{report}-{school_id}.csv"'},
-    )
+    return csv_response(document, f"{report}-{school_id}")
 
 
 @router.get("/pupils/{pupil_id}")
@@ -676,17 +673,12 @@ async def municipality_export(
     if report not in MUNICIPALITY_EXPORTS:
         raise PageError(404, "Page not found.")
     try:
-        document = await service.municipality_report(
-            session, user.principal, report, calendars, request.app.state.clock()
+        document = await service.municipality_patterns_so_far(
+            session, user.principal, calendars, request.app.state.clock()
         )
     except NotFound:
         raise PageError(404, "Page not found.") from None
-    name = f"{report}-{user.principal.municipality}"
-    return Response(
-        document.to_csv(),
-        media_type="text/csv; charset=utf-8",
-        headers={"Content-Disposition": f'attachment; filename="{name}.csv"'},
-    )
+    return csv_response(document, f"{report}-{user.principal.municipality}")
 
 
 def install_web(app: FastAPI, settings: ApiSettings) -> frozenset[str]:

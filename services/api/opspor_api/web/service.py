@@ -29,7 +29,7 @@ from opspor_api.registrations import service as registrations_service
 from opspor_api.registrations.repository import RegistrationRepository
 from opspor_api.reports import service as reports_service
 from opspor_api.reports.repository import ReportRepository
-from opspor_api.reports.schemas import CsvReport, MunicipalityPatternRow
+from opspor_api.reports.schemas import CsvReport, MunicipalityPatternReport
 from opspor_api.web.oidc import LoginRequest
 from opspor_api.web.repository import WebSessionRepository
 from opspor_api.web.schemas import (
@@ -600,14 +600,9 @@ async def municipality_rollup(
         for m in models.values()
         for p in m.phases
     }
-    patterns: list[MunicipalityPatternRow] = []
-    period = municipality_period(scope, now)
-    if period is not None:
-        report = await reports_service.municipality_patterns(
-            repo, principal.municipality, scope, *period
-        )
-        # The page shows the municipality's rows; the school rows are in the CSV.
-        patterns = [r for r in report.rows if r.school_id is None]
+    report = await _patterns_so_far(repo, principal.municipality, scope, now)
+    # The page shows the municipality's rows; the school rows are in the CSV.
+    patterns = [r for r in report.rows if r.school_id is None] if report else []
     return MunicipalityRollup(
         cases.rows,
         baerum.rows,
@@ -615,20 +610,31 @@ async def municipality_rollup(
         names,
         weekdays=[r for r in patterns if r.kind == "weekday"],
         months=[r for r in patterns if r.kind == "month"],
-        period=period,
+        period=(report.period_from, report.period_to) if report else None,
     )
 
 
-async def municipality_report(
-    session: AsyncSession, principal: Principal, name: str, calendars: CalendarCache, now: datetime
-) -> CsvReport:
-    """A report of the municipality page as CSV: the same document as the API's answer, for
-    the period the page shows. Only `patterns` so far."""
+async def _patterns_so_far(
+    repo: ReportRepository, municipality_id: str, scope: reports_service.Coverage, now: datetime
+) -> MunicipalityPatternReport | None:
+    """The municipality's patterns report over the school year so far (municipality_period);
+    None before any school's year has begun."""
+    period = municipality_period(scope, now)
+    if period is None:
+        return None
+    return await reports_service.municipality_patterns(repo, municipality_id, scope, *period)
+
+
+async def municipality_patterns_so_far(
+    session: AsyncSession, principal: Principal, calendars: CalendarCache, now: datetime
+) -> MunicipalityPatternReport:
+    """The municipality page's patterns as the CSV export gives them: the same document as the
+    API's answer, each school and the municipality, for the period the page shows."""
     if principal.municipality is None:
         raise NotFound("no municipality")
     repo = ReportRepository(session)
     scope = await reports_service.municipality_scope(repo, principal.municipality, calendars)
-    period = municipality_period(scope, now)
-    if period is None:
+    report = await _patterns_so_far(repo, principal.municipality, scope, now)
+    if report is None:
         raise NotFound("no school year has begun")
-    return await reports_service.municipality_patterns(repo, principal.municipality, scope, *period)
+    return report
