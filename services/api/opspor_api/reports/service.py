@@ -24,7 +24,7 @@ import asyncio
 from bisect import bisect_left, bisect_right
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from decimal import ROUND_HALF_EVEN, Decimal
 from itertools import accumulate
@@ -264,9 +264,7 @@ def _bucket_order(b: _Bucket) -> tuple[bool, str]:
 @dataclass
 class _PatternTally:
     pupil_days: int = 0
-
-    def __post_init__(self) -> None:
-        self.sums: dict[str, Decimal] = dict.fromkeys(CATEGORIES, Decimal(0))
+    sums: dict[str, Decimal] = field(default_factory=lambda: dict.fromkeys(CATEGORIES, Decimal(0)))
 
     def add(self, other: _PatternTally) -> None:
         self.pupil_days += other.pupil_days
