@@ -13,9 +13,10 @@ from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date
+from functools import cache
 from typing import Any
 
-from sqlalchemy import Boolean, Date, Text, column, func, select, table, tuple_
+from sqlalchemy import Boolean, Date, Select, Text, bindparam, column, func, select, table, tuple_
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 from sqlalchemy.engine import RowMapping
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -113,6 +114,38 @@ class SchoolRef:
     school_routing: Mapping[str, Any] | None = None
 
 
+@cache
+def _schools_query(some: bool) -> Select[Any]:
+    """The schools with their municipality's settings; of the ids in the parameter `ids` when
+    `some`. Built once: the api asks for every registration request."""
+    s, m = schools, municipalities
+    query = select(
+        s.c.id,
+        s.c.municipality_id,
+        s.c.name,
+        m.c.country,
+        s.c.timezone,
+        func.coalesce(s.c.language, m.c.language).label("language"),
+        # A school without its own packs uses its municipality's.
+        func.coalesce(s.c.rule_packs, m.c.rule_packs).label("rule_packs"),
+        s.c.mailbox,
+        m.c.name.label("municipality_name"),
+        m.c.ppr_mailbox,
+        m.c.unit_mailbox,
+        m.c.routing,
+        s.c.routing.label("school_routing"),
+    ).join(m, m.c.id == s.c.municipality_id)
+    return query.where(s.c.id.in_(bindparam("ids", expanding=True))) if some else query
+
+
+# The school years of the schools in the parameter `ids`, built once like _schools_query.
+_CALENDAR_ROWS = (
+    select(school_years)
+    .where(school_years.c.school_id.in_(bindparam("ids", expanding=True)))
+    .order_by(school_years.c.school_id, school_years.c.first_day)
+)
+
+
 class ReferenceRepository:
     def __init__(self, session: AsyncSession) -> None:
         self._session = session
@@ -122,25 +155,10 @@ class ReferenceRepository:
 
     async def schools(self, school_ids: Sequence[str] | None = None) -> dict[str, SchoolRef]:
         """The given schools (all schools when None) that exist, in one query."""
-        s, m = schools, municipalities
-        query = select(
-            s.c.id,
-            s.c.municipality_id,
-            s.c.name,
-            m.c.country,
-            s.c.timezone,
-            func.coalesce(s.c.language, m.c.language).label("language"),
-            # A school without its own packs uses its municipality's.
-            func.coalesce(s.c.rule_packs, m.c.rule_packs).label("rule_packs"),
-            s.c.mailbox,
-            m.c.name.label("municipality_name"),
-            m.c.ppr_mailbox,
-            m.c.unit_mailbox,
-            m.c.routing,
-            s.c.routing.label("school_routing"),
-        ).join(m, m.c.id == s.c.municipality_id)
-        if school_ids is not None:
-            query = query.where(s.c.id.in_(school_ids))
+        if school_ids is None:
+            rows = await self._session.execute(_schools_query(False))
+        else:
+            rows = await self._session.execute(_schools_query(True), {"ids": list(school_ids)})
         return {
             row.id: SchoolRef(
                 id=row.id,
@@ -157,7 +175,7 @@ class ReferenceRepository:
                 routing=row.routing,
                 school_routing=row.school_routing,
             )
-            for row in await self._session.execute(query)
+            for row in rows
         }
 
     async def packs(
@@ -214,13 +232,7 @@ class ReferenceRepository:
         return None if row is None else _webhook_ref(row._mapping)
 
     async def calendar_rows(self, school_ids: Sequence[str]) -> dict[str, list[dict[str, Any]]]:
-        rows = (
-            await self._session.execute(
-                select(school_years)
-                .where(school_years.c.school_id.in_(school_ids))
-                .order_by(school_years.c.school_id, school_years.c.first_day)
-            )
-        ).all()
+        rows = (await self._session.execute(_CALENDAR_ROWS, {"ids": list(school_ids)})).all()
         out: dict[str, list[dict[str, Any]]] = {s: [] for s in school_ids}
         for r in rows:
             out[r.school_id].append(dict(r._mapping))

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Hashable, Iterable, Sequence
 from datetime import date, datetime
 from decimal import Decimal
+from functools import cache
 from typing import Protocol, TypeVar
 
 from sqlalchemy import Numeric, Table, Text, tuple_
@@ -17,7 +18,7 @@ from sqlalchemy.dialects.postgresql import Insert
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Mapped, mapped_column
 
-from opspor_shared.db import insert_models, model_columns
+from opspor_shared.db import insert_rows, model_arrays, model_columns
 from opspor_shared.events import EnrolmentData, RegistrationData
 
 
@@ -101,16 +102,26 @@ def newest_wins(stmt: Insert, keys: Sequence[str], names: Sequence[str]) -> Inse
 async def _upsert_newest(
     session: AsyncSession,
     table: Table,
-    keys: Sequence[str],
+    keys: tuple[str, ...],
     rows: Sequence[RegistrationData | EnrolmentData],
 ) -> None:
     """Upserts rows whose key columns are `keys`, newest wins (see newest_wins). One statement
     with an array per column, however many rows."""
     if not rows:
         return
+    model = type(rows[0])
     # A table keeps the fields it has columns for: the worker's enrolments have no grade.
-    names = model_columns(table, type(rows[0]))
-    await session.execute(newest_wins(insert_models(table, rows), keys, names))
+    names = model_columns(table, model)
+    await session.execute(_upsert_newest_statement(table, keys, model), model_arrays(names, rows))
+
+
+@cache
+def _upsert_newest_statement(
+    table: Table, keys: tuple[str, ...], model: type[RegistrationData | EnrolmentData]
+) -> Insert:
+    """_upsert_newest's statement, built once per table (see insert_rows)."""
+    names = model_columns(table, model)
+    return newest_wins(insert_rows(table, names), keys, names)
 
 
 async def apply_last_writer_wins(

@@ -5,15 +5,16 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterable, Sequence
 from datetime import date, datetime
+from functools import cache
 from operator import itemgetter
 from typing import Any, cast
 
 import asyncpg
 from sqlalchemy import Table, func, or_, select, text, union, update
-from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.dialects.postgresql import Insert, insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from opspor_shared.db import insert_rows
+from opspor_shared.db import insert_rows, row_arrays
 from opspor_shared.engine import RegistrationLike
 from opspor_shared.events import EnrolmentData, RegistrationData
 from opspor_shared.outbox import OutboxMessage, enqueue
@@ -62,6 +63,31 @@ def live_registrations(rows: Sequence[RegistrationRow]) -> list[RegistrationLike
     reads the same four fields, and an object per registration would cost more than that."""
     live = [r for r in rows if not r.retracted and r.category is not None and r.extent is not None]
     return cast(list[RegistrationLike], live)
+
+
+_PUPIL_COLUMNS = ("pupil_id", "school_id", "evaluated_horizon", "next_change_on")
+
+
+@cache
+def _upsert_pupils_statement() -> Insert:
+    """upsert_pupils' statement, built once (see insert_rows)."""
+    table = WorkerPupil.__table__
+    assert isinstance(table, Table)
+    stmt = insert_rows(table, _PUPIL_COLUMNS)
+    return stmt.on_conflict_do_update(
+        index_elements=[WorkerPupil.pupil_id],
+        set_={n: stmt.excluded[n] for n in _PUPIL_COLUMNS if n != "pupil_id"},
+    )
+
+
+@cache
+def _insert_concerns_statement() -> tuple[Insert, list[str]]:
+    """insert_concerns' statement, built once (see insert_rows), and its columns: all but
+    those the database fills in."""
+    table = Concern.__table__
+    assert isinstance(table, Table)
+    names = [c.name for c in table.columns if c.server_default is None]
+    return insert_rows(table, names), names
 
 
 class WorkerRepository:
@@ -127,19 +153,8 @@ class WorkerRepository:
 
     async def upsert_pupils(self, rows: Sequence[dict[str, Any]]) -> None:
         """One statement with an array per column, however many pupils (a tick chunk)."""
-        names = ["pupil_id", "school_id", "evaluated_horizon", "next_change_on"]
-        table = WorkerPupil.__table__
-        assert isinstance(table, Table)
-        stmt = insert_rows(table, {n: [r[n] for r in rows] for n in names})
-        stmt = stmt.on_conflict_do_update(
-            index_elements=[WorkerPupil.pupil_id],
-            set_={
-                "school_id": stmt.excluded.school_id,
-                "evaluated_horizon": stmt.excluded.evaluated_horizon,
-                "next_change_on": stmt.excluded.next_change_on,
-            },
-        )
-        await self.session.execute(stmt)
+        arrays = row_arrays({n: [r[n] for r in rows] for n in _PUPIL_COLUMNS})
+        await self.session.execute(_upsert_pupils_statement(), arrays)
 
     async def pupils_of_school(self, school_id: str, after: str | None, limit: int) -> list[str]:
         """Pupils whose current school it is, and pupils who were enrolled there earlier
@@ -181,12 +196,9 @@ class WorkerRepository:
         after a pack change raises thousands, and the ORM would insert them one by one."""
         if not concerns:
             return
-        table = Concern.__table__
-        assert isinstance(table, Table)
-        names = [c.name for c in table.columns if c.server_default is None]
-        await self.session.execute(
-            insert_rows(table, {n: [getattr(c, n) for c in concerns] for n in names})
-        )
+        statement, names = _insert_concerns_statement()
+        arrays = row_arrays({n: [getattr(c, n) for c in concerns] for n in names})
+        await self.session.execute(statement, arrays)
 
     async def set_status(
         self,

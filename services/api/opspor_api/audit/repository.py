@@ -1,11 +1,33 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from functools import cache
 
-from sqlalchemy import ARRAY, Table, Text, bindparam, func, insert, literal, select
+from sqlalchemy import ARRAY, Insert, Integer, Table, Text, bindparam, func, insert, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from opspor_api.models import AuditEntry
+
+_SCALARS = ("subject", "role", "municipality", "client")
+_AFTER = ("method", "endpoint", "purpose")
+
+
+@cache
+def _append_statement() -> Insert:
+    """append's statement: a row per pupil (the arrays `pupils` and `schools`), the request's
+    fields in every row. Built once, as every audited request runs it (see
+    opspor_shared.db.insert_rows)."""
+    t = AuditEntry.__table__
+    assert isinstance(t, Table)
+    rows = select(
+        *(bindparam(n, type_=Text) for n in _SCALARS),
+        func.unnest(bindparam("pupils", type_=ARRAY(Text))),
+        func.unnest(bindparam("schools", type_=ARRAY(Text))),
+        *(bindparam(n, type_=Text) for n in _AFTER),
+        bindparam("status", type_=Integer),
+    )
+    columns = [*_SCALARS, "pupil_id", "school_id", *_AFTER, "status"]
+    return insert(t).from_select([t.c[n] for n in columns], rows)
 
 
 class AuditRepository:
@@ -27,33 +49,21 @@ class AuditRepository:
         status: int,
     ) -> None:
         """One statement for any number of pupils: a 5,000-item batch costs one round trip."""
-        t = AuditEntry.__table__
-        assert isinstance(t, Table)
-        rows = select(
-            literal(subject, Text),
-            literal(role, Text),
-            literal(municipality, Text),
-            literal(client, Text),
-            func.unnest(bindparam("pupils", list(pupils), type_=ARRAY(Text))),
-            func.unnest(bindparam("schools", list(schools), type_=ARRAY(Text))),
-            literal(method, Text),
-            literal(endpoint, Text),
-            literal(purpose, Text),
-            literal(status),
+        await self.session.execute(
+            _append_statement(),
+            {
+                "subject": subject,
+                "role": role,
+                "municipality": municipality,
+                "client": client,
+                "pupils": list(pupils),
+                "schools": list(schools),
+                "method": method,
+                "endpoint": endpoint,
+                "purpose": purpose,
+                "status": status,
+            },
         )
-        columns = [
-            t.c.subject,
-            t.c.role,
-            t.c.municipality,
-            t.c.client,
-            t.c.pupil_id,
-            t.c.school_id,
-            t.c.method,
-            t.c.endpoint,
-            t.c.purpose,
-            t.c.status,
-        ]
-        await self.session.execute(insert(t).from_select(columns, rows))
 
     async def page_for_pupil(
         self, pupil_id: str, municipality: str, before: int | None, limit: int
