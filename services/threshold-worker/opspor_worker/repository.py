@@ -10,7 +10,7 @@ from operator import itemgetter
 from typing import Any, cast
 
 import asyncpg
-from sqlalchemy import Table, func, or_, select, text, union, update
+from sqlalchemy import Table, bindparam, func, or_, select, text, union, update
 from sqlalchemy.dialects.postgresql import Insert, insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -65,6 +65,13 @@ def live_registrations(rows: Sequence[RegistrationRow]) -> list[RegistrationLike
     return cast(list[RegistrationLike], live)
 
 
+# Built once, as every consumed batch runs them; `ids` expands to one parameter per pupil, as
+# in_() with a list does (so PostgreSQL plans each for its pupils, see registrations()).
+_ENROLMENTS_OF_PUPILS = select(WorkerEnrolment).where(
+    WorkerEnrolment.pupil_id.in_(bindparam("ids", expanding=True))
+)
+_CONCERNS_OF_PUPILS = select(Concern).where(Concern.pupil_id.in_(bindparam("ids", expanding=True)))
+
 _PUPIL_COLUMNS = ("pupil_id", "school_id", "evaluated_horizon", "next_change_on")
 
 
@@ -101,9 +108,7 @@ class WorkerRepository:
         await apply_enrolments(self.session, WorkerEnrolment, items)
 
     async def enrolments(self, pupil_ids: Sequence[str]) -> dict[str, list[WorkerEnrolment]]:
-        rows = await self.session.scalars(
-            select(WorkerEnrolment).where(WorkerEnrolment.pupil_id.in_(pupil_ids))
-        )
+        rows = await self.session.scalars(_ENROLMENTS_OF_PUPILS, {"ids": list(pupil_ids)})
         out: dict[str, list[WorkerEnrolment]] = {p: [] for p in pupil_ids}
         for r in rows:
             out[r.pupil_id].append(r)
@@ -185,7 +190,7 @@ class WorkerRepository:
         return list(await self.session.scalars(query.order_by(WorkerPupil.pupil_id).limit(limit)))
 
     async def concerns(self, pupil_ids: Sequence[str]) -> dict[str, dict[uuid.UUID, Concern]]:
-        rows = await self.session.scalars(select(Concern).where(Concern.pupil_id.in_(pupil_ids)))
+        rows = await self.session.scalars(_CONCERNS_OF_PUPILS, {"ids": list(pupil_ids)})
         out: dict[str, dict[uuid.UUID, Concern]] = {p: {} for p in pupil_ids}
         for c in rows:
             out[c.pupil_id][c.concern_id] = c
