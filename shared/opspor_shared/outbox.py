@@ -35,6 +35,7 @@ from sqlalchemy import (
     Select,
     Table,
     Text,
+    bindparam,
     delete,
     event,
     func,
@@ -222,6 +223,22 @@ class OutboxRelay:
         self._high: dict[tuple[str, int], int] = {}
         self._replaying = False
         self._key = f"relay:{table.name}"
+        # The three statements of a round, built once: a busy relay runs a round for nearly
+        # every commit of its service. `ids` expands to one parameter per chosen row.
+        t = table
+        self._lock_waiting = (
+            select(t.c.id, func.cardinality(t.c.partition_keys), t.c.created_at)
+            .order_by(t.c.id)
+            .limit(batch_size)
+            .with_for_update(skip_locked=True)
+        )
+        chosen = t.c.id.in_(bindparam("ids", expanding=True))
+        self._read_chosen = (
+            select(t.c.topic, t.c.partition_keys, t.c.payloads, t.c.headers)
+            .where(chosen)
+            .order_by(t.c.id)
+        )
+        self._delete_chosen = delete(t).where(chosen)
         # Topics are ensured on every reconnect by the caller, and also every so often: a
         # broker restarted while the relay was idle is not noticed by a failed send, and would
         # auto-create the topic with its own partition count at the next one.
@@ -237,14 +254,7 @@ class OutboxRelay:
         async with unit_of_work(self._sessionmaker) as session:
             # Lock first, by id and size only, then read the chosen rows' events: a row can
             # hold thousands of them.
-            waiting = (
-                await session.execute(
-                    select(t.c.id, func.cardinality(t.c.partition_keys), t.c.created_at)
-                    .order_by(t.c.id)
-                    .limit(self._batch_size)
-                    .with_for_update(skip_locked=True)
-                )
-            ).all()
+            waiting = (await session.execute(self._lock_waiting)).all()
             PENDING.labels(t.name).set(len(waiting))
             # Ids grow with time, so the first row (by id) is the oldest one waiting.
             oldest_tracker(t.name).created = waiting[0].created_at if waiting else None
@@ -257,13 +267,7 @@ class OutboxRelay:
                 events += size
             if not chosen:
                 return 0, False
-            rows = (
-                await session.execute(
-                    select(t.c.topic, t.c.partition_keys, t.c.payloads, t.c.headers)
-                    .where(t.c.id.in_(chosen))
-                    .order_by(t.c.id)
-                )
-            ).all()
+            rows = (await session.execute(self._read_chosen, {"ids": chosen})).all()
             fault_point("relay_before_publish")
             acks = await self._send(rows)
             for meta in acks:
@@ -272,7 +276,7 @@ class OutboxRelay:
                     lost.add(meta.topic)
                 self._high[key] = max(meta.offset, self._high.get(key, -1))
             fault_point("relay_after_publish_before_delete")
-            await session.execute(delete(t).where(t.c.id.in_(chosen)))
+            await session.execute(self._delete_chosen, {"ids": chosen})
         PUBLISHED.labels(t.name).inc(events)
         for topic in sorted(lost):
             await self._topic_lost(topic)
