@@ -9,6 +9,7 @@ import asyncio
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from datetime import datetime
+from functools import cache
 from typing import Any
 
 from pydantic import BaseModel
@@ -110,16 +111,19 @@ def insert_rows(table: Table, names: Sequence[str]) -> Insert:
     return insert(table).from_select(list(names), chosen)
 
 
-def row_arrays(columns: Mapping[str, Sequence[Any]]) -> dict[str, list[Any]]:
+def row_arrays(columns: Mapping[str, list[Any]]) -> dict[str, list[Any]]:
     """The parameters of an ``insert_rows`` statement: one array per column."""
-    return {f"rows_{name}": list(values) for name, values in columns.items()}
+    return {f"rows_{name}": values for name, values in columns.items()}
 
 
-def model_columns(table: Table, model: type[BaseModel]) -> list[str]:
-    """The fields of `model` that are columns of `table` (a table keeps what it needs)."""
-    return [name for name in model.model_fields if name in table.c]
+@cache
+def model_columns(table: Table, model: type[BaseModel]) -> tuple[str, ...]:
+    """The fields of `model` that are columns of `table` (a table keeps what it needs): the
+    columns of an ``insert_rows`` statement for `model` and of its ``model_arrays``."""
+    return tuple(name for name in model.model_fields if name in table.c)
 
 
-def model_arrays(names: Sequence[str], items: Sequence[BaseModel]) -> dict[str, list[Any]]:
-    """``row_arrays`` of the fields ``names`` of ``items``."""
-    return {f"rows_{name}": [getattr(i, name) for i in items] for name in names}
+def model_arrays(table: Table, items: Sequence[BaseModel]) -> dict[str, list[Any]]:
+    """``row_arrays`` of ``items`` (all of one model) for ``table``'s columns."""
+    names = model_columns(table, type(items[0]))
+    return row_arrays({name: [getattr(i, name) for i in items] for name in names})

@@ -225,20 +225,18 @@ class OutboxRelay:
         self._key = f"relay:{table.name}"
         # The three statements of a round, built once: a busy relay runs a round for nearly
         # every commit of its service. `ids` expands to one parameter per chosen row.
-        t = table
+        c = table.c
         self._lock_waiting = (
-            select(t.c.id, func.cardinality(t.c.partition_keys), t.c.created_at)
-            .order_by(t.c.id)
+            select(c.id, func.cardinality(c.partition_keys), c.created_at)
+            .order_by(c.id)
             .limit(batch_size)
             .with_for_update(skip_locked=True)
         )
-        chosen = t.c.id.in_(bindparam("ids", expanding=True))
+        chosen = c.id.in_(bindparam("ids", expanding=True))
         self._read_chosen = (
-            select(t.c.topic, t.c.partition_keys, t.c.payloads, t.c.headers)
-            .where(chosen)
-            .order_by(t.c.id)
+            select(c.topic, c.partition_keys, c.payloads, c.headers).where(chosen).order_by(c.id)
         )
-        self._delete_chosen = delete(t).where(chosen)
+        self._delete_chosen = delete(table).where(chosen)
         # Topics are ensured on every reconnect by the caller, and also every so often: a
         # broker restarted while the relay was idle is not noticed by a failed send, and would
         # auto-create the topic with its own partition count at the next one.

@@ -13,10 +13,9 @@ from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date
-from functools import cache
 from typing import Any
 
-from sqlalchemy import Boolean, Date, Select, Text, bindparam, column, func, select, table, tuple_
+from sqlalchemy import Boolean, Date, Text, bindparam, column, func, select, table, tuple_
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 from sqlalchemy.engine import RowMapping
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -114,31 +113,27 @@ class SchoolRef:
     school_routing: Mapping[str, Any] | None = None
 
 
-@cache
-def _schools_query(some: bool) -> Select[Any]:
-    """The schools with their municipality's settings; of the ids in the parameter `ids` when
-    `some`. Built once: the api asks for every registration request."""
-    s, m = schools, municipalities
-    query = select(
-        s.c.id,
-        s.c.municipality_id,
-        s.c.name,
-        m.c.country,
-        s.c.timezone,
-        func.coalesce(s.c.language, m.c.language).label("language"),
-        # A school without its own packs uses its municipality's.
-        func.coalesce(s.c.rule_packs, m.c.rule_packs).label("rule_packs"),
-        s.c.mailbox,
-        m.c.name.label("municipality_name"),
-        m.c.ppr_mailbox,
-        m.c.unit_mailbox,
-        m.c.routing,
-        s.c.routing.label("school_routing"),
-    ).join(m, m.c.id == s.c.municipality_id)
-    return query.where(s.c.id.in_(bindparam("ids", expanding=True))) if some else query
+# The schools with their municipality's settings, and those of the ids in the parameter `ids`.
+# Built once, as the api reads its schools for every registration request.
+_ALL_SCHOOLS = select(
+    schools.c.id,
+    schools.c.municipality_id,
+    schools.c.name,
+    municipalities.c.country,
+    schools.c.timezone,
+    func.coalesce(schools.c.language, municipalities.c.language).label("language"),
+    # A school without its own packs uses its municipality's.
+    func.coalesce(schools.c.rule_packs, municipalities.c.rule_packs).label("rule_packs"),
+    schools.c.mailbox,
+    municipalities.c.name.label("municipality_name"),
+    municipalities.c.ppr_mailbox,
+    municipalities.c.unit_mailbox,
+    municipalities.c.routing,
+    schools.c.routing.label("school_routing"),
+).join(municipalities, municipalities.c.id == schools.c.municipality_id)
+_SCHOOLS = _ALL_SCHOOLS.where(schools.c.id.in_(bindparam("ids", expanding=True)))
 
-
-# The school years of the schools in the parameter `ids`, built once like _schools_query.
+# The school years of the schools in the parameter `ids`, built once like _SCHOOLS.
 _CALENDAR_ROWS = (
     select(school_years)
     .where(school_years.c.school_id.in_(bindparam("ids", expanding=True)))
@@ -156,9 +151,9 @@ class ReferenceRepository:
     async def schools(self, school_ids: Sequence[str] | None = None) -> dict[str, SchoolRef]:
         """The given schools (all schools when None) that exist, in one query."""
         if school_ids is None:
-            rows = await self._session.execute(_schools_query(False))
+            rows = await self._session.execute(_ALL_SCHOOLS)
         else:
-            rows = await self._session.execute(_schools_query(True), {"ids": list(school_ids)})
+            rows = await self._session.execute(_SCHOOLS, {"ids": list(school_ids)})
         return {
             row.id: SchoolRef(
                 id=row.id,

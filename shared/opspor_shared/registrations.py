@@ -109,17 +109,16 @@ async def _upsert_newest(
     with an array per column, however many rows."""
     if not rows:
         return
-    model = type(rows[0])
-    # A table keeps the fields it has columns for: the worker's enrolments have no grade.
-    names = model_columns(table, model)
-    await session.execute(_upsert_newest_statement(table, keys, model), model_arrays(names, rows))
+    statement = _upsert_newest_statement(table, keys, type(rows[0]))
+    await session.execute(statement, model_arrays(table, rows))
 
 
 @cache
 def _upsert_newest_statement(
     table: Table, keys: tuple[str, ...], model: type[RegistrationData | EnrolmentData]
 ) -> Insert:
-    """_upsert_newest's statement, built once per table (see insert_rows)."""
+    """_upsert_newest's statement, built once per table (see insert_rows). A table keeps the
+    fields it has columns for: the worker's enrolments have no grade."""
     names = model_columns(table, model)
     return newest_wins(insert_rows(table, names), keys, names)
 

@@ -8,9 +8,6 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from opspor_api.models import AuditEntry
 
-_SCALARS = ("subject", "role", "municipality", "client")
-_AFTER = ("method", "endpoint", "purpose")
-
 
 @cache
 def _append_statement() -> Insert:
@@ -20,14 +17,30 @@ def _append_statement() -> Insert:
     t = AuditEntry.__table__
     assert isinstance(t, Table)
     rows = select(
-        *(bindparam(n, type_=Text) for n in _SCALARS),
+        bindparam("subject", type_=Text),
+        bindparam("role", type_=Text),
+        bindparam("municipality", type_=Text),
+        bindparam("client", type_=Text),
         func.unnest(bindparam("pupils", type_=ARRAY(Text))),
         func.unnest(bindparam("schools", type_=ARRAY(Text))),
-        *(bindparam(n, type_=Text) for n in _AFTER),
+        bindparam("method", type_=Text),
+        bindparam("endpoint", type_=Text),
+        bindparam("purpose", type_=Text),
         bindparam("status", type_=Integer),
     )
-    columns = [*_SCALARS, "pupil_id", "school_id", *_AFTER, "status"]
-    return insert(t).from_select([t.c[n] for n in columns], rows)
+    columns = [
+        t.c.subject,
+        t.c.role,
+        t.c.municipality,
+        t.c.client,
+        t.c.pupil_id,
+        t.c.school_id,
+        t.c.method,
+        t.c.endpoint,
+        t.c.purpose,
+        t.c.status,
+    ]
+    return insert(t).from_select(columns, rows)
 
 
 class AuditRepository:

@@ -57,8 +57,7 @@ class RegistrationRepository:
     async def store(self, items: Sequence[RegistrationData]) -> set[str]:
         """Stores the events not stored before and applies them to the current state, in one
         statement (the rows are sent once); returns the ids that were new."""
-        names = model_columns(_events(), RegistrationData)
-        rows = await self.session.execute(_store_statement(), model_arrays(names, items))
+        rows = await self.session.execute(_store_statement(), model_arrays(_events(), items))
         return set(rows.scalars())
 
     async def events(self, event_ids: Sequence[str]) -> dict[str, RegistrationEvent]:
