@@ -62,12 +62,14 @@ async def test_two_workers_split_the_tick_and_a_moved_partition_is_finished_by_i
     evaluated: dict[str, list[str]] = {}
     original = service.evaluate_pupils
 
-    async def recording(repo: WorkerRepository, c: Context, pupils: Sequence[str]) -> int:
+    async def recording(
+        repo: WorkerRepository, c: Context, pupils: Sequence[str], **options: bool
+    ) -> int:
         who = (
             "lone" if c.assignment is None else ",".join(map(str, sorted(c.assignment.partitions)))
         )
         evaluated.setdefault(who, []).extend(pupils)
-        return await original(repo, c, pupils)
+        return await original(repo, c, pupils, **options)
 
     monkeypatch.setattr(service, "evaluate_pupils", recording)
     day = QUARTER[9]
