@@ -62,14 +62,12 @@ async def test_two_workers_split_the_tick_and_a_moved_partition_is_finished_by_i
     evaluated: dict[str, list[str]] = {}
     original = service.evaluate_pupils
 
-    async def recording(
-        repo: WorkerRepository, c: Context, pupils: Sequence[str], **options: bool
-    ) -> int:
+    async def recording(repo: WorkerRepository, c: Context, pupils: Sequence[str]) -> int:
         who = (
             "lone" if c.assignment is None else ",".join(map(str, sorted(c.assignment.partitions)))
         )
         evaluated.setdefault(who, []).extend(pupils)
-        return await original(repo, c, pupils, **options)
+        return await original(repo, c, pupils)
 
     monkeypatch.setattr(service, "evaluate_pupils", recording)
     day = QUARTER[9]

@@ -99,50 +99,6 @@ async def test_a_pack_change_still_evaluates_every_pupil(
     assert looked_at("all") == before + 2
 
 
-def below_limits() -> float:
-    return REGISTRY.get_sample_value("opspor_worker_tick_pupils_below_limits_total") or 0.0
-
-
-async def test_pupils_below_every_limit_are_skipped_unless_they_hold_an_active_concern(
-    ctx: Context, sessionmaker: async_sessionmaker[AsyncSession]
-) -> None:
-    async with sessionmaker() as session, session.begin():
-        await session.execute(update(Municipality).values(rule_packs=["dk-national"]))
-    ctx.clock = lambda: noon(QUARTER[19])
-    # 3 unauthorized days of the quarter's 20: both share rules raise a concern.
-    assert await feed(sessionmaker, ctx, [reg("held", d) for d in QUARTER[:3]]) == 2
-    # 1 day is 5 %, below both rules: nothing to raise, ever.
-    await feed(sessionmaker, ctx, [reg("under", QUARTER[0])])
-    before = below_limits()
-    assert await tick(sessionmaker, ctx) == 0
-    assert below_limits() == before + 1  # "under"; "held" holds active concerns
-
-    # Under dk-aalborg-2018 3 absence days are below every limit (5 in a row, 7 of 20, ...),
-    # but "held" must still be evaluated: its two concerns are withdrawn. "under" is skipped
-    # and is recorded as evaluated, with nothing ahead.
-    async with sessionmaker() as session, session.begin():
-        await session.execute(update(Municipality).values(rule_packs=["dk-aalborg-2018"]))
-        await session.execute(update(WorkerPupil).values(next_change_on=QUARTER[5]))
-    before = below_limits()
-    assert await tick(sessionmaker, ctx) == 2
-    assert below_limits() == before + 1
-    async with sessionmaker() as session:
-        statuses = {(c.pupil_id, c.status) for c in await session.scalars(select(Concern))}
-    assert statuses == {("held", "withdrawn")}
-    assert await next_changes(sessionmaker) == {"held": NO_CHANGE_AHEAD, "under": NO_CHANGE_AHEAD}
-
-    # Withdrawn concerns leave nothing to withdraw: now "held" is below the limits too.
-    await forget_horizons(sessionmaker)
-    before = below_limits()
-    assert await tick(sessionmaker, ctx) == 0
-    assert below_limits() == before + 2
-
-
-async def forget_horizons(sessionmaker: async_sessionmaker[AsyncSession]) -> None:
-    async with sessionmaker() as session, session.begin():
-        await session.execute(text("truncate worker_school_horizons"))
-
-
 # Random absence over the first 30 school days of the quarter, registered up front (so some
 # lie ahead of the clock), then the clock steps through the quarter a few days at a time.
 absences = st.lists(

@@ -8,9 +8,4 @@ TICK_PUPILS = Counter(
     "whose next change has come), scope=all when a calendar or pack changed",
     ["scope"],
 )
-TICK_PUPILS_BELOW_LIMITS = Counter(
-    "opspor_worker_tick_pupils_below_limits_total",
-    "Pupils the tick found below every limit of their packs (and holding no active concern): "
-    "recorded as evaluated without reading or evaluating their registrations",
-)
 TICK_SECONDS = Histogram("opspor_worker_tick_seconds", "Duration of a day-change tick")

@@ -5,31 +5,17 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterable, Sequence
 from datetime import date, datetime
-from decimal import Decimal
 from functools import cache
 from operator import itemgetter
 from typing import Any, cast
 
 import asyncpg
-from sqlalchemy import (
-    Numeric,
-    Select,
-    Table,
-    bindparam,
-    func,
-    literal,
-    or_,
-    select,
-    text,
-    union,
-    update,
-)
-from sqlalchemy.dialects.postgresql import Insert, distinct_on, insert
+from sqlalchemy import Table, bindparam, func, or_, select, text, union, update
+from sqlalchemy.dialects.postgresql import Insert, insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from opspor_shared.db import insert_rows, row_arrays
-from opspor_shared.engine import UNITS_PER_DAY, RegistrationLike
-from opspor_shared.engine.bounds import AbsenceFigures, Categories, Needs
+from opspor_shared.engine import RegistrationLike
 from opspor_shared.events import EnrolmentData, RegistrationData
 from opspor_shared.outbox import OutboxMessage, enqueue
 from opspor_shared.registrations import (
@@ -87,68 +73,6 @@ _ENROLMENTS_OF_PUPILS = select(WorkerEnrolment).where(
 _CONCERNS_OF_PUPILS = select(Concern).where(Concern.pupil_id.in_(bindparam("ids", expanding=True)))
 
 _PUPIL_COLUMNS = ("pupil_id", "school_id", "evaluated_horizon", "next_change_on")
-
-
-# The school of each pupil's latest-dated registration, as school_of_latest picks it: a live
-# one if there is any, then the newest report; event ids compare by code point there.
-_LATEST_SCHOOLS = (
-    select(WorkerRegistration.pupil_id, WorkerRegistration.school_id)
-    .where(WorkerRegistration.pupil_id.in_(bindparam("ids", expanding=True)))
-    .ext(distinct_on(WorkerRegistration.pupil_id))
-    .order_by(
-        WorkerRegistration.pupil_id,
-        WorkerRegistration.retracted,
-        WorkerRegistration.date.desc(),
-        WorkerRegistration.recorded_at.desc(),
-        WorkerRegistration.event_id.collate("C").desc(),
-    )
-)
-
-
-@cache
-def _figures_statement(
-    needs: Needs,
-) -> tuple[Select[Any], list[tuple[Categories, int]], list[Categories]]:
-    """absence_figures (opspor_shared.engine.bounds) in SQL, for the figures ``needs`` names,
-    and the order of its columns: c(d) per category set and date, then per pupil the days
-    reaching each threshold and the sum of c(d) capped at one day. Built once per set of
-    packs."""
-    regs = WorkerRegistration.__table__
-    assert isinstance(regs, Table)
-    days, sums = sorted(needs.absence_days, key=repr), sorted(needs.units, key=repr)
-    sets = sorted({c for c, _ in days} | set(sums), key=repr)
-    column = {categories: f"c{i}" for i, categories in enumerate(sets)}
-    per_day = (
-        select(
-            regs.c.pupil_id,
-            *(
-                func.sum(regs.c.extent)
-                .filter(regs.c.category.in_(sorted(categories)))
-                .label(column[categories])
-                for categories in sets
-            ),
-        )
-        .where(
-            regs.c.pupil_id.in_(bindparam("ids", expanding=True)),
-            regs.c.retracted.is_(False),
-            regs.c.extent.is_not(None),
-        )
-        .group_by(regs.c.pupil_id, regs.c.date)
-        .subquery()
-    )
-
-    def c(categories: Categories) -> Any:
-        return func.least(func.coalesce(per_day.c[column[categories]], 0), 1)
-
-    statement = select(
-        per_day.c.pupil_id,
-        *(
-            func.count().filter(c(categories) >= literal(Decimal(threshold).scaleb(-4), Numeric))
-            for categories, threshold in days
-        ),
-        *(func.coalesce(func.sum(c(categories)), 0) for categories in sums),
-    ).group_by(per_day.c.pupil_id)
-    return statement, days, sums
 
 
 @cache
@@ -231,31 +155,6 @@ class WorkerRepository:
             # session's later statements use.
             await connection.execute(text("select 1"))
         return driver
-
-    async def latest_schools(self, pupil_ids: Sequence[str]) -> dict[str, str]:
-        """school_of_latest of each pupil with registrations, read without the rows."""
-        rows = await self.session.execute(_LATEST_SCHOOLS, {"ids": list(pupil_ids)})
-        return {pupil_id: school_id for pupil_id, school_id in rows}
-
-    async def absence_figures(
-        self, pupil_ids: Sequence[str], needs: Needs
-    ) -> dict[str, AbsenceFigures]:
-        """Each pupil's AbsenceFigures, summed by PostgreSQL; a pupil without live
-        registrations has none (every figure 0)."""
-        if not pupil_ids:
-            return {}
-        statement, days, sums = _figures_statement(needs)
-        out: dict[str, AbsenceFigures] = {}
-        for pupil_id, *values in await self.session.execute(statement, {"ids": list(pupil_ids)}):
-            out[pupil_id] = AbsenceFigures(
-                absence_days=dict(zip(days, values[: len(days)], strict=True)),
-                # Sums of numeric(5, 4): exact, so units are integers.
-                units={
-                    categories: int(value * UNITS_PER_DAY)
-                    for categories, value in zip(sums, values[len(days) :], strict=True)
-                },
-            )
-        return out
 
     async def upsert_pupils(self, rows: Sequence[dict[str, Any]]) -> None:
         """One statement with an array per column, however many pupils (a tick chunk)."""

@@ -10,8 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import uuid
-from collections.abc import Coroutine, Mapping, Sequence
+from collections.abc import Coroutine, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from typing import Any
@@ -23,8 +22,7 @@ from opspor_shared.calendar import horizon_for
 from opspor_shared.clock import Clock, system_clock
 from opspor_shared.db import unit_of_work
 from opspor_shared.engine import Crossing, RulePack, concern_id
-from opspor_shared.engine.bounds import AbsenceFigures, can_cross, needs_of
-from opspor_shared.engine.timeline import Stay, enrolled_stays, evaluate_stays
+from opspor_shared.engine.timeline import enrolled_stays, evaluate_stays
 from opspor_shared.events import (
     CONCERN_RAISED,
     CONCERN_UPDATED,
@@ -45,14 +43,9 @@ from opspor_shared.reference import (
     ReferenceRepository,
     SchoolRef,
 )
-from opspor_shared.registrations import RegistrationRow, school_of_latest
+from opspor_shared.registrations import school_of_latest
 from opspor_shared.retention import retention_window
-from opspor_worker.metrics import (
-    CONCERNS_CHANGED,
-    PUPILS_EVALUATED,
-    TICK_PUPILS,
-    TICK_PUPILS_BELOW_LIMITS,
-)
+from opspor_worker.metrics import CONCERNS_CHANGED, PUPILS_EVALUATED, TICK_PUPILS
 from opspor_worker.models import Concern
 from opspor_worker.repository import WorkerRepository, live_registrations
 from opspor_worker.settings import WorkerSettings
@@ -169,9 +162,7 @@ def split_at_horizon(
     return upto, after
 
 
-async def evaluate_pupils(
-    repo: WorkerRepository, ctx: Context, pupil_ids: Sequence[str], *, skip_quiet: bool = False
-) -> int:
+async def evaluate_pupils(repo: WorkerRepository, ctx: Context, pupil_ids: Sequence[str]) -> int:
     """Re-evaluates pupils from scratch and records + publishes the concern diff.
 
     Returns the number of concern changes (raised + withdrawn + updated).
@@ -181,23 +172,13 @@ async def evaluate_pupils(
     raised again here, whatever the registrations now say. Crossings on or after S have their
     whole window on or after C, so they are exactly those of an evaluation from the pupil's
     first registration.
-
-    ``skip_quiet`` (the tick, which re-evaluates whole schools): a pupil who holds no active
-    concern and whose absence is below every limit of their packs (opspor_shared.engine.bounds,
-    summed by PostgreSQL) has no crossing, so their registrations are neither read nor
-    evaluated; they are recorded as evaluated with no change ahead, as an evaluation would.
     """
     if not pupil_ids:
         return 0
     await repo.lock_pupils(pupil_ids)
-    regs: dict[str, list[RegistrationRow]] | None = None
-    if skip_quiet:
-        latest = await repo.latest_schools(pupil_ids)
-        schools_of = {p: latest.get(p) for p in pupil_ids}
-    else:
-        regs = await repo.registrations(pupil_ids)
-        schools_of = {p: school_of_latest(regs[p]) for p in pupil_ids}
+    regs = await repo.registrations(pupil_ids)
     enrolments = await repo.enrolments(pupil_ids)
+    schools_of = {p: school_of_latest(regs[p]) for p in pupil_ids}
     needed = {s for s in schools_of.values() if s is not None}
     needed.update(e.school_id for rows in enrolments.values() for e in rows)
     reference = ReferenceRepository(repo.session)
@@ -206,7 +187,9 @@ async def evaluate_pupils(
     held = await repo.concerns(pupil_ids)
     now = ctx.clock()
     window = retention_window(ctx.settings, now)
-    stays_of: dict[str, list[Stay]] = {}
+    messages: list[OutboxMessage] = []
+    raised: list[Concern] = []
+    pupils: list[dict[str, object]] = []
     for pupil_id in pupil_ids:
         stays, left_out = enrolled_stays(
             [(e.school_id, e.enrolled_from, e.enrolled_until) for e in enrolments[pupil_id]],
@@ -215,29 +198,10 @@ async def evaluate_pupils(
         )
         for school_id in left_out:
             log.warning("stay_not_evaluated", reason="unknown school or pack", school=school_id)
-        if stays:
-            stays_of[pupil_id] = stays
-    quiet: set[str] = set()
-    if regs is None:
-        quiet = await _quiet_pupils(repo, stays_of, held)
-        TICK_PUPILS_BELOW_LIMITS.inc(len(quiet))
-        regs = await repo.registrations([p for p in stays_of if p not in quiet])
-    messages: list[OutboxMessage] = []
-    raised: list[Concern] = []
-    pupils: list[dict[str, object]] = []
-    for pupil_id, stays in stays_of.items():
+        if not stays:
+            continue
         current = refs[stays[-1].school_id]
         horizon = horizon_for(stays[-1].calendar, current.timezone, now)
-        if pupil_id in quiet:
-            pupils.append(
-                {
-                    "pupil_id": pupil_id,
-                    "school_id": current.id,
-                    "evaluated_horizon": horizon,
-                    "next_change_on": NO_CHANGE_AHEAD,
-                }
-            )
-            continue
         facts = live_registrations(regs[pupil_id])
         crossings, next_change = split_at_horizon(
             evaluate_stays(stays, facts, UNTIL_KNOWN_DAYS_END, not_before=window.cutoff),
@@ -309,26 +273,6 @@ async def evaluate_pupils(
     for m in messages:
         CONCERNS_CHANGED.labels(m.event.type).inc()
     return len(messages)
-
-
-async def _quiet_pupils(
-    repo: WorkerRepository,
-    stays_of: Mapping[str, Sequence[Stay]],
-    held: Mapping[str, Mapping[uuid.UUID, Concern]],
-) -> set[str]:
-    """The pupils who hold no active concern (nothing to withdraw) and whose absence cannot
-    meet any rule of the packs of their stays (nothing to raise or revise)."""
-    packs_of = {
-        pupil_id: list({id(p): p for stay in stays for p in stay.packs}.values())
-        for pupil_id, stays in stays_of.items()
-        if all(c.status != "active" for c in held[pupil_id].values())
-    }
-    if not packs_of:
-        return set()
-    every_pack = {id(p): p for packs in packs_of.values() for p in packs}.values()
-    figures = await repo.absence_figures(list(packs_of), needs_of(every_pack))
-    none = AbsenceFigures()
-    return {p for p, packs in packs_of.items() if not can_cross(packs, figures.get(p, none))}
 
 
 Fact = RegistrationData | EnrolmentData
@@ -512,7 +456,7 @@ async def _reevaluate_school(
                 if len(school.partitions) == total
                 else [p for p in page if partition_of(p, total) in school.partitions]
             )
-            changes += await evaluate_pupils(repo, ctx, pupils, skip_quiet=True)
+            changes += await evaluate_pupils(repo, ctx, pupils)
             looked_at += len(pupils)
     async with unit_of_work(sessionmaker) as session:
         await WorkerRepository(session).set_horizon(
