@@ -79,7 +79,7 @@ def expected(
         ]
         for c in evaluate(cal, regs, pack, horizon):
             cid = concern_id(pupil, c.pack_id, c.rule_id, c.rule_version, c.date)
-            out[cid] = comparable(explanation_of(c, pack).model_dump(mode="json"))
+            out[cid] = comparable(explanation_of(c, pack))
     return out
 
 
