@@ -7,10 +7,10 @@ from collections.abc import Iterable, Sequence
 from datetime import date, datetime
 from functools import cache
 from operator import itemgetter
-from typing import Any, cast
+from typing import Any, Protocol, cast
 
 import asyncpg
-from sqlalchemy import Table, bindparam, func, or_, select, text, union, update
+from sqlalchemy import Table, func, or_, select, text, union, update
 from sqlalchemy.dialects.postgresql import Insert, insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -65,12 +65,41 @@ def live_registrations(rows: Sequence[RegistrationRow]) -> list[RegistrationLike
     return cast(list[RegistrationLike], live)
 
 
-# Built once, as every consumed batch runs them; `ids` expands to one parameter per pupil, as
-# in_() with a list does (so PostgreSQL plans each for its pupils, see registrations()).
-_ENROLMENTS_OF_PUPILS = select(WorkerEnrolment).where(
-    WorkerEnrolment.pupil_id.in_(bindparam("ids", expanding=True))
-)
-_CONCERNS_OF_PUPILS = select(Concern).where(Concern.pupil_id.in_(bindparam("ids", expanding=True)))
+class _EnrolmentRecord(asyncpg.Record):  # type: ignore[misc]  # asyncpg ships no types
+    """An enrolment as evaluation reads it (see _RegistrationRecord)."""
+
+    pupil_id = property(itemgetter(0))
+    school_id = property(itemgetter(1))
+    enrolled_from = property(itemgetter(2))
+    enrolled_until = property(itemgetter(3))
+
+
+class EnrolmentRow(Protocol):
+    @property
+    def pupil_id(self) -> str: ...
+    @property
+    def school_id(self) -> str: ...
+    @property
+    def enrolled_from(self) -> date: ...
+    @property
+    def enrolled_until(self) -> date | None: ...
+
+
+_ENROLMENTS_OF_PUPILS = """
+select pupil_id, school_id, enrolled_from, enrolled_until
+from worker_enrolments
+where pupil_id = any($1::text[])
+"""
+
+
+def _concerns_of_pupils() -> str:
+    table = Concern.__table__
+    assert isinstance(table, Table)
+    columns = ", ".join(c.name for c in table.columns)
+    return f"select {columns} from concerns where pupil_id = any($1::text[])"  # noqa: S608
+
+
+_CONCERNS_OF_PUPILS = _concerns_of_pupils()
 
 _PUPIL_COLUMNS = ("pupil_id", "school_id", "evaluated_horizon", "next_change_on")
 
@@ -107,10 +136,9 @@ class WorkerRepository:
     async def apply_enrolments(self, items: Sequence[EnrolmentData]) -> None:
         await apply_enrolments(self.session, WorkerEnrolment, items)
 
-    async def enrolments(self, pupil_ids: Sequence[str]) -> dict[str, list[WorkerEnrolment]]:
-        rows = await self.session.scalars(_ENROLMENTS_OF_PUPILS, {"ids": list(pupil_ids)})
-        out: dict[str, list[WorkerEnrolment]] = {p: [] for p in pupil_ids}
-        for r in rows:
+    async def enrolments(self, pupil_ids: Sequence[str]) -> dict[str, list[EnrolmentRow]]:
+        out: dict[str, list[EnrolmentRow]] = {p: [] for p in pupil_ids}
+        for r in await self._fetch(_ENROLMENTS_OF_PUPILS, pupil_ids, _EnrolmentRecord):
             out[r.pupil_id].append(r)
         return out
 
@@ -134,16 +162,24 @@ class WorkerRepository:
         goes straight to asyncpg: SQLAlchemy's Row (or worse, ORM instance) per row cost more
         than evaluating the pupil. It runs on the session's connection, in its transaction.
         """
-        driver = await self._driver_connection()
-        # A statement of its own each time, so PostgreSQL plans it for these ids. A cached one
-        # may switch to a generic plan, and one chosen while the table was nearly empty (a
-        # sequential scan) would stay until the next ANALYZE while the table grows.
-        statement = await driver.prepare(_REGISTRATIONS_OF_PUPILS, record_class=_RegistrationRecord)
-        records = await statement.fetch(list(pupil_ids))
         out: dict[str, list[RegistrationRow]] = {p: [] for p in pupil_ids}
-        for record in records:
+        for record in await self._fetch(_REGISTRATIONS_OF_PUPILS, pupil_ids, _RegistrationRecord):
             out[record[0]].append(record)
         return out
+
+    async def _fetch(
+        self, sql: str, pupil_ids: Sequence[str], record_class: type = asyncpg.Record
+    ) -> list[Any]:
+        """The rows of ``sql`` for ``pupil_ids`` (its one parameter, an array), read through
+        asyncpg on the session's connection, in its transaction. The reads of every consumed
+        batch and tick chunk go this way: SQLAlchemy rendered one parameter per pupil of an
+        ``in_()`` list (9 % of the worker's CPU on a school morning) and built a Row or ORM
+        instance per row. A statement of its own each time, so PostgreSQL plans it for these
+        ids: a cached one may switch to a generic plan, and one chosen while the table was
+        nearly empty (a sequential scan) would stay until the next ANALYZE while it grows."""
+        driver = await self._driver_connection()
+        statement = await driver.prepare(sql, record_class=record_class)
+        return list(await statement.fetch(list(pupil_ids)))
 
     async def _driver_connection(self) -> Any:
         connection = await self.session.connection()
@@ -190,10 +226,12 @@ class WorkerRepository:
         return list(await self.session.scalars(query.order_by(WorkerPupil.pupil_id).limit(limit)))
 
     async def concerns(self, pupil_ids: Sequence[str]) -> dict[str, dict[uuid.UUID, Concern]]:
-        rows = await self.session.scalars(_CONCERNS_OF_PUPILS, {"ids": list(pupil_ids)})
+        """The pupils' concerns, as Concern objects outside the session: every change to one is
+        written by an explicit statement (set_status, revise), never by a flush."""
         out: dict[str, dict[uuid.UUID, Concern]] = {p: {} for p in pupil_ids}
-        for c in rows:
-            out[c.pupil_id][c.concern_id] = c
+        for record in await self._fetch(_CONCERNS_OF_PUPILS, pupil_ids):
+            concern = Concern(**record)
+            out[concern.pupil_id][concern.concern_id] = concern
         return out
 
     async def insert_concerns(self, concerns: Sequence[Concern]) -> None:
