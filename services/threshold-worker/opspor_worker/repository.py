@@ -93,6 +93,8 @@ where pupil_id = any($1::text[])
 
 
 def _concerns_of_pupils() -> str:
+    """Every column of `concerns` (the names come from the model, never from input), so that
+    each row makes a whole Concern."""
     table = Concern.__table__
     assert isinstance(table, Table)
     columns = ", ".join(c.name for c in table.columns)
