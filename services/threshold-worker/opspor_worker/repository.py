@@ -7,7 +7,7 @@ from collections.abc import Iterable, Sequence
 from datetime import date, datetime
 from functools import cache
 from operator import itemgetter
-from typing import Any, Protocol, cast
+from typing import Any, cast
 
 import asyncpg
 from sqlalchemy import Table, func, or_, select, text, union, update
@@ -65,26 +65,6 @@ def live_registrations(rows: Sequence[RegistrationRow]) -> list[RegistrationLike
     return cast(list[RegistrationLike], live)
 
 
-class _EnrolmentRecord(asyncpg.Record):  # type: ignore[misc]  # asyncpg ships no types
-    """An enrolment as evaluation reads it (see _RegistrationRecord)."""
-
-    pupil_id = property(itemgetter(0))
-    school_id = property(itemgetter(1))
-    enrolled_from = property(itemgetter(2))
-    enrolled_until = property(itemgetter(3))
-
-
-class EnrolmentRow(Protocol):
-    @property
-    def pupil_id(self) -> str: ...
-    @property
-    def school_id(self) -> str: ...
-    @property
-    def enrolled_from(self) -> date: ...
-    @property
-    def enrolled_until(self) -> date | None: ...
-
-
 _ENROLMENTS_OF_PUPILS = """
 select pupil_id, school_id, enrolled_from, enrolled_until
 from worker_enrolments
@@ -138,10 +118,14 @@ class WorkerRepository:
     async def apply_enrolments(self, items: Sequence[EnrolmentData]) -> None:
         await apply_enrolments(self.session, WorkerEnrolment, items)
 
-    async def enrolments(self, pupil_ids: Sequence[str]) -> dict[str, list[EnrolmentRow]]:
-        out: dict[str, list[EnrolmentRow]] = {p: [] for p in pupil_ids}
-        for r in await self._fetch(_ENROLMENTS_OF_PUPILS, pupil_ids, _EnrolmentRecord):
-            out[r.pupil_id].append(r)
+    async def enrolments(
+        self, pupil_ids: Sequence[str]
+    ) -> dict[str, list[tuple[str, date, date | None]]]:
+        """(school, enrolled_from, enrolled_until) of each of the pupils' enrolments, as
+        enrolled_stays takes them."""
+        out: dict[str, list[tuple[str, date, date | None]]] = {p: [] for p in pupil_ids}
+        for pupil_id, *enrolment in await self._fetch(_ENROLMENTS_OF_PUPILS, pupil_ids):
+            out[pupil_id].append(tuple(enrolment))
         return out
 
     async def lock_pupils(self, pupil_ids: Sequence[str]) -> None:

@@ -187,7 +187,7 @@ async def evaluate_pupils(repo: WorkerRepository, ctx: Context, pupil_ids: Seque
     enrolments = await repo.enrolments(pupil_ids)
     schools_of = {p: school_of_latest(regs[p]) for p in pupil_ids}
     needed = {s for s in schools_of.values() if s is not None}
-    needed.update(e.school_id for rows in enrolments.values() for e in rows)
+    needed.update(school for rows in enrolments.values() for school, _, _ in rows)
     reference = ReferenceRepository(repo.session)
     refs = await reference.schools(sorted(needed))
     judged = await reference.judged(refs, ctx.calendars, ctx.packs)
@@ -198,11 +198,7 @@ async def evaluate_pupils(repo: WorkerRepository, ctx: Context, pupil_ids: Seque
     raised: list[Concern] = []
     pupils: list[dict[str, object]] = []
     for pupil_id in pupil_ids:
-        stays, left_out = enrolled_stays(
-            [(e.school_id, e.enrolled_from, e.enrolled_until) for e in enrolments[pupil_id]],
-            schools_of[pupil_id],
-            judged,
-        )
+        stays, left_out = enrolled_stays(enrolments[pupil_id], schools_of[pupil_id], judged)
         for school_id in left_out:
             log.warning("stay_not_evaluated", reason="unknown school or pack", school=school_id)
         if not stays:
