@@ -17,7 +17,13 @@ WEBHOOK_SECRET_KEYS = "Q2zBXQ7i4Qm6ZL3xQm4W8r2tV9sYk1nP0aHcEdFgJjU="
 def api_settings(
     database_url: str, bootstrap: str, suffix: str, **overrides: object
 ) -> ApiSettings:
-    defaults = {"auth_issuers": issuers_setting(), "webhook_secret_keys": WEBHOOK_SECRET_KEYS}
+    defaults = {
+        "auth_issuers": issuers_setting(),
+        "webhook_secret_keys": WEBHOOK_SECRET_KEYS,
+        # A group of its own per test, as its topics are (and as the alerter's tests do): a
+        # member an earlier test's app left in a shared group can hold up the next join.
+        "concern_consumer_group": f"opspor-api-concerns-{suffix}",
+    }
     return ApiSettings(
         database_url=database_url,
         kafka_bootstrap_servers=bootstrap,
