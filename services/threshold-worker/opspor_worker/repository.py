@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from datetime import date, datetime
 from functools import cache
-from operator import itemgetter
-from typing import Any, cast
+from typing import Any
 
 import asyncpg
 from sqlalchemy import Table, func, or_, select, text, union, update
@@ -15,14 +15,10 @@ from sqlalchemy.dialects.postgresql import Insert, insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from opspor_shared.db import insert_rows, row_arrays
-from opspor_shared.engine import RegistrationLike
+from opspor_shared.engine import NO_REGISTRATIONS, RegistrationColumns
 from opspor_shared.events import EnrolmentData, RegistrationData
 from opspor_shared.outbox import OutboxMessage, enqueue
-from opspor_shared.registrations import (
-    RegistrationRow,
-    apply_enrolments,
-    apply_last_writer_wins,
-)
+from opspor_shared.registrations import apply_enrolments, apply_last_writer_wins
 from opspor_worker.models import (
     Concern,
     SchoolHorizon,
@@ -32,37 +28,41 @@ from opspor_worker.models import (
     worker_outbox,
 )
 
-
-class _RegistrationRecord(asyncpg.Record):  # type: ignore[misc]  # asyncpg ships no types
-    """A RegistrationRow. asyncpg builds these in C; the properties read fields by position,
-    also in C."""
-
-    pupil_id = property(itemgetter(0))
-    date = property(itemgetter(1))
-    slot = property(itemgetter(2))
-    school_id = property(itemgetter(3))
-    category = property(itemgetter(4))
-    extent = property(itemgetter(5))
-    recorded_at = property(itemgetter(6))
-    event_id = property(itemgetter(7))
-    retracted = property(itemgetter(8))
-
-
-# The column order _RegistrationRecord reads. The primary key (pupil_id, date, slot) serves
-# both the filter and the order.
+# Per pupil, the live registrations (neither retracted nor without a category) as one array
+# per column, and the school of the latest-dated registration: one not retracted if there is
+# any, the newest report breaking a tie, as opspor_shared.registrations.school_of_latest picks it
+# (`collate "C"` compares event ids by code point, as Python does, whatever the database's
+# collation). A row and a Python object per registration cost the day-change tick more than
+# evaluating it; arrays are decoded in C. (date, slot) is unique per pupil (the primary key),
+# so every array_agg has the same order and the columns line up position by position.
 _REGISTRATIONS_OF_PUPILS = """
-select pupil_id, date, slot, school_id, category, extent, recorded_at, event_id, retracted
-from worker_registrations
-where pupil_id = any($1::text[])
-order by pupil_id, date, slot
+select
+    pupil_id,
+    array_agg(date order by date, slot) filter (where live),
+    array_agg(slot order by date, slot) filter (where live),
+    array_agg(category order by date, slot) filter (where live),
+    array_agg(extent order by date, slot) filter (where live),
+    (array_agg(school_id order by retracted, date desc, recorded_at desc,
+               event_id collate "C" desc))[1]
+from (
+    select *, not retracted and category is not null and extent is not null as live
+    from worker_registrations
+    where pupil_id = any($1::text[])
+) as rows
+group by pupil_id
 """
 
 
-def live_registrations(rows: Sequence[RegistrationRow]) -> list[RegistrationLike]:
-    """The rows the engine evaluates (not retracted), handed over as they are: the engine
-    reads the same four fields, and an object per registration would cost more than that."""
-    live = [r for r in rows if not r.retracted and r.category is not None and r.extent is not None]
-    return cast(list[RegistrationLike], live)
+@dataclass(frozen=True)
+class PupilRegistrations:
+    """What evaluation needs of a pupil's registrations: the live ones, and the school of
+    the latest (None without any registration)."""
+
+    live: RegistrationColumns
+    latest_school: str | None
+
+
+NO_REGISTRATION_YET = PupilRegistrations(NO_REGISTRATIONS, None)
 
 
 _ENROLMENTS_OF_PUPILS = """
@@ -141,16 +141,18 @@ class WorkerRepository:
             {"ids": sorted(set(pupil_ids))},
         )
 
-    async def registrations(self, pupil_ids: Sequence[str]) -> dict[str, list[RegistrationRow]]:
-        """Every registration row of the pupils, retracted ones included, by pupil and date.
-
-        The day-change tick reads every registration of every pupil of a school, so this read
-        goes straight to asyncpg: SQLAlchemy's Row (or worse, ORM instance) per row cost more
-        than evaluating the pupil. It runs on the session's connection, in its transaction.
-        """
-        out: dict[str, list[RegistrationRow]] = {p: [] for p in pupil_ids}
-        for record in await self._fetch(_REGISTRATIONS_OF_PUPILS, pupil_ids, _RegistrationRecord):
-            out[record[0]].append(record)
+    async def registrations(self, pupil_ids: Sequence[str]) -> dict[str, PupilRegistrations]:
+        """Every pupil's registrations as evaluation reads them (see _REGISTRATIONS_OF_PUPILS)."""
+        out = dict.fromkeys(pupil_ids, NO_REGISTRATION_YET)
+        for pupil_id, dates, slots, categories, extents, school in await self._fetch(
+            _REGISTRATIONS_OF_PUPILS, pupil_ids
+        ):
+            live = (
+                NO_REGISTRATIONS
+                if dates is None
+                else RegistrationColumns(dates, slots, categories, extents)
+            )
+            out[pupil_id] = PupilRegistrations(live, school)
         return out
 
     async def _fetch(

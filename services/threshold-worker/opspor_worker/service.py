@@ -41,11 +41,10 @@ from opspor_shared.reference import (
     ReferenceRepository,
     SchoolRef,
 )
-from opspor_shared.registrations import school_of_latest
 from opspor_shared.retention import retention_window
 from opspor_worker.metrics import CONCERNS_CHANGED, PUPILS_EVALUATED, TICK_PUPILS
 from opspor_worker.models import Concern
-from opspor_worker.repository import WorkerRepository, live_registrations
+from opspor_worker.repository import WorkerRepository
 from opspor_worker.settings import WorkerSettings
 
 log = get_logger(__name__)
@@ -185,8 +184,7 @@ async def evaluate_pupils(repo: WorkerRepository, ctx: Context, pupil_ids: Seque
     await repo.lock_pupils(pupil_ids)
     regs = await repo.registrations(pupil_ids)
     enrolments = await repo.enrolments(pupil_ids)
-    schools_of = {p: school_of_latest(regs[p]) for p in pupil_ids}
-    needed = {s for s in schools_of.values() if s is not None}
+    needed = {r.latest_school for r in regs.values() if r.latest_school is not None}
     needed.update(school for rows in enrolments.values() for school, _, _ in rows)
     reference = ReferenceRepository(repo.session)
     refs = await reference.schools(sorted(needed))
@@ -198,16 +196,17 @@ async def evaluate_pupils(repo: WorkerRepository, ctx: Context, pupil_ids: Seque
     raised: list[Concern] = []
     pupils: list[dict[str, object]] = []
     for pupil_id in pupil_ids:
-        stays, left_out = enrolled_stays(enrolments[pupil_id], schools_of[pupil_id], judged)
+        stays, left_out = enrolled_stays(enrolments[pupil_id], regs[pupil_id].latest_school, judged)
         for school_id in left_out:
             log.warning("stay_not_evaluated", reason="unknown school or pack", school=school_id)
         if not stays:
             continue
         current = refs[stays[-1].school_id]
         horizon = horizon_for(stays[-1].calendar, current.timezone, now)
-        facts = live_registrations(regs[pupil_id])
         crossings, next_change = split_at_horizon(
-            evaluate_stays(stays, facts, UNTIL_KNOWN_DAYS_END, not_before=window.cutoff),
+            evaluate_stays(
+                stays, regs[pupil_id].live, UNTIL_KNOWN_DAYS_END, not_before=window.cutoff
+            ),
             horizon,
         )
         wanted = {

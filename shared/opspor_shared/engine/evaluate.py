@@ -57,10 +57,12 @@ from opspor_shared.engine.model import (
     Contribution,
     Crossing,
     PeriodKind,
+    RegistrationColumns,
     RegistrationLike,
     Rule,
     RulePack,
     RulePackVersion,
+    columns_of,
     format_decimal,
     format_percent,
     to_units,
@@ -201,42 +203,46 @@ class _Pupil:
         calendar: SchoolCalendar,
         days: Sequence[date],
         first: int,
-        registrations: Iterable[RegistrationLike],
+        registrations: RegistrationColumns,
     ) -> None:
         self.calendar = calendar
         self.days = days  # calendar.days[first:first + size]
         self.first = first
         self.size = len(days)
+        self.registrations = registrations
         stop = first + self.size
         self.units: dict[str, dict[int, int]] = {c: {} for c in CATEGORIES}
-        # (pupil day, registration), for the contributions of the few crossing days.
-        self._counted: list[tuple[int, RegistrationLike]] = []
-        self._by_day: dict[int, list[RegistrationLike]] | None = None
+        # (pupil day, position in the columns), for the contributions of the few crossing days.
+        self._counted: list[tuple[int, int]] = []
+        self._by_day: dict[int, list[int]] | None = None
         index_of = calendar.index_of
         known_extents = _EXTENT_UNITS
-        for reg in registrations:
-            index = index_of(reg.date)
+        columns = zip(
+            registrations.dates, registrations.categories, registrations.extents, strict=True
+        )
+        for position, (day, category, extent) in enumerate(columns):
+            index = index_of(day)
             if index is None or not first <= index < stop:
                 continue
-            per_day = self.units.get(reg.category)
+            per_day = self.units.get(category)
             if per_day is None:
-                raise ValueError(f"registration on {reg.date}: unknown category {reg.category!r}")
-            extent = reg.extent
+                raise ValueError(f"registration on {day}: unknown category {category!r}")
             units = known_extents.get(extent) if type(extent) is Decimal else None
             if units is None:
                 units = _extent_units(extent)
             local = index - first
             per_day[local] = per_day.get(local, 0) + units
-            self._counted.append((local, reg))
+            self._counted.append((local, position))
         self._sums: dict[frozenset[Category], _Sums | None] = {}
         self._calendar_starts: dict[str, list[int]] = {}  # per kind, calendar day indices
 
     @property
-    def by_day(self) -> dict[int, list[RegistrationLike]]:
+    def by_day(self) -> dict[int, list[int]]:
+        """Per pupil day, the positions of its registrations in the columns."""
         if self._by_day is None:
             self._by_day = {}
-            for local, reg in self._counted:
-                self._by_day.setdefault(local, []).append(reg)
+            for local, position in self._counted:
+                self._by_day.setdefault(local, []).append(position)
         return self._by_day
 
     def sums(self, categories: frozenset[Category]) -> _Sums | None:
@@ -376,12 +382,14 @@ def _crossing(
     lo, hi = bisect_left(sums.local, start), bisect_right(sums.local, i)
     contributing: list[Contribution] = []
     by_day = pupil.by_day
+    dates, slots, categories, extents = pupil.registrations
     for local, units in zip(sums.local[lo:hi], sums.units[lo:hi], strict=True):
         if units < minimum:
             continue
-        for reg in sorted(by_day[local], key=lambda r: (r.slot, r.category, r.extent)):
-            if reg.category in rule.categories:
-                contributing.append(Contribution(reg.date, reg.category, reg.extent, reg.slot))
+        for p in sorted(by_day[local], key=lambda p: (slots[p], categories[p], extents[p])):
+            category = categories[p]
+            if category in rule.categories:
+                contributing.append(Contribution(dates[p], category, extents[p], slots[p]))
 
     over = rule.over
     if rule.kind == "consecutive":
@@ -436,7 +444,7 @@ def _crossing(
 
 def evaluate(
     calendar: SchoolCalendar,
-    registrations: Iterable[RegistrationLike],
+    registrations: Iterable[RegistrationLike] | RegistrationColumns,
     pack: RulePack,
     horizon: date,
     enrolled_from: date | None = None,
@@ -447,7 +455,7 @@ def evaluate(
 
 def evaluate_packs(
     calendar: SchoolCalendar,
-    registrations: Iterable[RegistrationLike],
+    registrations: Iterable[RegistrationLike] | RegistrationColumns,
     packs: Sequence[RulePack],
     horizon: date,
     enrolled_from: date | None = None,
@@ -467,7 +475,7 @@ def evaluate_packs(
             out.append([])
             continue
         if pupil is None:
-            pupil = _Pupil(calendar, days, first, registrations)
+            pupil = _Pupil(calendar, days, first, columns_of(registrations))
         out.append(_evaluate_pack(pupil, pack, spans))
     return out
 

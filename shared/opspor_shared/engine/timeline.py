@@ -17,7 +17,13 @@ from datetime import date, timedelta
 
 from opspor_shared.calendar import SchoolCalendar, SchoolYear
 from opspor_shared.engine.evaluate import evaluate_packs
-from opspor_shared.engine.model import Crossing, RegistrationLike, RulePack
+from opspor_shared.engine.model import (
+    Crossing,
+    RegistrationColumns,
+    RegistrationLike,
+    RulePack,
+    columns_of,
+)
 
 
 @dataclass(frozen=True)
@@ -105,7 +111,7 @@ def _ends(stays: Sequence[Stay]) -> list[date | None]:
 
 def evaluate_stays(
     stays: Sequence[Stay],
-    registrations: Iterable[RegistrationLike],
+    registrations: Iterable[RegistrationLike] | RegistrationColumns,
     horizon: date,
     not_before: date | None = None,
 ) -> list[tuple[str, Crossing]]:
@@ -120,7 +126,7 @@ def evaluate_stays(
         ]
     if not stays:
         return []
-    regs = list(registrations)
+    regs = columns_of(registrations)
     if len(stays) == 1 and stays[0].end is None:
         stay = stays[0]
         return [
