@@ -91,8 +91,8 @@ def format_percent(share: Decimal) -> str:
 
 class RegistrationLike(Protocol):
     """What the engine reads of a registration: a ``Registration``, or any row with these
-    fields (the worker hands over its database rows as they are, rather than building an
-    object per registration). The engine checks category and extent itself."""
+    fields (the api's dry run and reports hand over their rows as they are; the worker hands
+    over ``RegistrationColumns``). The engine checks category and extent itself."""
 
     @property
     def date(self) -> dt.date: ...
