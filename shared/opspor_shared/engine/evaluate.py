@@ -212,15 +212,13 @@ class _Pupil:
         self.registrations = registrations
         stop = first + self.size
         self.units: dict[str, dict[int, int]] = {c: {} for c in CATEGORIES}
-        # (pupil day, position in the columns), for the contributions of the few crossing days.
-        self._counted: list[tuple[int, int]] = []
         self._by_day: dict[int, list[int]] | None = None
         index_of = calendar.index_of
         known_extents = _EXTENT_UNITS
         columns = zip(
             registrations.dates, registrations.categories, registrations.extents, strict=True
         )
-        for position, (day, category, extent) in enumerate(columns):
+        for day, category, extent in columns:
             index = index_of(day)
             if index is None or not first <= index < stop:
                 continue
@@ -232,17 +230,20 @@ class _Pupil:
                 units = _extent_units(extent)
             local = index - first
             per_day[local] = per_day.get(local, 0) + units
-            self._counted.append((local, position))
         self._sums: dict[frozenset[Category], _Sums | None] = {}
         self._calendar_starts: dict[str, list[int]] = {}  # per kind, calendar day indices
 
     @property
     def by_day(self) -> dict[int, list[int]]:
-        """Per pupil day, the positions of its registrations in the columns."""
+        """Per pupil day, the positions of its registrations in the columns: for the
+        contributions of the few crossing days, so found again only when one is built."""
         if self._by_day is None:
             self._by_day = {}
-            for local, position in self._counted:
-                self._by_day.setdefault(local, []).append(position)
+            index_of, first, stop = self.calendar.index_of, self.first, self.first + self.size
+            for position, day in enumerate(self.registrations.dates):
+                index = index_of(day)
+                if index is not None and first <= index < stop:
+                    self._by_day.setdefault(index - first, []).append(position)
         return self._by_day
 
     def sums(self, categories: frozenset[Category]) -> _Sums | None:
