@@ -32,7 +32,9 @@ class Row(NamedTuple):
 
 BASE = datetime(2026, 9, 1, 8, tzinfo=UTC)
 # Few values each, so that dates, report times and slots tie often; event ids whose order
-# differs between code points and a linguistic collation (case, punctuation, digits).
+# differs between code points and a linguistic collation (case, punctuation, digits). Event
+# ids are unique, as each row's is the id of the event that wrote it (the api keeps one
+# event per id): a full tie has no defined winner.
 row = st.builds(
     Row,
     pupil_id=st.sampled_from(["p1", "p2", "p3"]),
@@ -42,17 +44,23 @@ row = st.builds(
     category=st.sampled_from(["illness", "authorized", "unauthorized", None]),
     extent=st.sampled_from([Decimal("1.0000"), Decimal("0.5000"), None]),
     recorded_at=st.sampled_from([BASE, BASE + timedelta(hours=1)]),
-    event_id=st.sampled_from(["e-1", "E2", "e_3", "e10", "a-9", "Z", "é1"]),
+    event_id=st.text(alphabet="aAeEzZ-_19é", min_size=1, max_size=3),
     retracted=st.booleans(),
 )
 
 
 @settings(
-    max_examples=60,
+    max_examples=200,
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
-@given(rows=st.lists(row, max_size=25, unique_by=lambda r: (r.pupil_id, r.date, r.slot)))
+@given(
+    rows=st.lists(
+        row,
+        max_size=25,
+        unique_by=(lambda r: (r.pupil_id, r.date, r.slot), lambda r: r.event_id),
+    )
+)
 async def test_the_read_gives_the_live_registrations_and_the_latest_school(
     clean_db: AsyncEngine, sessionmaker: async_sessionmaker[AsyncSession], rows: list[Row]
 ) -> None:
