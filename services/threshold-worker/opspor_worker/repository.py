@@ -9,7 +9,6 @@ from datetime import date, datetime
 from functools import cache
 from typing import Any
 
-import asyncpg
 from sqlalchemy import Table, func, or_, select, text, union, update
 from sqlalchemy.dialects.postgresql import Insert, insert
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -155,9 +154,7 @@ class WorkerRepository:
             out[pupil_id] = PupilRegistrations(live, school)
         return out
 
-    async def _fetch(
-        self, sql: str, pupil_ids: Sequence[str], record_class: type = asyncpg.Record
-    ) -> list[Any]:
+    async def _fetch(self, sql: str, pupil_ids: Sequence[str]) -> list[Any]:
         """The rows of ``sql`` for ``pupil_ids`` (its one parameter, an array), read through
         asyncpg on the session's connection, in its transaction. The reads of every consumed
         batch and tick chunk go this way: SQLAlchemy rendered one parameter per pupil of an
@@ -166,7 +163,7 @@ class WorkerRepository:
         ids: a cached one may switch to a generic plan, and one chosen while the table was
         nearly empty (a sequential scan) would stay until the next ANALYZE while it grows."""
         driver = await self._driver_connection()
-        statement = await driver.prepare(sql, record_class=record_class)
+        statement = await driver.prepare(sql)
         return list(await statement.fetch(list(pupil_ids)))
 
     async def _driver_connection(self) -> Any:
