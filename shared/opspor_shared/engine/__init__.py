@@ -25,7 +25,6 @@ from opspor_shared.engine.model import (
     RuleKind,
     RulePack,
     RulePackVersion,
-    columns_of,
 )
 from opspor_shared.engine.packs import (
     PackError,
@@ -60,7 +59,6 @@ __all__ = [
     "RulePackVersion",
     "builtin_digest",
     "builtin_packs",
-    "columns_of",
     "concern_id",
     "evaluate",
     "evaluate_packs",

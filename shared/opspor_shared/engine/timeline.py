@@ -17,13 +17,7 @@ from datetime import date, timedelta
 
 from opspor_shared.calendar import SchoolCalendar, SchoolYear
 from opspor_shared.engine.evaluate import evaluate_packs
-from opspor_shared.engine.model import (
-    Crossing,
-    RegistrationColumns,
-    RegistrationLike,
-    RulePack,
-    columns_of,
-)
+from opspor_shared.engine.model import Crossing, RegistrationColumns, RegistrationLike, RulePack
 
 
 @dataclass(frozen=True)
@@ -126,12 +120,13 @@ def evaluate_stays(
         ]
     if not stays:
         return []
-    regs = columns_of(registrations)
     if len(stays) == 1 and stays[0].end is None:
         stay = stays[0]
         return [
             (stay.school_id, c)
-            for crossings in evaluate_packs(stay.calendar, regs, stay.packs, horizon, stay.start)
+            for crossings in evaluate_packs(
+                stay.calendar, registrations, stay.packs, horizon, stay.start
+            )
             for c in crossings
         ]
     calendar = SplicedCalendar(stays)
@@ -139,7 +134,9 @@ def evaluate_stays(
     starts = [start for start, _ in owners]
     out: list[tuple[str, Crossing]] = []
     packs = list({id(p): p for stay in stays for p in stay.packs}.values())
-    for pack, crossings in zip(packs, evaluate_packs(calendar, regs, packs, horizon), strict=True):
+    for pack, crossings in zip(
+        packs, evaluate_packs(calendar, registrations, packs, horizon), strict=True
+    ):
         for c in crossings:
             owner = owners[bisect_right(starts, c.date) - 1][1]
             if any(p is pack for p in owner.packs):
