@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 from datetime import date, datetime
 from functools import cache
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy import Table, func, or_, select, text, union, update
 from sqlalchemy.dialects.postgresql import Insert, insert
@@ -27,7 +26,7 @@ from opspor_worker.models import (
     worker_outbox,
 )
 
-# Per pupil, the live registrations (neither retracted nor without a category) as one array
+# Per pupil, the live registrations (not retracted, with a category and extent) as one array
 # per column, and the school of the latest-dated registration: one not retracted if there is
 # any, the newest report breaking a tie, as opspor_shared.registrations.school_of_latest picks it
 # (`collate "C"` compares event ids by code point, as Python does, whatever the database's
@@ -52,10 +51,10 @@ group by pupil_id
 """
 
 
-@dataclass(frozen=True)
-class PupilRegistrations:
+class PupilRegistrations(NamedTuple):
     """What evaluation needs of a pupil's registrations: the live ones, and the school of
-    the latest (None without any registration)."""
+    the latest (None without any registration). A tuple: one is made per pupil of every
+    consumed batch and tick chunk."""
 
     live: RegistrationColumns
     latest_school: str | None
@@ -164,7 +163,8 @@ class WorkerRepository:
         nearly empty (a sequential scan) would stay until the next ANALYZE while it grows."""
         driver = await self._driver_connection()
         statement = await driver.prepare(sql)
-        return list(await statement.fetch(list(pupil_ids)))
+        rows: list[Any] = await statement.fetch(list(pupil_ids))
+        return rows
 
     async def _driver_connection(self) -> Any:
         connection = await self.session.connection()
