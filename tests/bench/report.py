@@ -113,6 +113,22 @@ def format_report(results: dict[str, Any]) -> str:
             f"    target ratio >= {TARGET_INGEST_RATIO}: {verdict} (lowest: {worst['ratio']} at"
             f" {worst['connections']} connection(s)); CPU us/reg per round, ingest only"
         )
+        if floor := ingest.get("store_floor"):
+            lines.append(
+                "    floor (tests/bench/store_floor.py): storing the rows alone, hand-written SQL,"
+                " 1 connection, wall us/reg: events"
+                f" {_n(floor['events_us_per_registration'], 1)}, + current state"
+                f" {_n(floor['events_and_state_us_per_registration'], 1)}, + audit rows"
+                f" {_n(floor['events_state_and_audit_us_per_registration'], 1)}"
+            )
+            if ceiling := floor.get("ceilings_at_one_connection"):
+                lines.append(
+                    "    highest ratio any ingest storing as much can reach at 1 connection"
+                    f" (t_ref / (t_ref + t_store), t_ref ="
+                    f" {_n(1e6 / floor['parse_only_registrations_per_second'], 1)} us):"
+                    f" events {ceiling['events']}, + state {ceiling['events_and_state']},"
+                    f" + audit {ceiling['events_state_and_audit']}"
+                )
         lines.append("    opspor rounds in detail:")
         rows = []
         labelled = [

@@ -33,6 +33,7 @@ from opspor_shared.auth import Role
 from opspor_shared.devstack.net import free_port
 from opspor_shared.devstack.stack import Service, Stack
 from opspor_shared.settings import ServiceSettings
+from tests.bench import store_floor
 from tests.bench.catchup import SCHOOLS as CATCHUP_SCHOOLS
 from tests.bench.catchup import catchup_phase
 from tests.bench.ingest import HEADERS, run_ingest
@@ -346,6 +347,16 @@ async def ingest_phase(
                 )
                 rounds.append({"opspor": a, "parse_only": b})
             out["settings"].append(ab_summary(connections, rounds))
+    # The floor under the ratio: storing the first setting's rows alone, at one connection.
+    await wait_for_quiet(CpuMeter(component_pids(stack)), args.quiet_timeout, log)
+    floor = await store_floor.measure(stack.database_url, bodies[0][0])
+    for setting in out["settings"]:
+        if setting["connections"] == 1:
+            reference = setting["parse_only_registrations_per_second"]
+            floor["parse_only_registrations_per_second"] = reference
+            floor["ceilings_at_one_connection"] = store_floor.ceilings(floor, reference)
+    out["store_floor"] = floor
+    log(f"store floor: {floor}")
     runs = [r["opspor"] for s in out["settings"] for r in s["rounds"]]
     absorbed = sum(s["registrations_accepted"] for s in runs)
     busy = sum(s["worker"]["seconds_from_ingest_start_to_caught_up"] for s in runs)
