@@ -333,6 +333,7 @@ async def run_tick(
     log: Any,
     now: datetime,
     processes: int = 1,
+    engine: str = "",
 ) -> dict[str, Any]:
     """One tick in fresh worker processes (`processes` of them split the partitions, as two
     workers of one consumer group do); CPU of the workers while it ran, and the wall time from
@@ -354,6 +355,8 @@ async def run_tick(
             str(chunk),
             "--partitions",
             share,
+            "--engine",
+            engine,
             stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,
         )
@@ -481,6 +484,45 @@ async def only_pack(url: str, pack: str) -> None:
         await conn.close()
 
 
+async def without_engine(
+    seeded: Seeded, url: str, chunk: int, log: Any, var_dir: Path, pairs: int = 2
+) -> dict[str, Any]:
+    """What the job's-pack first tick costs without the engine's work: alternately with the
+    real engine (recording each pupil's result) and with those results replayed (see
+    tests/bench/reeval_worker.py, --engine); both sides build the same look-up key."""
+    results = var_dir / "reeval-engine-results.pickle"
+    runs: list[dict[str, Any]] = []
+    try:
+        for n in range(pairs):
+            for mode in ("record", "replay"):
+                await only_pack(url, sql_job.PACK)
+                ran = await run_tick(
+                    seeded,
+                    f"reeval-engine-{mode}-{n}",
+                    chunk,
+                    None,
+                    log,
+                    seeded.day_before,
+                    engine=f"{mode}:{results}",
+                )
+                runs.append({"mode": mode} | {k: ran[k] for k in TICK_FIGURES})
+    finally:
+        results.unlink(missing_ok=True)
+    real = [r for r in runs if r["mode"] == "record"]
+    free = [r for r in runs if r["mode"] == "replay"]
+    if any(f["concern_changes"] != r["concern_changes"] for f, r in zip(free, real, strict=True)):
+        raise RuntimeError(f"replayed ticks changed other concerns than the engine's: {runs}")
+    shares = [f["seconds"] / r["seconds"] for f, r in zip(free, real, strict=True)]
+    return {
+        "pairs": [[r, f] for r, f in zip(real, free, strict=True)],
+        "seconds_without_engine_over_with": [round(x, 3) for x in shares],
+    }
+
+
+# What the engine-floor runs keep of each tick's figures.
+TICK_FIGURES = ("seconds", "worker_cpu_seconds", "concern_changes", "cpu_cores")
+
+
 async def reeval_phase(
     *,
     database: str,
@@ -494,6 +536,7 @@ async def reeval_phase(
     log: Any,
     enrolments: bool = False,
     movers: float = 0.0,
+    engine_floor: bool = False,
 ) -> dict[str, Any]:
     admin = admin_url(var_dir)
     url = await create_database(admin, database, recreate=True)
@@ -541,6 +584,8 @@ async def reeval_phase(
             round(job["seconds"] / same["seconds"], 2) if same["seconds"] else None
         )
         job["same_pack"] = await sql_job.compare(url)
+        if engine_floor:
+            job["engine_floor"] = await without_engine(seeded, url, chunk, log, var_dir)
     finally:
         if not keep_database:
             await drop_database(admin, database)

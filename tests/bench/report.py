@@ -433,6 +433,17 @@ def _reeval_lines(r: dict[str, Any]) -> list[str]:
                 f" SQL job (target >= {TARGET_REEVAL_RATIO}x: {verdict}); crossings agree:"
                 f" {_agree(job['same_pack'])}"
             )
+        if floor := job.get("engine_floor"):
+            free = [f["seconds"] for _, f in floor["pairs"]]
+            recording = [r["seconds"] for r, _ in floor["pairs"]]
+            same = r.get("first_same_pack", {}).get("seconds")
+            ratio = job["seconds"] / min(free)
+            lines.append(
+                "    the same tick without the engine's work (its results recorded, then replayed):"
+                f" {' / '.join(f'{x:.1f}' for x in free)} s, against {_n(same, 1)} s with the"
+                f" engine (the recording runs: {' / '.join(f'{x:.1f}' for x in recording)} s);"
+                f" the job over the fastest without the engine: {_n(ratio, 1)}x"
+            )
     return lines
 
 

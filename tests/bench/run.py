@@ -147,6 +147,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--reeval-keep-database", action="store_true", help="keep <database>_reeval afterwards"
     )
     p.add_argument(
+        "--reeval-engine-floor",
+        action="store_true",
+        help="at --reeval-pupils, also time the job's-pack tick with the engine's results"
+        " replayed (no engine work) against the real engine, two alternating pairs",
+    )
+    p.add_argument(
         "--reeval-enrolments",
         action="store_true",
         help="give every pupil an enrolment (else the school of the latest registration)",
@@ -622,6 +628,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                             log=log,
                             enrolments=args.reeval_enrolments,
                             movers=args.reeval_movers,
+                            engine_floor=args.reeval_engine_floor and pupils == args.reeval_pupils,
                         )
                     )
                 )
