@@ -491,6 +491,7 @@ async def without_engine(
     real engine (recording each pupil's result) and with those results replayed (see
     tests/bench/reeval_worker.py, --engine); both sides build the same look-up key."""
     results = var_dir / "reeval-engine-results.pickle"
+    results.parent.mkdir(parents=True, exist_ok=True)
     runs: list[dict[str, Any]] = []
     try:
         for n in range(pairs):
@@ -505,6 +506,8 @@ async def without_engine(
                     seeded.day_before,
                     engine=f"{mode}:{results}",
                 )
+                if not results.exists():
+                    raise RuntimeError(f"{mode} run {n}: no results were kept in {results}")
                 runs.append({"mode": mode} | {k: ran[k] for k in TICK_FIGURES})
     finally:
         results.unlink(missing_ok=True)
