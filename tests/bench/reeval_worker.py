@@ -11,9 +11,9 @@ waits for another line before it closes its database connection (whose backend's
 parent reads).
 
 `--engine record:PATH` and `--engine replay:PATH` measure what the tick costs without the engine
-(`--reeval-engine-floor`): record runs the real engine and keeps each pupil's result under its
-inputs (written to PATH after the figures); replay answers every evaluation from PATH instead of
-evaluating. Both build the same key from every input, so only the engine's own work differs.
+(`--reeval-engine-floor`): record runs the real engine and keeps each pupil's result (written to
+PATH after the figures); replay answers every evaluation from PATH instead of evaluating. Both
+wrap the same calls and build the same look-up key, so only the engine's own work differs.
 """
 
 from __future__ import annotations

@@ -434,8 +434,8 @@ def _reeval_lines(r: dict[str, Any]) -> list[str]:
                 f" {_agree(job['same_pack'])}"
             )
         if floor := job.get("engine_floor"):
-            free = [f["seconds"] for _, f in floor["pairs"]]
-            recording = [r["seconds"] for r, _ in floor["pairs"]]
+            free = [replayed["seconds"] for _, replayed in floor["pairs"]]
+            recording = [recorded["seconds"] for recorded, _ in floor["pairs"]]
             same = r.get("first_same_pack", {}).get("seconds")
             ratio = job["seconds"] / min(free)
             lines.append(

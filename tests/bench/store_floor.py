@@ -24,17 +24,20 @@ from typing import Any
 import asyncpg
 
 COLUMNS = ("event_id", "pupil_id", "school_id", "date", "slot", "category", "extent")
-EVENTS = """
+INSERT_EVENTS = """
 insert into bench_floor_events
     (event_id, pupil_id, school_id, date, slot, category, extent, recorded_at, retracted)
 select *, false from unnest($1::text[], $2::text[], $3::text[], $4::date[], $5::text[],
     $6::text[], $7::numeric[], $8::timestamptz[])
 on conflict (event_id) do nothing
-returning event_id, pupil_id, school_id, date, slot, category, extent, recorded_at
 """
-# Both parts are constants of this module.
+# The statements below are made of this module's constants only.
+EVENTS = INSERT_EVENTS + "returning event_id"
 WITH_STATE = f"""
-with new as ({EVENTS}),
+with new as (
+    {INSERT_EVENTS}
+    returning event_id, pupil_id, school_id, date, slot, category, extent, recorded_at
+),
 applied as (
     insert into bench_floor_current
         (pupil_id, date, slot, school_id, category, extent, recorded_at, event_id, retracted)
