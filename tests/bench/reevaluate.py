@@ -506,8 +506,8 @@ async def without_engine(
                     seeded.day_before,
                     engine=f"{mode}:{results}",
                 )
-                if not results.exists():
-                    raise RuntimeError(f"{mode} run {n}: no results were kept in {results}")
+                if mode == "record" and not results.exists():
+                    raise RuntimeError(f"recording run {n} kept no results in {results}")
                 runs.append({"mode": mode} | {k: ran[k] for k in TICK_FIGURES})
     finally:
         results.unlink(missing_ok=True)
@@ -515,11 +515,7 @@ async def without_engine(
     free = [r for r in runs if r["mode"] == "replay"]
     if any(f["concern_changes"] != r["concern_changes"] for f, r in zip(free, real, strict=True)):
         raise RuntimeError(f"replayed ticks changed other concerns than the engine's: {runs}")
-    shares = [f["seconds"] / r["seconds"] for f, r in zip(free, real, strict=True)]
-    return {
-        "pairs": [[r, f] for r, f in zip(real, free, strict=True)],
-        "seconds_without_engine_over_with": [round(x, 3) for x in shares],
-    }
+    return {"pairs": [[r, f] for r, f in zip(real, free, strict=True)]}
 
 
 # What the engine-floor runs keep of each tick's figures.
